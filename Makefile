@@ -1,0 +1,51 @@
+# The README's two commands are `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The production-profile test run uses this machine's PostgreSQL and Redis:
+# pytest-django creates (and drops) test_<name>, and the run owns this Redis db.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hanzo
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?=
+
+.PHONY: serve install test test-embedded test-production lint services bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+## serve: set up, migrate and serve the embedded profile on 127.0.0.1:8000
+serve: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+
+## test: the whole suite, once per profile (starts PostgreSQL and Redis if they are down)
+test: install services test-embedded test-production
+
+test-embedded: install
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-production: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only-secret-key-not-for-production TOKEN_PEPPER=test-only-pepper \
+	ADMIN_REQUIRE_2FA=false \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff and mypy
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+
+services:
+	@bash scripts/services.sh
+
+clean:
+	rm -rf $(VENV) staticfiles var .mypy_cache .ruff_cache tests/artifacts

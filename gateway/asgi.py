@@ -1,0 +1,57 @@
+"""ASGI entry point: ``gateway.asgi:application``.
+
+Django serves everything except the hot path, which DESIGN.md routes to a
+lean ASGI handler ahead of Django's (registered in ``LEAN_ROUTES``). The
+router also speaks the lifespan protocol, which Django's handler does not,
+so start-up and graceful shutdown hooks run under uvicorn and gunicorn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+django_application = get_asgi_application()
+
+from gateway import lifecycle  # noqa: E402  (needs Django set up)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# path -> lean handler; each handler answers every method on its path.
+LEAN_ROUTES: dict[str, ASGIApp] = {}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await lifecycle.run_startup()
+            except Exception as exc:  # report to the server, which refuses to start
+                await send({"type": "lifespan.startup.failed", "message": type(exc).__name__})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await lifecycle.run_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        handler = LEAN_ROUTES.get(scope["path"])
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await django_application(scope, receive, send)

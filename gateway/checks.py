@@ -1,0 +1,56 @@
+"""System checks that catch production mistakes, with stable ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Tags, Warning
+from django.core.checks import register as register_check
+
+
+def in_process_store_with_several_workers(**kwargs: Any) -> list[Warning]:
+    if settings.GATEWAY_STORE == "memory" and settings.WEB_CONCURRENCY > 1:
+        return [
+            Warning(
+                "Several workers share no state with the in-process store: each would "
+                "enforce its own rate limits and budget, multiplying them.",
+                hint="Set REDIS_URL (production profile) or run a single worker.",
+                id="hanzo.W001",
+            )
+        ]
+    return []
+
+
+def sqlite_without_debug(**kwargs: Any) -> list[Warning]:
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine == "django.db.backends.sqlite3" and not settings.DEBUG:
+        return [
+            Warning(
+                "SQLite is the embedded profile's database; it serialises writes and "
+                "lives on one host.",
+                hint="Set DATABASE_URL to PostgreSQL for a production deployment.",
+                id="hanzo.W002",
+            )
+        ]
+    return []
+
+
+def pepper_derived_from_secret_key(**kwargs: Any) -> list[Warning]:
+    if settings.GATEWAY_PROFILE == "production" and not settings.TOKEN_PEPPER_IS_EXPLICIT:
+        return [
+            Warning(
+                "TOKEN_PEPPER is derived from SECRET_KEY: rotating SECRET_KEY would "
+                "invalidate every device token.",
+                hint="Set TOKEN_PEPPER explicitly.",
+                id="hanzo.W003",
+            )
+        ]
+    return []
+
+
+def register() -> None:
+    register_check(in_process_store_with_several_workers)
+    # A deployment check: the embedded profile is SQLite with DEBUG off by design.
+    register_check(sqlite_without_debug, deploy=True)
+    register_check(pepper_derived_from_secret_key, Tags.security, deploy=True)

@@ -1,0 +1,134 @@
+"""Logging: request ids, one line per request, and redaction of secrets.
+
+Redaction happens in the formatters, on the fully formatted line (message,
+arguments and traceback together), so no code path can log a secret by
+accident: provider keys, bearer tokens, session tokens and token hashes are
+masked by shape, and any exact secret registered at run time (the provider
+keys the key manager loaded) is masked by value.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+MASK = "[REDACTED]"
+
+# Shapes of secrets. Session tokens are "hzt_" + 43 url-safe chars (see
+# devices.tokens); token hashes are 64 hex chars; provider keys come in
+# several vendor shapes.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bhzt_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+    re.compile(r"\bdop_v1_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"),
+    re.compile(r"\b[0-9a-fA-F]{64}\b"),
+    re.compile(
+        r"(?i)(x-api-key|x-session-token|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+    ),
+]
+
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact value in every later log line (e.g. a loaded provider key)."""
+    if value and len(value) >= 8:
+        with _registered_lock:
+            _registered.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in tuple(_registered):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups >= 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        else:
+            text = pattern.sub(MASK, text)
+    return text
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get() or "-"
+        return True
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+# Fields a request log line may carry (see log_request); anything else in
+# ``extra`` is ignored by the JSON formatter so nothing unexpected is emitted.
+REQUEST_FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "upstream_ms",
+    "device_id",
+    "model",
+    "provider",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "code",
+    "client_ip",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in REQUEST_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None and value != "-":
+                entry[field] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str))
+
+
+access_logger = logging.getLogger("gateway.access")
+
+
+def log_request(**fields: Any) -> None:
+    """Emit the one line per request: ``method path status duration`` plus context."""
+    summary = (
+        f"{fields.get('method')} {fields.get('path')} {fields.get('status')} "
+        f"{fields.get('duration_ms')}ms"
+    )
+    details = " ".join(
+        f"{key}={fields[key]}"
+        for key in REQUEST_FIELDS
+        if key not in ("method", "path", "status", "duration_ms", "request_id")
+        and fields.get(key) is not None
+    )
+    access_logger.info("%s%s", summary, f" {details}" if details else "", extra=fields)

@@ -1,0 +1,11 @@
+"""WSGI entry point, for tools that need one; the gateway serves through ASGI."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+application = get_wsgi_application()
