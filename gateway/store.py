@@ -1,0 +1,165 @@
+"""The shared store: Redis on the production profile, this process otherwise.
+
+Two things live here because every app needs them:
+
+* the Redis clients (redis-py's asyncio client for the hot path, one per
+  event loop; the synchronous one django-redis holds for Django code), with
+  every key of the gateway under the ``{hz}`` hash tag so one Lua script may
+  touch any of them on any Redis deployment;
+* *versions*: small counters that say "what you cached is stale". A device
+  change bumps that device's version, an operator change (key rotation,
+  pause, routes) bumps the global epoch. The hot path reads both in one
+  round trip and drops its cached copy when either moved, so a revoke is
+  honoured on the very next request by every process, without a timeout.
+
+On the embedded profile there is no Redis: versions are kept in a small file
+(``var/store-epoch``) whose replacement every process notices with one
+``stat``, so a ``manage.py`` command is seen by the serving process at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from gateway.errors import ServiceUnavailable
+
+PREFIX = "{hz}"
+EPOCH_KEY = f"{PREFIX}:epoch"
+
+
+def key(*parts: object) -> str:
+    """A namespaced key: ``key("rl", "device", id)`` -> ``{hz}:rl:device:<id>``."""
+    return ":".join((PREFIX, *(str(part) for part in parts)))
+
+
+def device_version_key(device_id: str) -> str:
+    return key("dev", device_id, "v")
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """Redis did not answer: fail closed (cost protection is the point)."""
+
+    def __init__(self) -> None:
+        super().__init__("Service temporarily unavailable, retry later", retry_after=5)
+
+
+# --- Redis clients -----------------------------------------------------------
+
+_async_clients: dict[int, Any] = {}
+_async_lock = threading.Lock()
+
+
+def async_redis() -> Any:
+    """The process's asyncio Redis client for the running event loop."""
+    import redis.asyncio as aioredis
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _async_clients.get(loop_id)
+    if client is None:
+        with _async_lock:
+            client = _async_clients.get(loop_id)
+            if client is None:
+                client = aioredis.Redis.from_url(
+                    str(settings.REDIS_URL),
+                    socket_connect_timeout=1,
+                    socket_timeout=2,
+                    health_check_interval=30,
+                    max_connections=512,
+                )
+                _async_clients[loop_id] = client
+    return client
+
+
+def sync_redis() -> Any:
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+async def close_async_clients() -> None:
+    clients = list(_async_clients.values())
+    _async_clients.clear()
+    for client in clients:
+        await client.aclose()
+
+
+# --- Versions ----------------------------------------------------------------
+
+
+def _epoch_file() -> Path:
+    return Path(settings.VAR_DIR) / "store-epoch"
+
+
+_file_stamp: tuple[int, int] | None = None
+_file_epoch = 0
+
+
+def _read_file_epoch() -> int:
+    global _file_stamp, _file_epoch
+    path = _epoch_file()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return 0
+    stamp = (stat.st_ino, stat.st_mtime_ns)
+    if stamp != _file_stamp:
+        text = path.read_text().strip()
+        _file_epoch = int(text) if text else 0
+        _file_stamp = stamp
+    return _file_epoch
+
+
+_file_lock = threading.Lock()
+
+
+def _bump_file_epoch() -> None:
+    path = _epoch_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock:
+        current = _read_file_epoch()
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(str(current + 1))
+        os.replace(temporary, path)
+
+
+async def read_versions(device_id: str) -> tuple[int, int]:
+    """(device version, global epoch) in one round trip; raises StoreUnavailable."""
+    if not settings.REDIS_URL:
+        return (0, _read_file_epoch())
+    from redis.exceptions import RedisError
+
+    try:
+        device, epoch = await async_redis().mget(device_version_key(device_id), EPOCH_KEY)
+    except RedisError:
+        raise StoreUnavailable() from None
+    return (int(device or 0), int(epoch or 0))
+
+
+def bump_device_version(device_id: str) -> None:
+    """Make every process drop what it cached about this device (sync, for services)."""
+    if not settings.REDIS_URL:
+        _bump_file_epoch()
+        return
+    # No TTL would leak a key per device forever; a month outlives any cache.
+    # (If Redis loses these keys, versions fall back to 0 and caches refresh.)
+    pipe = sync_redis().pipeline()
+    pipe.incr(device_version_key(device_id))
+    pipe.expire(device_version_key(device_id), 30 * 86400)
+    pipe.execute()
+
+
+def bump_epoch() -> None:
+    """Make every process drop every cached device, key and setting (sync)."""
+    if not settings.REDIS_URL:
+        _bump_file_epoch()
+        return
+    pipe = sync_redis().pipeline()
+    pipe.incr(EPOCH_KEY)
+    pipe.expire(EPOCH_KEY, 30 * 86400)
+    pipe.execute()
