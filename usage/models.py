@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class UsageRecord(models.Model):
+    """One admitted request, whatever became of it: the ledger of record.
+
+    Denormalised on purpose (device and owner as ids, not foreign keys): the
+    ledger must outlive the devices it bills and be written without joins.
+    Prompts and completions are never stored.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        UPSTREAM_ERROR = "upstream_error"
+        UPSTREAM_TIMEOUT = "upstream_timeout"
+        UPSTREAM_REJECTED = "upstream_rejected"
+        UPSTREAM_OVERLOADED = "upstream_overloaded"
+        CLIENT_DISCONNECTED = "client_disconnected"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    device_id = models.CharField(max_length=64)
+    owner = models.CharField(max_length=150, blank=True, default="")
+    ip = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
+    provider = models.CharField(max_length=32)
+    tier = models.CharField(max_length=16)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    is_estimated = models.BooleanField(
+        default=False, help_text="Tokens estimated by the gateway, not reported by the provider."
+    )
+    status = models.CharField(max_length=32, choices=Status.choices)
+    is_streamed = models.BooleanField(default=False)
+    duration_ms = models.PositiveIntegerField(default=0)
+    budget_day = models.DateField(
+        help_text="Budget day (BUDGET_TIMEZONE) the request was admitted in."
+    )
+    created_at = models.DateTimeField(help_text="When the request was admitted (gateway clock).")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["budget_day", "model"], name="usage_day_model"),
+            models.Index(fields=["device_id", "budget_day"], name="usage_device_day"),
+            models.Index(fields=["created_at"], name="usage_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status} ${self.cost_usd}"
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
