@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 serve: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers
 
 ## test: the whole suite, once per profile (starts PostgreSQL and Redis if they are down)
 test: install services test-embedded test-production

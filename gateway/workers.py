@@ -1,0 +1,22 @@
+"""The gunicorn worker class for production: uvicorn, without its proxy-header rewrite.
+
+uvicorn trusts X-Forwarded-For from loopback peers by default and rewrites
+the ASGI client address. The gateway decides who the client is itself
+(usage.ipguard, against TRUSTED_PROXIES), so the server must pass the real
+socket peer through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn_worker import UvicornWorker
+
+
+class GatewayWorker(UvicornWorker):
+    CONFIG_KWARGS: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": False,
+        "lifespan": "on",
+    }

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.processes import ROOT, base_environment
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = base_environment()
+    for name in ("SECRET_KEY", "TOKEN_PEPPER", "ADMIN_REQUIRE_2FA", "WEB_CONCURRENCY"):
+        environment.pop(name, None)
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+SHOW = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'profile': s.GATEWAY_PROFILE, 'store': s.GATEWAY_STORE, "
+    "'engine': s.DATABASES['default']['ENGINE'], '2fa': s.ADMIN_REQUIRE_2FA, "
+    "'key': bool(s.SECRET_KEY), 'budget': str(s.DAILY_BUDGET_USD), "
+    "'free': s.RATE_LIMITS['free'], 'cors': s.CORS_ALLOWED_ORIGINS}))"
+)
+
+
+def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
+    result = run_python(SHOW)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["profile"] == "embedded"
+    assert shown["store"] == "memory"
+    assert shown["engine"] == "django.db.backends.sqlite3"
+    assert shown["2fa"] is False
+    assert shown["key"] is True
+    assert shown["budget"] == "50"
+    assert shown["free"] == {
+        "device_per_day": 100,
+        "ip_per_day": 500,
+        "user_per_day": 1000,
+        "device_per_minute": 5,
+    }
+    assert shown["cors"] == ["https://app.hanzo.ai", "tauri://localhost"]
+
+
+def test_the_embedded_secret_key_is_generated_once_and_kept():
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
+    first, second = run_python(code), run_python(code)
+    assert first.returncode == 0 and second.returncode == 0
+    assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
+
+
+def test_database_and_redis_urls_select_the_production_profile():
+    result = run_python(
+        SHOW,
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/hanzo",
+        REDIS_URL="redis://127.0.0.1:6379/15",
+        SECRET_KEY="x" * 50,
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["profile"] == "production"
+    assert shown["store"] == "redis"
+    assert shown["engine"] == "django.db.backends.postgresql"
+    assert shown["2fa"] is True
+
+
+def test_the_production_profile_refuses_to_start_without_a_secret_key():
+    result = run_python(
+        SHOW,
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/hanzo",
+        REDIS_URL="redis://127.0.0.1:6379/15",
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set on the production profile" in result.stderr
+
+
+def test_a_malformed_setting_is_a_clear_configuration_error():
+    result = run_python(SHOW, DAILY_BUDGET_USD="fifty")
+    assert result.returncode != 0
+    assert "DAILY_BUDGET_USD must be a decimal number" in result.stderr
+
+
+def test_the_check_framework_warns_about_several_workers_on_the_in_process_store():
+    result = run_python(
+        "import sys; from django.core.management import execute_from_command_line; "
+        "execute_from_command_line(['manage.py', 'check'])",
+        WEB_CONCURRENCY="4",
+    )
+    assert "hanzo.W001" in result.stderr + result.stdout
+
+
+def test_the_deploy_check_warns_about_sqlite():
+    result = run_python(
+        "from django.core.management import execute_from_command_line; "
+        "execute_from_command_line(['manage.py', 'check', '--deploy'])",
+    )
+    assert "hanzo.W002" in result.stderr + result.stdout
