@@ -51,7 +51,10 @@ def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
 
 
 def test_the_embedded_secret_key_is_generated_once_and_kept():
-    code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
+    code = (
+        "import django; django.setup(); "
+        "from django.conf import settings; print(settings.SECRET_KEY)"
+    )
     first, second = run_python(code), run_python(code)
     assert first.returncode == 0 and second.returncode == 0
     assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
