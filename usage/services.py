@@ -67,6 +67,35 @@ class UsageRecordData:
     def to_model(self) -> UsageRecord:
         return UsageRecord(**asdict(self))
 
+    def problems(self) -> list[str]:
+        """What the database would refuse, or (SQLite's INSERT OR IGNORE) silently drop."""
+        found = []
+        for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier"):
+            value = getattr(self, name)
+            limit = _MAX_LENGTHS[name]
+            if not isinstance(value, str) or len(value) > limit:
+                found.append(f"{name} is not a string of at most {limit} characters")
+        for name in ("tokens_in", "tokens_out", "duration_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+                found.append(f"{name} is not a non-negative 32-bit integer")
+        cost = self.cost_usd
+        if not isinstance(cost, Decimal) or not cost.is_finite() or not 0 <= cost < 10**8:
+            found.append("cost_usd is not an amount of at most 8 integer digits")
+        elif cost != cost.quantize(Decimal("0.000001")):
+            found.append("cost_usd has more than six decimal places")
+        if self.status not in UsageRecord.Status.values:
+            found.append("status is not a known usage status")
+        if not self.request_id:
+            found.append("request_id is empty")
+        return found
+
+
+_MAX_LENGTHS = {
+    name: UsageRecord._meta.get_field(name).max_length or 0
+    for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier")
+}
+
 
 def usage_records_insert(records: list[UsageRecordData]) -> None:
     """Insert in one transaction, skipping request ids already in the ledger."""
@@ -77,8 +106,13 @@ def usage_records_insert(records: list[UsageRecordData]) -> None:
 
 
 def usage_record_lines_insert(lines: list[bytes]) -> None:
-    """The spool's sink: decode and insert spooled lines (ValueError on a bad line)."""
-    usage_records_insert([UsageRecordData.from_line(line) for line in lines])
+    """The spool's sink: decode, check and insert spooled lines (ValueError on a bad one)."""
+    records = [UsageRecordData.from_line(line) for line in lines]
+    for record in records:
+        problems = record.problems()
+        if problems:
+            raise ValueError(f"usage record {record.request_id!r}: {'; '.join(problems)}")
+    usage_records_insert(records)
 
 
 async def usage_record_write(record: UsageRecordData) -> None:
@@ -89,6 +123,10 @@ async def usage_record_write(record: UsageRecordData) -> None:
     is in the database when this returns unless the database is down (then
     it waits in the spool for the next flush or replay).
     """
+    problems = record.problems()
+    if problems:
+        # Still spooled: the flush keeps it in the spool's .rejected file.
+        logger.error("usage record %s is invalid: %s", record.request_id, "; ".join(problems))
     if not await _spool_async(record):
         return
     if spool.is_flusher_running():
@@ -120,8 +158,12 @@ def _insert_closing(record: UsageRecordData) -> None:
 def usage_record_write_now(record: UsageRecordData) -> None:
     """Insert ``record`` synchronously; if the database is down, spool it (fsynced).
 
-    Either way the record is durable when this returns.
+    Either way the record is durable when this returns. A record the
+    database would refuse raises ValueError (a caller's bug, caught early).
     """
+    problems = record.problems()
+    if problems:
+        raise ValueError(f"usage record {record.request_id!r}: {'; '.join(problems)}")
     try:
         usage_records_insert([record])
     except (OperationalError, InterfaceError):

@@ -200,12 +200,13 @@ def _insert_lines(lines: list[bytes], sink: Sink, rejected: list[bytes]) -> None
 
 def _replay_file(path: Path, sink: Sink) -> int:
     """Insert every line of ``path``; raises DatabaseError if the database is down."""
+    torn: list[bytes] = []
     rejected: list[bytes] = []
     count = 0
-    for batch in _batches(path, rejected):
+    for batch in _batches(path, torn):
         _insert_lines(batch, sink, rejected)
         count += len(batch)
-    _quarantine(path, rejected)
+    _quarantine(path, torn + rejected)
     return count - len(rejected)
 
 
