@@ -192,7 +192,7 @@ def test_two_processes_writing_one_spool_at_once_never_corrupt_it(db, spool_var)
         child.stdin.write("go\n")
         child.stdin.flush()
     for child in children:
-        out, err = child.communicate(timeout=60)
+        _out, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
     assert len(spool.pending_segments()) == 2
     assert spool.spool_replay() == 6000
