@@ -16,7 +16,14 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 import orjson
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    models,
+    transaction,
+)
 
 from usage import spool
 from usage.models import UsageRecord
@@ -91,8 +98,14 @@ class UsageRecordData:
         return found
 
 
+def _max_length(name: str) -> int:
+    field = UsageRecord._meta.get_field(name)
+    assert isinstance(field, models.CharField) and field.max_length
+    return field.max_length
+
+
 _MAX_LENGTHS = {
-    name: UsageRecord._meta.get_field(name).max_length or 0
+    name: _max_length(name)
     for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier")
 }
 
