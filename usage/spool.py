@@ -237,11 +237,29 @@ def _own_paths(state: _ProcessSpool) -> set[Path]:
         )
 
 
+def _remove_abandoned_temporaries(directory: Path) -> None:
+    """A writer killed between creating and renaming its segment leaves an empty .tmp."""
+    for path in directory.glob("*.tmp"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_size == 0:
+                path.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # being created right now
+        finally:
+            os.close(fd)
+
+
 def _replay_orphans(state: _ProcessSpool, sink: Sink) -> int:
     directory = spool_dir()
     if not directory.is_dir():
         return 0
     own = _own_paths(state)
+    _remove_abandoned_temporaries(directory)
     inserted = 0
     for path in sorted(directory.glob(f"*{SEGMENT_SUFFIX}")):
         if path in own:

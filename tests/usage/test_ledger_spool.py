@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -199,6 +200,31 @@ def test_two_processes_writing_one_spool_at_once_never_corrupt_it(db, spool_var)
     assert len(_ids("req_w1")) == 3000
     assert len(_ids("req_w2")) == 3000
     assert list(spool_var.glob("*.rejected")) == []
+
+
+def test_threads_appending_at_once_never_tear_a_line(db, spool_var):
+    records = [record_data() for _ in range(2000)]
+
+    def write(chunk: list[UsageRecordData]) -> None:
+        for record in chunk:
+            spool.append(record.to_line())
+
+    threads = [threading.Thread(target=write, args=(records[n::8],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert spool.spool_replay() == 2000
+    assert UsageRecord.objects.count() == 2000
+    assert list(spool_var.glob("*.rejected")) == []
+
+
+def test_an_empty_segment_abandoned_before_its_rename_is_cleaned_up(db, spool_var):
+    spool_var.mkdir(parents=True)
+    abandoned = spool_var / "usage-1-1-0.tmp"
+    abandoned.touch()
+    assert spool.spool_replay() == 0
+    assert not abandoned.exists()
 
 
 def test_a_torn_last_line_is_quarantined_and_the_rest_inserted(db, spool_var):
