@@ -2,7 +2,7 @@
 
 Why: a usage record must never be lost, yet a slow or absent database must
 not sit on the response's critical path. So ``usage.services`` appends each
-record as one JSON line to a segment file under ``VAR_DIR/spool`` (one
+record as one JSON line to a segment file under ``USAGE_SPOOL_DIR`` (one
 ``os.write`` on an ``O_APPEND`` descriptor, microseconds), and a background
 flusher inserts the lines in batches (``bulk_create(ignore_conflicts=True)``,
 idempotent by ``request_id``), deleting a segment only after its inserts
@@ -61,7 +61,7 @@ Sink = Callable[[list[bytes]], None]
 
 
 def spool_dir() -> Path:
-    return Path(settings.VAR_DIR) / "spool"
+    return Path(settings.USAGE_SPOOL_DIR)
 
 
 @dataclass

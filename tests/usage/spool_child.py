@@ -29,7 +29,7 @@ def main() -> None:
     django.setup()
     from django.conf import settings
 
-    settings.VAR_DIR = Path(args.var_dir)
+    settings.USAGE_SPOOL_DIR = str(Path(args.var_dir) / "spool")
 
     from tests.billing.factories import record_data
     from usage import spool

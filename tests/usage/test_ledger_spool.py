@@ -37,9 +37,9 @@ def _forget_process_spool() -> None:
 
 @pytest.fixture
 def spool_var(settings, tmp_path: Path) -> Iterator[Path]:
-    """An empty spool of this test's own (VAR_DIR moved to a temporary directory)."""
+    """An empty spool of this test's own (in a temporary directory)."""
     _forget_process_spool()
-    settings.VAR_DIR = tmp_path
+    settings.USAGE_SPOOL_DIR = str(tmp_path / "spool")
     yield tmp_path / "spool"
     _forget_process_spool()
 
