@@ -14,6 +14,12 @@ from tests.devices.support import Registered
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
+    # Staff logins are set up in many tests; PBKDF2's cost buys nothing here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _empty_device_caches() -> Iterator[None]:
     auth.clear_cache()
     activity.take()
