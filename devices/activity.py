@@ -1,6 +1,8 @@
 """When and from where each device was last seen, without a write per request.
 
-Authentication records the latest (time, IP) per device in this process;
+Authentication records the latest (time, IP) per device in this process
+(any request whose token names a device that is not revoked, so operators
+also see when pending and suspended devices last called);
 housekeeping writes them in batches every ``FLUSH_SECONDS`` and once more at
 shutdown. So ``last_seen_at`` / ``last_ip`` lag by at most ``FLUSH_SECONDS``
 (plus one flush's duration) while a process runs, and a process that dies
