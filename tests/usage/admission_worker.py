@@ -31,7 +31,9 @@ def main() -> None:
 
     async def run() -> list[limits.Admission]:
         requests = [
-            limits.AdmissionRequest(f"{prefix}-{n}", "shared-device", "203.0.113.7", None, "free", 0)
+            limits.AdmissionRequest(
+                f"{prefix}-{n}", "shared-device", "203.0.113.7", None, "free", 0
+            )
             for n in range(count)
         ]
         return await asyncio.gather(*(limits.admit(request) for request in requests))

@@ -213,7 +213,9 @@ async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd, state.pause) == (0, 900_000, None)
 
-    await asyncio.gather(*(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted))
+    await asyncio.gather(
+        *(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted)
+    )
     results = await admit_all(request(device=f"e{n}", reserve=300_000) for n in range(20))
     second = [a for a in results if a.admitted]
     assert len(second) == 2  # $0.70 left
@@ -234,7 +236,9 @@ async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budge
     assert {a.retry_after for a in refused} == {limits.IN_FLIGHT_RETRY_SECONDS}
     assert (await limits.admit(request(device="other", reserve=200_000))).admitted
 
-    await asyncio.gather(*(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted))
+    await asyncio.gather(
+        *(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted)
+    )
     results = await admit_all(request(reserve=200_000) for _ in range(10))
     assert sum(a.admitted for a in results) == 1  # $0.30 of the cap left
 
@@ -334,9 +338,7 @@ async def test_settling_at_zero_releases_the_reservation(backend, budget):
     assert (await limits.admit(request(reserve=USD))).admitted
 
 
-async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(
-    backend, frozen_clock
-):
+async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(backend, frozen_clock):
     midnight = next_day_start(frozen_clock.now())
     frozen_clock.set(midnight - 5)
     admission = await limits.admit(request(reserve=100_000))

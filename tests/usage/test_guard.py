@@ -22,7 +22,11 @@ async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend):
         with pytest.raises(IpBlocked) as caught:
             await guard.check_ip(ip)
         error = caught.value
-        assert (error.status, error.code, error.error_type) == (403, "ip_blocked", "permission_error")
+        assert (error.status, error.code, error.error_type) == (
+            403,
+            "ip_blocked",
+            "permission_error",
+        )
     await guard.check_ip("198.51.100.1")
     await guard.check_ip("2001:db9::1")
 

@@ -177,9 +177,9 @@ class RedisBackend(Backend):
         status = _text(reply[0])
         if status == "not_live":
             return NOT_LIVE
+        values = _text(reply[10]).split()
         counts = {
-            layer: (int(reply[10 + 2 * i]), float(_text(reply[11 + 2 * i])))
-            for i, layer in enumerate(layers)
+            layer: (int(values[2 * i]), float(values[2 * i + 1])) for i, layer in enumerate(layers)
         }
         return Outcome(
             status=status,

@@ -11,7 +11,7 @@
 --       16 live ttl, 17 pause ttl, 18 device budget key prefix,
 --       19 layer names (comma separated), 20.. their limits
 -- Returns {status, refused_by, hard, auto_paused, generation, has_pause,
---          reason, automatic, since, until, then count and reset per layer}
+--          reason, automatic, since, until, "count reset" of each layer}
 -- Money is integer micro-USD, passed as decimal strings.
 
 local generation = redis.call('GET', KEYS[1])
@@ -43,6 +43,9 @@ local function reply(status, refused_by, hard, auto_paused, pause, refused_index
   else
     for _, value in ipairs({0, '', '', '', ''}) do result[#result + 1] = value end
   end
+  -- One string for all layers ("count reset count reset ..."): one reply
+  -- element to parse instead of two per layer.
+  local layers = {}
   for i, name in ipairs(names) do
     local need = 1
     if i == refused_index then need = counts[i] - limits[i] + 1 end
@@ -53,9 +56,10 @@ local function reply(status, refused_by, hard, auto_paused, pause, refused_index
       reset = window_reset_at(KEYS[7 + i], counts[i], oldest[i], need, bucket, buckets,
         bucket_seconds, now)
     end
-    result[#result + 1] = counts[i]
-    result[#result + 1] = fmt(reset)
+    layers[#layers + 1] = counts[i]
+    layers[#layers + 1] = fmt(reset)
   end
+  result[#result + 1] = table.concat(layers, ' ')
   return result
 end
 
