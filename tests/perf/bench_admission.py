@@ -17,6 +17,7 @@ import asyncio
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +100,7 @@ async def main(total: int, concurrencies: list[int]) -> None:
         assert admission.reservation is not None
         await limits.settle(admission.reservation, actual_micro_usd=500)
 
+    await redis.config_resetstat()
     for concurrency in concurrencies:
         print(f"concurrency {concurrency}:")
         ping = await rate("PING round trips", total, concurrency, lambda n: redis.ping())
@@ -107,17 +109,30 @@ async def main(total: int, concurrencies: list[int]) -> None:
         await rate("admission + settle (2 EVALSHA)", total // 2, concurrency, admit_settle)
         print(f"  admissions / PING round trips      {admits / ping:>9.2f}\n")
 
-    once = device_memory(sync_redis(), "bench-1")
-    for step in range(121):  # one request in every 12-minute bucket of a day
-        clock.set_offset(step * 720)
-        await limits.admit(
-            limits.AdmissionRequest(f"busy-{step}", "busy", "203.0.113.7", None, "paid", 1000)
+    stats = sync_redis().info("commandstats")
+    print("Redis server time per call (INFO commandstats, independent of client load):")
+    for command in ("ping", "get", "evalsha"):
+        print(f"  {command:<10} {stats[f'cmdstat_{command}']['usec_per_call']:>8.1f} us")
+    print("  (evalsha: admissions and settles together)\n")
+
+    def busy_request(device: str) -> limits.AdmissionRequest:
+        # Request ids shaped like the gateway's (they are the burst log's members).
+        return limits.AdmissionRequest(
+            f"req_{uuid.uuid4().hex[:24]}", device, "203.0.113.7", None, "paid", 1000
         )
+
+    await limits.admit(busy_request("fresh"))
+    once = device_memory(sync_redis(), "fresh")
+    for step in range(121):  # one request in every 12-minute bucket of a day...
+        clock.set_offset(step * 720)
+        await limits.admit(busy_request("busy"))
+    for _ in range(99):  # ...and a full paid-tier burst log (100 in the last minute)
+        await limits.admit(busy_request("busy"))
     busy = device_memory(sync_redis(), "busy")
     clock.set_offset(0)
     print("Redis memory per active device (day window + burst log + budget of the day):")
-    print(f"  a device with a few requests        {once:>6,} bytes")
-    print(f"  a device busy in all 121 buckets    {busy:>6,} bytes")
+    print(f"  after one request                           {once:>6,} bytes")
+    print(f"  all 121 buckets used, 100 in the last minute {busy:>6,} bytes")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.store import read_versions
 from usage.backends.base import (
@@ -147,55 +148,29 @@ class MemoryBackend(Backend):
             else:
                 counts[layer] = self._window(layer_key, plan.day_spec).prune(plan.day_spec, bucket)
 
-        def state(refused: str | None = None) -> dict[str, tuple[int, float]]:
-            result = {}
-            for layer, count in counts.items():
-                need = count - plan.limits[layer] + 1 if layer == refused else 1
-                if layer == "burst":
-                    reset = self._log(plan.keys[layer]).reset_at(plan.burst_seconds, need, now)
-                else:
-                    window = self._window(plan.keys[layer], plan.day_spec)
-                    reset = window.reset_at(plan.day_spec, need, now)
-                result[layer] = (count, reset)
-            return result
+        def reply(status: str, refused: str | None = None, **fields: Any) -> Outcome:
+            return Outcome(
+                status,
+                refused,
+                generation=self._generation or "",
+                counts=self._layer_state(plan, counts, refused),
+                **fields,
+            )
 
-        generation = self._generation
         if plan.is_peek:
-            return Outcome(status="peek", generation=generation, counts=state())
+            return reply("peek")
         day = self._day(plan.budget_day)
         if plan.request_id in day.open:
             raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
         pause = self._current_pause(now)
         if pause is not None:
-            return Outcome("refused", "paused", generation=generation, counts=state(), pause=pause)
+            return reply("refused", "paused", pause=pause)
         for layer in RATE_LAYERS:
             if layer in counts and counts[layer] >= plan.limits[layer]:
-                return Outcome("refused", layer, generation=generation, counts=state(layer))
-
-        day.purge_expired(now)
-        device = day.device(plan.device_id)
-        reserve = plan.reserve_micro_usd
-        cap = plan.device_cap_micro_usd
-        if cap > 0 and device.spent + device.reserved + reserve > cap:
-            hard = device.spent + reserve > cap
-            return Outcome(
-                "refused", "device_budget", is_hard=hard, generation=generation, counts=state()
-            )
-        if day.total.spent + day.total.reserved + reserve > plan.budget_micro_usd:
-            # Only a request that would not fit even with nothing else in flight
-            # pauses the service (SPEC section 2).
-            hard = day.total.spent + reserve > plan.budget_micro_usd
-            if hard:
-                self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, now, plan.next_day_at)
-            return Outcome(
-                "refused",
-                "budget",
-                is_hard=hard,
-                auto_paused=hard,
-                generation=generation,
-                counts=state(),
-                pause=self._pause if hard else None,
-            )
+                return reply("refused", layer)
+        refusal = self._check_budgets(plan, day)
+        if refusal is not None:
+            return reply("refused", **refusal)
 
         for layer, layer_key in plan.keys.items():
             if layer == "burst":
@@ -203,10 +178,43 @@ class MemoryBackend(Backend):
             else:
                 self._window(layer_key, plan.day_spec).add(bucket)
             counts[layer] += 1
-        day.total.reserved += reserve
-        device.reserved += reserve
-        day.open[plan.request_id] = (reserve, plan.device_id, plan.expires_at)
-        return Outcome("admitted", generation=generation, counts=state())
+        day.total.reserved += plan.reserve_micro_usd
+        day.device(plan.device_id).reserved += plan.reserve_micro_usd
+        day.open[plan.request_id] = (plan.reserve_micro_usd, plan.device_id, plan.expires_at)
+        return reply("admitted")
+
+    def _layer_state(
+        self, plan: AdmitPlan, counts: dict[str, int], refused: str | None
+    ) -> dict[str, tuple[int, float]]:
+        """Each layer's count and when enough of it frees for one more request."""
+        result = {}
+        for layer, count in counts.items():
+            need = count - plan.limits[layer] + 1 if layer == refused else 1
+            if layer == "burst":
+                reset = self._log(plan.keys[layer]).reset_at(plan.burst_seconds, need, plan.now)
+            else:
+                window = self._window(plan.keys[layer], plan.day_spec)
+                reset = window.reset_at(plan.day_spec, need, plan.now)
+            result[layer] = (count, reset)
+        return result
+
+    def _check_budgets(self, plan: AdmitPlan, day: _Day) -> dict[str, Any] | None:
+        """The device's cap, then the global budget; a refusal's fields, or None."""
+        day.purge_expired(plan.now)
+        device = day.device(plan.device_id)
+        reserve = plan.reserve_micro_usd
+        cap = plan.device_cap_micro_usd
+        if cap > 0 and device.spent + device.reserved + reserve > cap:
+            return {"refused": "device_budget", "is_hard": device.spent + reserve > cap}
+        budget = plan.budget_micro_usd
+        if day.total.spent + day.total.reserved + reserve <= budget:
+            return None
+        # Only a request that would not fit even with nothing else in flight
+        # pauses the service (SPEC section 2).
+        if day.total.spent + reserve <= budget:
+            return {"refused": "budget"}
+        self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, plan.now, plan.next_day_at)
+        return {"refused": "budget", "is_hard": True, "auto_paused": True, "pause": self._pause}
 
     async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
         with self._lock:

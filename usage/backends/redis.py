@@ -151,17 +151,14 @@ class RedisBackend(Backend):
             reservations["expired"],
             *(plan.keys[layer] for layer in layers),
         ]
-        args = [
+        numbers = [
             repr(plan.now),
-            plan.request_id,
-            plan.device_id,
-            "1" if plan.is_peek else "0",
             plan.day_spec.bucket_seconds,
             plan.day_spec.buckets,
             plan.burst_seconds,
-            str(plan.budget_micro_usd),
-            str(plan.device_cap_micro_usd),
-            str(plan.reserve_micro_usd),
+            plan.budget_micro_usd,
+            plan.device_cap_micro_usd,
+            plan.reserve_micro_usd,
             repr(plan.expires_at),
             repr(plan.next_day_at),
             window_ttl_ms(plan.day_spec),
@@ -169,9 +166,15 @@ class RedisBackend(Backend):
             BUDGET_TTL_MS,
             LIVE_TTL_MS,
             PAUSE_TTL_MS,
+            *(plan.limits[layer] for layer in layers),
+        ]
+        args = [
+            " ".join(map(str, numbers)),
+            plan.request_id,
+            plan.device_id,
+            "1" if plan.is_peek else "0",
             device_budget_prefix(plan.budget_day),
             ",".join(layers),
-            *(plan.limits[layer] for layer in layers),
         ]
         reply = await self._run("admit", keys, args)
         status = _text(reply[0])

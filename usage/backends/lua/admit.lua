@@ -3,30 +3,35 @@
 --
 -- KEYS: 1 live marker, 2 pause, 3 budget of the day, 4 device's budget of
 --       the day, 5 open reservations, 6 their expiry times, 7 expired
---       reservations, 8.. one window per layer named in ARGV[19]
--- ARGV: 1 now, 2 request id, 3 device id, 4 peek ('1': read only),
---       5 day bucket seconds, 6 day buckets, 7 burst seconds, 8 budget,
---       9 device cap (0: none), 10 reserve, 11 reservation expiry,
---       12 next budget day, 13 window ttl, 14 burst ttl, 15 budget ttl,
---       16 live ttl, 17 pause ttl, 18 device budget key prefix,
---       19 layer names (comma separated), 20.. their limits
+--       reservations, 8.. one window per layer named in ARGV[6]
+-- ARGV: 1 the numbers, space separated (fewer arguments to encode on the hot
+--         path): now, day bucket seconds, day buckets, burst seconds, budget,
+--         device cap (0: none), reserve, reservation expiry, next budget day,
+--         window ttl, burst ttl, budget ttl, live ttl, pause ttl, then the
+--         limit of each layer
+--       2 request id, 3 device id, 4 peek ('1': read only),
+--       5 device budget key prefix, 6 layer names (comma separated)
 -- Returns {status, refused_by, hard, auto_paused, generation, has_pause,
 --          reason, automatic, since, until, "count reset" of each layer}
--- Money is integer micro-USD, passed as decimal strings.
+-- Money is integer micro-USD, kept as decimal strings for HINCRBY.
 
 local generation = redis.call('GET', KEYS[1])
 if not generation then return {'not_live'} end
 
-local now = tonumber(ARGV[1])
-local request_id, device_id = ARGV[2], ARGV[3]
-local bucket_seconds, buckets = tonumber(ARGV[5]), tonumber(ARGV[6])
-local burst_seconds = tonumber(ARGV[7])
+local v = {}
+for token in string.gmatch(ARGV[1], '%S+') do v[#v + 1] = token end
+local now_text, now = v[1], tonumber(v[1])
+local bucket_seconds, buckets, burst_seconds = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+local budget, cap, reserve_text = tonumber(v[5]), tonumber(v[6]), v[7]
+local expires_text, next_day_text = v[8], v[9]
+local window_ttl, burst_ttl, budget_ttl, live_ttl, pause_ttl = v[10], v[11], v[12], v[13], v[14]
+local request_id, device_id, device_prefix = ARGV[2], ARGV[3], ARGV[5]
 local bucket = math.floor(now / bucket_seconds)
 
 local names, counts, oldest, limits = {}, {}, {}, {}
-for name in string.gmatch(ARGV[19], '[^,]+') do names[#names + 1] = name end
+for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name end
 for i, name in ipairs(names) do
-  limits[i] = tonumber(ARGV[19 + i])
+  limits[i] = tonumber(v[14 + i])
   if name == 'burst' then
     counts[i] = log_load(KEYS[7 + i], now, burst_seconds)
   else
@@ -74,7 +79,7 @@ if pause[1] then
   if pause[4] ~= '' and now >= tonumber(pause[4]) then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('PEXPIRE', KEYS[2], ARGV[17])
+    redis.call('PEXPIRE', KEYS[2], pause_ttl)
     return reply('refused', 'paused', 0, 0, pause, 0)
   end
 end
@@ -85,9 +90,8 @@ for i, name in ipairs(names) do
 end
 
 -- 3. The device's daily dollar cap, 4. the global budget.
-purge_expired(KEYS[5], KEYS[6], KEYS[7], KEYS[3], ARGV[18], now, ARGV[15])
-local reserve = tonumber(ARGV[10])
-local cap = tonumber(ARGV[9])
+purge_expired(KEYS[5], KEYS[6], KEYS[7], KEYS[3], device_prefix, now, budget_ttl)
+local reserve = tonumber(reserve_text)
 if cap > 0 then
   local money = redis.call('HMGET', KEYS[4], 'spent', 'reserved')
   local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
@@ -97,7 +101,6 @@ if cap > 0 then
     return reply('refused', 'device_budget', hard, 0, nil, 0)
   end
 end
-local budget = tonumber(ARGV[8])
 local money = redis.call('HMGET', KEYS[3], 'spent', 'reserved')
 local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
 if spent + reserved + reserve > budget then
@@ -105,11 +108,11 @@ if spent + reserved + reserve > budget then
   -- the service (until the next budget day); in-flight reservations alone
   -- only refuse.
   if spent + reserve > budget then
-    local automatic = {'daily budget exhausted', '1', ARGV[1], ARGV[12]}
+    local automatic = {'daily budget exhausted', '1', now_text, next_day_text}
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[2], 'reason', automatic[1], 'automatic', automatic[2],
       'since', automatic[3], 'until', automatic[4])
-    redis.call('PEXPIRE', KEYS[2], ARGV[17])
+    redis.call('PEXPIRE', KEYS[2], pause_ttl)
     return reply('refused', 'budget', 1, 1, automatic, 0)
   end
   return reply('refused', 'budget', 0, 0, nil, 0)
@@ -118,17 +121,17 @@ end
 -- Everything fits: take it all.
 for i, name in ipairs(names) do
   if name == 'burst' then
-    redis.call('ZADD', KEYS[7 + i], ARGV[1], request_id)
-    redis.call('PEXPIRE', KEYS[7 + i], ARGV[14])
+    redis.call('ZADD', KEYS[7 + i], now_text, request_id)
+    redis.call('PEXPIRE', KEYS[7 + i], burst_ttl)
   else
-    oldest[i] = window_add(KEYS[7 + i], bucket, counts[i], oldest[i], ARGV[13])
+    oldest[i] = window_add(KEYS[7 + i], bucket, counts[i], oldest[i], window_ttl)
   end
   counts[i] = counts[i] + 1
 end
-redis.call('HINCRBY', KEYS[3], 'reserved', ARGV[10])
-redis.call('HINCRBY', KEYS[4], 'reserved', ARGV[10])
-redis.call('HSET', KEYS[5], request_id, ARGV[10] .. ' ' .. device_id)
-redis.call('ZADD', KEYS[6], ARGV[11], request_id)
-for k = 3, 6 do redis.call('PEXPIRE', KEYS[k], ARGV[15]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[16])
+redis.call('HINCRBY', KEYS[3], 'reserved', reserve_text)
+redis.call('HINCRBY', KEYS[4], 'reserved', reserve_text)
+redis.call('HSET', KEYS[5], request_id, reserve_text .. ' ' .. device_id)
+redis.call('ZADD', KEYS[6], expires_text, request_id)
+for k = 3, 6 do redis.call('PEXPIRE', KEYS[k], budget_ttl) end
+redis.call('PEXPIRE', KEYS[1], live_ttl)
 return reply('admitted', '', 0, 0, nil, 0)

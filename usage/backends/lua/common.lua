@@ -101,6 +101,7 @@ local function purge_expired(open, expiry, expired, budget, device_prefix, now, 
       local amount, owner = string.match(entry, '^(%d+) (.*)$')
       decrement(budget, 'reserved', amount)
       decrement(device_prefix .. owner, 'reserved', amount)
+      redis.call('PEXPIRE', device_prefix .. owner, ttl)
       redis.call('HDEL', open, id)
       redis.call('HSET', expired, id, owner)
       redis.call('PEXPIRE', expired, ttl)
