@@ -20,6 +20,8 @@ from django.db import connection
 from gateway import clock as gateway_clock
 from tests.support.processes import GatewayServer, base_environment, start_gateway
 
+pytest_plugins = ["tests.fakes.conftest_plugin"]
+
 IS_PRODUCTION = settings.GATEWAY_PROFILE == "production"
 CLOCK_FILE = Path(settings.BASE_DIR) / "var" / f"test-clock-{os.getpid()}"
 

@@ -1,0 +1,605 @@
+"""A fake LLM provider: a real aiohttp HTTP server on 127.0.0.1 that speaks the
+OpenAI Chat Completions and Anthropic Messages wire formats.
+
+Routes (``url`` is ``http://127.0.0.1:<port>``):
+
+* ``POST /openai/v1/chat/completions``  OpenAI      ``Authorization: Bearer <keys["openai"]>``
+* ``POST /do/v1/chat/completions``      DigitalOcean (OpenAI format)
+  ``Authorization: Bearer <keys["digitalocean"]>``
+* ``POST /anthropic/v1/messages``       Anthropic   ``x-api-key: <keys["anthropic"]>`` (or, while
+  ``anthropic_accepts_bearer``, ``Authorization: Bearer <key>``) + an ``anthropic-version`` header
+
+What the fake model answers is described in ``provider_formats``. Faults come
+from ``fail_next()`` or from a ``[[fault:NAME]]`` / ``[[fault:NAME:k=v,k=v]]``
+directive in any message text (a directive wins and leaves the queue alone):
+
+==================  ============================================================
+``http_500``        500, provider-shaped server error            (``message``)
+``http_502``        502 with a Cloudflare-style HTML body (as the real edges send)
+``http_429``        429 rate-limit error + ``Retry-After``       (``retry_after``, default 1)
+``http_529``        529; Anthropic ``overloaded_error``, OpenAI-shaped on OpenAI routes
+``http_400``        400 invalid request: context length exceeded (``message``)
+``http_401``        401, the same body as a wrong key
+``non_json``        200 ``text/plain`` garbage
+``malformed``       200 JSON without ``choices`` / ``content`` (also for stream requests)
+``slow``            sleep ``seconds`` (default 3) then answer normally
+``drop``            close the TCP connection without any response
+``drop_mid_stream`` stream: abort the connection after ``after`` content chunks (default 2);
+                    non-stream: send half of the JSON body, then abort
+``slow_chunks``     stream: sleep ``delay`` seconds (default 0.1) before each content chunk
+``error_mid_stream`` stream: after ``after`` content chunks (default 2) send the provider's
+                    in-stream error event and end the stream
+==================  ============================================================
+
+Faults apply after authentication: a request with a wrong key gets its 401 and
+consumes nothing from the queue. Every request, refused or not, is recorded in
+``requests`` before it is answered.
+
+Standalone: ``python -m tests.fakes.provider --port 9100 [--host 127.0.0.1] [--record]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes import provider_formats as fmt
+
+DEFAULT_KEYS: dict[str, str] = {
+    "openai": "sk-fake-openai-0123456789abcdef",
+    "digitalocean": "dop_v1_fake0123456789abcdef",
+    "anthropic": "sk-ant-fake-0123456789abcdef",
+}
+
+FAULTS: frozenset[str] = frozenset(
+    {
+        "http_500",
+        "http_502",
+        "http_429",
+        "http_529",
+        "http_400",
+        "http_401",
+        "non_json",
+        "malformed",
+        "slow",
+        "drop",
+        "drop_mid_stream",
+        "slow_chunks",
+        "error_mid_stream",
+    }
+)
+PROVIDERS: tuple[str, ...] = ("openai", "digitalocean", "anthropic")
+_PREFIXES: dict[str, str] = {
+    "/openai/": "openai",
+    "/do/": "digitalocean",
+    "/anthropic/": "anthropic",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    provider: str  # "openai" | "digitalocean" | "anthropic" | "unknown"
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None when absent / not JSON
+    received_at: float  # time.time()
+
+
+@dataclass
+class _QueuedFault:
+    name: str
+    provider: str | None
+    params: dict[str, Any]
+    remaining: int
+
+
+@dataclass
+class _Fault:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def number(self, key: str, default: float) -> float:
+        value = fmt.coerce(self.params.get(key, default))
+        return float(value) if isinstance(value, int | float) else default
+
+
+class FakeProvider:
+    """Fake OpenAI / DigitalOcean / Anthropic endpoint for tests and benchmarks."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, record: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.record = record
+        self.keys: dict[str, str] = dict(DEFAULT_KEYS)
+        # The published docs say ``x-api-key``; anthropic-sdk-python 2.x sends its api_key as
+        # ``Authorization: Bearer``. Accept both unless a test wants x-api-key strictly.
+        self.anthropic_accepts_bearer = True
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._faults: list[_QueuedFault] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/openai/v1"
+
+    @property
+    def digitalocean_base_url(self) -> str:
+        return self.url + "/do/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url + "/anthropic"
+
+    # ------------------------------------------------------------------ control
+
+    def fail_next(
+        self, fault: str, *, count: int = 1, provider: str | None = None, **params: Any
+    ) -> None:
+        """Queue ``fault`` for the next ``count`` authenticated requests (of ``provider``)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
+        if provider is not None and provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; known: {PROVIDERS}")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._lock:
+            self._faults.append(_QueuedFault(fault, provider, dict(params), count))
+
+    def reset(self) -> None:
+        """Forget recorded requests and queued faults; restore the default keys."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+            self.keys.clear()
+            self.keys.update(DEFAULT_KEYS)
+            self.anthropic_accepts_bearer = True
+
+    def requests_for(self, provider: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.provider == provider]
+
+    def _take_fault(self, provider: str) -> _Fault | None:
+        with self._lock:
+            for queued in self._faults:
+                if queued.provider in (None, provider):
+                    queued.remaining -= 1
+                    if queued.remaining == 0:
+                        self._faults.remove(queued)
+                    return _Fault(queued.name, queued.params)
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _start_site(self) -> None:
+        self._runner = web.AppRunner(
+            self.make_app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.25
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def start(self) -> FakeProvider:
+        """Serve from a background thread with its own event loop; return once listening."""
+        if self._thread is not None:
+            raise RuntimeError("FakeProvider already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_site())
+            except BaseException as exc:  # reported to start()
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fake-provider-{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait(timeout=10)
+        if failure:
+            self._thread = None
+            raise RuntimeError(
+                f"fake provider could not listen on {self.host}:{self.port}"
+            ) from failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> FakeProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        path = request.path
+        provider = next(
+            (p for prefix, p in _PREFIXES.items() if path.startswith(prefix)), "unknown"
+        )
+        if self.record:
+            headers: dict[str, str] = {}
+            for name, value in request.headers.items():
+                key = name.lower()
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            entry = RecordedRequest(provider, request.method, path, headers, body, time.time())
+            with self._lock:
+                self.requests.append(entry)
+
+        dialect: fmt.Dialect = "anthropic" if provider == "anthropic" else "openai"
+        route = {
+            "openai": "/openai/v1/chat/completions",
+            "digitalocean": "/do/v1/chat/completions",
+        }.get(provider, "/anthropic/v1/messages")
+        if path != route or request.method != "POST":
+            return self._not_found(dialect, request)
+
+        refused = self._authenticate(provider, request)
+        if refused is not None:
+            return refused
+
+        fault: _Fault | None = None
+        directive = fmt.fault_directive(body) if isinstance(body, dict) else None
+        if directive is not None:
+            if directive[0] not in FAULTS:
+                return self._invalid(
+                    dialect, f"fake provider: unknown fault directive {directive[0]!r}"
+                )
+            fault = _Fault(*directive)
+        else:
+            fault = self._take_fault(provider)
+
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        if fault is not None:
+            answered = await self._apply_fault(fault, dialect, request, model)
+            if answered is not None:
+                return answered
+
+        problem = _validate(body, dialect)
+        if problem is not None:
+            return self._invalid(dialect, problem)
+        assert isinstance(body, dict)
+        plan = fmt.plan_answer(body, dialect)
+        if body.get("stream") is True:
+            return await self._stream(request, dialect, plan, body, fault)
+        if dialect == "anthropic":
+            payload = fmt.anthropic_message(plan, fmt.new_id("msg_01"))
+        else:
+            payload = fmt.openai_completion(plan, fmt.new_id("chatcmpl-"), int(time.time()))
+        if fault is not None and fault.name == "drop_mid_stream":
+            return await self._send_half(request, payload)
+        return _json(payload, 200, dialect)
+
+    def _authenticate(self, provider: str, request: web.Request) -> web.StreamResponse | None:
+        expected = self.keys.get(provider, "")
+        if provider == "anthropic":
+            bearer = self.anthropic_accepts_bearer and request.headers.get("authorization") == (
+                f"Bearer {expected}"
+            )
+            if not expected or not (request.headers.get("x-api-key") == expected or bearer):
+                return _json(
+                    fmt.anthropic_error("authentication_error", "invalid x-api-key"),
+                    401,
+                    "anthropic",
+                )
+            if not request.headers.get("anthropic-version"):
+                error = fmt.anthropic_error(
+                    "invalid_request_error", "anthropic-version: header is required"
+                )
+                return _json(error, 400, "anthropic")
+            return None
+        authorization = request.headers.get("authorization", "")
+        if not authorization.startswith("Bearer "):
+            message = (
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
+            return _json(
+                fmt.openai_error(message, "invalid_request_error", "invalid_api_key"), 401, "openai"
+            )
+        if not expected or authorization[len("Bearer ") :] != expected:
+            return _openai_bad_key()
+        return None
+
+    def _not_found(self, dialect: fmt.Dialect, request: web.Request) -> web.StreamResponse:
+        if dialect == "anthropic":
+            return _json(fmt.anthropic_error("not_found_error", "Not found"), 404, dialect)
+        message = f"Invalid URL ({request.method} {request.path})"
+        return _json(fmt.openai_error(message, "invalid_request_error"), 404, dialect)
+
+    def _invalid(self, dialect: fmt.Dialect, message: str) -> web.StreamResponse:
+        if dialect == "anthropic":
+            return _json(fmt.anthropic_error("invalid_request_error", message), 400, dialect)
+        return _json(fmt.openai_error(message, "invalid_request_error"), 400, dialect)
+
+    async def _apply_fault(
+        self, fault: _Fault, dialect: fmt.Dialect, request: web.Request, model: str
+    ) -> web.StreamResponse | None:
+        """Answer a fault, or return None to let the normal answer go out (possibly altered)."""
+        name, anthropic = fault.name, dialect == "anthropic"
+        message = fault.params.get("message")
+        if name == "slow":
+            await asyncio.sleep(fault.number("seconds", 3.0))
+            return None
+        if name in ("drop_mid_stream", "slow_chunks", "error_mid_stream"):
+            return None
+        if name == "drop":
+            _close(request)
+            return web.Response(status=204)  # never sent: the transport is gone
+        if name == "non_json":
+            return web.Response(
+                status=200, text="<<garbage>> this is not JSON {", content_type="text/plain"
+            )
+        if name == "malformed":
+            body = fmt.anthropic_malformed(model) if anthropic else fmt.openai_malformed(model)
+            return _json(body, 200, dialect)
+        if name == "http_401":
+            if anthropic:
+                return _json(
+                    fmt.anthropic_error("authentication_error", "invalid x-api-key"), 401, dialect
+                )
+            return _openai_bad_key()
+        if name == "http_429":
+            retry_after = str(fault.params.get("retry_after", 1))
+            if anthropic:
+                text = message or "Number of request tokens has exceeded your per-minute rate limit"
+                error = fmt.anthropic_error("rate_limit_error", text)
+            else:
+                text = message or (
+                    f"Rate limit reached for {model or 'model'} on requests per min (RPM): "
+                    f"Limit 3, Used 3, Requested 1. Please try again in {retry_after}s."
+                )
+                error = fmt.openai_error(text, "requests", "rate_limit_exceeded")
+            return _json(error, 429, dialect, {"Retry-After": retry_after})
+        if name == "http_400":
+            if anthropic:
+                error = fmt.anthropic_error(
+                    "invalid_request_error",
+                    message or "prompt is too long: 210000 tokens > 200000 maximum",
+                )
+            else:
+                text = message or (
+                    "This model's maximum context length is 128000 tokens. However, your messages "
+                    "resulted in 210000 tokens. Please reduce the length of the messages."
+                )
+                error = fmt.openai_error(
+                    text, "invalid_request_error", "context_length_exceeded", "messages"
+                )
+            return _json(error, 400, dialect)
+        if name == "http_500":
+            if anthropic:
+                return _json(
+                    fmt.anthropic_error("api_error", message or "Internal server error"),
+                    500,
+                    dialect,
+                )
+            text = (
+                message
+                or "The server had an error while processing your request. Sorry about that!"
+            )
+            return _json(fmt.openai_error(text, "server_error"), 500, dialect)
+        if name == "http_502":
+            return web.Response(status=502, text=fmt.CLOUDFLARE_502_HTML, content_type="text/html")
+        if name == "http_529":
+            if anthropic:
+                return _json(
+                    fmt.anthropic_error("overloaded_error", message or "Overloaded"), 529, dialect
+                )
+            text = message or "The engine is currently overloaded, please try again later."
+            return _json(fmt.openai_error(text, "server_error"), 529, dialect)
+        raise AssertionError(f"unhandled fault {name}")  # FAULTS and this method disagree
+
+    async def _stream(
+        self,
+        request: web.Request,
+        dialect: fmt.Dialect,
+        plan: fmt.AnswerPlan,
+        body: dict[str, Any],
+        fault: _Fault | None,
+    ) -> web.StreamResponse:
+        if dialect == "anthropic":
+            events = fmt.anthropic_stream(plan, fmt.new_id("msg_01"))
+        else:
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            events = fmt.openai_stream(
+                plan, fmt.new_id("chatcmpl-"), int(time.time()), include_usage
+            )
+
+        response = web.StreamResponse(status=200, headers=_stream_headers(dialect))
+        await response.prepare(request)
+        name = fault.name if fault else None
+        after = int(fault.number("after", 2)) if fault else 0
+        delay = fault.number("delay", 0.1) if fault else 0.0
+        sent = 0
+        for event in events:
+            if name in ("drop_mid_stream", "error_mid_stream") and (
+                event.phase == "post" or (event.phase == "content" and sent >= after)
+            ):
+                if name == "drop_mid_stream":
+                    _close(request)
+                    return response
+                if dialect == "anthropic":
+                    await response.write(
+                        fmt.anthropic_stream_error("overloaded_error", "Overloaded")
+                    )
+                else:
+                    await response.write(
+                        fmt.openai_stream_error(
+                            "The server had an error while processing your request."
+                        )
+                    )
+                break
+            if event.phase == "content":
+                if name == "slow_chunks":
+                    await asyncio.sleep(delay)
+                sent += 1
+            await response.write(event.data)
+        await response.write_eof()
+        return response
+
+    async def _send_half(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        data = json.dumps(payload).encode()
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        _close(request)
+        return response
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _validate(body: Any, dialect: fmt.Dialect) -> str | None:
+    if not isinstance(body, dict):
+        return (
+            "The request body is not valid JSON."
+            if dialect == "openai"
+            else "Request body is not valid JSON"
+        )
+    messages = body.get("messages")
+    if dialect == "openai":
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "you must provide a model parameter"
+        if not isinstance(messages, list) or not messages:
+            return (
+                "[] is too short - 'messages'"
+                if isinstance(messages, list)
+                else "Missing required parameter: 'messages'."
+            )
+        return None
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "model: Field required"
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        return "max_tokens: Field required"
+    if max_tokens < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    if not isinstance(messages, list) or not messages:
+        return (
+            "messages: Field required"
+            if not isinstance(messages, list)
+            else "messages: at least one message is required"
+        )
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "system":
+            return (
+                f'messages.{index}.role: Unexpected role "system". The Messages API accepts a '
+                'top-level `system` parameter, not "system" as an input message role.'
+            )
+        if role not in ("user", "assistant"):
+            return f"messages.{index}.role: Input should be 'user' or 'assistant'"
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        return "system: Input should be a valid string or a list of text blocks"
+    return None
+
+
+def _json(
+    payload: Any, status: int, dialect: fmt.Dialect, extra: dict[str, str] | None = None
+) -> web.Response:
+    headers = {("request-id" if dialect == "anthropic" else "x-request-id"): fmt.new_id("req_")}
+    if extra:
+        headers.update(extra)
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _openai_bad_key() -> web.Response:
+    # The real API echoes a masked key here; the fake deliberately echoes nothing.
+    message = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+    return _json(
+        fmt.openai_error(message, "invalid_request_error", "invalid_api_key"), 401, "openai"
+    )
+
+
+def _stream_headers(dialect: fmt.Dialect) -> dict[str, str]:
+    return {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        ("request-id" if dialect == "anthropic" else "x-request-id"): fmt.new_id("req_"),
+    }
+
+
+def _close(request: web.Request) -> None:
+    """Close the TCP connection now; later writes fail quietly inside aiohttp."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI / DigitalOcean / Anthropic provider")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument(
+        "--record", action="store_true", help="keep every request in memory (off by default)"
+    )
+    args = parser.parse_args(argv)
+    fake = FakeProvider(args.host, args.port, record=args.record)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(
+            fake.make_app(),
+            host=args.host,
+            port=args.port,
+            access_log=None,
+            print=lambda _: print(
+                f"fake provider listening on http://{args.host}:{args.port}", flush=True
+            ),
+        )
+
+
+if __name__ == "__main__":
+    main()

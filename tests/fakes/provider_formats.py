@@ -1,0 +1,526 @@
+"""Wire formats spoken by the fake LLM provider (see ``provider.py``).
+
+Pure functions only: no I/O, no aiohttp. Everything here turns a parsed request
+body into an *answer plan* and renders that plan as OpenAI Chat Completions or
+Anthropic Messages JSON / server-sent events.
+
+Deterministic model
+-------------------
+* input tokens  = whitespace-separated words in every text content (string
+  content or ``{"type": "text"}`` parts) + the words of the system prompt
+  + 3 per message.  Never more than the UTF-8 byte length + 3 per message.
+* output tokens = ``tok0 ``, ``tok1 ``, ... (10 by default; ``[[tokens:N]]`` in
+  the last user message sets N), capped by ``max_tokens`` /
+  ``max_completion_tokens``, cut at the first stop sequence.
+* ``[[tool:NAME]]`` in the last user message, with ``tools`` in the request,
+  answers with a call to NAME whose arguments are sample values built from the
+  tool's JSON schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Dialect = Literal["openai", "anthropic"]
+Finish = Literal["end", "length", "tool", "stop_sequence"]
+
+DEFAULT_OUTPUT_TOKENS = 10
+PER_MESSAGE_OVERHEAD = 3
+ARGUMENT_FRAGMENT_CHARS = 8
+
+_DIRECTIVE = re.compile(r"\[\[(fault|tokens|tool):([^\]]*)\]\]")
+
+OPENAI_FINISH: dict[Finish, str] = {
+    "end": "stop",
+    "length": "length",
+    "tool": "tool_calls",
+    "stop_sequence": "stop",
+}
+ANTHROPIC_STOP: dict[Finish, str] = {
+    "end": "end_turn",
+    "length": "max_tokens",
+    "tool": "tool_use",
+    "stop_sequence": "stop_sequence",
+}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+# --------------------------------------------------------------------------- input
+
+
+def content_texts(content: Any) -> list[str]:
+    """Text of one message content: a string, or the ``text`` parts of a list."""
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def request_texts(body: dict[str, Any]) -> list[str]:
+    """Every text of the request: the Anthropic ``system`` and all message contents."""
+    texts = content_texts(body.get("system"))
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            texts.extend(content_texts(message.get("content")))
+    return texts
+
+
+def count_input_tokens(body: dict[str, Any]) -> int:
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    words = sum(len(text.split()) for text in request_texts(body))
+    return words + PER_MESSAGE_OVERHEAD * len(messages)
+
+
+def _parse_params(raw: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in filter(None, (piece.strip() for piece in raw.split(","))):
+        key, _, value = item.partition("=")
+        params[key.strip()] = coerce(value.strip())
+    return params
+
+
+def coerce(value: Any) -> Any:
+    """Directive parameters arrive as strings: turn numbers into numbers."""
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def fault_directive(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The first ``[[fault:NAME]]`` / ``[[fault:NAME:k=v,k=v]]`` in any text of the request."""
+    for text in request_texts(body):
+        for kind, arg in _DIRECTIVE.findall(text):
+            if kind == "fault":
+                name, _, raw = arg.partition(":")
+                return name.strip(), _parse_params(raw)
+    return None
+
+
+def _last_user_message(body: dict[str, Any]) -> dict[str, Any] | None:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message
+    return None
+
+
+def _is_tool_result_turn(body: dict[str, Any]) -> bool:
+    """True when the conversation ends with a tool result (the model must answer in text)."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict):
+        return False
+    if last.get("role") == "tool":
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") == "tool_result" for p in content
+    )
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class ToolCallPlan:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    fragments: list[str]
+
+    @property
+    def arguments_json(self) -> str:
+        return "".join(self.fragments)
+
+
+@dataclass
+class AnswerPlan:
+    model: str
+    input_tokens: int
+    output_tokens: int
+    pieces: list[str] = field(default_factory=list)
+    finish: Finish = "end"
+    stop_sequence: str | None = None
+    tool: ToolCallPlan | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def _sample_value(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return "tok"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    samples: dict[str, Any] = {
+        "integer": 1,
+        "number": 1.5,
+        "boolean": True,
+        "array": [],
+        "null": None,
+    }
+    if kind == "object":
+        return {name: _sample_value(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return samples.get(str(kind), "tok")
+
+
+def _tool_schemas(body: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        if dialect == "openai":
+            function = tool.get("function") or {}
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                schemas[function["name"]] = function.get("parameters") or {}
+        elif isinstance(tool.get("name"), str):
+            schemas[tool["name"]] = tool.get("input_schema") or {}
+    return schemas
+
+
+def _stop_sequences(body: dict[str, Any], dialect: Dialect) -> list[str]:
+    raw = body.get("stop") if dialect == "openai" else body.get("stop_sequences")
+    if isinstance(raw, str):
+        return [raw] if raw else []
+    if isinstance(raw, list):
+        return [s for s in raw if isinstance(s, str) and s]
+    return []
+
+
+def _token_cap(body: dict[str, Any], dialect: Dialect) -> int | None:
+    keys = ("max_completion_tokens", "max_tokens") if dialect == "openai" else ("max_tokens",)
+    for key in keys:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, 0)
+    return None
+
+
+def plan_answer(body: dict[str, Any], dialect: Dialect) -> AnswerPlan:
+    """Decide what the fake model answers to a (validated) request body."""
+    plan = AnswerPlan(
+        model=str(body.get("model", "")), input_tokens=count_input_tokens(body), output_tokens=0
+    )
+    wanted = DEFAULT_OUTPUT_TOKENS
+    tool_name: str | None = None
+    last_user = _last_user_message(body)
+    for text in content_texts(last_user.get("content")) if last_user else []:
+        for kind, arg in _DIRECTIVE.findall(text):
+            if kind == "tokens" and arg.strip().isdigit():
+                wanted = int(arg.strip())
+            elif kind == "tool":
+                tool_name = arg.strip()
+
+    schemas = _tool_schemas(body, dialect)
+    if tool_name and schemas and not _is_tool_result_turn(body):
+        arguments = _sample_value({"type": "object", **schemas.get(tool_name, {})})
+        encoded = _dumps(arguments)
+        fragments = [
+            encoded[i : i + ARGUMENT_FRAGMENT_CHARS]
+            for i in range(0, len(encoded), ARGUMENT_FRAGMENT_CHARS)
+        ]
+        call_id = new_id("call_" if dialect == "openai" else "toolu_01")
+        plan.tool = ToolCallPlan(
+            id=call_id, name=tool_name, arguments=arguments, fragments=fragments
+        )
+        plan.finish = "tool"
+        plan.output_tokens = len(fragments)
+        return plan
+
+    cap = _token_cap(body, dialect)
+    count = wanted if cap is None else min(wanted, cap)
+    pieces = [f"tok{i} " for i in range(count)]
+    plan.finish = "length" if cap is not None and wanted > cap else "end"
+    plan.output_tokens = count
+
+    full = "".join(pieces)
+    hits = [(full.find(s), s) for s in _stop_sequences(body, dialect) if s in full]
+    if hits:
+        at, seq = min(hits)
+        # tokens generated up to and including the one that completes the stop sequence
+        end, used = at + len(seq), 0
+        while sum(len(p) for p in pieces[:used]) < end:
+            used += 1
+        kept, cut = full[:at], []
+        for piece in pieces:
+            if not kept:
+                break
+            cut.append(kept[: len(piece)])
+            kept = kept[len(piece) :]
+        pieces, plan.output_tokens = cut, used
+        plan.finish, plan.stop_sequence = "stop_sequence", seq
+    plan.pieces = pieces
+    return plan
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def openai_error(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _openai_usage(plan: AnswerPlan) -> dict[str, Any]:
+    return {
+        "prompt_tokens": plan.input_tokens,
+        "completion_tokens": plan.output_tokens,
+        "total_tokens": plan.input_tokens + plan.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def openai_completion(plan: AnswerPlan, completion_id: str, created: int) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": plan.text,
+        "refusal": None,
+        "annotations": [],
+    }
+    if plan.tool:
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": plan.tool.id,
+                "type": "function",
+                "function": {"name": plan.tool.name, "arguments": plan.tool.arguments_json},
+            }
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": plan.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": OPENAI_FINISH[plan.finish],
+            }
+        ],
+        "usage": _openai_usage(plan),
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+    }
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One SSE event; ``phase`` tells stream faults where content starts and ends."""
+
+    data: bytes
+    phase: Literal["pre", "content", "post"]
+
+
+def openai_stream(
+    plan: AnswerPlan, completion_id: str, created: int, include_usage: bool
+) -> list[StreamEvent]:
+    """``data: {chunk}`` events, then the optional usage chunk, then ``data: [DONE]``."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": plan.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    def sse(obj: dict[str, Any], phase: Literal["pre", "content", "post"]) -> StreamEvent:
+        return StreamEvent(f"data: {_dumps(obj)}\n\n".encode(), phase)
+
+    events = [
+        sse(
+            chunk({"role": "assistant", "content": "" if not plan.tool else None, "refusal": None}),
+            "pre",
+        )
+    ]
+    if plan.tool:
+        head = {
+            "index": 0,
+            "id": plan.tool.id,
+            "type": "function",
+            "function": {"name": plan.tool.name, "arguments": ""},
+        }
+        events.append(sse(chunk({"tool_calls": [head]}), "pre"))
+        for fragment in plan.tool.fragments:
+            events.append(
+                sse(
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}),
+                    "content",
+                )
+            )
+    else:
+        events.extend(sse(chunk({"content": piece}), "content") for piece in plan.pieces)
+    events.append(sse(chunk({}, OPENAI_FINISH[plan.finish]), "post"))
+    if include_usage:
+        final = chunk({})
+        final["choices"] = []
+        final["usage"] = _openai_usage(plan)
+        events.append(sse(final, "post"))
+    events.append(StreamEvent(b"data: [DONE]\n\n", "post"))
+    return events
+
+
+def openai_stream_error(message: str) -> bytes:
+    return f"data: {_dumps(openai_error(message, 'server_error'))}\n\n".encode()
+
+
+def openai_malformed(model: str) -> dict[str, Any]:
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def anthropic_error(type_: str, message: str) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {"type": type_, "message": message},
+        "request_id": new_id("req_011"),
+    }
+
+
+def anthropic_message(plan: AnswerPlan, message_id: str) -> dict[str, Any]:
+    content: list[dict[str, Any]]
+    if plan.tool:
+        content = [
+            {
+                "type": "tool_use",
+                "id": plan.tool.id,
+                "name": plan.tool.name,
+                "input": plan.tool.arguments,
+            }
+        ]
+    else:
+        content = [{"type": "text", "text": plan.text}]
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": content,
+        "stop_reason": ANTHROPIC_STOP[plan.finish],
+        "stop_sequence": plan.stop_sequence,
+        "usage": {
+            "input_tokens": plan.input_tokens,
+            "output_tokens": plan.output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def _anthropic_event(
+    name: str, data: dict[str, Any], phase: Literal["pre", "content", "post"]
+) -> StreamEvent:
+    return StreamEvent(f"event: {name}\ndata: {_dumps(data)}\n\n".encode(), phase)
+
+
+def anthropic_stream(plan: AnswerPlan, message_id: str) -> list[StreamEvent]:
+    """message_start, content_block_start, ping, content_block_delta*, content_block_stop,
+    message_delta (cumulative usage.output_tokens), message_stop."""
+    start = anthropic_message(plan, message_id)
+    start.update(content=[], stop_reason=None, stop_sequence=None)
+    start["usage"] = {**start["usage"], "output_tokens": 1}
+    events = [_anthropic_event("message_start", {"type": "message_start", "message": start}, "pre")]
+    if plan.tool:
+        block: dict[str, Any] = {
+            "type": "tool_use",
+            "id": plan.tool.id,
+            "name": plan.tool.name,
+            "input": {},
+        }
+        deltas = [{"type": "input_json_delta", "partial_json": f} for f in plan.tool.fragments]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": piece} for piece in plan.pieces]
+    events.append(
+        _anthropic_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+            "pre",
+        )
+    )
+    events.append(_anthropic_event("ping", {"type": "ping"}, "pre"))
+    for delta in deltas:
+        events.append(
+            _anthropic_event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": delta},
+                "content",
+            )
+        )
+    events.append(
+        _anthropic_event("content_block_stop", {"type": "content_block_stop", "index": 0}, "post")
+    )
+    message_delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": ANTHROPIC_STOP[plan.finish], "stop_sequence": plan.stop_sequence},
+        "usage": {"output_tokens": plan.output_tokens},
+    }
+    events.append(_anthropic_event("message_delta", message_delta, "post"))
+    events.append(_anthropic_event("message_stop", {"type": "message_stop"}, "post"))
+    return events
+
+
+def anthropic_stream_error(type_: str, message: str) -> bytes:
+    return _anthropic_event(
+        "error", {"type": "error", "error": {"type": type_, "message": message}}, "post"
+    ).data
+
+
+def anthropic_malformed(model: str) -> dict[str, Any]:
+    return {"id": new_id("msg_01"), "type": "message", "role": "assistant", "model": model}
+
+
+CLOUDFLARE_502_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)

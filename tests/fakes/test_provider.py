@@ -1,0 +1,775 @@
+"""The fake provider speaks the real wire formats: the official SDKs are its clients."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.fakes.provider import FakeProvider
+
+WEATHER_TOOL_OPENAI = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+WEATHER_TOOL_ANTHROPIC = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": WEATHER_TOOL_OPENAI["function"]["parameters"],
+}
+EXPECTED_ARGS = {"city": "tok", "days": 1, "unit": "celsius"}
+TEN_TOKENS = "".join(f"tok{i} " for i in range(10))
+
+
+def oai(fake: FakeProvider, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=fake.openai_base_url, api_key=key or fake.keys["openai"], max_retries=0
+    )
+
+
+def claude(fake: FakeProvider, key: str | None = None) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=fake.anthropic_base_url, api_key=key or fake.keys["anthropic"], max_retries=0
+    )
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def openai_post(fake: FakeProvider, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {fake.keys['openai']}"}
+    return httpx.post(
+        fake.openai_base_url + "/chat/completions", json=body, headers=headers, **kwargs
+    )
+
+
+def anthropic_headers(fake: FakeProvider) -> dict[str, str]:
+    return {"x-api-key": fake.keys["anthropic"], "anthropic-version": "2023-06-01"}
+
+
+def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
+    """(event name, data) pairs from SSE lines."""
+    events: list[tuple[str | None, str]] = []
+    name: str | None = None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, line[len("data: ") :]))
+            name = None
+    return events
+
+
+# ------------------------------------------------------------------ OpenAI
+
+
+def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usage(provider):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hello there world"}]},
+        ],
+    )
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "gpt-4o-mini"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == TEN_TOKENS
+    assert choice.finish_reason == "stop"
+    # 2 + 3 words, + 3 per message
+    assert completion.usage.prompt_tokens == 5 + 2 * 3
+    assert completion.usage.completion_tokens == 10
+    assert completion.usage.total_tokens == 21
+
+
+def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(provider):
+    stream = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("hi [[tokens:4]]"), stream=True
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    contents = [c.choices[0].delta.content for c in chunks[1:-1]]
+    assert contents == ["tok0 ", "tok1 ", "tok2 ", "tok3 "]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None and len(c.choices) == 1 for c in chunks)
+
+
+def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider):
+    stream = oai(provider).chat.completions.create(
+        model="gpt-4o",
+        messages=user("one two [[tokens:3]]"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    last = chunks[-1]
+    assert last.choices == []
+    assert last.usage.prompt_tokens == 3 + 3
+    assert last.usage.completion_tokens == 3
+    assert last.usage.total_tokens == 9
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks[:-1])
+    assert text == "tok0 tok1 tok2 "
+
+
+def test_it_ends_openai_streams_with_a_done_line(provider):
+    body = {"model": "m", "messages": user("[[tokens:2]]"), "stream": True}
+    with httpx.stream(
+        "POST",
+        provider.openai_base_url + "/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {provider.keys['openai']}"},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data = [d for _, d in sse_events(list(response.iter_lines()))]
+    assert data[-1] == "[DONE]"
+    assert len(data) == 1 + 2 + 1 + 1  # role, 2 tokens, finish, [DONE]
+
+
+@pytest.mark.parametrize("cap_param", ["max_tokens", "max_completion_tokens"])
+def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(provider, cap_param):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("hi"), **{cap_param: 3}
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 "
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 3
+
+
+def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("hi [[tokens:4]]"), max_tokens=4
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.completion_tokens == 4
+
+
+def test_it_stops_openai_answers_at_a_stop_sequence(provider):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("hi"), stop=["tok3"]
+    )
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 "
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("weather? [[tool:get_weather]]"), tools=[WEATHER_TOOL_OPENAI]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_")
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == EXPECTED_ARGS
+
+
+def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(provider):
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("[[tool:get_weather]]")
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.tool_calls is None
+
+
+def test_it_answers_in_text_after_an_openai_tool_result(provider):
+    messages = [
+        *user("weather? [[tool:get_weather]]"),
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    completion = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[WEATHER_TOOL_OPENAI]
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.content == TEN_TOKENS
+
+
+def test_it_streams_an_openai_tool_call_as_argument_fragments(provider):
+    stream = oai(provider).chat.completions.create(
+        model="gpt-4o",
+        messages=user("[[tool:get_weather]]"),
+        tools=[WEATHER_TOOL_OPENAI],
+        stream=True,
+    )
+    deltas = [tc for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    head, fragments = deltas[0], deltas[1:]
+    assert head.index == 0
+    assert head.id.startswith("call_")
+    assert head.type == "function"
+    assert head.function.name == "get_weather"
+    assert len(fragments) > 1
+    assert all(f.index == 0 and f.id is None for f in fragments)
+    arguments = head.function.arguments + "".join(f.function.arguments for f in fragments)
+    assert json.loads(arguments) == EXPECTED_ARGS
+
+
+def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(provider):
+    stream = oai(provider).chat.completions.create(
+        model="gpt-4o",
+        messages=user("[[tool:get_weather]]"),
+        tools=[WEATHER_TOOL_OPENAI],
+        stream=True,
+    )
+    finishes = [c.choices[0].finish_reason for c in stream if c.choices]
+    assert finishes[-1] == "tool_calls"
+    assert set(finishes[:-1]) == {None}
+
+
+def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        oai(provider, key="sk-wrong-secret-123").chat.completions.create(
+            model="gpt-4o", messages=user("hi")
+        )
+    error = caught.value.body
+    assert caught.value.status_code == 401
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "invalid_api_key"
+    assert error["param"] is None
+    assert "sk-wrong-secret-123" not in caught.value.response.text
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_class", "status"),
+    [
+        ("http_500", openai.InternalServerError, 500),
+        ("http_502", openai.InternalServerError, 502),
+        ("http_529", openai.InternalServerError, 529),
+        ("http_429", openai.RateLimitError, 429),
+        ("http_400", openai.BadRequestError, 400),
+        ("http_401", openai.AuthenticationError, 401),
+    ],
+)
+def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
+    provider, fault, error_class, status
+):
+    provider.fail_next(fault)
+    with pytest.raises(error_class) as caught:
+        oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
+    assert caught.value.status_code == status
+    # the fault was consumed: the next request succeeds
+    assert oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi")).choices
+
+
+def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body(provider):
+    provider.fail_next("http_429")
+    response = openai_post(provider, {"model": "gpt-4o", "messages": user("hi")})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_it_explains_openai_context_length_errors(provider):
+    provider.fail_next("http_400")
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
+    assert caught.value.code == "context_length_exceeded"
+    assert "maximum context length" in caught.value.message
+
+
+def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(provider):
+    client = openai.OpenAI(
+        base_url=provider.digitalocean_base_url,
+        api_key=provider.keys["digitalocean"],
+        max_retries=0,
+    )
+    completion = client.chat.completions.create(model="llama3.3-70b-instruct", messages=user("hi"))
+    assert completion.model == "llama3.3-70b-instruct"
+    assert completion.choices[0].message.content == TEN_TOKENS
+    assert provider.requests[-1].provider == "digitalocean"
+    assert provider.requests[-1].path == "/do/v1/chat/completions"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(
+            base_url=provider.digitalocean_base_url,
+            api_key=provider.keys["openai"],
+            max_retries=0,
+        ).chat.completions.create(model="m", messages=user("hi"))
+
+
+def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(provider):
+    stream = oai(provider).chat.completions.create(
+        model="gpt-4o", messages=user("[[fault:error_mid_stream:after=2]]"), stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "tok0 tok1 "
+
+
+# ------------------------------------------------------------------ Anthropic
+
+
+def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider):
+    message = claude(provider).messages.create(
+        model="claude-fake-1",
+        max_tokens=100,
+        system="You are terse.",
+        messages=user("hello there"),
+    )
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.id.startswith("msg_")
+    assert message.model == "claude-fake-1"
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == TEN_TOKENS
+    assert message.stop_reason == "end_turn"
+    assert message.stop_sequence is None
+    assert message.usage.input_tokens == 3 + 2 + 3
+    assert message.usage.output_tokens == 10
+
+
+def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider):
+    message = claude(provider).messages.create(
+        model="claude-fake-1",
+        max_tokens=100,
+        system=[{"type": "text", "text": "one two three four"}],
+        messages=user("hi"),
+    )
+    assert message.usage.input_tokens == 4 + 1 + 3
+
+
+def test_it_streams_an_anthropic_message_with_cumulative_usage(provider):
+    with claude(provider).messages.stream(
+        model="claude-fake-1", max_tokens=100, messages=user("hi [[tokens:5]]")
+    ) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert texts == ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "]
+    assert final.content[0].text == "tok0 tok1 tok2 tok3 tok4 "
+    assert final.stop_reason == "end_turn"
+    assert final.usage.input_tokens == 2 + 3
+    assert final.usage.output_tokens == 5
+
+
+def test_it_sends_the_documented_anthropic_event_sequence(provider):
+    body = {"model": "claude", "max_tokens": 50, "stream": True, "messages": user("[[tokens:3]]")}
+    with httpx.stream(
+        "POST",
+        provider.anthropic_base_url + "/v1/messages",
+        json=body,
+        headers=anthropic_headers(provider),
+    ) as response:
+        events = sse_events(list(response.iter_lines()))
+    names = [name for name, _ in events]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    payloads = [json.loads(data) for _, data in events]
+    assert [p["type"] for p in payloads] == names  # data.type mirrors the event name
+    start = payloads[0]["message"]
+    assert start["content"] == [] and start["stop_reason"] is None
+    assert start["usage"]["output_tokens"] == 1
+    assert payloads[1]["content_block"] == {"type": "text", "text": ""}
+    assert payloads[3]["delta"] == {"type": "text_delta", "text": "tok0 "}
+    assert payloads[7]["delta"]["stop_reason"] == "end_turn"
+    assert payloads[7]["usage"]["output_tokens"] == 3
+
+
+def test_it_stops_anthropic_answers_at_max_tokens(provider):
+    client = claude(provider)
+    message = client.messages.create(model="claude", max_tokens=2, messages=user("hi"))
+    assert message.stop_reason == "max_tokens"
+    assert message.content[0].text == "tok0 tok1 "
+    with client.messages.stream(model="claude", max_tokens=2, messages=user("hi")) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens"
+    assert final.usage.output_tokens == 2
+
+
+def test_it_stops_anthropic_answers_at_a_stop_sequence(provider):
+    message = claude(provider).messages.create(
+        model="claude", max_tokens=100, stop_sequences=["tok2"], messages=user("hi")
+    )
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == "tok2"
+    assert message.content[0].text == "tok0 tok1 "
+
+
+def test_it_answers_with_an_anthropic_tool_use_block(provider):
+    message = claude(provider).messages.create(
+        model="claude",
+        max_tokens=100,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        messages=user("[[tool:get_weather]]"),
+    )
+    assert message.stop_reason == "tool_use"
+    (block,) = message.content
+    assert block.type == "tool_use"
+    assert block.id.startswith("toolu_")
+    assert block.name == "get_weather"
+    assert block.input == EXPECTED_ARGS
+
+
+def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider):
+    with claude(provider).messages.stream(
+        model="claude",
+        max_tokens=100,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        messages=user("[[tool:get_weather]]"),
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert len(deltas) > 1
+    assert {d.type for d in deltas} == {"input_json_delta"}
+    assert final.stop_reason == "tool_use"
+    assert final.content[0].type == "tool_use"
+    assert final.content[0].input == EXPECTED_ARGS
+
+
+def test_it_answers_in_text_after_an_anthropic_tool_result(provider):
+    messages = [
+        *user("[[tool:get_weather]]"),
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+        },
+    ]
+    message = claude(provider).messages.create(
+        model="claude", max_tokens=100, tools=[WEATHER_TOOL_ANTHROPIC], messages=messages
+    )
+    assert message.stop_reason == "end_turn"
+    assert message.content[0].type == "text"
+
+
+def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider):
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        claude(provider, key="sk-ant-wrong-777").messages.create(
+            model="claude", max_tokens=10, messages=user("hi")
+        )
+    assert caught.value.status_code == 401
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "authentication_error"
+    assert "sk-ant-wrong-777" not in caught.value.response.text
+
+
+def test_it_can_insist_on_the_documented_x_api_key_header(provider):
+    body = {"model": "claude", "max_tokens": 5, "messages": user("hi")}
+    url = provider.anthropic_base_url + "/v1/messages"
+    key = provider.keys["anthropic"]
+    bearer = {"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"}
+    assert httpx.post(url, json=body, headers=bearer).status_code == 200
+    provider.anthropic_accepts_bearer = False
+    assert httpx.post(url, json=body, headers=bearer).status_code == 401
+    assert httpx.post(url, json=body, headers=anthropic_headers(provider)).status_code == 200
+
+
+def test_it_requires_the_anthropic_version_header(provider):
+    response = httpx.post(
+        provider.anthropic_base_url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 10, "messages": user("hi")},
+        headers={"x-api-key": provider.keys["anthropic"]},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "anthropic-version: header is required",
+    }
+
+
+def test_it_reports_anthropic_overload_as_a_529(provider):
+    provider.fail_next("http_529", provider="anthropic")
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
+    assert isinstance(caught.value, anthropic.InternalServerError)
+    assert caught.value.status_code == 529
+    assert caught.value.body["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_class", "error_type"),
+    [
+        ("http_500", anthropic.InternalServerError, "api_error"),
+        ("http_429", anthropic.RateLimitError, "rate_limit_error"),
+        ("http_400", anthropic.BadRequestError, "invalid_request_error"),
+    ],
+)
+def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
+    provider, fault, error_class, error_type
+):
+    provider.fail_next(fault)
+    with pytest.raises(error_class) as caught:
+        claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
+    assert caught.value.body["error"]["type"] == error_type
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model": "claude", "messages": user("hi")}, "max_tokens"),
+        (
+            {
+                "model": "claude",
+                "max_tokens": 5,
+                "messages": [{"role": "system", "content": "x"}, *user("hi")],
+            },
+            'Unexpected role "system"',
+        ),
+    ],
+)
+def test_it_rejects_invalid_anthropic_requests(provider, body, fragment):
+    response = httpx.post(
+        provider.anthropic_base_url + "/v1/messages", json=body, headers=anthropic_headers(provider)
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(provider):
+    stream = claude(provider).messages.stream(
+        model="claude", max_tokens=50, messages=user("[[fault:error_mid_stream:after=1]]")
+    )
+    texts: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as caught, stream as events:
+        texts.extend(events.text_stream)
+    assert texts == ["tok0 "]
+    assert "overloaded_error" in str(caught.value)
+
+
+# ------------------------------------------------------------------ faults over raw HTTP
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_aborts_the_connection_after_the_requested_number_of_chunks(provider, dialect):
+    if dialect == "openai":
+        url = provider.openai_base_url + "/chat/completions"
+        headers = {"Authorization": f"Bearer {provider.keys['openai']}"}
+        body = {"model": "m", "messages": user("hi"), "stream": True}
+    else:
+        url = provider.anthropic_base_url + "/v1/messages"
+        headers = anthropic_headers(provider)
+        body = {"model": "m", "max_tokens": 50, "messages": user("hi"), "stream": True}
+    provider.fail_next("drop_mid_stream", after=3)
+    lines: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", url, json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        lines.extend(response.iter_lines())
+    contents = [d for _, d in sse_events(lines) if re.search(r'"tok\d+ "', d)]
+    assert len(contents) == 3
+    assert not any("[DONE]" in d or "message_stop" in d for _, d in sse_events(lines))
+
+
+def test_it_cuts_a_non_stream_body_in_half_for_drop_mid_stream(provider):
+    provider.fail_next("drop_mid_stream")
+    with pytest.raises(httpx.RemoteProtocolError):
+        openai_post(provider, {"model": "m", "messages": user("hi")})
+
+
+def test_it_closes_the_connection_without_a_response_for_drop(provider):
+    provider.fail_next("drop")
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
+        openai_post(provider, {"model": "m", "messages": user("hi")})
+    with pytest.raises(openai.APIConnectionError):
+        provider.fail_next("drop")
+        oai(provider).chat.completions.create(model="m", messages=user("hi"))
+
+
+def test_it_answers_late_for_slow_and_times_out_a_short_client(provider):
+    provider.fail_next("slow", seconds=0.4)
+    started = time.monotonic()
+    response = openai_post(provider, {"model": "m", "messages": user("hi")})
+    assert time.monotonic() - started >= 0.4
+    assert response.status_code == 200
+    with pytest.raises(httpx.ReadTimeout):
+        openai_post(
+            provider, {"model": "m", "messages": user("[[fault:slow:seconds=2]]")}, timeout=0.2
+        )
+
+
+def test_it_spaces_stream_chunks_for_slow_chunks(provider):
+    body = {"model": "m", "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]")}
+    body["stream"] = True
+    arrivals: list[float] = []
+    with httpx.stream(
+        "POST",
+        provider.openai_base_url + "/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {provider.keys['openai']}"},
+    ) as response:
+        for line in response.iter_lines():
+            if '"content":"tok' in line:
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 3
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(gap >= 0.12 for gap in gaps)
+
+
+def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(provider):
+    provider.fail_next("non_json")
+    garbage = openai_post(provider, {"model": "m", "messages": user("hi")})
+    assert garbage.status_code == 200
+    assert garbage.headers["content-type"].startswith("text/plain")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(garbage.text)
+    provider.fail_next("malformed")
+    malformed = openai_post(provider, {"model": "m", "messages": user("hi")})
+    assert malformed.status_code == 200
+    assert "choices" not in malformed.json()
+    provider.fail_next("malformed", provider="anthropic")
+    message = httpx.post(
+        provider.anthropic_base_url + "/v1/messages",
+        json={"model": "m", "max_tokens": 5, "messages": user("hi")},
+        headers=anthropic_headers(provider),
+    ).json()
+    assert message["type"] == "message" and "content" not in message
+
+
+def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(provider):
+    texts = ["[[fault:http_500]]", "plain", "[[fault:http_429:retry_after=7]]", "[[tokens:2]]"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(
+            pool.map(lambda t: openai_post(provider, {"model": "m", "messages": user(t)}), texts)
+        )
+    assert [r.status_code for r in responses] == [500, 200, 429, 200]
+    assert responses[0].json()["error"]["type"] == "server_error"
+    assert responses[2].headers["retry-after"] == "7"
+    assert responses[3].json()["usage"]["completion_tokens"] == 2
+
+
+def test_it_rejects_unknown_fault_names(provider):
+    with pytest.raises(ValueError, match="unknown fault"):
+        provider.fail_next("http_999")
+    response = openai_post(provider, {"model": "m", "messages": user("[[fault:nope]]")})
+    assert response.status_code == 400
+    assert "nope" in response.json()["error"]["message"]
+
+
+def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(provider):
+    provider.fail_next("http_500", provider="anthropic", count=2)
+    provider.fail_next("http_429")
+    ok = openai_post(provider, {"model": "m", "messages": user("hi")})
+    assert ok.status_code == 429  # the anthropic-only faults were skipped, the next one taken
+    assert openai_post(provider, {"model": "m", "messages": user("hi")}).status_code == 200
+    statuses = [
+        httpx.post(
+            provider.anthropic_base_url + "/v1/messages",
+            json={"model": "m", "max_tokens": 5, "messages": user("hi")},
+            headers=anthropic_headers(provider),
+        ).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [500, 500, 200]
+
+
+def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider):
+    provider.fail_next("http_500")
+    refused = httpx.post(
+        provider.openai_base_url + "/chat/completions",
+        json={"model": "m", "messages": user("hi")},
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert refused.status_code == 401
+    assert openai_post(provider, {"model": "m", "messages": user("hi")}).status_code == 500
+
+
+# ------------------------------------------------------------------ recording, keys, counting
+
+
+def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(provider):
+    oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
+    with pytest.raises(anthropic.AuthenticationError):
+        claude(provider, key="bad").messages.create(model="c", max_tokens=5, messages=user("x"))
+    first, second = provider.requests
+    assert first.provider == "openai"
+    assert first.method == "POST"
+    assert first.path == "/openai/v1/chat/completions"
+    assert first.headers["authorization"] == f"Bearer {provider.keys['openai']}"
+    assert first.body == {"model": "gpt-4o", "messages": user("hi")}
+    assert second.provider == "anthropic"
+    assert second.headers["authorization"] == "Bearer bad"  # how anthropic-sdk 2.x sends api_key
+    assert "anthropic-version" in second.headers
+    assert second.body["max_tokens"] == 5
+    assert first.received_at <= second.received_at <= time.time()
+
+
+def test_it_honours_key_rotation_and_reset_restores_the_default_keys(provider):
+    old = provider.keys["openai"]
+    provider.keys["openai"] = "sk-fake-openai-rotated"
+    with pytest.raises(openai.AuthenticationError):
+        oai(provider, key=old).chat.completions.create(model="m", messages=user("hi"))
+    assert (
+        oai(provider, key="sk-fake-openai-rotated")
+        .chat.completions.create(model="m", messages=user("hi"))
+        .choices
+    )
+    provider.fail_next("http_500")
+    provider.reset()
+    assert provider.keys["openai"] == old
+    assert provider.requests == []
+    assert oai(provider).chat.completions.create(model="m", messages=user("hi")).choices
+
+
+def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(provider):
+    texts = ["a b c", "héllo wörld ünïcode", "x" * 50, "   spaced    out   ", ""]
+    messages = [{"role": "user", "content": t} for t in texts]
+    usage = openai_post(provider, {"model": "m", "messages": messages}).json()["usage"]
+    words = sum(len(t.split()) for t in texts)
+    assert usage["prompt_tokens"] == words + 3 * len(texts)
+    assert usage["prompt_tokens"] <= sum(len(t.encode()) for t in texts) + 3 * len(texts)
+
+
+def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider):
+    response = httpx.post(
+        provider.url + "/openai/v1/completions",
+        json={},
+        headers={"Authorization": f"Bearer {provider.keys['openai']}"},
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert provider.requests[-1].path == "/openai/v1/completions"
