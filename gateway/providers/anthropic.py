@@ -26,6 +26,7 @@ from gateway import clock
 from gateway.errors import InvalidRequest
 from gateway.keys import ProviderKey
 from gateway.providers.base import (
+    NO_USAGE,
     Completion,
     SSEEvent,
     StreamDone,
@@ -173,7 +174,7 @@ class AnthropicAdapter:
         content = data.get("content") if isinstance(data, dict) else None
         usage = _reported_usage(data.get("usage") if isinstance(data, dict) else None)
         if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
-            raise UpstreamError(usage=usage or Usage())
+            raise UpstreamError(usage=usage or NO_USAGE)
         texts = [
             block["text"]
             for block in content

@@ -18,6 +18,7 @@ from django.conf import settings
 from gateway import clock
 from gateway.keys import ProviderKey
 from gateway.providers.base import (
+    NO_USAGE,
     Completion,
     SSEEvent,
     StreamDone,
@@ -103,9 +104,9 @@ class OpenAIAdapter:
     def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise UpstreamError(usage=reported_usage(data) or Usage())
+            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
         if not all(isinstance(choice, dict) for choice in choices):
-            raise UpstreamError(usage=reported_usage(data) or Usage())
+            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
         body = {name: data[name] for name in ANSWER_FIELDS if name in data}
         body["object"] = "chat.completion"
         body["model"] = route.public_name

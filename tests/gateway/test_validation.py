@@ -83,9 +83,7 @@ BAD_BODIES = {
     "zero max_tokens": body(max_tokens=0),
     "negative max_completion_tokens": body(max_completion_tokens=-5),
     "boolean max_completion_tokens": body(max_completion_tokens=True),
-    "different max_tokens and max_completion_tokens": body(
-        max_tokens=10, max_completion_tokens=20
-    ),
+    "different max_tokens and max_completion_tokens": body(max_tokens=10, max_completion_tokens=20),
     "string stream": body(stream="true"),
     "integer stream": body(stream=1),
     "stream_options not an object": body(stream=True, stream_options=True),
@@ -177,7 +175,9 @@ def test_nulls_mean_absent():
 
 
 def test_include_usage_counts_only_for_streams():
-    assert parse_chat_request(body(stream=True, stream_options={"include_usage": True})).include_usage
+    assert parse_chat_request(
+        body(stream=True, stream_options={"include_usage": True})
+    ).include_usage
     assert not parse_chat_request(body(stream=True)).include_usage
     assert not parse_chat_request(body(stream_options={"include_usage": True})).include_usage
 
@@ -192,7 +192,11 @@ def test_messages_are_normalised_to_known_fields_and_developer_becomes_system():
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
                     ],
                     "refusal": None,
                 },
@@ -255,7 +259,11 @@ def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(settin
     with pytest.raises(MaxTokensExceeded) as caught:
         check_tier_cap(parse_chat_request(body(max_tokens=1025)), "free")
     error = caught.value.payload()["error"]
-    assert (caught.value.status, error["code"], error["limit"]) == (400, "max_tokens_exceeded", 1024)
+    assert (caught.value.status, error["code"], error["limit"]) == (
+        400,
+        "max_tokens_exceeded",
+        1024,
+    )
     assert check_tier_cap(parse_chat_request(body(max_tokens=1025)), "paid") == 1025
 
 
@@ -273,5 +281,7 @@ def test_the_input_estimate_grows_with_the_text():
 
 
 def test_the_parsed_request_serialises_back_to_json():
-    request = parse_chat_request(body(stop=["a"], tools=[{"type": "function", "function": {"name": "f"}}]))
+    request = parse_chat_request(
+        body(stop=["a"], tools=[{"type": "function", "function": {"name": "f"}}])
+    )
     assert orjson.loads(orjson.dumps(request.messages)) == USER
