@@ -75,6 +75,9 @@ LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepa
 DEFAULT_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 300
 TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
+# What reading an unexpected shape out of a provider's JSON can raise; the
+# adapters check the shapes they rely on, this is the net under them.
+SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
     weakref.WeakKeyDictionary()
@@ -199,10 +202,9 @@ async def complete(
     if response.status_code != 200:
         raise status_failure(response, key)
     try:
-        data = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        return adapter.parse_response(route, request, orjson.loads(response.content))
+    except SHAPE_ERRORS:  # orjson.JSONDecodeError is a ValueError
         raise UpstreamError() from None
-    return adapter.parse_response(route, request, data)
 
 
 async def stream(
@@ -230,7 +232,11 @@ async def stream(
                 # connection goes back to the pool, and ignored.
                 for event in decoder.feed(raw):
                     has_events = True
-                    for chunk in translator.feed(event):
+                    try:
+                        chunks = translator.feed(event)
+                    except SHAPE_ERRORS:
+                        raise UpstreamError(usage=translator.usage()) from None
+                    for chunk in chunks:
                         yield chunk
     except TRANSPORT_ERRORS as exc:
         if has_events:

@@ -6,10 +6,11 @@ refuses NaN/Infinity, numbers that overflow a double, invalid UTF-8, lone
 surrogates and nesting deeper than 1024). Only known parameters survive, so
 only they can be forwarded upstream.
 
-SPEC's order of checks is kept by the caller: ``parse_chat_request`` (400)
-before ``routes.resolve`` (404 model_not_found, 403 model_not_allowed) before
-``check_tier_cap`` (400 max_tokens_exceeded). Nothing here depends on the
-route, so a malformed body is refused before the model is looked up.
+SPEC's order of checks: ``parse_chat_request`` (400 invalid_request) before
+``routes.resolve`` (404 model_not_found, 403 model_not_allowed) before
+``check_tier_cap`` (400 max_tokens_exceeded); ``prepare_chat`` runs the three
+in that order. Parsing does not depend on the route, so a malformed body is
+refused before the model is looked up.
 
 Content is text only (string or ``text`` parts): images and audio would make
 the worst-case input bound (UTF-8 bytes) meaningless, so they are refused.
@@ -26,6 +27,7 @@ import orjson
 from django.conf import settings
 
 from gateway.errors import InvalidRequest
+from gateway.routes import Route, resolve
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 TOOL_CHOICES = ("none", "auto", "required")
@@ -60,6 +62,25 @@ class ChatRequest:
     seed: int | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedChat:
+    """A request that passed every check before admission, with its route and token cap."""
+
+    request: ChatRequest
+    route: Route
+    max_tokens: int  # what to send upstream and reserve for: the client's, or the tier cap
+
+
+async def prepare_chat(body: bytes, tier: str, *, epoch: int | None = None) -> PreparedChat:
+    """Parse, resolve the model for ``tier`` and apply its cap, in SPEC's order.
+
+    No database query and no thread hop once the route table is loaded for ``epoch``.
+    """
+    request = parse_chat_request(body)
+    route = await resolve(request.model, tier, epoch=epoch)
+    return PreparedChat(request, route, check_tier_cap(request, tier, route))
 
 
 def _invalid(message: str, param: str | None = None) -> InvalidRequest:
@@ -216,7 +237,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
             "tool_call_id": call_id,
             "content": _content(message.get("content"), where),
         }
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise _invalid(
             f"'{where}.role' must be one of system, developer, user, assistant, tool", "messages"
         )

@@ -505,3 +505,60 @@ def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments():
         for start in range(0, len(raw), size):
             events += decoder.feed(raw[start : start + size])
         assert events == [SSEEvent("a", '{"x":\n1}'), SSEEvent(None, "[DONE]")]
+
+
+ODD_ANSWERS = [
+    [],
+    {"choices": None},
+    {"choices": [5]},
+    {"choices": [{"message": 5}]},
+    {"choices": [{"message": {"content": 5, "tool_calls": 5}}]},
+    {"choices": [{"message": {"tool_calls": [5]}}], "usage": {"prompt_tokens": "x"}},
+    {"content": 5},
+    {"content": [{"type": "tool_use", "input": 5}], "usage": {"input_tokens": []}},
+    {"content": [{"type": "text", "text": 5}], "stop_reason": []},
+]
+ODD_EVENTS = [
+    (None, "[1, 2]"),
+    (None, '{"choices": [{"delta": [], "finish_reason": {}}]}'),
+    (None, '{"choices": [{"delta": {"tool_calls": [5]}}]}'),
+    (None, '{"choices": [], "usage": {"prompt_tokens": -1, "completion_tokens": []}}'),
+    (None, '{"error": "x"}'),
+    ("message_start", '{"type": "message_start", "message": {"usage": []}}'),
+    (
+        "content_block_start",
+        '{"type": "content_block_start", "index": [], "content_block": {"type": "tool_use"}}',
+    ),
+    (
+        "content_block_delta",
+        '{"type": "content_block_delta", "index": {}, '
+        '"delta": {"type": "input_json_delta", "partial_json": "x"}}',
+    ),
+    ("message_delta", '{"type": "message_delta", "delta": [], "usage": {"output_tokens": "9"}}'),
+    ("error", '{"type": "error", "error": []}'),
+    (None, "not json"),
+]
+
+
+@pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
+@pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
+async def test_an_odd_answer_is_accepted_or_an_upstream_error_never_a_crash(
+    provider_answers, name, answer
+):
+    provider_answers(lambda request: httpx.Response(200, json=answer))
+    try:
+        await complete(name, chat())
+    except UpstreamError:
+        pass
+
+
+@pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
+@pytest.mark.parametrize("event", ODD_EVENTS, ids=[e[1][:40] for e in ODD_EVENTS])
+async def test_an_odd_stream_event_is_ignored_or_an_upstream_error_never_a_crash(
+    provider_answers, name, event
+):
+    provider_answers(lambda request: httpx.Response(200, content=sse(event)))
+    try:
+        await collect(stream(name, chat(stream=True)))
+    except UpstreamError:
+        pass

@@ -10,8 +10,10 @@ from django.apps import apps
 from django.db import connection
 
 from gateway import routes
+from gateway.errors import GatewayError
 from gateway.models import ModelRoute
 from gateway.store import read_versions
+from gateway.validation import prepare_chat
 
 # SPEC section 6, written out independently of the seed data.
 SPEC_ROUTES = {
@@ -226,3 +228,54 @@ def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client):
     assert not ModelRoute.objects.filter(provider="openai", is_enabled=True).exists()
     _, after = asyncio.run(read_versions("-"))
     assert after > before
+
+
+def chat_body(model: str, max_tokens: str, messages: str = '[{"role": "user", "content": "x"}]'):
+    return f'{{"model": "{model}", "messages": {messages}, "max_tokens": {max_tokens}}}'.encode()
+
+
+ORDER_CASES = {
+    # Each body fails several checks; the first in SPEC's order answers.
+    "malformed body with an unknown model": (
+        chat_body("nope", "99999", messages="[]"),
+        "free",
+        (400, "invalid_request"),
+    ),
+    "boolean max_tokens on a paid model for free": (
+        chat_body("openai-gpt-5", "true"),
+        "free",
+        (400, "invalid_request"),
+    ),
+    "unknown model above the cap": (
+        chat_body("nope", "99999"),
+        "free",
+        (404, "model_not_found"),
+    ),
+    "paid model for free above the cap": (
+        chat_body("openai-gpt-5", "99999"),
+        "free",
+        (403, "model_not_allowed"),
+    ),
+    "allowed model above the cap": (
+        chat_body("llama3-8b-instruct", "99999"),
+        "free",
+        (400, "max_tokens_exceeded"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "tier", "expected"), ORDER_CASES.values(), ids=ORDER_CASES.keys())
+async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected):
+    with pytest.raises(GatewayError) as caught:
+        await prepare_chat(raw, tier)
+    assert (caught.value.status, caught.value.code) == expected
+
+
+async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(settings):
+    settings.MAX_TOKENS = {"free": 512, "paid": 4096}
+    prepared = await prepare_chat(
+        b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", "content": "x"}]}', "free"
+    )
+    assert prepared.route.provider == "digitalocean"
+    assert prepared.max_tokens == 512
+    assert prepared.request.max_tokens is None

@@ -285,3 +285,69 @@ def test_the_parsed_request_serialises_back_to_json():
         body(stop=["a"], tools=[{"type": "function", "function": {"name": "f"}}])
     )
     assert orjson.loads(orjson.dumps(request.messages)) == USER
+
+
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    2**64 - 1,
+    1.5,
+    -0.0,
+    1e308,
+    "",
+    "x",
+    "auto",
+    [],
+    [None],
+    ["a", 1],
+    [{}],
+    [{"type": "text"}],
+    [{"type": "function", "function": {"name": 5}}],
+    {},
+    {"type": "function"},
+    {"function": None},
+    {"include_usage": None},
+]
+FIELDS = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "response_format",
+    "user",
+    "n",
+]
+MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id"]
+
+
+def test_any_odd_value_in_any_field_is_accepted_or_a_400_never_anything_else():
+    bodies = [body(**{field: value}) for field in FIELDS for value in ODD_VALUES]
+    bodies += [
+        body(messages=[{"role": "assistant", "content": "a", field: value}])
+        for field in MESSAGE_FIELDS
+        for value in ODD_VALUES
+    ]
+    outcomes = {"accepted": 0, "refused": 0}
+    for raw in bodies:
+        try:
+            parse_chat_request(raw)
+        except InvalidRequest:
+            outcomes["refused"] += 1
+        else:
+            outcomes["accepted"] += 1
+    assert outcomes["refused"] > 0 and outcomes["accepted"] > 0
