@@ -20,6 +20,7 @@ On the embedded profile there is no Redis: versions are kept in a small file
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import weakref
@@ -94,6 +95,43 @@ async def close_async_clients() -> None:
         await client.aclose()
 
 
+# --- Prefetch: one round trip for a request's reads ---------------------------
+
+# The hot path needs a handful of small keys before it admits (the epoch, the
+# device's version, the IP's block): it reads them all with one MGET and the
+# guard and authentication take their values from here instead of asking
+# Redis again. Each request runs in its own task, so the values never leak
+# into another request.
+_prefetched: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "prefetched", default=None
+)
+
+
+async def prefetch(keys: list[str]) -> None:
+    """Read ``keys`` in one round trip for this request (no-op without Redis)."""
+    if not settings.REDIS_URL or not keys:
+        return
+    from redis.exceptions import RedisError
+
+    try:
+        values = await async_redis().mget(keys)
+    except RedisError:
+        raise StoreUnavailable() from None
+    _prefetched.set(dict(zip(keys, values, strict=True)))
+
+
+def forget_prefetched() -> None:
+    _prefetched.set(None)
+
+
+async def mget(*keys: str) -> list[Any]:
+    """MGET, answered from this request's prefetch when it holds every key."""
+    cached = _prefetched.get()
+    if cached is not None and all(name in cached for name in keys):
+        return [cached[name] for name in keys]
+    return list(await async_redis().mget(keys))
+
+
 # --- Versions ----------------------------------------------------------------
 
 
@@ -153,7 +191,7 @@ async def read_versions(device_id: str) -> tuple[int, int]:
     from redis.exceptions import RedisError
 
     try:
-        device, epoch = await async_redis().mget(device_version_key(device_id), EPOCH_KEY)
+        device, epoch = await mget(device_version_key(device_id), EPOCH_KEY)
     except RedisError:
         raise StoreUnavailable() from None
     _last_epoch = int(epoch or 0)

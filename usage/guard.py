@@ -92,6 +92,11 @@ async def _blocked_networks(stamp: object) -> tuple[Network, ...]:
     return networks
 
 
+def prefetch_keys(ip: str) -> list[str]:
+    """What ``check_ip`` will read, so the hot path can fetch it with its other reads."""
+    return get_backend().ip_lookup_keys(_identity(ip))
+
+
 async def check_ip(ip: str) -> None:
     """Raise ``IpBlocked`` (403) if the client address may not use the gateway."""
     identity = _identity(ip)

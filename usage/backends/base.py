@@ -233,6 +233,10 @@ class Backend(ABC):
     ) -> float | None:
         """Count a failure; returns the block's end when this failure blocked the IP."""
 
+    def ip_lookup_keys(self, ip: str) -> list[str]:
+        """Store keys ``ip_lookup`` reads, for a request's prefetch (none in-process)."""
+        return []
+
     @abstractmethod
     async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
         """(stamp of the shared configuration, end of the IP's block or None), one round trip."""

@@ -31,6 +31,7 @@ from redis.commands.core import AsyncScript, Script
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.store import EPOCH_KEY, StoreUnavailable, async_redis, sync_redis
+from gateway.store import mget as store_mget
 from usage.backends.base import (
     IP_BLOCK_INDEX_KEY,
     LIVE_KEY,
@@ -346,9 +347,12 @@ class RedisBackend(Backend):
         blocked_until = _text(await self._run("auth_failure", keys, args))
         return float(blocked_until) if blocked_until else None
 
+    def ip_lookup_keys(self, ip: str) -> list[str]:
+        return [EPOCH_KEY, LIVE_KEY, ip_block_key(ip)]
+
     async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
         with _unavailable_on_error():
-            epoch, live, block = await async_redis().mget(EPOCH_KEY, LIVE_KEY, ip_block_key(ip))
+            epoch, live, block = await store_mget(*self.ip_lookup_keys(ip))
         # The live marker's generation changes when Redis lost its data, which
         # also resets the epoch counter: together they identify a configuration.
         stamp = (int(epoch or 0), _text(live or b""))
