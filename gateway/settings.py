@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "devices",
     "usage",
     "billing",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

@@ -11,4 +11,5 @@ urlpatterns = [
     path("v1/devices/", include("devices.urls")),
     path("api/admin/", include("devices.api_urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
 ]
