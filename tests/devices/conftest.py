@@ -11,6 +11,7 @@ from django.test import Client
 from devices import activity, auth, services
 from gateway import store
 from tests.devices.support import Registered
+from tests.fakes.slack import fake_slack  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)
