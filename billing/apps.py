@@ -8,8 +8,10 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from billing import alerts
+        from billing import alerts, receivers
+        from devices.signals import device_registered
         from gateway import lifecycle
 
+        device_registered.connect(receivers.on_device_registered, dispatch_uid="billing-new-device")
         # Alerts queued before shutdown are delivered (or logged) before exit.
         lifecycle.on_shutdown(alerts.shutdown)

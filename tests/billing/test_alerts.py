@@ -209,3 +209,19 @@ def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
     assert alerts.drain()
     assert fake_slack.requests == 0
     assert "Slack not configured" in caplog.text and "tablet" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registering_a_device_alerts_slack_once_without_its_token(fake_slack, client):
+    response = client.post(
+        "/v1/devices/register",
+        {"deviceName": "Ana's phone", "platform": "ios", "version": "1.2.0"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert alerts.drain()
+    (message,) = fake_slack.messages
+    assert body["deviceId"] in message.text and "Ana's phone" in message.text
+    assert f"/admin/devices/device/{body['deviceId']}/change/" in message.text
+    assert body["sessionToken"] not in message.text

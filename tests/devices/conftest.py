@@ -24,14 +24,9 @@ def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
 def _empty_device_caches() -> Iterator[None]:
     auth.clear_cache()
     activity.take()
-    # gateway.store keys its asyncio clients by id(loop); every test (and every
-    # async view the Django test client runs) has its own short-lived loop, so
-    # a later loop may reuse a dead one's id. Forget them between tests.
-    store._async_clients.clear()
     yield
     auth.clear_cache()
     activity.take()
-    store._async_clients.clear()
 
 
 @pytest.fixture
