@@ -16,9 +16,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, URLResolver, path
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from gateway.admin_ip_blocks import ip_blocks_view
 from gateway.login_guard import record_second_factor_failure
 from gateway.permissions import is_verified_staff
 
@@ -101,3 +103,10 @@ class GatewayAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return is_verified_staff(request.user)
+
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        def ip_blocks(request: HttpRequest) -> HttpResponse:
+            return ip_blocks_view(request, context=self.each_context(request))
+
+        own = [path("ip-blocks/", self.admin_view(ip_blocks), name="ip_blocks")]
+        return own + super().get_urls()
