@@ -29,6 +29,13 @@ TWO_FACTOR_INVALID_LOGIN = (
 )
 
 
+class _CodeInput(forms.TextInput):
+    """A code is good for one login at most: never render a submitted one again."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class AdminLoginForm(AdminAuthenticationForm):
     """Username and password, plus the TOTP code when ``ADMIN_REQUIRE_2FA`` is on.
 
@@ -40,7 +47,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         label="Authentication code",
         required=False,
         max_length=16,
-        widget=forms.TextInput(
+        widget=_CodeInput(
             attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "size": 8}
         ),
     )

@@ -21,4 +21,11 @@ class GatewayAdminConfig(admin_apps.AdminConfig):
     """django.contrib.admin with the gateway's site as the default ``admin.site``."""
 
     default = False  # named in INSTALLED_APPS; "gateway" itself is GatewayConfig
+
+    def ready(self) -> None:
+        super().ready()
+        from gateway import admin_checks
+
+        admin_checks.register()
+
     default_site = "gateway.admin_site.GatewayAdminSite"

@@ -214,6 +214,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=GATEWAY_PROFILE == "production")
 OTP_TOTP_ISSUER = "Hanzo AI Gateway"
 LOGIN_URL = "admin:login"
+# Staff sessions last a working day, then the password and code are asked again.
+SESSION_COOKIE_AGE = 12 * 3600
 
 # Brute-force protection on the admin login (django-axes): after
 # ADMIN_LOGIN_FAILURE_LIMIT failures (wrong password or wrong TOTP code) from

@@ -43,3 +43,4 @@ def test_a_wrong_code_keeps_the_browser_on_the_login_page(server, browser_page):
     page.wait_for_load_state()
     assert "/admin/login/" in page.url
     assert "authentication code" in page.inner_text(".errornote")
+    screenshot(page, "admin-login-refused.png")

@@ -56,6 +56,7 @@ def test_the_right_password_with_a_wrong_code_is_refused_like_a_wrong_password(
     assert wrong_code_page.context["form"].non_field_errors() == (
         wrong_password_page.context["form"].non_field_errors()
     )
+    assert wrong_code(device) not in wrong_code_page.content.decode()  # not shown again
     client = Client()
     admin_login(client, "ops", STAFF_PASSWORD, wrong_code(device))
     assert not is_logged_into_admin(client)

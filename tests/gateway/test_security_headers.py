@@ -43,3 +43,16 @@ def test_embedded_pages_work_over_plain_http_without_hsts_or_secure_cookies():
     assert "Strict-Transport-Security" not in response
     assert not response.cookies["csrftoken"]["secure"]
     assert settings.SESSION_COOKIE_SECURE is False
+
+
+def test_the_deploy_check_warns_when_production_runs_without_two_factor(settings):
+    from gateway.admin_checks import two_factor_off_in_production
+
+    settings.GATEWAY_PROFILE = "production"
+    settings.ADMIN_REQUIRE_2FA = False
+    assert [warning.id for warning in two_factor_off_in_production()] == ["hanzo.W070"]
+    settings.ADMIN_REQUIRE_2FA = True
+    assert two_factor_off_in_production() == []
+    settings.GATEWAY_PROFILE = "embedded"
+    settings.ADMIN_REQUIRE_2FA = False
+    assert two_factor_off_in_production() == []
