@@ -1,16 +1,13 @@
 """Admin page: IPs blocked for repeated failed authentications, each with a "lift" button.
 
-The blocks live in the shared store (issue 3's ``usage.guard``): this page
-lists them with ``list_ip_blocks()`` and lifts one with ``lift_ip_block(ip)``.
-Networks blocked by hand are ``usage.BlockedNetwork`` rows, edited in their
-own admin.
+The blocks live in the shared store (``usage.guard``): this page lists them
+with ``list_ip_blocks()`` and lifts one with ``lift_ip_block(ip)``. Networks
+blocked by hand are ``usage.BlockedNetwork`` rows, edited in their own admin.
 """
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from django.contrib import messages
@@ -19,21 +16,13 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from gateway import clock
-
-
-def _guard() -> ModuleType | None:
-    """``usage.guard`` once issue 3 has landed, else None (the page says so)."""
-    try:
-        return importlib.import_module("usage.guard")
-    except ModuleNotFoundError:
-        return None
+from usage import guard
 
 
 def ip_blocks_view(request: HttpRequest, *, context: dict[str, Any]) -> HttpResponse:
-    guard = _guard()
     if request.method == "POST":
         ip = request.POST.get("ip", "").strip()
-        if guard is not None and ip and guard.lift_ip_block(ip):
+        if ip and guard.lift_ip_block(ip):
             messages.success(request, f"Lifted the block on {ip}.")
         else:
             messages.warning(request, f"{ip or 'That address'} was not blocked.")
@@ -45,11 +34,9 @@ def ip_blocks_view(request: HttpRequest, *, context: dict[str, Any]) -> HttpResp
             "until": datetime.fromtimestamp(block.until, tz=UTC),
             "minutes_left": max(1, round((block.until - now) / 60)),
         }
-        for block in (guard.list_ip_blocks() if guard is not None else [])
+        for block in guard.list_ip_blocks()
         if block.until > now
     ]
     return TemplateResponse(
-        request,
-        "admin/ip_blocks.html",
-        {**context, "title": "Blocked IPs", "blocks": blocks, "guard_missing": guard is None},
+        request, "admin/ip_blocks.html", {**context, "title": "Blocked IPs", "blocks": blocks}
     )

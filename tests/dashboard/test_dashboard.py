@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_a_pause_without_a_reason_is_refused(staff):
 
 
 def test_charts_and_tables_show_the_ledger(staff, settings, clock):
-    settings.DAILY_BUDGET_USD = "10"
+    settings.DAILY_BUDGET_USD = Decimal("10")
     # Mid-month, so "three days ago" is in this month's by-model chart.
     clock.set_offset(datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp() - time.time())
     today = budget_day(gateway_clock.now())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +10,8 @@ from django.test import Client
 
 from gateway import clock
 from tests.support.staff import verified_client
+from usage import guard as usage_guard
+from usage.errors import IpBlocked
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +24,16 @@ class Block:
 
 @pytest.fixture
 def guard(monkeypatch):
-    """A stand-in for usage.guard's admin functions (list_ip_blocks, lift_ip_block)."""
+    """usage.guard's admin functions over a dict, to show every kind of row."""
     blocks = {
         "198.51.100.7": clock.now() + 600,
         "2001:db8:0:1::/64": clock.now() + 60,
         "203.0.113.1": clock.now() - 1,  # already over
     }
-    fake = types.ModuleType("usage.guard")
-    fake.list_ip_blocks = lambda: [Block(ip, until) for ip, until in blocks.items()]
-    fake.lift_ip_block = lambda ip: blocks.pop(ip, None) is not None
-    monkeypatch.setitem(sys.modules, "usage.guard", fake)
+    monkeypatch.setattr(
+        usage_guard, "list_ip_blocks", lambda: [Block(ip, until) for ip, until in blocks.items()]
+    )
+    monkeypatch.setattr(usage_guard, "lift_ip_block", lambda ip: blocks.pop(ip, None) is not None)
     return blocks
 
 
@@ -76,11 +76,13 @@ def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_
 
 
 def test_blocks_from_real_authentication_failures_can_be_lifted(settings, staff):
-    guard = pytest.importorskip("usage.guard", reason="usage.guard (issue 3) not merged yet")
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 2
     for _ in range(2):
-        async_to_sync(guard.record_auth_failure)("198.51.100.9")
+        async_to_sync(usage_guard.record_auth_failure)("198.51.100.9")
+    with pytest.raises(IpBlocked):
+        async_to_sync(usage_guard.check_ip)("198.51.100.9")
     assert "198.51.100.9" in staff.get("/admin/ip-blocks/").content.decode()
-    staff.post("/admin/ip-blocks/", {"ip": "198.51.100.9"})
-    async_to_sync(guard.check_ip)("198.51.100.9")  # no longer raises IpBlocked
-    assert "198.51.100.9" not in staff.get("/admin/ip-blocks/").content.decode()
+    lifted = staff.post("/admin/ip-blocks/", {"ip": "198.51.100.9"}, follow=True)
+    assert "Lifted the block on 198.51.100.9." in lifted.content.decode()
+    async_to_sync(usage_guard.check_ip)("198.51.100.9")  # no longer raises IpBlocked
+    assert "No address is blocked." in staff.get("/admin/ip-blocks/").content.decode()
