@@ -68,7 +68,8 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert registered.status_code == 201, registered.text
     device_id = registered.json()["deviceId"]
     bearer = {"Authorization": f"Bearer {registered.json()['sessionToken']}"}
-    before = httpx.get(f"{server.url}/v1/devices/me", headers=bearer)
+    before = httpx.get(f"{server.url}/v1/usage/stats", headers=bearer)
+    assert before.status_code == 403
     assert before.json()["error"]["code"] == "device_pending_approval"
     fill_ledger()
 
@@ -81,9 +82,9 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert f"Device {device_id} approved." in page.inner_text(".messages")
     assert page.locator(f'#pending li[data-device-id="{device_id}"]').count() == 0
 
-    after = httpx.get(f"{server.url}/v1/devices/me", headers=bearer)
+    after = httpx.get(f"{server.url}/v1/usage/stats", headers=bearer)
     assert after.status_code == 200, after.text
-    assert after.json()["status"] == "approved"
+    assert after.json()["device"] == {"id": device_id, "status": "approved", "tier": "free"}
 
     day_bars = page.locator("#by-day rect.bar")
     assert day_bars.count() == 30
