@@ -9,9 +9,13 @@ import pytest
 
 from billing.budget import budget_day
 from gateway import clock
+from gateway.routes import seed_routes
 from tests.dashboard.conftest import screenshot
 from tests.dashboard.support import record_usage, register_device
+from tests.proxy.conftest import provider_environment
+from tests.support.processes import wait_for
 from tests.support.staff import STAFF_PASSWORD, make_staff, totp_code
+from usage.models import UsageRecord
 
 MODELS = [
     ("openai-gpt-4o", "openai"),
@@ -21,15 +25,31 @@ MODELS = [
 
 
 @pytest.fixture
-def server(gateway_servers):
-    # Plain HTTP on 127.0.0.1: the production profile's Secure cookies would
-    # not come back (its TLS is the proxy's).
+def server(gateway_servers, provider):
+    """A gateway in front of the fake provider, with the second factor on.
+
+    Plain HTTP on 127.0.0.1: the production profile's Secure cookies would
+    not come back (its TLS is the proxy's).
+    """
+    seed_routes()
     return gateway_servers(
-        ADMIN_REQUIRE_2FA="true",
-        SESSION_COOKIE_SECURE="false",
-        CSRF_COOKIE_SECURE="false",
-        DAILY_BUDGET_USD="20",
+        **provider_environment(
+            provider,
+            ADMIN_REQUIRE_2FA="true",
+            SESSION_COOKIE_SECURE="false",
+            CSRF_COOKIE_SECURE="false",
+            DAILY_BUDGET_USD="20",
+        )
     )[0]
+
+
+def chat(base_url: str, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json={"model": "llama3-8b-instruct", "messages": [{"role": "user", "content": "Hi"}]},
+        headers=headers,
+        timeout=30,
+    )
 
 
 def fill_ledger() -> None:
@@ -68,7 +88,7 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert registered.status_code == 201, registered.text
     device_id = registered.json()["deviceId"]
     bearer = {"Authorization": f"Bearer {registered.json()['sessionToken']}"}
-    before = httpx.get(f"{server.url}/v1/usage/stats", headers=bearer)
+    before = chat(server.url, bearer)
     assert before.status_code == 403
     assert before.json()["error"]["code"] == "device_pending_approval"
     fill_ledger()
@@ -82,9 +102,17 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert f"Device {device_id} approved." in page.inner_text(".messages")
     assert page.locator(f'#pending li[data-device-id="{device_id}"]').count() == 0
 
-    after = httpx.get(f"{server.url}/v1/usage/stats", headers=bearer)
+    after = chat(server.url, bearer)
     assert after.status_code == 200, after.text
-    assert after.json()["device"] == {"id": device_id, "status": "approved", "tier": "free"}
+    assert after.json()["object"] == "chat.completion"
+    stats = httpx.get(f"{server.url}/v1/usage/stats", headers=bearer).json()
+    assert stats["device"] == {"id": device_id, "status": "approved", "tier": "free"}
+    # The usage record is settled after the response; it lands shortly.
+    wait_for(
+        lambda: UsageRecord.objects.filter(device_id=device_id, status="ok").exists(),
+        timeout=10,
+        what="the approved device's usage record",
+    )
 
     day_bars = page.locator("#by-day rect.bar")
     assert day_bars.count() == 30
