@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class GatewayConfig(AppConfig):
@@ -14,3 +15,17 @@ class GatewayConfig(AppConfig):
 
         checks.register()
         clock.configure(settings.GATEWAY_TEST_CLOCK_FILE)
+
+
+class GatewayAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with the gateway's site as the default ``admin.site``."""
+
+    default = False  # named in INSTALLED_APPS; "gateway" itself is GatewayConfig
+
+    def ready(self) -> None:
+        super().ready()
+        from gateway import admin_checks
+
+        admin_checks.register()
+
+    default_site = "gateway.admin_site.GatewayAdminSite"

@@ -89,7 +89,8 @@ TOKEN_PEPPER_IS_EXPLICIT = bool(TOKEN_PEPPER)
 # --- Applications ------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with our site class (second factor, login throttling).
+    "gateway.apps.GatewayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -97,15 +98,20 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "gateway",
     "devices",
     "usage",
     "billing",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "gateway.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "gateway.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "gateway.middleware.ApiErrorMiddleware",
@@ -113,8 +119,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a flagged login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway.urls"
@@ -203,6 +212,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=GATEWAY_PROFILE == "production")
+OTP_TOTP_ISSUER = "Hanzo AI Gateway"
+LOGIN_URL = "admin:login"
+# Staff sessions last a working day, then the password and code are asked again.
+SESSION_COOKIE_AGE = 12 * 3600
+
+# Brute-force protection on the admin login (django-axes): after
+# ADMIN_LOGIN_FAILURE_LIMIT failures (wrong password or wrong TOTP code) from
+# one username at one client IP, that pair is refused with 429 for
+# ADMIN_LOGIN_COOLOFF_MINUTES. Attempts live in the database, so every worker
+# sees them.
+AUTHENTICATION_BACKENDS = [
+    "gateway.login_guard.LoginGuardBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _positive_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = "gateway.login_guard.cool_off"
+ADMIN_LOGIN_COOLOFF_MINUTES = _positive_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "usage.ipguard.client_ip_from_request"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 
 # --- Internationalisation ----------------------------------------------------
 
@@ -263,7 +295,8 @@ CORS_PREFLIGHT_MAX_AGE = 600
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Staff only, second factor included when ADMIN_REQUIRE_2FA is on.
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.permissions.IsVerifiedStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
@@ -383,6 +416,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }
 

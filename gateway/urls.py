@@ -12,4 +12,5 @@ urlpatterns = [
     path("v1/usage/stats", views.usage_stats_view, name="usage-stats"),
     path("api/admin/", include("devices.api_urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
 ]

@@ -10,6 +10,7 @@ from django.test import Client
 
 from devices import activity, auth
 from gateway import store
+from tests.fakes.slack import fake_slack  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,177 @@
+"""Suspicious-device detection: one device, too many client IPs in a budget day.
+
+A session token used from more than ``SUSPICIOUS_IPS_PER_DEVICE_PER_DAY``
+distinct client addresses in one budget day has probably leaked. The
+request that brings the count *past* the threshold suspends the device
+(``device_suspend``, actor "system", with the reason in the audit trail) and
+sends a Slack alert; reaching the threshold is still fine. 0 turns the check off.
+
+The distinct addresses of the day are an exact set in the shared store (a
+Redis set under ``{hz}:susp:<device>:<day>``, one Lua call that adds and
+counts atomically; an in-process dict on the embedded profile). The set
+stops growing at threshold + 1 members: past that the device has been
+dealt with, so each device costs at most that much memory a day, and the
+trigger fires once a day however many requests race (an operator who
+re-approves the device is not overruled the same day). IPv6 addresses count
+per /64 (``usage.ipguard.limit_key``), as privacy addresses rotate inside it.
+
+Each process remembers which (device, address, day) it has already reported,
+so a device's steady traffic from one address costs no round trip at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from datetime import date
+
+from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+
+from billing import alerts
+from billing.budget import budget_day, next_budget_day_start
+from devices.db import run_sync
+from devices.errors import InvalidTransition
+from devices.models import Device
+from devices.services import device_suspend
+from gateway import clock, store
+from gateway.errors import ServiceUnavailable
+from usage.ipguard import limit_key
+
+logger = logging.getLogger(__name__)
+
+SUSPEND_HOURS = 24
+REMEMBERED_SIGHTINGS = 50_000
+
+# KEYS[1] the day's set; ARGV: address, threshold, ttl seconds.
+# Returns the set's size after adding the address, or 0 when nothing was
+# added (already a member, or the set is already past the threshold).
+_NOTE_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+local count = redis.call('SCARD', KEYS[1])
+if count > tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return count + 1
+"""
+
+_lock = threading.Lock()
+_sightings: OrderedDict[tuple[str, str, date], None] = OrderedDict()
+_memory_sets: dict[tuple[str, date], set[str]] = {}
+
+
+def clear_cache() -> None:
+    """Forget this process's sightings and in-process sets (tests)."""
+    with _lock:
+        _sightings.clear()
+        _memory_sets.clear()
+
+
+async def note_device_ip(device_id: str, ip: str) -> None:
+    """Count ``ip`` for ``device_id`` today; suspend the device when it goes past the limit.
+
+    Call it for every authenticated request. It never raises: a store or
+    database outage is logged and the request goes on.
+    """
+    threshold = settings.SUSPICIOUS_IPS_PER_DEVICE_PER_DAY
+    if threshold <= 0:
+        return
+    now = clock.now()
+    day = budget_day(now)
+    address = limit_key(ip)
+    if _seen_before(device_id, address, day):
+        return
+    try:
+        count = await _add(device_id, address, day, threshold, now)
+    except (RedisError, OSError):
+        logger.error("suspicious-device check skipped: the shared store did not answer")
+        return
+    _remember(device_id, address, day)
+    if count == threshold + 1:
+        await _suspend(device_id, address, day, threshold, ip=ip)
+
+
+def _seen_before(device_id: str, address: str, day: date) -> bool:
+    with _lock:
+        key = (device_id, address, day)
+        if key in _sightings:
+            _sightings.move_to_end(key)
+            return True
+        return False
+
+
+def _remember(device_id: str, address: str, day: date) -> None:
+    with _lock:
+        _sightings[(device_id, address, day)] = None
+        while len(_sightings) > REMEMBERED_SIGHTINGS:
+            _sightings.popitem(last=False)
+
+
+def _set_key(device_id: str, day: date) -> str:
+    return store.key("susp", device_id, day.isoformat())
+
+
+async def _add(device_id: str, address: str, day: date, threshold: int, now: float) -> int:
+    if not settings.REDIS_URL:
+        return _add_in_process(device_id, address, day, threshold)
+    # The set outlives its day by an hour, for requests admitted at midnight.
+    ttl = int(next_budget_day_start(now) - now) + 3600
+    script = store.async_redis().register_script(_NOTE_SCRIPT)
+    return int(await script(keys=[_set_key(device_id, day)], args=[address, threshold, ttl]))
+
+
+def _add_in_process(device_id: str, address: str, day: date, threshold: int) -> int:
+    with _lock:
+        for stale in [key for key in _memory_sets if key[1] != day]:
+            del _memory_sets[stale]
+        addresses = _memory_sets.setdefault((device_id, day), set())
+        if address in addresses or len(addresses) > threshold:
+            return 0
+        addresses.add(address)
+        return len(addresses)
+
+
+async def _forget(device_id: str, address: str, day: date) -> None:
+    """Undo one count, so that the next new address triggers again."""
+    with _lock:
+        _sightings.pop((device_id, address, day), None)
+        if not settings.REDIS_URL:
+            _memory_sets.get((device_id, day), set()).discard(address)
+            return
+    try:
+        await store.async_redis().srem(_set_key(device_id, day), address)
+    except (RedisError, OSError):
+        logger.error("could not undo the count of device %s after a failed suspension", device_id)
+
+
+async def _suspend(device_id: str, address: str, day: date, threshold: int, *, ip: str) -> None:
+    reason = (
+        f"used from more than {threshold} client IPs in budget day {day.isoformat()} "
+        "(its token may have leaked)"
+    )
+    try:
+        device = await run_sync(_suspend_approved_device, device_id, reason, ip)
+    except (ServiceUnavailable, DatabaseError):
+        logger.error(
+            "could not suspend suspicious device %s; will retry on its next new IP", device_id
+        )
+        await _forget(device_id, address, day)
+        return
+    if device is not None:
+        logger.warning("device %s auto-suspended: %s", device_id, reason)
+        alerts.alert_suspicious_device(device_id=device.pk, name=device.name, reason=reason)
+
+
+def _suspend_approved_device(device_id: str, reason: str, ip: str) -> Device | None:
+    """Suspend the device if it is approved; None if it is not (nothing to do)."""
+    device = Device.objects.filter(pk=device_id).first()
+    if device is None or device.effective_status(clock.utcnow()) != Device.Status.APPROVED:
+        return None  # an operator's suspension is not shortened, a revoked device stays so
+    try:
+        return device_suspend(
+            device=device, actor="system", ip=ip, hours=SUSPEND_HOURS, reason=reason
+        )
+    except InvalidTransition:  # changed under us (revoked meanwhile)
+        return None

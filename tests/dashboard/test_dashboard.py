@@ -1,0 +1,135 @@
+"""The staff dashboard page and its forms (Django test client)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from billing.budget import budget_day
+from billing.models import BudgetAuditEvent
+from billing.selectors import pause_state_get
+from devices.models import AuditEvent, Device
+from gateway import clock as gateway_clock
+from tests.dashboard.support import record_usage, register_device
+from tests.support.staff import verified_client
+
+pytestmark = pytest.mark.django_db
+
+POLICY_START = "default-src 'self'; script-src 'self'; style-src 'self'"
+
+
+@pytest.fixture
+def staff(settings, staff_user):
+    settings.ADMIN_REQUIRE_2FA = True
+    user, device = staff_user
+    return verified_client(user, device)
+
+
+def test_the_page_lists_pending_devices_with_approve_and_reject_forms(staff):
+    pending, _ = register_device("Ada's laptop")
+    register_device("Already approved", status="approved")
+    page = staff.get("/dashboard/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    queue = html.split('id="pending"')[1].split("</section>")[0]
+    assert "Ada&#x27;s laptop" in queue
+    assert "Already approved" not in queue
+    assert f'action="/dashboard/devices/{pending.pk}/approve"' in html
+    assert f'action="/dashboard/devices/{pending.pk}/reject"' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    assert page["Content-Security-Policy"].startswith(POLICY_START)
+    assert "<script" not in html and "style=" not in html
+
+
+def test_approving_goes_through_the_service_with_the_staff_user_and_ip(staff):
+    device, _ = register_device()
+    response = staff.post(
+        f"/dashboard/devices/{device.pk}/approve", {"tier": "paid"}, REMOTE_ADDR="198.51.100.4"
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/dashboard/"
+    device.refresh_from_db()
+    assert (device.status, device.tier) == ("approved", "paid")
+    event = AuditEvent.objects.filter(device=device, action="approve").get()
+    assert (event.actor, event.ip) == ("ops", "198.51.100.4")
+    assert "approved" in staff.get("/dashboard/").content.decode()
+
+
+def test_rejecting_goes_through_the_service(staff):
+    device, _ = register_device()
+    staff.post(f"/dashboard/devices/{device.pk}/reject")
+    device.refresh_from_db()
+    assert device.status == "rejected"
+    assert AuditEvent.objects.filter(device=device, action="reject", actor="ops").exists()
+
+
+def test_a_refused_transition_is_a_message_not_an_error_page(staff):
+    device, _ = register_device(status="rejected")
+    response = staff.post(f"/dashboard/devices/{device.pk}/approve", follow=True)
+    assert response.status_code == 200
+    assert "Cannot approve device" in response.content.decode()
+    device.refresh_from_db()
+    assert device.status == "rejected"
+    missing = staff.post("/dashboard/devices/dev_doesnotexist/reject", follow=True)
+    assert "No such device" in missing.content.decode()
+
+
+def test_pause_and_resume_are_audited_with_the_staff_user(staff):
+    staff.post("/dashboard/pause", {"reason": "provider incident"}, REMOTE_ADDR="198.51.100.4")
+    state = pause_state_get()
+    assert state.is_paused and state.reason == "provider incident"
+    page = staff.get("/dashboard/").content.decode()
+    assert "Paused: provider incident" in page
+    staff.post("/dashboard/resume")
+    assert not pause_state_get().is_paused
+    actions = list(BudgetAuditEvent.objects.order_by("id").values_list("action", "actor", "ip"))
+    assert actions == [("pause", "ops", "198.51.100.4"), ("resume", "ops", "127.0.0.1")]
+
+
+def test_a_pause_without_a_reason_is_refused(staff):
+    response = staff.post("/dashboard/pause", {"reason": "  "}, follow=True)
+    assert "needs a reason" in response.content.decode()
+    assert not pause_state_get().is_paused
+
+
+def test_charts_and_tables_show_the_ledger(staff, settings, clock):
+    settings.DAILY_BUDGET_USD = Decimal("10")
+    # Mid-month, so "three days ago" is in this month's by-model chart.
+    clock.set_offset(datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp() - time.time())
+    today = budget_day(gateway_clock.now())
+    ada, _ = register_device("Ada's laptop", status="approved")
+    bob, _ = register_device("Bob's phone", status="approved")
+    record_usage(ada, day=today, cost="2.500000", model="openai-gpt-4o", provider="openai")
+    record_usage(bob, day=today, cost="0.250000")
+    record_usage(ada, day=today - timedelta(days=3), cost="1.000000")
+    record_usage(ada, day=today - timedelta(days=40), cost="9.000000")  # outside both charts
+    html = staff.get("/dashboard/").content.decode()
+    assert '<dd id="spent">$2.75</dd>' in html
+    assert '<dd id="budget">$10.00</dd>' in html
+    assert ">28%</text>" in html  # the gauge (2.75 of 10)
+    assert html.count('<rect class="bar"') == 30 + 2  # 30 days, 2 models
+    # This month by model: gpt-4o $2.50 (the longest bar), llama $0.25 + $1.00.
+    assert 'width="100.0" height="10"' in html and 'width="50.0" height="10"' in html
+    assert "openai-gpt-4o" in html and "llama3.3-70b-instruct" in html
+    top = html.split('id="top-devices"')[1].split("</section>")[0]
+    assert top.index("Ada&#x27;s laptop") < top.index("Bob&#x27;s phone")
+    assert "$2.50" in top and "$0.25" in top
+
+
+def test_an_empty_ledger_still_renders(staff):
+    html = staff.get("/dashboard/").content.decode()
+    assert "No spend in this period" in html
+    assert "No spend this month." in html
+    assert "No usage today." in html
+    assert "No device is waiting." in html
+
+
+def test_recent_audit_events_name_who_did_what(staff):
+    device, _ = register_device("Ada's laptop")
+    staff.post(f"/dashboard/devices/{device.pk}/approve")
+    events = staff.get("/dashboard/").content.decode().split('id="events"')[1]
+    assert "approve" in events and "register" in events and "ops" in events
+    assert Device.objects.get().status == "approved"
