@@ -37,9 +37,11 @@ from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspende
 from devices.models import Device
 from devices.selectors import device_for_token_hash
 from devices.services import CACHE_MAX_AGE_SECONDS
+from devices.suspicious import note_device_ip
 from devices.tokens import looks_like_device_id, looks_like_token, token_hash
 from gateway import clock
 from gateway.errors import AuthenticationFailed
+from gateway.lifecycle import spawn
 from gateway.store import EPOCH_KEY, device_version_key, read_versions
 from usage import guard
 
@@ -92,7 +94,11 @@ async def authenticate(headers: Mapping[str, str], *, ip: str) -> AuthenticatedD
     if entry.device.status == Status.REVOKED:
         await _refuse(ip)
     activity.record(entry.device.id, ip)
-    return _admit(entry)
+    device = _admit(entry)
+    # Counting distinct IPs may cost a store round trip (a new device/IP
+    # pair only): it runs beside the request, not before it.
+    spawn(note_device_ip(device.id, ip))
+    return device
 
 
 def prefetch_keys(headers: Mapping[str, str]) -> list[str]:

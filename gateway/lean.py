@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 
-from gateway import lifecycle
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
 from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
@@ -117,34 +116,6 @@ class ClientDisconnected(Exception):
 
 
 Endpoint = Callable[[LeanRequest], Awaitable[Response | StreamResponse]]
-
-
-# --- Background work ---------------------------------------------------------
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """Run ``coroutine`` to completion even if the caller is cancelled.
-
-    The task is held by reference until done, and shutdown waits for it, so
-    settlement and usage records survive a client disconnect.
-    """
-    task = asyncio.get_running_loop().create_task(coroutine)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
-
-
-async def finish(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``coroutine`` shielded from the caller's cancellation (it still completes)."""
-    return await asyncio.shield(spawn(coroutine))
-
-
-@lifecycle.on_shutdown
-async def _drain_background() -> None:
-    if _background:
-        await asyncio.wait(set(_background), timeout=30)
 
 
 # --- CORS (as django-cors-headers answers it) ---------------------------------

@@ -7,8 +7,10 @@ in-flight requests have drained.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,40 @@ async def run_startup() -> None:
 
 
 async def run_shutdown() -> None:
-    # Shutdown runs every hook even if one fails: a stuck client must not keep
-    # the spool from being flushed.
+    # Background work (settlements, usage records) finishes first, so the
+    # hooks after it (the spool's final flush) see everything it wrote.
+    await _drain_background()
+    # Every hook runs even if one fails: a stuck client must not keep the
+    # spool from being flushed.
     for hook in reversed(_shutdown):
         try:
             await hook()
         except Exception:
             logger.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+
+
+# --- Background work ---------------------------------------------------------
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coroutine`` to completion even if the caller is cancelled.
+
+    The task is held by reference until done, and shutdown waits for it, so
+    settlement and usage records survive a client disconnect.
+    """
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def finish(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coroutine`` shielded from the caller's cancellation (it still completes)."""
+    return await asyncio.shield(spawn(coroutine))
+
+
+async def _drain_background() -> None:
+    if _background:
+        await asyncio.wait(set(_background), timeout=30)

@@ -30,11 +30,10 @@ from gateway.lean import (
     Response,
     StreamResponse,
     encode_headers,
-    finish,
     json_response,
     lean_endpoint,
-    spawn,
 )
+from gateway.lifecycle import finish, spawn
 from gateway.providers.base import StreamDone, UpstreamError, Usage, estimate_tokens
 from gateway.routes import models_for_tier, models_payload
 from gateway.settlement import Admitted, ledger_status, settle

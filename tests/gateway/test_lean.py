@@ -12,7 +12,8 @@ import pytest
 import uvicorn
 
 from gateway.errors import RateLimited
-from gateway.lean import LeanRequest, StreamResponse, finish, json_response, lean_endpoint
+from gateway.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
+from gateway.lifecycle import finish
 from tests.support.processes import free_port, wait_for
 
 closed_streams: list[str] = []
