@@ -1,0 +1,178 @@
+"""The gateway, instrumented to count what one request costs in round trips.
+
+Runs ``gateway.asgi:application`` under uvicorn (as the benchmark does) with
+counting hooks at the lowest level the project's clients share, so the counts
+do not depend on how the gateway's code is organised:
+
+* Redis: every ``send_packed_command`` of redis-py's asyncio and sync
+  connections is one round trip (a single command, a pipeline or a
+  MULTI/EXEC block all go out in one write and wait for their replies); the
+  command names in it are recorded.
+* PostgreSQL: every psycopg cursor ``execute``/``executemany``/``copy``/
+  ``stream`` (Django's ORM and raw psycopg alike) and every connection-level
+  command psycopg sends itself (``BEGIN``, ``COMMIT``, ``ROLLBACK``,
+  savepoints) is one statement, recorded with its first words.
+* Markers: when a ``POST /v1/chat/completions`` enters and leaves the app, and
+  when the gateway starts its upstream call (``httpx.AsyncClient.send`` or
+  aiohttp's ``ClientSession._request``, whichever comes first).
+
+``GET /_bench/probe`` returns the events recorded since the last call (and
+forgets them): ``{"events": [[monotonic_ns, kind, detail], ...]}`` with kind
+one of ``request``, ``request_end``, ``upstream``, ``redis``, ``db``. The
+benchmark sends requests one at a time with a pause between them and splits
+each request's events at its first ``upstream`` marker (before / after).
+
+This process is only used for counting; the timed runs use the plain gateway.
+Run: ``python -m tests.perf.bench_probe --port 8100`` with the gateway's env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+EVENTS: list[tuple[int, str, str]] = []
+_COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z|]+)\r\n")
+
+
+def record(kind: str, detail: str) -> None:
+    # list.append is atomic under the GIL: ORM calls record from worker threads.
+    EVENTS.append((time.monotonic_ns(), kind, detail))
+
+
+def _redis_names(command: Any) -> str:
+    if isinstance(command, str):
+        command = command.encode()
+    packed = command if isinstance(command, bytes) else b"".join(bytes(part) for part in command)
+    names = [name.decode().upper() for name in _COMMAND_NAME.findall(packed)]
+    return "+".join(names) or "?"
+
+
+def _sql_summary(query: Any) -> str:
+    if isinstance(query, bytes):
+        query = query.decode(errors="replace")
+    text = query if isinstance(query, str) else type(query).__name__
+    return " ".join(text.split())[:90]
+
+
+def _wrap_sync(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
+    @functools.wraps(function)
+    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(first))
+        return function(self, first, *args, **kwargs)
+
+    return wrapper
+
+
+def _wrap_async(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
+    @functools.wraps(function)
+    async def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(first))
+        return await function(self, first, *args, **kwargs)
+
+    return wrapper
+
+
+def _wrap_generator(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
+    @functools.wraps(function)
+    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(first))
+        return (yield from function(self, first, *args, **kwargs))
+
+    return wrapper
+
+
+def _wrap_stream(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
+    # Cursor.stream is a (sync or async) generator, not a coroutine: record at the call.
+    @functools.wraps(function)
+    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(first))
+        return function(self, first, *args, **kwargs)
+
+    return wrapper
+
+
+def install() -> None:
+    import aiohttp
+    import httpx
+    import psycopg
+    import psycopg._connection_base
+    import redis.asyncio.connection
+    import redis.connection
+
+    for module in (redis.connection, redis.asyncio.connection):
+        cls = module.AbstractConnection
+        wrap = _wrap_async if module is redis.asyncio.connection else _wrap_sync
+        cls.send_packed_command = wrap(cls.send_packed_command, "redis", _redis_names)
+
+    for cls in (psycopg.Cursor, psycopg.ServerCursor):
+        cls.execute = _wrap_sync(cls.execute, "db", _sql_summary)
+        cls.executemany = _wrap_sync(cls.executemany, "db", _sql_summary)
+    for cls in (psycopg.AsyncCursor, psycopg.AsyncServerCursor):
+        cls.execute = _wrap_async(cls.execute, "db", _sql_summary)
+        cls.executemany = _wrap_async(cls.executemany, "db", _sql_summary)
+    for cls in (psycopg.Cursor, psycopg.AsyncCursor):
+        cls.copy = _wrap_stream(cls.copy, "db", _sql_summary)
+        cls.stream = _wrap_stream(cls.stream, "db", _sql_summary)
+    base = psycopg._connection_base.BaseConnection
+    base._exec_command = _wrap_generator(base._exec_command, "db", _sql_summary)
+
+    httpx.AsyncClient.send = _wrap_async(
+        httpx.AsyncClient.send, "upstream", lambda request: f"{request.method} {request.url}"
+    )
+    session = aiohttp.ClientSession
+    session._request = _wrap_async(session._request, "upstream", lambda method: f"{method}")
+
+
+def instrumented(application: Callable[..., Any]) -> Callable[..., Any]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/_bench/probe":
+            body = json.dumps({"events": EVENTS[:]}).encode()
+            EVENTS.clear()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        is_chat = scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
+        if is_chat:
+            record("request", scope["method"])
+        try:
+            await application(scope, receive, send)
+        finally:
+            if is_chat:
+                record("request_end", "")
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    install()
+    import uvicorn
+
+    from gateway.asgi import application
+
+    uvicorn.run(
+        instrumented(application),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""``make bench``: the gateway's hot path against a bare pass-through floor and
+the fake upstream itself, on this machine, in one run. docs/benchmarks.md
+explains the protocol and the figures.
+
+Settings (environment): BENCH_SECONDS (per measurement, default 4),
+BENCH_REPEAT (runs per measurement, medians reported; default 3),
+BENCH_TARGETS (default ``fake,floor,gateway``), BENCH_DATABASE_URL (default
+``postgres://postgres@127.0.0.1:5432/hanzo_bench``, dropped and recreated),
+BENCH_REDIS_URL (default ``redis://127.0.0.1:6379/8``, flushed),
+BENCH_COUNT_REQUESTS (requests counted for round trips, default 20).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+from tests.perf import bench_gateway as gw
+from tests.perf.bench_load import LOAD_CORE, Sample, ensure_wrk, run_client, run_wrk
+from tests.perf.bench_processes import (
+    ARTIFACTS,
+    Process,
+    children_cpu_seconds,
+    cpu_seconds,
+    machine_busy_seconds,
+    peak_rss_mib,
+    pinning_available,
+    start,
+)
+from tests.perf.bench_report import (
+    SCENARIOS,
+    TargetResult,
+    counts_table,
+    headroom,
+    ratio_table,
+    results_table,
+    targets_check,
+)
+from tests.perf.bench_upstream import OPENAI_KEY
+from tests.support.processes import free_port
+
+TARGET_CORE = 1
+MODEL = "openai-gpt-4o"
+BODY = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
+)
+STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True})
+
+
+@dataclass(frozen=True)
+class Config:
+    seconds: float
+    repeat: int
+    targets: tuple[str, ...]
+    database_url: str
+    redis_url: str
+    count_requests: int
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            seconds=float(os.environ.get("BENCH_SECONDS") or 4),
+            repeat=int(os.environ.get("BENCH_REPEAT") or 3),
+            targets=tuple((os.environ.get("BENCH_TARGETS") or "fake,floor,gateway").split(",")),
+            database_url=os.environ.get("BENCH_DATABASE_URL")
+            or "postgres://postgres@127.0.0.1:5432/hanzo_bench",
+            redis_url=os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/8",
+            count_requests=int(os.environ.get("BENCH_COUNT_REQUESTS") or 20),
+        )
+
+
+@dataclass
+class Target:
+    result: TargetResult
+    url: str = ""  # the chat completions URL
+    authorization: str = ""
+    process: Process | None = None
+
+
+class Bench:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.processes: list[Process] = []
+        self.wrk = ensure_wrk()
+        self.count: gw.PhaseCount | None = None
+        self.stream_count: gw.PhaseCount | None = None
+        self.gateway_env: dict[str, str] = {}
+        self.token = ""
+
+    def log(self, message: str) -> None:
+        print(f"bench: {message}", flush=True)
+
+    def spawn(self, name: str, command: list[str], env: dict[str, str], core: int) -> Process:
+        process = start(name, command, env=env, core=core)
+        self.processes.append(process)
+        return process
+
+    def start_upstream(self) -> Target:
+        port = free_port()
+        command = [sys.executable, "-m", "tests.perf.bench_upstream", "--port", str(port)]
+        process = self.spawn("upstream", command, dict(os.environ), LOAD_CORE)
+        process.wait_http(f"http://127.0.0.1:{port}/_stats", timeout=20)
+        self.upstream_url = f"http://127.0.0.1:{port}"
+        return Target(
+            TargetResult("fake", "fake upstream, direct"),
+            url=f"{self.upstream_url}/openai/v1/chat/completions",
+            authorization=f"Bearer {OPENAI_KEY}",
+            process=process,
+        )
+
+    def start_floor(self) -> Target:
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.perf.bench_floor:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--no-proxy-headers",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--lifespan",
+            "on",
+        ]
+        env = {**os.environ, "BENCH_UPSTREAM_URL": f"{self.upstream_url}/openai/v1"}
+        process = self.spawn("floor", command, env, TARGET_CORE)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        process.wait_http(url.replace("/v1/chat/completions", "/"), timeout=30)
+        label = "floor: bare ASGI pass-through, httpx + aiohttp transport"
+        return Target(TargetResult("floor", label), url=url, process=process)
+
+    def start_gateway(self) -> Target:
+        label = "gateway (production profile, everything on)"
+        env = gw.gateway_env(self.upstream_url, self.config.database_url, self.config.redis_url)
+        self.gateway_env = env
+        try:
+            gw.recreate_database(env)
+            port = free_port()
+            process = gw.start_gateway("gateway", gw.uvicorn_command(port), env, TARGET_CORE)
+            self.processes.append(process)
+            url = f"http://127.0.0.1:{port}"
+            self.token = gw.register_paid_device(url, env)
+            gw.check_chat(url, self.token, BODY, STREAM_BODY)
+        except (gw.GatewayUnavailable, TimeoutError, RuntimeError) as exc:
+            self.log(f"gateway not available: {exc}")
+            return Target(TargetResult("gateway", label, reason=str(exc).splitlines()[0][:160]))
+        return Target(
+            TargetResult("gateway", label),
+            url=f"{url}{gw.CHAT_PATH}",
+            authorization=f"Bearer {self.token}",
+            process=process,
+        )
+
+    def measure(self, target: Target, scenario: str, seconds: float) -> Sample:
+        concurrency, stream = SCENARIOS[scenario]
+        if stream or self.wrk is None:
+            body = STREAM_BODY if stream else BODY
+            return run_client(
+                target.url, body, target.authorization, concurrency, seconds, stream=stream
+            )
+        return run_wrk(self.wrk, target.url, BODY, target.authorization, concurrency, seconds)
+
+    def measure_with_noise(self, target: Target, scenario: str) -> Sample:
+        def ours() -> float:
+            return sum(cpu_seconds(p.tree()) for p in self.processes) + children_cpu_seconds()
+
+        busy, mine, started = machine_busy_seconds(), ours(), time.monotonic()
+        sample = self.measure(target, scenario, self.config.seconds)
+        elapsed = time.monotonic() - started
+        other = (machine_busy_seconds() - busy) - (ours() - mine)
+        target.result.other_cpu.append(max(other, 0) / elapsed)
+        return sample
+
+    def run(self) -> str:
+        targets = [self.start_upstream()]
+        if "floor" in self.config.targets:
+            targets.append(self.start_floor())
+        if "gateway" in self.config.targets:
+            targets.append(self.start_gateway())
+        if "fake" not in self.config.targets:
+            targets = targets[1:]
+        live = [target for target in targets if target.result.available]
+        for target in live:  # warm-up: connections, caches, allocator
+            for scenario in SCENARIOS:
+                self.measure(target, scenario, 1)
+        for round_number in range(1, self.config.repeat + 1):
+            self.log(f"round {round_number}/{self.config.repeat}")
+            for target in live:  # interleaved, so noise spreads over every target
+                for scenario in SCENARIOS:
+                    sample = self.measure_with_noise(target, scenario)
+                    target.result.samples.setdefault(scenario, []).append(sample)
+                    self.log(
+                        f"  {target.result.key:8} {scenario:9} {sample.rps:9,.0f} req/s "
+                        f"p50 {sample.p50_us / 1000:.2f} ms errors {sample.errors}"
+                    )
+        for target in live:
+            assert target.process is not None
+            target.result.peak_rss_mib = peak_rss_mib(target.process.tree())
+        if any(t.result.key == "gateway" and t.result.available for t in targets):
+            self.count_gateway()
+        return self.report([target.result for target in targets])
+
+    def count_gateway(self) -> None:
+        port = free_port()
+        command = ["-m", "tests.perf.bench_probe", "--port", str(port)]
+        process = gw.start_gateway("gateway-probe", command, self.gateway_env, TARGET_CORE)
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        database_url = self.config.database_url
+        n = self.config.count_requests
+        self.log(f"counting round trips over {n} + {n} requests (probe gateway)")
+        self.count = gw.count_round_trips(
+            url, self.token, BODY, database_url, requests=n, settle=0.15
+        )
+        self.stream_count = gw.count_round_trips(
+            url, self.token, STREAM_BODY, database_url, requests=n, settle=0.15
+        )
+
+    def report(self, results: list[TargetResult]) -> str:
+        pinning = (
+            f"load generator and fake upstream on core {LOAD_CORE}, target on core {TARGET_CORE}"
+            if pinning_available()
+            else "NOT pinned (taskset missing or fewer than 2 cores)"
+        )
+        loadgen = "wrk (non-streamed), bench_client (streamed)" if self.wrk else "bench_client only"
+        sections = [
+            f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+            f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f} at the end; "
+            f"{pinning}; load: {loadgen}; medians of {self.config.repeat} × "
+            f"{self.config.seconds:g} s per figure.",
+            results_table(results),
+            "Ratios to the floor measured in the same run:",
+            ratio_table(results),
+            headroom(results),
+        ]
+        if self.count is not None and self.stream_count is not None:
+            sections.append(counts_table("non-streamed", self.count))
+            sections.append(counts_table("streamed", self.stream_count))
+        sections.append(targets_check(results, self.count))
+        text = "\n\n".join(sections)
+        self.save(text, results)
+        return text
+
+    def save(self, text: str, results: list[TargetResult]) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"bench-{stamp}.md").write_text(text + "\n")
+        raw = {
+            "config": dataclasses.asdict(self.config),
+            "results": [dataclasses.asdict(result) for result in results],
+            "counts": {
+                "non_streamed": self.count.as_dict() if self.count else None,
+                "streamed": self.stream_count.as_dict() if self.stream_count else None,
+            },
+        }
+        (ARTIFACTS / f"bench-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str))
+        self.log(f"saved tests/artifacts/bench/bench-{stamp}.md and .json")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def main() -> None:
+    config = Config.from_env()
+    bench = Bench(config)
+    try:
+        text = bench.run()
+    finally:
+        bench.stop()
+    print("\n" + text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
