@@ -7,6 +7,8 @@ relays the status, the content type and the body (chunk by chunk for
 streams), through one long-lived ``httpx.AsyncClient`` on the aiohttp
 transport (``httpx_aiohttp.AiohttpTransport``). No auth, no limits, no JSON
 parsing: whatever the gateway does on top costs the difference.
+``BENCH_FLOOR_TRANSPORT=httpx`` swaps in httpx's default transport instead
+(the ``floor_httpx`` target), to show what the transport alone is worth.
 
 Run: ``BENCH_UPSTREAM_URL=http://127.0.0.1:9100/openai/v1 python -m uvicorn
 tests.perf.bench_floor:app --loop uvloop --http httptools --no-access-log``.
@@ -34,10 +36,10 @@ _client: httpx.AsyncClient | None = None
 
 def _new_client() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits),
-        timeout=httpx.Timeout(30.0, connect=5.0),
-    )
+    timeout = httpx.Timeout(30.0, connect=5.0)
+    if os.environ.get("BENCH_FLOOR_TRANSPORT") == "httpx":
+        return httpx.AsyncClient(limits=limits, timeout=timeout)
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
 
 
 async def _read_body(receive: Receive) -> bytes:

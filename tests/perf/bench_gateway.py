@@ -196,10 +196,12 @@ def split_events(events: list[list[Any]]) -> PhaseCount:
     return count
 
 
-def _usage_records(database_url: str) -> int | None:
+def _usage_records(database_url: str, request_ids: list[str]) -> int | None:
     try:
         with psycopg.connect(database_url, autocommit=True) as connection:
-            row = connection.execute("SELECT count(*) FROM usage_usagerecord").fetchone()
+            row = connection.execute(
+                "SELECT count(*) FROM usage_usagerecord WHERE request_id = ANY(%s)", [request_ids]
+            ).fetchone()
     except psycopg.Error:
         return None
     return int(row[0]) if row else None
@@ -216,17 +218,19 @@ def count_round_trips(
             client.post(CHAT_PATH, content=body).raise_for_status()
         time.sleep(settle)
         client.get("/_bench/probe")
-        records_before = _usage_records(database_url)
+        request_ids = []
         for _ in range(requests):
-            client.post(CHAT_PATH, content=body).raise_for_status()
+            response = client.post(CHAT_PATH, content=body)
+            response.raise_for_status()
+            request_ids.append(response.headers.get("x-request-id", ""))
             time.sleep(settle)  # lets work after the response finish inside this window
         events = client.get("/_bench/probe").json()["events"]
     count = split_events(events)
-    deadline = time.monotonic() + 10
-    while records_before is not None and time.monotonic() < deadline:
-        records_after = _usage_records(database_url)
-        count.usage_records = (records_after or 0) - records_before
-        if count.usage_records >= requests:
-            break
-        time.sleep(0.2)
+    if all(request_ids):  # SPEC: every admitted response names its request id
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            count.usage_records = _usage_records(database_url, request_ids)
+            if count.usage_records is None or count.usage_records >= requests:
+                break
+            time.sleep(0.2)
     return count

@@ -54,11 +54,19 @@ def _redis_names(command: Any) -> str:
     return "+".join(names) or "?"
 
 
+_TABLE = re.compile(r"\b(FROM|INTO|UPDATE)\s+(\S+)", re.IGNORECASE)
+
+
 def _sql_summary(query: Any) -> str:
+    """The statement's verb and first table: ``SELECT … FROM "devices_device"``."""
     if isinstance(query, bytes):
         query = query.decode(errors="replace")
-    text = query if isinstance(query, str) else type(query).__name__
-    return " ".join(text.split())[:90]
+    text = " ".join((query if isinstance(query, str) else type(query).__name__).split())
+    verb = text.split(" ", 1)[0].upper()
+    table = _TABLE.search(text)
+    if table is None or verb not in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
+        return text[:60]
+    return f"{verb} … {table.group(1).upper()} {table.group(2)}"
 
 
 def _wrap_sync(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:

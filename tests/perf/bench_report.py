@@ -24,6 +24,7 @@ class TargetResult:
     reason: str = ""  # why it is not available, when it is not
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     other_cpu: list[float] = field(default_factory=list)
+    drain_cpu: list[float] = field(default_factory=list)
     peak_rss_mib: float | None = None
 
     @property
@@ -59,12 +60,12 @@ def results_table(results: list[TargetResult]) -> str:
     lines = [
         "| target | c=1 RPS | c=1 p50 / p99 ms | added p50 at c=1 ms | c=16 RPS "
         "| c=16 p50 / p99 ms | c=64 RPS | c=64 p50 / p99 ms | stream c=16 RPS "
-        "| stream TTFB p50 ms | peak RSS MiB | other CPU (cores) | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stream TTFB p50 ms | peak RSS MiB | CPU s after load | other CPU (cores) | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         if not result.available:
-            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 11)
+            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 12)
             continue
         cells = [result.label]
         for scenario in ("c1", "c16", "c64"):
@@ -76,6 +77,8 @@ def results_table(results: list[TargetResult]) -> str:
         cells.append(_rps(result.median("stream16", "rps")))
         cells.append(_ms(result.median("stream16", "ttfb_p50_us")))
         cells.append("–" if result.peak_rss_mib is None else f"{result.peak_rss_mib:.0f}")
+        drain = max(result.drain_cpu) if result.drain_cpu else None
+        cells.append("–" if drain is None else f"{drain:.2f}")
         other = statistics.median(result.other_cpu) if result.other_cpu else None
         cells.append("–" if other is None else f"{other:.2f}")
         cells.append(str(result.errors()))
@@ -141,8 +144,8 @@ def counts_table(label: str, count: PhaseCount) -> str:
     n = count.requests
     lines = [
         f"Round trips per admitted request, {label} (warm cache, {n} requests one at a time; "
-        f"upstream calls seen: {count.upstream_calls}; usage records written: "
-        f"{'unknown' if count.usage_records is None else count.usage_records}):",
+        f"upstream calls seen: {count.upstream_calls}; their usage records found in the "
+        f"database: {'unknown' if count.usage_records is None else count.usage_records}):",
         "",
         "| | before the upstream call | after it |",
         "|---|---|---|",

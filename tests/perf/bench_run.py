@@ -4,7 +4,8 @@ explains the protocol and the figures.
 
 Settings (environment): BENCH_SECONDS (per measurement, default 4),
 BENCH_REPEAT (runs per measurement, medians reported; default 3),
-BENCH_TARGETS (default ``fake,floor,gateway``), BENCH_DATABASE_URL (default
+BENCH_TARGETS (default ``fake,floor,gateway``; ``floor_httpx`` adds the floor
+on httpx's default transport), BENCH_DATABASE_URL (default
 ``postgres://postgres@127.0.0.1:5432/hanzo_bench``, dropped and recreated),
 BENCH_REDIS_URL (default ``redis://127.0.0.1:6379/8``, flushed),
 BENCH_COUNT_REQUESTS (requests counted for round trips, default 20).
@@ -113,7 +114,7 @@ class Bench:
             process=process,
         )
 
-    def start_floor(self) -> Target:
+    def start_floor(self, key: str = "floor") -> Target:
         port = free_port()
         command = [
             sys.executable,
@@ -134,11 +135,14 @@ class Bench:
             "on",
         ]
         env = {**os.environ, "BENCH_UPSTREAM_URL": f"{self.upstream_url}/openai/v1"}
-        process = self.spawn("floor", command, env, TARGET_CORE)
+        label = "floor: bare ASGI pass-through, httpx + aiohttp transport"
+        if key == "floor_httpx":
+            env["BENCH_FLOOR_TRANSPORT"] = "httpx"
+            label = "bare ASGI pass-through, httpx's default transport"
+        process = self.spawn(key, command, env, TARGET_CORE)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         process.wait_http(url.replace("/v1/chat/completions", "/"), timeout=30)
-        label = "floor: bare ASGI pass-through, httpx + aiohttp transport"
-        return Target(TargetResult("floor", label), url=url, process=process)
+        return Target(TargetResult(key, label), url=url, process=process)
 
     def start_gateway(self) -> Target:
         label = "gateway (production profile, everything on)"
@@ -180,12 +184,32 @@ class Bench:
         elapsed = time.monotonic() - started
         other = (machine_busy_seconds() - busy) - (ours() - mine)
         target.result.other_cpu.append(max(other, 0) / elapsed)
+        target.result.drain_cpu.append(self.wait_idle(target))
         return sample
+
+    def wait_idle(self, target: Target) -> float:
+        """CPU seconds the target spends after the load stopped: work it put
+        off past its responses (queued writes, say), which a short run would
+        otherwise not charge to it. Waiting also keeps that work out of the
+        next measurement."""
+        if target.process is None:
+            return 0.0
+        pids = target.process.tree()
+        first = last = cpu_seconds(pids)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = cpu_seconds(pids)
+            if now - last <= 0.02:  # under 8 % of a core: idle (the clock ticks in 10 ms)
+                break
+            last = now
+        return last - first
 
     def run(self) -> str:
         targets = [self.start_upstream()]
-        if "floor" in self.config.targets:
-            targets.append(self.start_floor())
+        for key in ("floor", "floor_httpx"):
+            if key in self.config.targets:
+                targets.append(self.start_floor(key))
         if "gateway" in self.config.targets:
             targets.append(self.start_gateway())
         if "fake" not in self.config.targets:
@@ -207,8 +231,9 @@ class Bench:
         for target in live:
             assert target.process is not None
             target.result.peak_rss_mib = peak_rss_mib(target.process.tree())
-        if any(t.result.key == "gateway" and t.result.available for t in targets):
-            self.count_gateway()
+            if target.result.key == "gateway":
+                target.process.stop()  # so it shares nothing with the counting run
+                self.count_gateway()
         return self.report([target.result for target in targets])
 
     def count_gateway(self) -> None:
