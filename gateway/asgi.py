@@ -19,6 +19,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django_application = get_asgi_application()
 
 from gateway import lifecycle  # noqa: E402  (needs Django set up)
+from gateway.metrics import metrics_endpoint  # noqa: E402
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -26,7 +27,9 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # path -> lean handler; each handler answers every method on its path.
-LEAN_ROUTES: dict[str, ASGIApp] = {}
+LEAN_ROUTES: dict[str, ASGIApp] = {
+    "/metrics": metrics_endpoint,
+}
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -256,6 +256,7 @@ CORS_EXPOSE_HEADERS = (
     "x-ratelimit-limit-ip",
     "x-ratelimit-remaining-ip",
 )
+CORS_ALLOW_METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
 CORS_PREFLIGHT_MAX_AGE = 600
 
 # --- Django REST framework (admin JSON API) ----------------------------------

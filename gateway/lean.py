@@ -1,0 +1,315 @@
+"""The lean ASGI layer for the hot path (DESIGN.md, "The hot path").
+
+Django's request machinery costs about a millisecond per request, so
+``/v1/chat/completions`` and ``/v1/models`` are plain ASGI endpoints. This
+module takes over what Django's handler and middleware did for them: request
+ids and the access line, the size cap before the body is read, CORS exactly
+as django-cors-headers answers it, OpenAI-shaped errors for every failure
+(a bug is a JSON 500 with the request id, never a traceback), streaming with
+client-disconnect detection, and background work held by reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from django.conf import settings
+
+from gateway import lifecycle
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
+from gateway.logs import log_request, new_request_id, request_id_var
+
+logger = logging.getLogger("gateway.errors")
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+Header = tuple[bytes, bytes]
+
+_BASE_HEADERS: list[Header] = [(b"x-content-type-options", b"nosniff")]
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: list[Header] = field(default_factory=list)
+    content_type: bytes = b"application/json"
+
+
+@dataclass
+class StreamResponse:
+    """Server-sent events from ``events``; closing it early must be safe (see stream_body)."""
+
+    events: AsyncIterator[bytes]
+    headers: list[Header] = field(default_factory=list)
+    status: int = 200
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(status, orjson.dumps(data), encode_headers(headers or {}))
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(error.status, orjson.dumps(error.payload()), encode_headers(error.headers()))
+
+
+def encode_headers(headers: Mapping[str, str]) -> list[Header]:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+
+
+class LeanRequest:
+    """What a lean endpoint needs of the ASGI scope, decoded once."""
+
+    __slots__ = ("headers", "log", "method", "path", "receive", "request_id", "scope", "started")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            # Repeated headers are one comma-separated list (RFC 9110 5.3).
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers = headers
+        self.request_id = new_request_id()
+        self.started = time.monotonic()
+        # Fields for the one access line (device, model, tokens, cost...).
+        self.log: dict[str, Any] = {}
+
+    async def body(self, limit: int | None = None) -> bytes:
+        """The whole body; 413 ``request_too_large`` before reading past ``limit``."""
+        limit = settings.MAX_REQUEST_BYTES if limit is None else limit
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(f"Request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"Request body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the response began."""
+
+
+Endpoint = Callable[[LeanRequest], Awaitable[Response | StreamResponse]]
+
+
+# --- Background work ---------------------------------------------------------
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coroutine`` to completion even if the caller is cancelled.
+
+    The task is held by reference until done, and shutdown waits for it, so
+    settlement and usage records survive a client disconnect.
+    """
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def finish(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coroutine`` shielded from the caller's cancellation (it still completes)."""
+    return await asyncio.shield(spawn(coroutine))
+
+
+@lifecycle.on_shutdown
+async def _drain_background() -> None:
+    if _background:
+        await asyncio.wait(set(_background), timeout=30)
+
+
+# --- CORS (as django-cors-headers answers it) ---------------------------------
+
+
+def _origin_allowed(origin: str) -> bool:
+    if origin == "null":
+        return "null" in settings.CORS_ALLOWED_ORIGINS
+    try:
+        url = urlsplit(origin)
+    except ValueError:
+        return False
+    for allowed in settings.CORS_ALLOWED_ORIGINS:
+        allowed_url = urlsplit(allowed)
+        if allowed_url.scheme == url.scheme and allowed_url.netloc == url.netloc:
+            return True
+    return False
+
+
+def cors_headers(request: LeanRequest) -> list[Header]:
+    headers: list[Header] = [(b"vary", b"origin")]
+    origin = request.headers.get("origin")
+    if not origin or not _origin_allowed(origin):
+        return headers
+    headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+    headers.append(
+        (b"access-control-expose-headers", ", ".join(settings.CORS_EXPOSE_HEADERS).encode())
+    )
+    if request.method == "OPTIONS":
+        headers.append(
+            (b"access-control-allow-headers", ", ".join(settings.CORS_ALLOW_HEADERS).encode())
+        )
+        headers.append(
+            (b"access-control-allow-methods", ", ".join(settings.CORS_ALLOW_METHODS).encode())
+        )
+        if settings.CORS_PREFLIGHT_MAX_AGE:
+            headers.append(
+                (b"access-control-max-age", str(settings.CORS_PREFLIGHT_MAX_AGE).encode())
+            )
+    return headers
+
+
+def _is_preflight(request: LeanRequest) -> bool:
+    return request.method == "OPTIONS" and "access-control-request-method" in request.headers
+
+
+# --- The endpoint wrapper ----------------------------------------------------
+
+
+def lean_endpoint(
+    *methods: str,
+) -> Callable[[Endpoint], Callable[[Scope, Receive, Send], Awaitable[None]]]:
+    """Turn ``async def endpoint(request) -> Response | StreamResponse`` into an ASGI app."""
+    allowed = ", ".join(methods)
+
+    def decorate(endpoint: Endpoint) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = LeanRequest(scope, receive)
+            token = request_id_var.set(request.request_id)
+            status = 500
+            try:
+                response = await _respond(endpoint, request, methods, allowed)
+                status = response.status
+                if isinstance(response, StreamResponse):
+                    await _send_stream(request, response, send)
+                else:
+                    await _send(request, response, send)
+            except ClientDisconnected:
+                status = 499  # nginx's code for "client closed request", for the log only
+            finally:
+                request.log.setdefault("code", None)
+                log_request(
+                    request_id=request.request_id,
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    duration_ms=round((time.monotonic() - request.started) * 1000, 1),
+                    **request.log,
+                )
+                request_id_var.reset(token)
+
+        app.__name__ = getattr(endpoint, "__name__", "lean_app")
+        return app
+
+    return decorate
+
+
+async def _respond(
+    endpoint: Endpoint, request: LeanRequest, methods: tuple[str, ...], allowed: str
+) -> Response | StreamResponse:
+    try:
+        if _is_preflight(request):
+            return Response(200, b"", [(b"content-length", b"0")], content_type=b"text/plain")
+        if request.method not in methods:
+            raise MethodNotAllowed(headers={"Allow": allowed})
+        return await endpoint(request)
+    except GatewayError as error:
+        request.log["code"] = error.code
+        return error_response(error)
+    except ClientDisconnected:
+        raise
+    except Exception:
+        logger.exception("Unhandled exception on %s", request.path)
+        internal = InternalError(
+            f"Internal server error (request id {request.request_id})", requestId=request.request_id
+        )
+        request.log["code"] = internal.code
+        return error_response(internal)
+
+
+def _start_message(
+    request: LeanRequest, status: int, headers: list[Header], content_type: bytes
+) -> dict[str, Any]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", content_type),
+            (b"x-request-id", request.request_id.encode()),
+            *_BASE_HEADERS,
+            *cors_headers(request),
+            *headers,
+        ],
+    }
+
+
+async def _send(request: LeanRequest, response: Response, send: Send) -> None:
+    headers = response.headers
+    if not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(response.body)).encode())]
+    await send(_start_message(request, response.status, headers, response.content_type))
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _send_stream(request: LeanRequest, response: StreamResponse, send: Send) -> None:
+    """Send server-sent events; a client disconnect cancels the sending task.
+
+    The body has been read, so the next ASGI message is ``http.disconnect``
+    and arrives only if the client goes away. A watcher waits for it and
+    cancels the send loop, which closes ``response.events`` (the producer's
+    ``finally`` then cancels the upstream request and settles).
+    """
+    loop_task = asyncio.current_task()
+    assert loop_task is not None
+
+    async def watch_disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        loop_task.cancel()
+
+    headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"), *response.headers]
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    events = response.events
+    try:
+        await send(_start_message(request, response.status, headers, b"text/event-stream"))
+        async for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled by the server (shutdown), not by the client
+        loop_task.uncancel()
+        raise ClientDisconnected() from None
+    finally:
+        watcher.cancel()
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

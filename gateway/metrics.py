@@ -1,0 +1,135 @@
+"""Prometheus metrics (prometheus-client), one truth across worker processes.
+
+Counters and histograms are recorded by whichever worker served the request.
+With several workers (gunicorn, or several uvicorn processes on one host)
+set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by them: the
+client then keeps values in memory-mapped files there and ``/metrics``
+merges every worker's files, so any worker answers with the sum. Gauges
+that describe shared state (budget, pause, devices by status) are not
+recorded per worker but computed when scraped, by the providers registered
+with ``add_scrape_source``.
+
+``/metrics`` answers only socket peers inside ``METRICS_ALLOWED_IPS`` and
+never a request that came through a proxy (it carries ``X-Forwarded-For``):
+nginx denies the path too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.errors import PermissionDenied
+from gateway.lean import LeanRequest, Response, lean_endpoint
+
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read by prometheus-client too
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+REQUESTS = Counter(
+    "hanzo_requests",
+    "Requests answered on /v1, by route, model, provider and HTTP status.",
+    ["route", "model", "provider", "status"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "hanzo_upstream_latency_seconds",
+    "Time from sending to a provider until its answer completed.",
+    ["provider"],
+    buckets=LATENCY_BUCKETS,
+)
+GATEWAY_OVERHEAD = Histogram(
+    "hanzo_gateway_overhead_seconds",
+    "Time the gateway itself added to a proxied request (total minus upstream).",
+    ["route"],
+    buckets=OVERHEAD_BUCKETS,
+)
+TOKENS = Counter("hanzo_tokens", "Tokens billed, by model and direction.", ["model", "direction"])
+COST = Counter("hanzo_cost_usd", "Cost billed in USD, by model.", ["model"])
+REFUSALS = Counter(
+    "hanzo_refusals", "Requests refused, by layer and error code.", ["layer", "code"]
+)
+ALERTS = Counter("hanzo_alerts", "Alerts sent to Slack, by kind and outcome.", ["kind", "outcome"])
+
+ScrapeSource = Callable[[], Awaitable[Iterable[GaugeMetricFamily]]]
+_scrape_sources: list[ScrapeSource] = []
+
+
+def add_scrape_source(source: ScrapeSource) -> ScrapeSource:
+    """Register an async function returning gauge families computed at scrape time."""
+    _scrape_sources.append(source)
+    return source
+
+
+def gauge(
+    name: str, documentation: str, value: float, labels: dict[str, str] | None = None
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+class _Snapshot:
+    """A collector over families computed before the scrape (collect() must be sync)."""
+
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Any]:
+        return self.families
+
+
+def _peer_allowed(request: LeanRequest) -> bool:
+    if "x-forwarded-for" in request.headers or "x-real-ip" in request.headers:
+        return False
+    client = request.scope.get("client")
+    if not client:
+        return False
+    try:
+        peer = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    return any(
+        peer in ipaddress.ip_network(cidr, strict=False) for cidr in settings.METRICS_ALLOWED_IPS
+    )
+
+
+async def render() -> bytes:
+    registry = CollectorRegistry()
+    if _MULTIPROCESS:
+        MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    families: list[GaugeMetricFamily] = []
+    for source in _scrape_sources:
+        families.extend(await source())
+    if not families:
+        return generate_latest(registry)
+    snapshot = _Snapshot(families)
+    registry.register(snapshot)
+    try:
+        return generate_latest(registry)
+    finally:
+        registry.unregister(snapshot)
+
+
+@lean_endpoint("GET")
+async def metrics_endpoint(request: LeanRequest) -> Response:
+    if not _peer_allowed(request):
+        raise PermissionDenied("Metrics are not available from this address")
+    return Response(200, await render(), content_type=CONTENT_TYPE_LATEST.encode())

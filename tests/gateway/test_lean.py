@@ -1,0 +1,161 @@
+"""The lean ASGI layer: what Django's handler did for the hot path, done by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.errors import RateLimited
+from gateway.lean import LeanRequest, StreamResponse, finish, json_response, lean_endpoint
+from tests.support.processes import free_port, wait_for
+
+closed_streams: list[str] = []
+settled: list[str] = []
+
+
+@lean_endpoint("POST")
+async def echo(request: LeanRequest):
+    body = await request.body(limit=64)
+    if body == b"limited":
+        raise RateLimited("slow down", retry_after=7, limit=5)
+    if body == b"bug":
+        raise RuntimeError("secret sk-live-abcdefghijklmnopqrstuvwx")
+    return json_response({"size": len(body)}, headers={"X-Extra": "1"})
+
+
+@lean_endpoint("POST")
+async def ticker(request: LeanRequest):
+    await request.body()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            for number in range(1000):
+                yield f"data: {number}\n\n".encode()
+                await asyncio.sleep(0.01)
+        finally:
+            closed_streams.append(request.request_id)
+            await finish(record_settlement(request.request_id))
+
+    return StreamResponse(events())
+
+
+async def record_settlement(request_id: str) -> None:
+    await asyncio.sleep(0.05)  # a settlement that takes a while must still complete
+    settled.append(request_id)
+
+
+@pytest.fixture
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=echo), base_url="http://test")
+
+
+async def test_it_answers_json_with_a_request_id(client):
+    response = await client.post("/x", content=b"hello")
+    assert response.status_code == 200
+    assert response.json() == {"size": 5}
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers["x-extra"] == "1"
+    assert response.headers["content-length"] == str(len(response.content))
+
+
+async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(client):
+    response = await client.post("/x", content=b"limited")
+    assert response.status_code == 429
+    assert response.json()["error"] == {
+        "message": "slow down",
+        "type": "rate_limit_error",
+        "code": "rate_limit_exceeded",
+        "limit": 5,
+    }
+    assert response.headers["retry-after"] == "7"
+
+
+async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, caplog):
+    with caplog.at_level(logging.ERROR):
+        response = await client.post("/x", content=b"bug")
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "api_error" and error["code"] == "internal_error"
+    assert error["requestId"] == response.headers["x-request-id"]
+    assert "sk-live" not in response.text and "RuntimeError" not in response.text
+    assert any("RuntimeError" in str(record.exc_info) for record in caplog.records)
+
+
+async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
+    declared = await client.post("/x", content=b"x" * 65)
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "request_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 10
+
+    undeclared = await client.post("/x", content=chunks())
+    assert undeclared.status_code == 413
+
+
+async def test_a_wrong_method_is_405_with_allow(client):
+    response = await client.get("/x")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+
+
+async def test_cors_preflight_and_headers_match_django_cors_headers(client):
+    preflight = await client.options(
+        "/x",
+        headers={"Origin": "https://app.hanzo.ai", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.hanzo.ai"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "x-session-token" in preflight.headers["access-control-allow-headers"]
+    actual = await client.post("/x", content=b"a", headers={"Origin": "https://app.hanzo.ai"})
+    assert actual.headers["access-control-allow-origin"] == "https://app.hanzo.ai"
+    assert "x-ratelimit-remaining-device" in actual.headers["access-control-expose-headers"]
+    foreign = await client.post("/x", content=b"a", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_the_access_line_has_the_request_id_and_status(client, caplog):
+    async def call() -> httpx.Response:
+        return await client.post("/x", content=b"limited")
+
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        response = asyncio.run(call())
+    (line,) = [r for r in caplog.records if r.name == "gateway.access"]
+    assert line.request_id == response.headers["x-request-id"]
+    assert "POST /x 429" in line.getMessage()
+    assert line.code == "rate_limit_exceeded"
+
+
+@pytest.fixture
+def ticker_server() -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(ticker, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10, what="ticker server")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ticker_server):
+    closed_streams.clear()
+    settled.clear()
+    with httpx.stream("POST", ticker_server, content=b"{}", timeout=10) as response:
+        request_id = response.headers["x-request-id"]
+        lines = response.iter_lines()
+        assert next(lines) == "data: 0"
+    # The client has gone; the producer is closed and its settlement finishes.
+    wait_for(lambda: request_id in settled, timeout=5, what="settlement after disconnect")
+    assert closed_streams == [request_id]
