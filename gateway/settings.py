@@ -403,6 +403,13 @@ if GATEWAY_PROFILE == "production":
     SECURE_HSTS_PRELOAD = False
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Usage spool ---------------------------------------------------------------
+
+# Usage records are appended here before they reach the database, so a slow
+# or absent database never loses one (usage/spool.py). Keep it on a disk that
+# survives a restart of the process (a volume in containers).
+USAGE_SPOOL_DIR = env.str("USAGE_SPOOL_DIR", default=str(VAR_DIR / "spool"))
+
 # --- Tests -------------------------------------------------------------------
 
 # A file holding a clock offset in seconds, so tests can move time inside the

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from gateway import health
 
 urlpatterns = [
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
+    path("v1/devices/", include("devices.urls")),
+    path("api/admin/", include("devices.api_urls")),
     path("admin/", admin.site.urls),
 ]

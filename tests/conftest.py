@@ -43,6 +43,16 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _private_spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This run's usage spool: never replay records left by another run into this database."""
+    path = tmp_path_factory.mktemp("spool")
+    previous = settings.USAGE_SPOOL_DIR
+    settings.USAGE_SPOOL_DIR = str(path)
+    yield path
+    settings.USAGE_SPOOL_DIR = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _test_clock_file() -> Iterator[Path]:
     CLOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
     gateway_clock.configure(CLOCK_FILE)
@@ -106,6 +116,7 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
             "TOKEN_PEPPER": settings.TOKEN_PEPPER,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "GATEWAY_TEST_CLOCK_FILE": str(CLOCK_FILE),
+            "USAGE_SPOOL_DIR": settings.USAGE_SPOOL_DIR,
             "ADMIN_REQUIRE_2FA": "true" if settings.ADMIN_REQUIRE_2FA else "false",
         }
     )

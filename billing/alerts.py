@@ -1,0 +1,238 @@
+"""Slack alerts (SPEC section 5), sent off the request path.
+
+Callers only ``enqueue``: it never blocks and never raises. One daemon
+worker thread per process, held by reference here, posts through
+slack-sdk's WebClient (``SLACK_API_URL`` honoured); a full queue drops the
+alert with a log line, so a slow or dead Slack can neither slow nor fail a
+request. Without ``SLACK_BOT_TOKEN`` alerts are only logged.
+
+Budget alerts go out at most once per budget day across every process: the
+worker inserts an AlertLog row first and sends only if its insert won the
+unique constraint. If Slack then fails, the row is deleted again so the
+next ``check_budget`` (cron, every minute) retries.
+
+Messages are built from fixed text and escaped values, then passed through
+gateway.logs.redact as a last guard: no key, token or token hash leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import IntegrityError, connections, transaction
+
+from billing.models import AlertLog
+from billing.pricing import micro_to_usd
+from gateway import clock
+from gateway.logs import redact
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 100
+SEND_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    text: str
+    once_per_day: date | None = None  # budget alerts: the budget day they belong to
+
+
+def _escape(value: object) -> str:
+    """Slack mrkdwn control characters, so a device name cannot forge a link."""
+    text = str(value)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def device_admin_path(device_id: str) -> str:
+    return f"/admin/devices/device/{quote(str(device_id), safe='')}/change/"
+
+
+# --- Delivery ------------------------------------------------------------------
+
+
+def _claim(kind: str, day: date) -> bool:
+    try:
+        with transaction.atomic():
+            AlertLog.objects.create(kind=kind, budget_day=day, created_at=clock.utcnow())
+    except IntegrityError:
+        return False
+    return True
+
+
+def _post(text: str) -> bool:
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackClientError
+
+    client = WebClient(
+        token=settings.SLACK_BOT_TOKEN,
+        base_url=settings.SLACK_API_URL,
+        timeout=SEND_TIMEOUT_SECONDS,
+    )
+    try:
+        client.chat_postMessage(channel=settings.SLACK_CHANNEL, text=text)
+    except SlackClientError as exc:
+        response = getattr(exc, "response", None)
+        error = response.get("error") if response is not None else None
+        logger.error("slack alert failed: %s %s", type(exc).__name__, error or "")
+        return False
+    except OSError as exc:  # connection refused, reset, timeout
+        logger.error("slack alert failed: %s", type(exc).__name__)
+        return False
+    return True
+
+
+def deliver(alert: Alert) -> str:
+    """Send one alert now: "sent", "logged" (no token), "duplicate" or "failed"."""
+    if alert.once_per_day is not None and not _claim(alert.kind, alert.once_per_day):
+        return "duplicate"
+    text = redact(alert.text)
+    if not settings.SLACK_BOT_TOKEN:
+        logger.warning("alert (Slack not configured) %s: %s", alert.kind, text)
+        return "logged"
+    if _post(text):
+        logger.info("alert sent: %s", alert.kind)
+        return "sent"
+    if alert.once_per_day is not None:
+        AlertLog.objects.filter(kind=alert.kind, budget_day=alert.once_per_day).delete()
+    return "failed"
+
+
+# --- The worker ------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.Queue[Alert | threading.Event] = queue.Queue(maxsize=QUEUE_SIZE)
+        self.thread = threading.Thread(target=self._run, name="slack-alerts", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if isinstance(item, threading.Event):
+                    item.set()
+                else:
+                    deliver(item)
+            except Exception:
+                logger.exception("alert %s could not be delivered", getattr(item, "kind", "?"))
+            finally:
+                connections.close_all()
+                self.queue.task_done()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def _running_worker() -> _Worker:
+    global _worker
+    with _worker_lock:
+        if _worker is None or _worker.pid != os.getpid():
+            _worker = _Worker()
+        return _worker
+
+
+def enqueue(alert: Alert) -> bool:
+    """Queue an alert for the worker; never blocks. False if it was dropped."""
+    try:
+        _running_worker().queue.put_nowait(alert)
+    except queue.Full:
+        logger.warning("alert dropped, queue full: %s", alert.kind)
+        return False
+    return True
+
+
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until every alert queued so far was handled; False on timeout."""
+    worker = _worker
+    if worker is None or worker.pid != os.getpid():
+        return True
+    marker = threading.Event()
+    try:
+        worker.queue.put(marker, timeout=timeout)
+    except queue.Full:
+        return False
+    return marker.wait(timeout)
+
+
+async def shutdown() -> None:
+    """Shutdown hook: deliver what is queued (bounded by the send timeout)."""
+    if not await asyncio.to_thread(drain, SEND_TIMEOUT_SECONDS):
+        logger.warning("alerts still queued at shutdown were dropped")
+
+
+# --- The alerts ------------------------------------------------------------------
+
+
+def _usd(micro: int) -> str:
+    return f"${micro_to_usd(micro)}"
+
+
+def _percent(spent_micro: int, budget_micro: int) -> str:
+    if budget_micro <= 0:
+        return "n/a"
+    return f"{spent_micro * 100 / budget_micro:.1f}%"
+
+
+def alert_new_device(*, device_id: str, name: str, platform: str, ip: str) -> bool:
+    text = (
+        f":new: New device registration: *{_escape(name)}* ({_escape(platform)}) from "
+        f"{_escape(ip)}, pending approval. Device `{_escape(device_id)}`. "
+        f"Approve: {device_admin_path(device_id)}"
+    )
+    return enqueue(Alert(kind="new_device", text=text))
+
+
+def alert_suspicious_device(*, device_id: str, name: str, reason: str) -> bool:
+    text = (
+        f":rotating_light: Suspicious device auto-suspended: *{_escape(name)}* "
+        f"(`{_escape(device_id)}`): {_escape(reason)}. Review: {device_admin_path(device_id)}"
+    )
+    return enqueue(Alert(kind="suspicious_device", text=text))
+
+
+def alert_budget_warning(*, day: date, spent_micro: int, budget_micro: int) -> bool:
+    text = (
+        f":warning: Budget warning for {day.isoformat()}: spent {_usd(spent_micro)} of "
+        f"{_usd(budget_micro)} ({_percent(spent_micro, budget_micro)}); the warning "
+        f"threshold is {settings.BUDGET_WARNING_PERCENT}%."
+    )
+    kind = AlertLog.Kind.BUDGET_WARNING.value
+    return enqueue(Alert(kind=kind, text=text, once_per_day=day))
+
+
+def alert_budget_exhausted(*, day: date, spent_micro: int, budget_micro: int) -> bool:
+    text = (
+        f":no_entry: Budget exhausted for {day.isoformat()}: spent {_usd(spent_micro)} of "
+        f"{_usd(budget_micro)}. The service is paused until the next budget day "
+        f"(or `manage.py resume_service`)."
+    )
+    kind = AlertLog.Kind.BUDGET_EXHAUSTED.value
+    return enqueue(Alert(kind=kind, text=text, once_per_day=day))
+
+
+def budget_alerts_due(*, spent_micro: int, budget_micro: int) -> list[str]:
+    """Which budget alerts the figures call for (the exhausted one supersedes the warning)."""
+    if budget_micro <= 0:
+        return []
+    if spent_micro >= budget_micro:
+        return [AlertLog.Kind.BUDGET_EXHAUSTED.value]
+    if spent_micro * 100 >= budget_micro * settings.BUDGET_WARNING_PERCENT:
+        return [AlertLog.Kind.BUDGET_WARNING.value]
+    return []
+
+
+def alert_sent_today(kind: str, day: date) -> bool:
+    return AlertLog.objects.filter(kind=kind, budget_day=day).exists()

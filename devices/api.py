@@ -1,0 +1,115 @@
+"""Staff-only JSON API for devices (SPEC section 3): one view per operation.
+
+Authentication is the admin's session (with its CSRF protection on writes),
+permission ``IsAdminUser`` (staff): both come from REST_FRAMEWORK's defaults.
+Errors are OpenAI-shaped by ``gateway.errors_drf``: 404 unknown device, 409
+illegal transition, 400 bad input, 401/403 not staff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from devices import services
+from devices.models import Device
+from devices.selectors import device_detail, device_get, device_list
+from gateway.errors import PermissionDenied
+from usage.ipguard import client_ip_from_request
+
+
+class DeviceOutputSerializer(serializers.BaseSerializer):
+    def to_representation(self, instance: Device) -> dict[str, Any]:
+        return device_detail(instance)
+
+
+def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _actor(request: Request) -> AbstractBaseUser:
+    if not isinstance(request.user, AbstractBaseUser):  # IsAdminUser already ensured it
+        raise PermissionDenied()
+    return request.user
+
+
+class DeviceListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
+
+    OutputSerializer = DeviceOutputSerializer
+
+    def get(self, request: Request) -> Response:
+        filters = _validated(self.InputSerializer, request.query_params)
+        devices = device_list(status=filters.get("status"))
+        return Response({"object": "list", "data": self.OutputSerializer(devices, many=True).data})
+
+
+class DeviceApproveApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
+        user = serializers.CharField(required=False, max_length=services.MAX_OWNER_NAME_LENGTH)
+
+    OutputSerializer = DeviceOutputSerializer
+
+    def post(self, request: Request, device_id: str) -> Response:
+        data = _validated(self.InputSerializer, request.data)
+        device = services.device_approve(
+            device=device_get(device_id),
+            actor=_actor(request),
+            ip=client_ip_from_request(request),
+            tier=data.get("tier"),
+            owner_name=data.get("user"),
+        )
+        return Response(self.OutputSerializer(device).data)
+
+
+class DeviceRejectApi(APIView):
+    OutputSerializer = DeviceOutputSerializer
+
+    def post(self, request: Request, device_id: str) -> Response:
+        device = services.device_reject(
+            device=device_get(device_id),
+            actor=_actor(request),
+            ip=client_ip_from_request(request),
+        )
+        return Response(self.OutputSerializer(device).data)
+
+
+class DeviceRevokeApi(APIView):
+    OutputSerializer = DeviceOutputSerializer
+
+    def post(self, request: Request, device_id: str) -> Response:
+        device = services.device_revoke(
+            device=device_get(device_id),
+            actor=_actor(request),
+            ip=client_ip_from_request(request),
+        )
+        return Response(self.OutputSerializer(device).data)
+
+
+class DeviceSuspendApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        # Positivity and the upper bound are the service's rules (one place).
+        hours = serializers.FloatField()
+        reason = serializers.CharField(max_length=services.MAX_REASON_LENGTH)
+
+    OutputSerializer = DeviceOutputSerializer
+
+    def post(self, request: Request, device_id: str) -> Response:
+        data = _validated(self.InputSerializer, request.data)
+        device = services.device_suspend(
+            device=device_get(device_id),
+            actor=_actor(request),
+            ip=client_ip_from_request(request),
+            hours=data["hours"],
+            reason=data["reason"],
+        )
+        return Response(self.OutputSerializer(device).data)

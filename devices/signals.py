@@ -1,0 +1,11 @@
+"""Hooks other apps connect to (billing's alerts send new registrations to Slack)."""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+# Sent once the registration has committed, with ``device=<Device>``, by
+# ``send_robust``: a failing receiver is logged and never fails the
+# registration. Receivers run in the request's thread, so anything slow (a
+# Slack call) must be handed off, not done inline.
+device_registered = Signal()

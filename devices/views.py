@@ -1,0 +1,103 @@
+"""Client endpoints under /v1/devices/ (async Django views)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from devices.auth import device_required
+from devices.db import run_sync
+from devices.services import device_register, has_control_characters
+from gateway.errors import InvalidRequest, RequestTooLarge
+from usage.ipguard import client_ip_from_request
+
+REGISTRATION_FIELDS = {"deviceName": "name", "platform": "platform", "version": "version"}
+MAX_FIELD_LENGTH = 255
+REGISTERED_MESSAGE = (
+    "Device registered and waiting for an administrator's approval. Keep the session "
+    "token safe: it is shown only once."
+)
+
+
+@csrf_exempt  # a public API authenticated by nothing a browser sends by itself
+@require_POST
+async def register(request: HttpRequest) -> JsonResponse:
+    fields = _registration_fields(_json_object(request))
+    ip = client_ip_from_request(request)
+    await _admit_registration(ip)
+    device, token = await run_sync(device_register, ip=ip, **fields)
+    return JsonResponse(
+        {
+            "deviceId": device.pk,
+            "sessionToken": token,
+            "status": device.status,
+            "message": REGISTERED_MESSAGE,
+        },
+        status=201,
+    )
+
+
+@require_GET
+@device_required
+async def me(request: HttpRequest) -> JsonResponse:
+    """The calling device's own record (not in SPEC: a cheap authenticated probe)."""
+    device = request.device  # type: ignore[attr-defined]
+    return JsonResponse({"id": device.id, "status": device.status, "tier": device.tier})
+
+
+def _json_object(request: HttpRequest) -> dict[str, Any]:
+    limit = settings.MAX_REQUEST_BYTES
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise InvalidRequest("Invalid Content-Length header") from None
+    if declared > limit:
+        raise RequestTooLarge()
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise RequestTooLarge() from None
+    if len(body) > limit:
+        raise RequestTooLarge()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return data
+
+
+def _registration_fields(data: dict[str, Any]) -> dict[str, str]:
+    """The three fields, strictly checked; any other field is ignored."""
+    fields = {}
+    for key, name in REGISTRATION_FIELDS.items():
+        value = data.get(key)
+        if (
+            not isinstance(value, str)
+            or not 1 <= len(value) <= MAX_FIELD_LENGTH
+            or has_control_characters(value)
+        ):
+            raise InvalidRequest(
+                f"{key} must be a string of 1 to {MAX_FIELD_LENGTH} printable characters",
+                param=key,
+            )
+        fields[name] = value
+    return fields
+
+
+async def _admit_registration(ip: str) -> None:
+    # usage.guard is issue 3's; until it is merged this is a no-op. The lead
+    # replaces this with a plain import at merge time.
+    if importlib.util.find_spec("usage.guard") is None:
+        return
+    from usage import guard  # type: ignore[attr-defined]
+
+    await guard.admit_registration(ip)

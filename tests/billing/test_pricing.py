@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+
+import pytest
+
+from billing.pricing import (
+    NON_TEXT_PART_MIN_TOKENS,
+    cost_micro_usd,
+    input_token_upper_bound,
+    micro_to_usd,
+    usd_number,
+    usd_to_micro,
+    worst_case_micro_usd,
+)
+
+# SPEC section 6: USD per 1M input / output tokens.
+PRICES = {
+    "llama3.3-70b-instruct": (Decimal("0.50"), Decimal("0.50")),
+    "llama3-8b-instruct": (Decimal("0.10"), Decimal("0.10")),
+    "deepseek-r1-distill-llama-70b": (Decimal("0.50"), Decimal("0.50")),
+    "anthropic-claude-4-sonnet": (Decimal("3.00"), Decimal("15.00")),
+    "openai-gpt-5": (Decimal("5.00"), Decimal("15.00")),
+    "openai-gpt-4o": (Decimal("2.50"), Decimal("10.00")),
+}
+
+ALPHABETS = [
+    "abcdefghijklmnopqrstuvwxyz ",
+    "0123456789 .,;:!?\n\t\"'\\{}[]",
+    "éüñçøßàÅ",
+    "日本語中文한국어",
+    "😀🚀👍🏽🇫🇷👨‍👩‍👧",
+    "\u0301\u200b\u202e\x00",
+]
+
+
+def _cost(model: str, tokens_in: int, tokens_out: int) -> int:
+    input_price, output_price = PRICES[model]
+    return cost_micro_usd(
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        input_price=input_price,
+        output_price=output_price,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "tokens_in", "tokens_out", "micro"),
+    [
+        ("llama3.3-70b-instruct", 1000, 500, 750),
+        ("llama3-8b-instruct", 10, 10, 2),
+        ("anthropic-claude-4-sonnet", 1000, 1000, 18_000),
+        ("anthropic-claude-4-sonnet", 1_000_000, 0, 3_000_000),
+        ("openai-gpt-5", 1_000_000, 1_000_000, 20_000_000),
+        ("openai-gpt-4o", 1234, 567, 8755),  # 3085 + 5670
+        ("deepseek-r1-distill-llama-70b", 0, 0, 0),
+    ],
+)
+def test_cost_matches_the_route_prices_exactly(model, tokens_in, tokens_out, micro):
+    assert _cost(model, tokens_in, tokens_out) == micro
+
+
+def test_cost_rounds_up_to_a_whole_micro_dollar():
+    assert _cost("llama3-8b-instruct", 1, 0) == 1  # 0.1 micro-dollar
+    assert _cost("llama3-8b-instruct", 15, 0) == 2  # 1.5
+    assert _cost("openai-gpt-4o", 1, 0) == 3  # 2.5
+
+
+def test_cost_rounds_once_per_request_not_per_side():
+    # 0.5 + 0.5 = 1 micro-dollar; rounding each side would charge 2.
+    assert _cost("llama3.3-70b-instruct", 1, 1) == 1
+
+
+def test_cost_is_monotonic_in_both_token_counts():
+    rng = random.Random(6)
+    for _ in range(2000):
+        model = rng.choice(list(PRICES))
+        tokens_in, tokens_out = rng.randrange(200_000), rng.randrange(20_000)
+        base = _cost(model, tokens_in, tokens_out)
+        assert _cost(model, tokens_in + rng.randrange(1, 50), tokens_out) >= base
+        assert _cost(model, tokens_in, tokens_out + rng.randrange(1, 50)) >= base
+        # Never more than one micro-dollar above the exact figure.
+        input_price, output_price = PRICES[model]
+        exact = tokens_in * input_price + tokens_out * output_price
+        assert exact <= base < exact + 1
+
+
+def test_the_worst_case_covers_every_cost_within_its_bounds():
+    rng = random.Random(7)
+    for _ in range(2000):
+        model = rng.choice(list(PRICES))
+        input_price, output_price = PRICES[model]
+        bound, max_output = rng.randrange(1, 100_000), rng.randrange(1, 8193)
+        worst = worst_case_micro_usd(
+            input_bound_tokens=bound,
+            max_output_tokens=max_output,
+            input_price=input_price,
+            output_price=output_price,
+        )
+        assert worst >= _cost(model, rng.randrange(bound + 1), rng.randrange(max_output + 1))
+        assert worst == _cost(model, bound, max_output)
+
+
+def test_costs_refuse_floats_and_negative_tokens():
+    with pytest.raises(TypeError):
+        cost_micro_usd(tokens_in=1, tokens_out=1, input_price=0.5, output_price=Decimal(1))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        cost_micro_usd(tokens_in=-1, tokens_out=1, input_price=Decimal(1), output_price=Decimal(1))
+    with pytest.raises(ValueError):
+        cost_micro_usd(tokens_in=1, tokens_out=1, input_price=Decimal(-1), output_price=Decimal(1))
+
+
+def test_usd_and_micro_dollars_convert_both_ways_exactly():
+    assert usd_to_micro(Decimal("50")) == 50_000_000
+    assert usd_to_micro(Decimal("0.000123")) == 123
+    assert micro_to_usd(123) == Decimal("0.000123")
+    assert str(micro_to_usd(50_000_000)) == "50.000000"
+    rng = random.Random(8)
+    for _ in range(1000):
+        micro = rng.randrange(10**14)
+        assert usd_to_micro(micro_to_usd(micro)) == micro
+    with pytest.raises(TypeError):
+        usd_to_micro(0.1)  # type: ignore[arg-type]
+
+
+def test_usd_numbers_print_exactly_to_six_places():
+    rng = random.Random(9)
+    for _ in range(1000):
+        amount = micro_to_usd(rng.randrange(10**15))
+        assert Decimal(json.dumps(usd_number(amount))) == amount
+
+
+def _random_text(rng: random.Random) -> str:
+    alphabet = rng.choice(ALPHABETS)
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300)))
+
+
+def _random_message(rng: random.Random) -> tuple[dict, int]:
+    """A message and the UTF-8 bytes of the text in it."""
+    role = rng.choice(["system", "user", "assistant", "tool"])
+    shape = rng.randrange(4)
+    if shape == 0:
+        text = _random_text(rng)
+        return {"role": role, "content": text}, len(text.encode())
+    if shape == 1:
+        texts = [_random_text(rng) for _ in range(rng.randrange(1, 4))]
+        parts = [{"type": "text", "text": text} for text in texts]
+        return {"role": role, "content": parts}, sum(len(t.encode()) for t in texts)
+    if shape == 2:
+        name, arguments = _random_text(rng)[:40], json.dumps({"q": _random_text(rng)})
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ],
+        }
+        return message, len(name.encode()) + len(arguments.encode())
+    text = _random_text(rng)
+    return (
+        {"role": "tool", "tool_call_id": "call_1", "name": "lookup", "content": text},
+        len(text.encode()) + len(b"lookup"),
+    )
+
+
+def test_the_input_bound_is_at_least_every_text_byte_plus_chat_template_tokens():
+    rng = random.Random(10)
+    for _ in range(500):
+        pairs = [_random_message(rng) for _ in range(rng.randrange(1, 12))]
+        messages = [message for message, _ in pairs]
+        text_bytes = sum(size for _, size in pairs)
+        bound = input_token_upper_bound(messages)
+        # No tokenizer emits more tokens than bytes; chat templates add a few
+        # tokens per message (OpenAI 3-4, Llama 3 five) and a few per request.
+        assert bound >= text_bytes + 5 * len(messages) + 8
+
+
+def test_the_input_bound_grows_with_every_message_and_system_prompt():
+    rng = random.Random(11)
+    messages = [{"role": "user", "content": "hi"}]
+    bound = input_token_upper_bound(messages)
+    for _ in range(50):
+        message, size = _random_message(rng)
+        messages.append(message)
+        grown = input_token_upper_bound(messages)
+        assert grown >= bound + size + 1
+        bound = grown
+    system = "You are terse. " * 20
+    assert input_token_upper_bound(messages, system=system) >= bound + len(system.encode())
+
+
+def test_the_input_bound_counts_tool_definitions_and_names():
+    messages = [{"role": "user", "content": "weather?"}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather_for_a_rather_long_city_name",
+                "description": "Weather in a city " * 10,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    without = input_token_upper_bound(messages)
+    with_tools = input_token_upper_bound(messages, tools=tools)
+    # The hidden tool-use system prompt (346 tokens on Claude 4) plus the schema.
+    assert with_tools - without >= 346 + len(json.dumps(tools).encode())
+
+
+def test_an_image_part_counts_at_least_the_largest_image_bill():
+    url_image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, url_image]}]
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}]}]
+    extra = input_token_upper_bound(messages) - input_token_upper_bound(text_only)
+    assert extra >= NON_TEXT_PART_MIN_TOKENS >= 1600
+    inline = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 20_000}}
+    big = [{"role": "user", "content": [inline]}]
+    assert input_token_upper_bound(big) >= 20_000

@@ -1,0 +1,185 @@
+"""Writes to the ledger: one usage record per admitted request, never lost.
+
+``usage_record_write`` appends the record to this process's spool (see
+usage.spool) and returns: microseconds, no database on the response's
+path. The spool's flusher inserts it within about half a second, or when
+the database is back. ``usage_record_write_now`` inserts synchronously for
+code that needs the row at once (commands, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+import orjson
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    models,
+    transaction,
+)
+
+from usage import spool
+from usage.models import UsageRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecordData:
+    """Every field of a UsageRecord; what the proxy hands to the ledger."""
+
+    request_id: str
+    device_id: str
+    owner: str
+    ip: str
+    model: str
+    provider: str
+    tier: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: Decimal
+    is_estimated: bool
+    status: str
+    is_streamed: bool
+    duration_ms: int
+    budget_day: date
+    created_at: datetime
+
+    def to_line(self) -> bytes:
+        data = asdict(self)
+        data["cost_usd"] = str(self.cost_usd)
+        data["budget_day"] = self.budget_day.isoformat()
+        data["created_at"] = self.created_at.isoformat()
+        return orjson.dumps(data) + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> UsageRecordData:
+        """Decode a spooled line; ValueError if it is not a whole record."""
+        try:
+            data = orjson.loads(line)
+            data["cost_usd"] = Decimal(data["cost_usd"])
+            data["budget_day"] = date.fromisoformat(data["budget_day"])
+            data["created_at"] = datetime.fromisoformat(data["created_at"])
+            return cls(**{field.name: data[field.name] for field in fields(cls)})
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation) as exc:
+            raise ValueError(f"not a usage record line: {type(exc).__name__}") from None
+
+    def to_model(self) -> UsageRecord:
+        return UsageRecord(**asdict(self))
+
+    def problems(self) -> list[str]:
+        """What the database would refuse, or (SQLite's INSERT OR IGNORE) silently drop."""
+        found = []
+        for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier"):
+            value = getattr(self, name)
+            limit = _MAX_LENGTHS[name]
+            if not isinstance(value, str) or len(value) > limit:
+                found.append(f"{name} is not a string of at most {limit} characters")
+        for name in ("tokens_in", "tokens_out", "duration_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+                found.append(f"{name} is not a non-negative 32-bit integer")
+        cost = self.cost_usd
+        if not isinstance(cost, Decimal) or not cost.is_finite() or not 0 <= cost < 10**8:
+            found.append("cost_usd is not an amount of at most 8 integer digits")
+        elif cost != cost.quantize(Decimal("0.000001")):
+            found.append("cost_usd has more than six decimal places")
+        if self.status not in UsageRecord.Status.values:
+            found.append("status is not a known usage status")
+        if not self.request_id:
+            found.append("request_id is empty")
+        return found
+
+
+def _max_length(name: str) -> int:
+    field = UsageRecord._meta.get_field(name)
+    assert isinstance(field, models.CharField) and field.max_length
+    return field.max_length
+
+
+_MAX_LENGTHS = {
+    name: _max_length(name)
+    for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier")
+}
+
+
+def usage_records_insert(records: list[UsageRecordData]) -> None:
+    """Insert in one transaction, skipping request ids already in the ledger."""
+    with transaction.atomic():
+        UsageRecord.objects.bulk_create(
+            [record.to_model() for record in records], ignore_conflicts=True
+        )
+
+
+def usage_record_lines_insert(lines: list[bytes]) -> None:
+    """The spool's sink: decode, check and insert spooled lines (ValueError on a bad one)."""
+    records = [UsageRecordData.from_line(line) for line in lines]
+    for record in records:
+        problems = record.problems()
+        if problems:
+            raise ValueError(f"usage record {record.request_id!r}: {'; '.join(problems)}")
+    usage_records_insert(records)
+
+
+async def usage_record_write(record: UsageRecordData) -> None:
+    """Make ``record`` durable: in the spool now, in the database soon.
+
+    In a process without a running flusher (no ASGI lifespan, e.g. a test
+    client), the spool is flushed right away in a worker thread, so the row
+    is in the database when this returns unless the database is down (then
+    it waits in the spool for the next flush or replay).
+    """
+    problems = record.problems()
+    if problems:
+        # Still spooled: the flush keeps it in the spool's .rejected file.
+        logger.error("usage record %s is invalid: %s", record.request_id, "; ".join(problems))
+    if not await _spool_async(record):
+        return
+    if spool.is_flusher_running():
+        return
+    try:
+        await spool.flush_async()
+    except DatabaseError:
+        logger.warning("usage spool: database unavailable, %s kept spooled", record.request_id)
+
+
+async def _spool_async(record: UsageRecordData) -> bool:
+    line = record.to_line()
+    try:
+        spool.append(line)
+    except OSError:
+        logger.exception("usage spool: append failed, writing %s directly", record.request_id)
+        await asyncio.to_thread(_insert_closing, record)
+        return False
+    return True
+
+
+def _insert_closing(record: UsageRecordData) -> None:
+    try:
+        usage_records_insert([record])
+    finally:
+        connections.close_all()
+
+
+def usage_record_write_now(record: UsageRecordData) -> None:
+    """Insert ``record`` synchronously; if the database is down, spool it (fsynced).
+
+    Either way the record is durable when this returns. A record the
+    database would refuse raises ValueError (a caller's bug, caught early).
+    """
+    problems = record.problems()
+    if problems:
+        raise ValueError(f"usage record {record.request_id!r}: {'; '.join(problems)}")
+    try:
+        usage_records_insert([record])
+    except (OperationalError, InterfaceError):
+        spool.append(record.to_line())
+        spool.sync()
+        logger.warning("usage ledger: database unavailable, %s spooled", record.request_id)
