@@ -10,8 +10,11 @@ step is not there yet, ``GatewayUnavailable`` says which one.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -165,6 +168,15 @@ class PhaseCount:
         default_factory=lambda: {"before": Counter(), "after": Counter()}
     )
     usage_records: int | None = None
+    monitor: dict[str, Counter[str]] = field(default_factory=dict)  # Redis MONITOR's view
+
+    def probe_commands(self) -> int:
+        """Commands (not round trips) the probe saw: a pipeline counts each."""
+        return sum(
+            len(detail.split("+")) * times
+            for counter in self.redis.values()
+            for detail, times in counter.items()
+        )
 
     def per_request(self, kind: str, phase: str) -> float:
         counter = self.redis[phase] if kind == "redis" else self.db[phase]
@@ -177,6 +189,7 @@ class PhaseCount:
             "redis": {phase: dict(counter) for phase, counter in self.redis.items()},
             "db": {phase: dict(counter) for phase, counter in self.db.items()},
             "usage_records": self.usage_records,
+            "monitor": {name: dict(counter) for name, counter in self.monitor.items()},
         }
 
 
@@ -196,6 +209,53 @@ def split_events(events: list[list[Any]]) -> PhaseCount:
     return count
 
 
+class RedisMonitor:
+    """Redis's own view, as a cross-check of the probe: every command the
+    server runs on the benchmark's db (``MONITOR``, filtered by db number, as
+    the server is shared), with commands run inside Lua scripts apart."""
+
+    _LINE = re.compile(rb'^\+?\d+\.\d+ \[(\d+) ([^\]]+)\] "([^"]+)"')
+
+    def __init__(self, redis_url: str) -> None:
+        parts = urlsplit(redis_url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.db = int(parts.path.lstrip("/") or 0)
+        self.commands: Counter[str] = Counter()
+        self.in_scripts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RedisMonitor:
+        self._socket = socket.create_connection(self.address, timeout=5)
+        self._socket.sendall(b"MONITOR\r\n")
+        self._socket.settimeout(0.1)
+        self._thread.start()
+        time.sleep(0.2)  # MONITOR is live once its +OK is read
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        time.sleep(0.2)
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
+
+    def _run(self) -> None:
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            *lines, buffer = (buffer + chunk).split(b"\r\n")
+            for line in lines:
+                match = self._LINE.match(line)
+                if match and int(match.group(1)) == self.db:
+                    name = match.group(3).decode().upper()
+                    (self.in_scripts if b"lua" in match.group(2) else self.commands)[name] += 1
+
+
 def _usage_records(database_url: str, request_ids: list[str]) -> int | None:
     try:
         with psycopg.connect(database_url, autocommit=True) as connection:
@@ -208,7 +268,14 @@ def _usage_records(database_url: str, request_ids: list[str]) -> int | None:
 
 
 def count_round_trips(
-    url: str, token: str, body: str, database_url: str, *, requests: int, settle: float
+    url: str,
+    token: str,
+    body: str,
+    database_url: str,
+    redis_url: str,
+    *,
+    requests: int,
+    settle: float,
 ) -> PhaseCount:
     """Send ``requests`` admitted requests one at a time to a probe gateway
     (``bench_probe``) on a warm cache and count their round trips."""
@@ -219,13 +286,15 @@ def count_round_trips(
         time.sleep(settle)
         client.get("/_bench/probe")
         request_ids = []
-        for _ in range(requests):
-            response = client.post(CHAT_PATH, content=body)
-            response.raise_for_status()
-            request_ids.append(response.headers.get("x-request-id", ""))
-            time.sleep(settle)  # lets work after the response finish inside this window
+        with RedisMonitor(redis_url) as monitor:
+            for _ in range(requests):
+                response = client.post(CHAT_PATH, content=body)
+                response.raise_for_status()
+                request_ids.append(response.headers.get("x-request-id", ""))
+                time.sleep(settle)  # lets work after the response finish inside this window
         events = client.get("/_bench/probe").json()["events"]
     count = split_events(events)
+    count.monitor = {"commands": monitor.commands, "in_scripts": monitor.in_scripts}
     if all(request_ids):  # SPEC: every admitted response names its request id
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -157,6 +157,17 @@ def counts_table(label: str, count: PhaseCount) -> str:
         f"| {count.per_request('db', 'after'):.2f} |",
         f"| statements | {_commands(count.db['before'], n)} | {_commands(count.db['after'], n)} |",
     ]
+    seen = count.monitor.get("commands")
+    if seen is not None:
+        scripts = count.monitor.get("in_scripts") or {}
+        lines += [
+            "",
+            f"Cross-check, Redis MONITOR on the benchmark db over the same requests: "
+            f"{sum(seen.values()) / max(n, 1):.2f} commands per request "
+            f"({_commands(seen, n)}), plus {sum(scripts.values()) / max(n, 1):.2f} run inside "
+            f"Lua scripts ({_commands(scripts, n)}); the probe saw "
+            f"{count.probe_commands() / max(n, 1):.2f} commands per request.",
+        ]
     return "\n".join(lines)
 
 

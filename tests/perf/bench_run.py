@@ -243,14 +243,12 @@ class Bench:
         process = gw.start_gateway("gateway-probe", command, self.gateway_env, TARGET_CORE)
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        database_url = self.config.database_url
+        stores = (self.config.database_url, self.config.redis_url)
         n = self.config.count_requests
         self.log(f"counting round trips over {n} + {n} requests (probe gateway)")
-        self.count = gw.count_round_trips(
-            url, self.token, BODY, database_url, requests=n, settle=0.15
-        )
+        self.count = gw.count_round_trips(url, self.token, BODY, *stores, requests=n, settle=0.15)
         self.stream_count = gw.count_round_trips(
-            url, self.token, STREAM_BODY, database_url, requests=n, settle=0.15
+            url, self.token, STREAM_BODY, *stores, requests=n, settle=0.15
         )
 
     def report(self, results: list[TargetResult]) -> str:
