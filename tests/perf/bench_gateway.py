@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import httpx
 import psycopg
 import redis
 
-from tests.perf.bench_processes import ROOT, Process, start
+from tests.perf.bench_processes import ARTIFACTS, ROOT, Process, start
 from tests.perf.bench_upstream import OPENAI_KEY
 
 UNLIMITED = "100000000"
@@ -61,6 +62,7 @@ def gateway_env(upstream_url: str, database_url: str, redis_url: str) -> dict[st
         DAILY_BUDGET_USD="1000000",
         DEVICE_DAILY_BUDGET_USD_FREE="0",
         DEVICE_DAILY_BUDGET_USD_PAID="0",
+        USAGE_SPOOL_DIR=str(ARTIFACTS / "spool"),
     )
     for tier in ("FREE", "PAID"):
         for layer in ("DEVICE_PER_DAY", "IP_PER_DAY", "USER_PER_DAY", "DEVICE_PER_MINUTE"):
@@ -75,7 +77,10 @@ def _maintenance_conninfo(database_url: str) -> tuple[str, str]:
 
 
 def recreate_database(env: dict[str, str]) -> None:
-    """Drop and create the benchmark database, then migrate it (seeds the routes)."""
+    """Drop and create the benchmark database, then migrate it (seeds the routes);
+    flush the Redis db and empty the usage spool, so nothing of an earlier run
+    is replayed into this one."""
+    shutil.rmtree(env["USAGE_SPOOL_DIR"], ignore_errors=True)
     maintenance, name = _maintenance_conninfo(env["DATABASE_URL"])
     with psycopg.connect(maintenance, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
