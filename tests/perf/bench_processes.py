@@ -118,11 +118,16 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICKS
 
 
-def machine_busy_seconds() -> float:
-    """CPU time all cores spent busy (not idle, not waiting for I/O) since boot."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / _TICKS
+def busy_seconds(core: int | None = None) -> float:
+    """CPU time one core (or, for None, all of them) spent busy (not idle, not
+    waiting for I/O) since boot."""
+    name = "cpu" if core is None else f"cpu{core}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / _TICKS
+    raise LookupError(f"no {name} line in /proc/stat")
 
 
 def children_cpu_seconds() -> float:

@@ -24,6 +24,7 @@ class TargetResult:
     reason: str = ""  # why it is not available, when it is not
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     other_cpu: list[float] = field(default_factory=list)
+    core_share: list[float] = field(default_factory=list)
     drain_cpu: list[float] = field(default_factory=list)
     peak_rss_mib: float | None = None
 
@@ -60,12 +61,13 @@ def results_table(results: list[TargetResult]) -> str:
     lines = [
         "| target | c=1 RPS | c=1 p50 / p99 ms | added p50 at c=1 ms | c=16 RPS "
         "| c=16 p50 / p99 ms | c=64 RPS | c=64 p50 / p99 ms | stream c=16 RPS "
-        "| stream TTFB p50 ms | peak RSS MiB | CPU s after load | other CPU (cores) | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stream TTFB p50 ms | peak RSS MiB | CPU s after load | own CPU at c=16 "
+        "| others on its core | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         if not result.available:
-            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 12)
+            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 13)
             continue
         cells = [result.label]
         for scenario in ("c1", "c16", "c64"):
@@ -79,6 +81,8 @@ def results_table(results: list[TargetResult]) -> str:
         cells.append("–" if result.peak_rss_mib is None else f"{result.peak_rss_mib:.0f}")
         drain = max(result.drain_cpu) if result.drain_cpu else None
         cells.append("–" if drain is None else f"{drain:.2f}")
+        share = statistics.median(result.core_share) if result.core_share else None
+        cells.append("–" if share is None else f"{share:.2f}")
         other = statistics.median(result.other_cpu) if result.other_cpu else None
         cells.append("–" if other is None else f"{other:.2f}")
         cells.append(str(result.errors()))

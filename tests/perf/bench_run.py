@@ -27,9 +27,9 @@ from tests.perf.bench_load import LOAD_CORE, Sample, ensure_wrk, run_client, run
 from tests.perf.bench_processes import (
     ARTIFACTS,
     Process,
+    busy_seconds,
     children_cpu_seconds,
     cpu_seconds,
-    machine_busy_seconds,
     peak_rss_mib,
     pinning_available,
     start,
@@ -177,14 +177,29 @@ class Bench:
         return run_wrk(self.wrk, target.url, BODY, target.authorization, concurrency, seconds)
 
     def measure_with_noise(self, target: Target, scenario: str) -> Sample:
-        def ours() -> float:
-            return sum(cpu_seconds(p.tree()) for p in self.processes) + children_cpu_seconds()
+        """One measurement, and how much of the target's core went to other
+        work meanwhile (CPU time of that core minus our own processes' on it)."""
+        assert target.process is not None
+        pinned = pinning_available()
+        is_fake = target.result.key == "fake"
+        core = (LOAD_CORE if is_fake else TARGET_CORE) if pinned else None
 
-        busy, mine, started = machine_busy_seconds(), ours(), time.monotonic()
+        def own() -> float:  # CPU time of what runs on that core (everything when unpinned)
+            processes = self.processes if core is None else [target.process]
+            spent = sum(cpu_seconds(process.tree()) for process in processes)
+            return spent + (children_cpu_seconds() if core in (None, LOAD_CORE) else 0.0)
+
+        def target_cpu() -> float:
+            return cpu_seconds(target.process.tree()) if target.process else 0.0
+
+        busy, mine, theirs = busy_seconds(core), own(), target_cpu()
+        started = time.monotonic()
         sample = self.measure(target, scenario, self.config.seconds)
         elapsed = time.monotonic() - started
-        other = (machine_busy_seconds() - busy) - (ours() - mine)
+        other = (busy_seconds(core) - busy) - (own() - mine)
         target.result.other_cpu.append(max(other, 0) / elapsed)
+        if scenario == "c16":
+            target.result.core_share.append((target_cpu() - theirs) / elapsed)
         target.result.drain_cpu.append(self.wait_idle(target))
         return sample
 
