@@ -22,6 +22,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import httpx
+
 from tests.perf import bench_gateway as gw
 from tests.perf.bench_load import LOAD_CORE, Sample, ensure_wrk, run_client, run_wrk
 from tests.perf.bench_processes import (
@@ -91,6 +93,7 @@ class Bench:
         self.wrk = ensure_wrk()
         self.count: gw.PhaseCount | None = None
         self.stream_count: gw.PhaseCount | None = None
+        self.count_error = ""
         self.gateway_env: dict[str, str] = {}
         self.token = ""
 
@@ -253,18 +256,24 @@ class Bench:
         return self.report([target.result for target in targets])
 
     def count_gateway(self) -> None:
-        port = free_port()
-        command = ["-m", "tests.perf.bench_probe", "--port", str(port)]
-        process = gw.start_gateway("gateway-probe", command, self.gateway_env, TARGET_CORE)
-        self.processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        stores = (self.config.database_url, self.config.redis_url)
         n = self.config.count_requests
         self.log(f"counting round trips over {n} + {n} requests (probe gateway)")
-        self.count = gw.count_round_trips(url, self.token, BODY, *stores, requests=n, settle=0.15)
-        self.stream_count = gw.count_round_trips(
-            url, self.token, STREAM_BODY, *stores, requests=n, settle=0.15
-        )
+        stores = (self.config.database_url, self.config.redis_url)
+        try:
+            port = free_port()
+            command = ["-m", "tests.perf.bench_probe", "--port", str(port)]
+            process = gw.start_gateway("gateway-probe", command, self.gateway_env, TARGET_CORE)
+            self.processes.append(process)
+            url = f"http://127.0.0.1:{port}"
+            self.count = gw.count_round_trips(
+                url, self.token, BODY, *stores, requests=n, settle=0.15
+            )
+            self.stream_count = gw.count_round_trips(
+                url, self.token, STREAM_BODY, *stores, requests=n, settle=0.15
+            )
+        except (httpx.HTTPError, TimeoutError, RuntimeError, OSError) as exc:
+            self.count_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            self.log(f"counting failed: {self.count_error}")
 
     def report(self, results: list[TargetResult]) -> str:
         pinning = (
@@ -287,6 +296,8 @@ class Bench:
         if self.count is not None and self.stream_count is not None:
             sections.append(counts_table("non-streamed", self.count))
             sections.append(counts_table("streamed", self.stream_count))
+        elif self.count_error:
+            sections.append(f"Round trips per request: not counted ({self.count_error}).")
         sections.append(targets_check(results, self.count))
         text = "\n\n".join(sections)
         self.save(text, results)
