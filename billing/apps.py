@@ -8,8 +8,14 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from billing import alerts
+        from billing import alerts, budget, receivers
+        from devices.signals import device_registered
         from gateway import lifecycle
+        from usage import rebuild
 
+        # The store asks the database for the pause when it rebuilds its
+        # counters, and (embedded profile) when another process changed it.
+        rebuild.set_pause_source(budget.stored_pause)
+        device_registered.connect(receivers.on_device_registered, dispatch_uid="billing-new-device")
         # Alerts queued before shutdown are delivered (or logged) before exit.
         lifecycle.on_shutdown(alerts.shutdown)

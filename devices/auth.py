@@ -21,7 +21,6 @@ Redis restart that happens to restore an equal version).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -42,6 +41,7 @@ from devices.tokens import looks_like_device_id, looks_like_token, token_hash
 from gateway import clock
 from gateway.errors import AuthenticationFailed
 from gateway.store import read_versions
+from usage import guard
 
 logger = logging.getLogger(__name__)
 
@@ -193,18 +193,8 @@ def _with_status(device: AuthenticatedDevice, status: str) -> AuthenticatedDevic
 
 
 async def _refuse(ip: str) -> NoReturn:
-    await _record_auth_failure(ip)
-    raise AuthenticationFailed()
-
-
-async def _record_auth_failure(ip: str) -> None:
-    # usage.guard is issue 3's; until it is merged this is a no-op. The lead
-    # replaces this with a plain import at merge time.
-    if importlib.util.find_spec("usage.guard") is None:
-        return
-    from usage import guard  # type: ignore[attr-defined]
-
     await guard.record_auth_failure(ip)
+    raise AuthenticationFailed()
 
 
 # --- Django views ------------------------------------------------------------
@@ -215,9 +205,12 @@ def request_headers(request: HttpRequest) -> dict[str, str]:
 
 
 async def authenticate_request(request: HttpRequest) -> AuthenticatedDevice:
+    """The IP guard, then authentication (SPEC's order), for Django views."""
     from usage.ipguard import client_ip_from_request
 
-    return await authenticate(request_headers(request), ip=client_ip_from_request(request))
+    ip = client_ip_from_request(request)
+    await guard.check_ip(ip)
+    return await authenticate(request_headers(request), ip=ip)
 
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ from devices.auth import device_required
 from devices.db import run_sync
 from devices.services import device_register, has_control_characters
 from gateway.errors import InvalidRequest, RequestTooLarge
+from usage import guard
 from usage.ipguard import client_ip_from_request
 
 REGISTRATION_FIELDS = {"deviceName": "name", "platform": "platform", "version": "version"}
@@ -29,9 +29,11 @@ REGISTERED_MESSAGE = (
 @csrf_exempt  # a public API authenticated by nothing a browser sends by itself
 @require_POST
 async def register(request: HttpRequest) -> JsonResponse:
-    fields = _registration_fields(_json_object(request))
     ip = client_ip_from_request(request)
-    await _admit_registration(ip)
+    await guard.check_ip(ip)
+    # Bad input is refused before the registration is counted against the IP.
+    fields = _registration_fields(_json_object(request))
+    await guard.admit_registration(ip)
     device, token = await run_sync(device_register, ip=ip, **fields)
     return JsonResponse(
         {
@@ -91,13 +93,3 @@ def _registration_fields(data: dict[str, Any]) -> dict[str, str]:
             )
         fields[name] = value
     return fields
-
-
-async def _admit_registration(ip: str) -> None:
-    # usage.guard is issue 3's; until it is merged this is a no-op. The lead
-    # replaces this with a plain import at merge time.
-    if importlib.util.find_spec("usage.guard") is None:
-        return
-    from usage import guard  # type: ignore[attr-defined]
-
-    await guard.admit_registration(ip)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,11 @@ class StoreUnavailable(ServiceUnavailable):
 
 # --- Redis clients -----------------------------------------------------------
 
-_async_clients: dict[int, Any] = {}
+# Keyed by the loop object itself, weakly: a client is bound to its loop, and
+# an id() could be reused by a later loop once the first one is gone.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
 _async_lock = threading.Lock()
 
 
@@ -59,11 +64,11 @@ def async_redis() -> Any:
     """The process's asyncio Redis client for the running event loop."""
     import redis.asyncio as aioredis
 
-    loop_id = id(asyncio.get_running_loop())
-    client = _async_clients.get(loop_id)
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
     if client is None:
         with _async_lock:
-            client = _async_clients.get(loop_id)
+            client = _async_clients.get(loop)
             if client is None:
                 client = aioredis.Redis.from_url(
                     str(settings.REDIS_URL),
@@ -72,7 +77,7 @@ def async_redis() -> Any:
                     health_check_interval=30,
                     max_connections=512,
                 )
-                _async_clients[loop_id] = client
+                _async_clients[loop] = client
     return client
 
 
@@ -83,9 +88,9 @@ def sync_redis() -> Any:
 
 
 async def close_async_clients() -> None:
-    clients = list(_async_clients.values())
-    _async_clients.clear()
-    for client in clients:
+    """Close the running loop's client (clients of other loops cannot be closed from here)."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
         await client.aclose()
 
 

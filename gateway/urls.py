@@ -3,12 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from gateway import health
+from gateway import health, views
 
 urlpatterns = [
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("v1/devices/", include("devices.urls")),
+    path("v1/usage/stats", views.usage_stats_view, name="usage-stats"),
     path("api/admin/", include("devices.api_urls")),
     path("admin/", admin.site.urls),
 ]

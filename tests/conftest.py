@@ -20,7 +20,7 @@ from django.db import connection
 from gateway import clock as gateway_clock
 from tests.support.processes import GatewayServer, base_environment, start_gateway
 
-pytest_plugins = ["tests.fakes.conftest_plugin"]
+pytest_plugins = ["tests.fakes.conftest_plugin", "tests.support.personas"]
 
 IS_PRODUCTION = settings.GATEWAY_PROFILE == "production"
 CLOCK_FILE = Path(settings.BASE_DIR) / "var" / f"test-clock-{os.getpid()}"
@@ -65,6 +65,9 @@ def _test_clock_file() -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def _fresh_shared_state() -> Iterator[None]:
     """Each test starts with an empty shared store and real time."""
+    from usage.backends import reset_memory_backend
+
+    reset_memory_backend()
     if settings.REDIS_URL:
         from django_redis import get_redis_connection
 

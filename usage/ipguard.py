@@ -5,8 +5,10 @@
 right past trusted addresses, skipping entries that are not IP addresses,
 and the first untrusted address is the client. A client cannot inject an
 address by sending its own header: entries left of the first untrusted one
-are never read. IPv6 clients are counted per /64 (one subscriber usually
-holds a whole /64), see ``limit_key``.
+are never read. A trusted proxy that sends ``X-Real-IP`` instead (nginx's
+usual ``proxy_set_header X-Real-IP $remote_addr``) is believed too, when
+there is no usable ``X-Forwarded-For``. IPv6 clients are counted per /64
+(one subscriber usually holds a whole /64), see ``limit_key``.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def _parse(value: str) -> IPAddress | None:
     return address
 
 
-def client_ip(peer: str | None, forwarded_for: Iterable[str] = ()) -> str:
-    """The client's address given the socket peer and every X-Forwarded-For line."""
+def client_ip(
+    peer: str | None, forwarded_for: Iterable[str] = (), real_ip: str | None = None
+) -> str:
+    """The client's address given the socket peer, every X-Forwarded-For line and X-Real-IP."""
     peer_address = _parse(peer or "")
     if peer_address is None:
         return "0.0.0.0"  # noqa: S104 (a placeholder address, never bound)
@@ -52,7 +56,7 @@ def client_ip(peer: str | None, forwarded_for: Iterable[str] = ()) -> str:
     if not trusted or not any(peer_address in network for network in trusted):
         return str(peer_address)
     entries = [entry for line in forwarded_for for entry in line.split(",")]
-    client = peer_address
+    client: IPAddress | None = None
     for entry in reversed(entries):
         address = _parse(entry)
         if address is None:
@@ -60,27 +64,39 @@ def client_ip(peer: str | None, forwarded_for: Iterable[str] = ()) -> str:
         client = address
         if not any(address in network for network in trusted):
             break
+    if client is None:
+        client = _parse(real_ip or "") or peer_address
     return str(client)
 
 
 def client_ip_from_scope(scope: Mapping[str, Any]) -> str:
     """Client address of an ASGI HTTP scope (the lean handler)."""
     peer = scope.get("client")
-    forwarded = [
-        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
-    ]
-    return client_ip(peer[0] if peer else None, forwarded)
+    forwarded: list[str] = []
+    real_ip = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-real-ip":
+            real_ip = value.decode("latin-1")
+    return client_ip(peer[0] if peer else None, forwarded, real_ip)
 
 
 def client_ip_from_request(request: HttpRequest) -> str:
     """Client address of a Django request (every line of the header arrives joined)."""
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    return client_ip(request.META.get("REMOTE_ADDR"), [forwarded] if forwarded else [])
+    return client_ip(
+        request.META.get("REMOTE_ADDR"),
+        [forwarded] if forwarded else [],
+        request.META.get("HTTP_X_REAL_IP"),
+    )
 
 
 def limit_key(ip: str) -> str:
     """The identity an address is counted under: itself for IPv4, its /64 for IPv6."""
     address = ipaddress.ip_address(ip)
     if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:  # ::ffff:203.0.113.7 is that IPv4 client, not ::/64
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return ip

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import ipaddress
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from gateway import clock
 
 
 class UsageRecord(models.Model):
@@ -53,3 +59,54 @@ class UsageRecord(models.Model):
     @property
     def tokens(self) -> int:
         return self.tokens_in + self.tokens_out
+
+
+def validate_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValidationError(
+            "Enter an IP address or a CIDR network, e.g. 203.0.113.0/24 or 2001:db8::/48."
+        ) from None
+
+
+def normalize_network(value: str) -> str:
+    """``203.0.113.7/24`` -> ``203.0.113.0/24``; a bare address becomes a /32 or /128."""
+    return str(ipaddress.ip_network(value.strip(), strict=False))
+
+
+class BlockedNetwork(models.Model):
+    """Addresses refused with 403 ``ip_blocked`` before anything else is checked.
+
+    Every process keeps the list in memory and reloads it when the store's
+    epoch moves (bumped after each save and delete, see ``usage.apps``).
+    """
+
+    cidr = models.CharField(
+        "network",
+        max_length=64,
+        unique=True,
+        validators=[validate_network],
+        help_text="An IP address or CIDR network, e.g. 203.0.113.0/24 or 2001:db8::/48.",
+    )
+    reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=clock.utcnow, editable=False)
+
+    class Meta:
+        ordering = ["cidr"]
+        verbose_name = "blocked network"
+
+    def __str__(self) -> str:
+        return self.cidr
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.cidr = normalize_network(self.cidr)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        # Normalised before the uniqueness check, so 203.0.113.7/24 and
+        # 203.0.113.0/24 are seen as the same network.
+        try:
+            self.cidr = normalize_network(self.cidr)
+        except ValueError:
+            pass  # clean_fields reported it

@@ -16,6 +16,7 @@ from billing.models import AlertLog
 from tests.billing.factories import create_records
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT
+from tests.support.store import forget_store_counters
 
 SESSION_TOKEN = "hzt_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"
 PROVIDER_KEY = "sk-proj-" + "Zx9" * 16
@@ -39,6 +40,9 @@ def _check_budget() -> str:
 
 def _spend_today(clock, usd: str) -> None:
     create_records(1, budget_day=budget_day(clock.now()), cost_usd=Decimal(usd))
+    # The store learns spend when requests settle; records written straight to
+    # the ledger are seen once its counters are rebuilt from it.
+    forget_store_counters()
 
 
 def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack):
@@ -209,3 +213,19 @@ def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
     assert alerts.drain()
     assert fake_slack.requests == 0
     assert "Slack not configured" in caplog.text and "tablet" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registering_a_device_alerts_slack_once_without_its_token(fake_slack, client):
+    response = client.post(
+        "/v1/devices/register",
+        {"deviceName": "Ana's phone", "platform": "ios", "version": "1.2.0"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert alerts.drain()
+    (message,) = fake_slack.messages
+    assert body["deviceId"] in message.text and "Ana's phone" in message.text
+    assert f"/admin/devices/device/{body['deviceId']}/change/" in message.text
+    assert body["sessionToken"] not in message.text

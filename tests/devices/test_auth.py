@@ -26,7 +26,7 @@ def auth_failures(monkeypatch):
     async def record(ip: str) -> None:
         recorded.append(ip)
 
-    monkeypatch.setattr(auth, "_record_auth_failure", record)
+    monkeypatch.setattr(auth.guard, "record_auth_failure", record)
     return recorded
 
 

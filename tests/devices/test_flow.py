@@ -210,13 +210,19 @@ def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_a_redis_outage_is_a_503_not_a_500(gateway_servers):
+def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device):
     (server,) = gateway_servers(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    device_id, token = register(server)
-    command("approve_device", device_id)
-    response = me(server, **{"X-Device-ID": device_id, "X-Session-Token": token})
+    registered = make_device("approved")
+    response = me(server, **registered.pair())
     error_of(response, 503, "service_unavailable")
     assert response.headers["Retry-After"]
+    # Registration counts against the per-IP limit in Redis: it fails closed too.
+    refused = httpx.post(
+        f"{server.url}/v1/devices/register",
+        json={"deviceName": "x", "platform": "y", "version": "1"},
+        timeout=30,
+    )
+    error_of(refused, 503, "service_unavailable")
 
 
 def test_last_seen_is_kept_in_memory_and_written_at_shutdown(gateway_servers):

@@ -113,7 +113,7 @@ def test_the_per_ip_registration_limit_is_asked_first_with_the_client_ip(client,
         if len(asked) > 1:
             raise RegistrationLimited(retry_after=3600)
 
-    monkeypatch.setattr(views, "_admit_registration", admit)
+    monkeypatch.setattr(views.guard, "admit_registration", admit)
     assert post(client, REGISTRATION).status_code == 201
     response = post(client, REGISTRATION)
     assert_error(response, 429, "registration_rate_limit_exceeded")
@@ -140,3 +140,20 @@ def test_me_answers_the_devices_own_record_once_approved(client, make_device):
     assert response.status_code == 200
     assert response.json() == {"id": approved.id, "status": "approved", "tier": "paid"}
     assert_error(client.get("/v1/devices/me"), 401, "invalid_credentials")
+
+
+def test_registrations_past_the_hourly_limit_per_ip_are_refused_with_retry_after(
+    client, settings, clock
+):
+    settings.REGISTRATIONS_PER_IP_PER_HOUR = 2
+    assert post(client, REGISTRATION).status_code == 201
+    assert post(client, REGISTRATION).status_code == 201
+    refused = post(client, REGISTRATION)
+    assert_error(refused, 429, "registration_rate_limit_exceeded")
+    # The window is sub-bucketed: a slot frees at most one bucket (60 s) after an hour.
+    assert 3500 < int(refused["Retry-After"]) <= 3600 + 60
+    assert Device.objects.count() == 2
+    other_ip = post(client, REGISTRATION, REMOTE_ADDR="198.51.100.7")
+    assert other_ip.status_code == 201
+    clock.advance(3600 + 60)
+    assert post(client, REGISTRATION).status_code == 201

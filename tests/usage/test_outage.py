@@ -1,0 +1,160 @@
+"""Redis failures, restarts and several processes sharing one Redis."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+
+from gateway.store import StoreUnavailable, sync_redis
+from tests.conftest import gateway_environment
+from tests.support.processes import ROOT, PrivateRedis
+from tests.usage.conftest import redis_settings
+from usage import guard, limits
+from usage.days import budget_day
+from usage.limits import AdmissionRequest
+from usage.models import UsageRecord
+
+_ids = itertools.count()
+
+
+def request(device="dev-1", reserve=0):
+    return AdmissionRequest(f"out-{next(_ids)}", device, "203.0.113.7", None, "free", reserve)
+
+
+@pytest.fixture
+def private_redis(settings):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis().start()
+    redis_settings(settings, server.url)
+    yield server
+    server.stop()
+
+
+def ledger(now, rows):
+    for device, cost in rows:
+        UsageRecord.objects.create(
+            request_id=f"out-led-{next(_ids)}",
+            device_id=device,
+            ip="203.0.113.7",
+            model="llama3-8b-instruct",
+            provider="digitalocean",
+            tier="free",
+            cost_usd=Decimal(cost),
+            status=UsageRecord.Status.OK,
+            budget_day=budget_day(now - 60),
+            created_at=datetime.fromtimestamp(now - 60, UTC),
+        )
+
+
+def assert_unavailable(error):
+    assert error.status == 503
+    assert error.code == "service_unavailable"
+    assert error.headers()["Retry-After"] == "5"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_rebuilt_counters(
+    private_redis, limits_config, settings, frozen_clock
+):
+    limits_config(device=5)
+    settings.DAILY_BUDGET_USD = Decimal("1.00")
+    settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal("0"), "paid": Decimal("0")}
+    now = frozen_clock.now()
+    await sync_to_async(ledger)(now, [("dev-1", "0.50"), ("dev-1", "0.40")])
+    in_flight = await limits.admit(request(reserve=50_000))
+    assert in_flight.layers["device"].remaining == 2
+
+    private_redis.stop()
+    calls = [
+        lambda: limits.admit(request()),
+        lambda: limits.settle(in_flight.reservation, actual_micro_usd=1),
+        lambda: limits.budget_state(),
+        lambda: limits.layer_state(device_id="dev-1", ip="203.0.113.7", user_id=None, tier="free"),
+        lambda: guard.check_ip("203.0.113.7"),
+        lambda: guard.record_auth_failure("203.0.113.7"),
+        lambda: guard.admit_registration("203.0.113.7"),
+        lambda: sync_to_async(limits.budget_state_sync)(),
+        lambda: sync_to_async(limits.service_pause)(reason="x"),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable) as caught:
+            await call()
+        assert_unavailable(caught.value)
+
+    private_redis.start()  # same port, nothing in it (no scripts either)
+    again = await limits.admit(request(reserve=50_000))
+    assert again.admitted
+    # 2 requests in the ledger + this one; the one in flight has no record yet.
+    assert again.layers["device"].remaining == 2
+    state = await limits.budget_state()
+    assert (state.spent_micro_usd, state.reserved_micro_usd) == (900_000, 50_000)
+    # The request admitted before the restart settles into the rebuilt day, once.
+    assert await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
+    assert not await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
+    assert (await limits.budget_state()).spent_micro_usd == 930_000
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend):
+    assert (await limits.admit(request())).admitted
+    sync_redis().script_flush()
+    assert (await limits.admit(request())).admitted
+
+
+@pytest.fixture
+def shared_redis_url(_private_redis):
+    """A Redis the test and its worker processes share (flushed by the fixtures)."""
+    if django_settings.REDIS_URL:
+        return django_settings.REDIS_URL
+    if _private_redis is None:
+        pytest.skip("no Redis configured and no redis-server installed")
+    import redis
+
+    redis.Redis.from_url(_private_redis.url).flushdb()
+    return _private_redis.url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
+    shared_redis_url, tmp_path
+):
+    env = gateway_environment(
+        REDIS_URL=shared_redis_url,
+        RATE_LIMIT_FREE_DEVICE_PER_DAY="20",
+        RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000",
+    )
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.usage.admission_worker", str(go), "50", f"p{n}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+        go.touch()
+        outputs = [worker.communicate(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert sum(s["admitted"] for s in summaries) == 20
+    assert {layer for s in summaries for layer in s["refused_by"]} == {"device"}
+    assert sum(s["rebuilt"] for s in summaries) == 1  # one rebuild across both processes

@@ -1,0 +1,244 @@
+"""The interface both limiter backends implement, and the data they exchange.
+
+``usage.limits`` turns a caller's request into an ``AdmitPlan`` (every key,
+limit and time the atomic step needs, computed once in Python) and hands it
+to the backend, which checks and takes everything in one atomic step: one
+Lua script in Redis, one lock in this process. Backends never read settings
+or the clock themselves: the plan carries ``now``, so tests can move time and
+every process agrees on what "now" was for a decision.
+
+Keys are built here, from ``gateway.store.key``, for both backends (the
+in-process one uses them as dictionary keys), so a key's name is defined once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from gateway.store import key
+from usage.windows import WindowSpec
+
+LAYERS = ("device", "ip", "user", "burst", "global")
+RATE_LAYERS = LAYERS  # checked in this order, after the pause and before the budgets
+
+
+# --- Keys --------------------------------------------------------------------
+
+LIVE_KEY = key("live")  # "the counters are live": absent after Redis lost its data
+REBUILD_LOCK_KEY = key("rebuild", "lock")
+PAUSE_KEY = key("pause")
+
+
+def layer_keys(device_id: str, ip: str, user_id: str | None) -> dict[str, str]:
+    """The window key of each layer, in the order the layers are checked."""
+    keys = {
+        "device": key("rl", "device", device_id, "day"),
+        "ip": key("rl", "ip", ip, "day"),
+        "user": key("rl", "user", user_id, "day"),
+        "burst": key("rl", "device", device_id, "min"),
+        "global": key("rl", "global", "day"),
+    }
+    if user_id is None:
+        del keys["user"]
+    return keys
+
+
+def budget_key(day: str) -> str:
+    return key("budget", day)
+
+
+def device_budget_prefix(day: str) -> str:
+    return key("budget", day, "device", "")
+
+
+def device_budget_key(day: str, device_id: str) -> str:
+    return device_budget_prefix(day) + device_id
+
+
+def reservation_keys(day: str) -> dict[str, str]:
+    """Open reservations (amount and device), their expiry times, and the expired ones."""
+    return {
+        "open": key("budget", day, "resv"),
+        "expiry": key("budget", day, "resv", "exp"),
+        "expired": key("budget", day, "resv", "expired"),
+        "orphans": key("budget", day, "resv", "orphans"),
+    }
+
+
+def registration_key(ip: str) -> str:
+    return key("rl", "register", ip)
+
+
+def auth_failure_key(ip: str) -> str:
+    return key("abuse", "authfail", ip)
+
+
+def ip_block_key(ip: str) -> str:
+    return key("abuse", "block", ip)
+
+
+IP_BLOCK_INDEX_KEY = key("abuse", "blocks")
+
+
+# --- Data exchanged with the backends ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PauseState:
+    """The service is paused: automatically (budget spent) or by an operator."""
+
+    reason: str
+    is_automatic: bool
+    since: float
+    until: float | None  # epoch seconds; None = until resumed
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A budget reservation held by an admitted request, to be settled once."""
+
+    request_id: str
+    device_id: str
+    budget_day: str  # YYYY-MM-DD in BUDGET_TIMEZONE, the day the request was admitted in
+    amount_micro_usd: int
+    expires_at: float
+    generation: str  # which incarnation of the store admitted it (see settle)
+
+
+@dataclass(frozen=True)
+class AdmitPlan:
+    now: float
+    request_id: str
+    device_id: str
+    keys: dict[str, str]  # layer -> window key (no "user" for a device without owner)
+    limits: dict[str, int]  # layer -> limit
+    day_spec: WindowSpec
+    burst_seconds: int
+    budget_day: str
+    budget_micro_usd: int
+    device_cap_micro_usd: int  # 0 = no cap
+    reserve_micro_usd: int
+    expires_at: float  # when the reservation is released if never settled
+    next_day_at: float  # start of the next budget day (end of an automatic pause)
+    is_peek: bool = False  # read the layers only, take nothing
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "admitted" | "refused" | "not_live"
+    refused_by: str | None = None
+    is_hard: bool = False  # a budget refusal that waiting for in-flight requests won't cure
+    auto_paused: bool = False
+    generation: str = ""
+    counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # layer -> (count, reset)
+    pause: PauseState | None = None
+
+
+NOT_LIVE = Outcome(status="not_live")
+
+
+@dataclass(frozen=True)
+class BudgetFigures:
+    spent_micro_usd: int
+    reserved_micro_usd: int
+    pause: PauseState | None
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    admitted: bool
+    count: int
+    reset_at: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Counters rebuilt from the ledger, loaded in one atomic step."""
+
+    day_spec: WindowSpec
+    windows: dict[str, dict[int, int]]  # day window key -> bucket -> count
+    logs: dict[str, list[tuple[float, str]]]  # burst key -> (time, request id)
+    budget_day: str
+    spent_micro_usd: int
+    device_spent_micro_usd: dict[str, int]
+    pause: PauseState | None  # the operator's copy (billing's), mirrored when set
+
+
+@dataclass(frozen=True)
+class IpBlock:
+    ip: str
+    until: float
+
+
+class Backend(ABC):
+    """Admission state: rate windows, budget reservations, pause, abuse blocks."""
+
+    name: str
+
+    # Admission -------------------------------------------------------------
+    @abstractmethod
+    async def admit(self, plan: AdmitPlan) -> Outcome: ...
+
+    @abstractmethod
+    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
+        """True the first time, False after; None when the counters are not live."""
+
+    @abstractmethod
+    async def extend(self, reservation: Reservation, expires_at: float) -> bool: ...
+
+    # Budget and pause -------------------------------------------------------
+    @abstractmethod
+    async def budget(self, day: str, now: float) -> BudgetFigures | None: ...
+
+    @abstractmethod
+    def budget_sync(self, day: str, now: float) -> BudgetFigures | None: ...
+
+    @abstractmethod
+    def set_pause_sync(self, pause: PauseState | None) -> None: ...
+
+    @abstractmethod
+    async def set_pause(self, pause: PauseState | None) -> None: ...
+
+    # Rebuild from the ledger -------------------------------------------------
+    @abstractmethod
+    async def is_live(self) -> bool: ...
+
+    @abstractmethod
+    def is_live_sync(self) -> bool: ...
+
+    @abstractmethod
+    async def take_rebuild_lock(self, token: str, seconds: float) -> bool: ...
+
+    @abstractmethod
+    def take_rebuild_lock_sync(self, token: str, seconds: float) -> bool: ...
+
+    @abstractmethod
+    async def load(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+        """Write the snapshot and mark the counters live, unless they already are."""
+
+    @abstractmethod
+    def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool: ...
+
+    # Guard ------------------------------------------------------------------
+    @abstractmethod
+    async def window_hit(
+        self, window_key: str, spec: WindowSpec, limit: int, now: float
+    ) -> WindowResult:
+        """Count one event if the window has room (registrations)."""
+
+    @abstractmethod
+    async def auth_failure(
+        self, ip: str, spec: WindowSpec, limit: int, now: float, block_seconds: float
+    ) -> float | None:
+        """Count a failure; returns the block's end when this failure blocked the IP."""
+
+    @abstractmethod
+    async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
+        """(stamp of the shared configuration, end of the IP's block or None), one round trip."""
+
+    @abstractmethod
+    def list_ip_blocks_sync(self, now: float) -> list[IpBlock]: ...
+
+    @abstractmethod
+    def lift_ip_block_sync(self, ip: str) -> bool: ...

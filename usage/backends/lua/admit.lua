@@ -1,0 +1,137 @@
+-- Admission: the pause, every rate layer and both budget reservations are
+-- checked, in SPEC's order, and taken all together or not at all.
+--
+-- KEYS: 1 live marker, 2 pause, 3 budget of the day, 4 device's budget of
+--       the day, 5 open reservations, 6 their expiry times, 7 expired
+--       reservations, 8.. one window per layer named in ARGV[6]
+-- ARGV: 1 the numbers, space separated (fewer arguments to encode on the hot
+--         path): now, day bucket seconds, day buckets, burst seconds, budget,
+--         device cap (0: none), reserve, reservation expiry, next budget day,
+--         window ttl, burst ttl, budget ttl, live ttl, pause ttl, then the
+--         limit of each layer
+--       2 request id, 3 device id, 4 peek ('1': read only),
+--       5 device budget key prefix, 6 layer names (comma separated)
+-- Returns {status, refused_by, hard, auto_paused, generation, has_pause,
+--          reason, automatic, since, until, "count reset" of each layer}
+-- Money is integer micro-USD, kept as decimal strings for HINCRBY.
+
+local generation = redis.call('GET', KEYS[1])
+if not generation then return {'not_live'} end
+
+local v = {}
+for token in string.gmatch(ARGV[1], '%S+') do v[#v + 1] = token end
+local now_text, now = v[1], tonumber(v[1])
+local bucket_seconds, buckets, burst_seconds = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+local budget, cap, reserve_text = tonumber(v[5]), tonumber(v[6]), v[7]
+local expires_text, next_day_text = v[8], v[9]
+local window_ttl, burst_ttl, budget_ttl, live_ttl, pause_ttl = v[10], v[11], v[12], v[13], v[14]
+local request_id, device_id, device_prefix = ARGV[2], ARGV[3], ARGV[5]
+local bucket = math.floor(now / bucket_seconds)
+
+local names, counts, oldest, limits = {}, {}, {}, {}
+for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name end
+for i, name in ipairs(names) do
+  limits[i] = tonumber(v[14 + i])
+  if name == 'burst' then
+    counts[i] = log_load(KEYS[7 + i], now, burst_seconds)
+  else
+    counts[i], oldest[i] = window_load(KEYS[7 + i], bucket, buckets)
+  end
+end
+
+local function reply(status, refused_by, hard, auto_paused, pause, refused_index)
+  local result = {status, refused_by, hard, auto_paused, generation}
+  if pause then
+    for _, value in ipairs({1, pause[1], pause[2], pause[3], pause[4]}) do
+      result[#result + 1] = value
+    end
+  else
+    for _, value in ipairs({0, '', '', '', ''}) do result[#result + 1] = value end
+  end
+  -- One string for all layers ("count reset count reset ..."): one reply
+  -- element to parse instead of two per layer.
+  local layers = {}
+  for i, name in ipairs(names) do
+    local need = 1
+    if i == refused_index then need = counts[i] - limits[i] + 1 end
+    local reset
+    if name == 'burst' then
+      reset = log_reset_at(KEYS[7 + i], counts[i], need, burst_seconds, now)
+    else
+      reset = window_reset_at(KEYS[7 + i], counts[i], oldest[i], need, bucket, buckets,
+        bucket_seconds, now)
+    end
+    layers[#layers + 1] = counts[i]
+    layers[#layers + 1] = fmt(reset)
+  end
+  result[#result + 1] = table.concat(layers, ' ')
+  return result
+end
+
+if ARGV[4] == '1' then return reply('peek', '', 0, 0, nil, 0) end
+if redis.call('HEXISTS', KEYS[5], request_id) == 1 then
+  return redis.error_reply('DUPLICATE request id already holds a reservation')
+end
+
+-- 1. The pause (an automatic one ends at the next budget day by itself).
+local pause = redis.call('HMGET', KEYS[2], 'reason', 'automatic', 'since', 'until')
+if pause[1] then
+  if pause[4] ~= '' and now >= tonumber(pause[4]) then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('PEXPIRE', KEYS[2], pause_ttl)
+    return reply('refused', 'paused', 0, 0, pause, 0)
+  end
+end
+
+-- 2. Rate layers, in order.
+for i, name in ipairs(names) do
+  if counts[i] >= limits[i] then return reply('refused', name, 0, 0, nil, i) end
+end
+
+-- 3. The device's daily dollar cap, 4. the global budget.
+purge_expired(KEYS[5], KEYS[6], KEYS[7], KEYS[3], device_prefix, now, budget_ttl)
+local reserve = tonumber(reserve_text)
+if cap > 0 then
+  local money = redis.call('HMGET', KEYS[4], 'spent', 'reserved')
+  local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
+  if spent + reserved + reserve > cap then
+    local hard = 0
+    if spent + reserve > cap then hard = 1 end
+    return reply('refused', 'device_budget', hard, 0, nil, 0)
+  end
+end
+local money = redis.call('HMGET', KEYS[3], 'spent', 'reserved')
+local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
+if spent + reserved + reserve > budget then
+  -- Only a request that would not fit with nothing else in flight pauses
+  -- the service (until the next budget day); in-flight reservations alone
+  -- only refuse.
+  if spent + reserve > budget then
+    local automatic = {'daily budget exhausted', '1', now_text, next_day_text}
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'reason', automatic[1], 'automatic', automatic[2],
+      'since', automatic[3], 'until', automatic[4])
+    redis.call('PEXPIRE', KEYS[2], pause_ttl)
+    return reply('refused', 'budget', 1, 1, automatic, 0)
+  end
+  return reply('refused', 'budget', 0, 0, nil, 0)
+end
+
+-- Everything fits: take it all.
+for i, name in ipairs(names) do
+  if name == 'burst' then
+    redis.call('ZADD', KEYS[7 + i], now_text, request_id)
+    redis.call('PEXPIRE', KEYS[7 + i], burst_ttl)
+  else
+    oldest[i] = window_add(KEYS[7 + i], bucket, counts[i], oldest[i], window_ttl)
+  end
+  counts[i] = counts[i] + 1
+end
+redis.call('HINCRBY', KEYS[3], 'reserved', reserve_text)
+redis.call('HINCRBY', KEYS[4], 'reserved', reserve_text)
+redis.call('HSET', KEYS[5], request_id, reserve_text .. ' ' .. device_id)
+redis.call('ZADD', KEYS[6], expires_text, request_id)
+for k = 3, 6 do redis.call('PEXPIRE', KEYS[k], budget_ttl) end
+redis.call('PEXPIRE', KEYS[1], live_ttl)
+return reply('admitted', '', 0, 0, nil, 0)

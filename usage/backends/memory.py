@@ -1,0 +1,363 @@
+"""The in-process backend (embedded profile): the same rules under one lock.
+
+Everything lives in this process, so it is exact only with a single worker
+(system check ``hanzo.W001`` warns otherwise). The lock is a
+``threading.Lock`` held only around pure computation, never across an
+``await``: the event loop and Django's sync threads (admin, commands) share
+it safely. Memory is bounded: idle windows and old budget days are swept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store import read_versions
+from usage.backends.base import (
+    NOT_LIVE,
+    RATE_LAYERS,
+    AdmitPlan,
+    Backend,
+    BudgetFigures,
+    IpBlock,
+    Outcome,
+    PauseState,
+    Reservation,
+    Snapshot,
+    WindowResult,
+    auth_failure_key,
+)
+from usage.windows import BucketWindow, SlidingLog, WindowSpec
+
+AUTOMATIC_PAUSE_REASON = "daily budget exhausted"
+SWEEP_EVERY_SECONDS = 600
+DAYS_KEPT = 3
+
+
+@dataclass
+class _Money:
+    spent: int = 0
+    reserved: int = 0
+
+
+@dataclass
+class _Day:
+    total: _Money = field(default_factory=_Money)
+    devices: dict[str, _Money] = field(default_factory=dict)
+    open: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # amount, device, exp
+    expired: dict[str, str] = field(default_factory=dict)  # request id -> device
+    orphans: set[str] = field(default_factory=set)
+
+    def device(self, device_id: str) -> _Money:
+        return self.devices.setdefault(device_id, _Money())
+
+    def purge_expired(self, now: float) -> None:
+        for request_id, (amount, device_id, expires_at) in list(self.open.items()):
+            if expires_at <= now:
+                del self.open[request_id]
+                self.total.reserved -= amount
+                self.device(device_id).reserved -= amount
+                self.expired[request_id] = device_id
+
+    def spend(self, device_id: str, amount: int) -> None:
+        self.total.spent += amount
+        self.device(device_id).spent += amount
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._incarnation = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, as a restarted process would (tests)."""
+        with self._lock:
+            self._windows: dict[str, tuple[WindowSpec, BucketWindow]] = {}
+            self._logs: dict[str, SlidingLog] = {}
+            self._days: dict[str, _Day] = {}
+            self._pause: PauseState | None = None
+            self._generation: str | None = None
+            self._rebuild_lock: tuple[str, float] | None = None
+            self._blocks: dict[str, float] = {}
+            self._last_sweep = 0.0
+            self._incarnation += 1
+
+    # --- helpers (called with the lock held) ---------------------------------
+
+    def _window(self, window_key: str, spec: WindowSpec) -> BucketWindow:
+        entry = self._windows.get(window_key)
+        if entry is None:
+            entry = self._windows[window_key] = (spec, BucketWindow())
+        return entry[1]
+
+    def _log(self, log_key: str) -> SlidingLog:
+        log = self._logs.get(log_key)
+        if log is None:
+            log = self._logs[log_key] = SlidingLog()
+        return log
+
+    def _day(self, day: str) -> _Day:
+        entry = self._days.get(day)
+        if entry is None:
+            entry = self._days[day] = _Day()
+            for stale in sorted(self._days)[:-DAYS_KEPT]:
+                del self._days[stale]
+        return entry
+
+    def _current_pause(self, now: float) -> PauseState | None:
+        pause = self._pause
+        if pause is not None and pause.until is not None and now >= pause.until:
+            self._pause = pause = None
+        return pause
+
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep < SWEEP_EVERY_SECONDS:
+            return
+        self._last_sweep = now
+        for window_key, (spec, window) in list(self._windows.items()):
+            if window.is_idle(spec, now):
+                del self._windows[window_key]
+        for log_key, log in list(self._logs.items()):
+            if log.prune(60, now) == 0:
+                del self._logs[log_key]
+        for ip, until in list(self._blocks.items()):
+            if until <= now:
+                del self._blocks[ip]
+
+    # --- admission ----------------------------------------------------------
+
+    async def admit(self, plan: AdmitPlan) -> Outcome:
+        with self._lock:
+            return self._admit(plan)
+
+    def _admit(self, plan: AdmitPlan) -> Outcome:
+        if self._generation is None:
+            return NOT_LIVE
+        now = plan.now
+        self._sweep(now)
+        bucket = plan.day_spec.bucket_of(now)
+        counts: dict[str, int] = {}
+        for layer, layer_key in plan.keys.items():
+            if layer == "burst":
+                counts[layer] = self._log(layer_key).prune(plan.burst_seconds, now)
+            else:
+                counts[layer] = self._window(layer_key, plan.day_spec).prune(plan.day_spec, bucket)
+
+        def reply(status: str, refused: str | None = None, **fields: Any) -> Outcome:
+            return Outcome(
+                status,
+                refused,
+                generation=self._generation or "",
+                counts=self._layer_state(plan, counts, refused),
+                **fields,
+            )
+
+        if plan.is_peek:
+            return reply("peek")
+        day = self._day(plan.budget_day)
+        if plan.request_id in day.open:
+            raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
+        pause = self._current_pause(now)
+        if pause is not None:
+            return reply("refused", "paused", pause=pause)
+        for layer in RATE_LAYERS:
+            if layer in counts and counts[layer] >= plan.limits[layer]:
+                return reply("refused", layer)
+        refusal = self._check_budgets(plan, day)
+        if refusal is not None:
+            return reply("refused", **refusal)
+
+        for layer, layer_key in plan.keys.items():
+            if layer == "burst":
+                self._log(layer_key).add(now)
+            else:
+                self._window(layer_key, plan.day_spec).add(bucket)
+            counts[layer] += 1
+        day.total.reserved += plan.reserve_micro_usd
+        day.device(plan.device_id).reserved += plan.reserve_micro_usd
+        day.open[plan.request_id] = (plan.reserve_micro_usd, plan.device_id, plan.expires_at)
+        return reply("admitted")
+
+    def _layer_state(
+        self, plan: AdmitPlan, counts: dict[str, int], refused: str | None
+    ) -> dict[str, tuple[int, float]]:
+        """Each layer's count and when enough of it frees for one more request."""
+        result = {}
+        for layer, count in counts.items():
+            need = count - plan.limits[layer] + 1 if layer == refused else 1
+            if layer == "burst":
+                reset = self._log(plan.keys[layer]).reset_at(plan.burst_seconds, need, plan.now)
+            else:
+                window = self._window(plan.keys[layer], plan.day_spec)
+                reset = window.reset_at(plan.day_spec, need, plan.now)
+            result[layer] = (count, reset)
+        return result
+
+    def _check_budgets(self, plan: AdmitPlan, day: _Day) -> dict[str, Any] | None:
+        """The device's cap, then the global budget; a refusal's fields, or None."""
+        day.purge_expired(plan.now)
+        device = day.device(plan.device_id)
+        reserve = plan.reserve_micro_usd
+        cap = plan.device_cap_micro_usd
+        if cap > 0 and device.spent + device.reserved + reserve > cap:
+            return {"refused": "device_budget", "is_hard": device.spent + reserve > cap}
+        budget = plan.budget_micro_usd
+        if day.total.spent + day.total.reserved + reserve <= budget:
+            return None
+        # Only a request that would not fit even with nothing else in flight
+        # pauses the service (SPEC section 2).
+        if day.total.spent + reserve <= budget:
+            return {"refused": "budget"}
+        self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, plan.now, plan.next_day_at)
+        return {"refused": "budget", "is_hard": True, "auto_paused": True, "pause": self._pause}
+
+    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
+        with self._lock:
+            if self._generation is None:
+                return None
+            day = self._day(reservation.budget_day)
+            entry = day.open.pop(reservation.request_id, None)
+            if entry is not None:
+                amount, device_id, _ = entry
+                day.total.reserved -= amount
+                day.device(device_id).reserved -= amount
+            elif day.expired.pop(reservation.request_id, None) is None:
+                # Unknown here: settled already, or admitted by a previous
+                # incarnation of the store (restart) whose counters were rebuilt.
+                if reservation.generation == self._generation:
+                    return False
+                if reservation.request_id in day.orphans:
+                    return False
+                day.orphans.add(reservation.request_id)
+            day.spend(reservation.device_id, actual_micro_usd)
+            return True
+
+    async def extend(self, reservation: Reservation, expires_at: float) -> bool:
+        with self._lock:
+            day = self._days.get(reservation.budget_day)
+            if day is None or reservation.request_id not in day.open:
+                return False
+            amount, device_id, _ = day.open[reservation.request_id]
+            day.open[reservation.request_id] = (amount, device_id, expires_at)
+            return True
+
+    # --- budget and pause ---------------------------------------------------
+
+    def budget_sync(self, day: str, now: float) -> BudgetFigures | None:
+        with self._lock:
+            if self._generation is None:
+                return None
+            figures = self._days.get(day)
+            if figures is None:
+                return BudgetFigures(0, 0, self._current_pause(now))
+            figures.purge_expired(now)
+            return BudgetFigures(
+                figures.total.spent, max(0, figures.total.reserved), self._current_pause(now)
+            )
+
+    async def budget(self, day: str, now: float) -> BudgetFigures | None:
+        return self.budget_sync(day, now)
+
+    def set_pause_sync(self, pause: PauseState | None) -> None:
+        with self._lock:
+            self._pause = pause
+
+    async def set_pause(self, pause: PauseState | None) -> None:
+        self.set_pause_sync(pause)
+
+    # --- rebuild ------------------------------------------------------------
+
+    def is_live_sync(self) -> bool:
+        return self._generation is not None
+
+    async def is_live(self) -> bool:
+        return self.is_live_sync()
+
+    def take_rebuild_lock_sync(self, token: str, seconds: float) -> bool:
+        with self._lock:
+            held = self._rebuild_lock
+            if held is not None and held[1] > time.monotonic() and held[0] != token:
+                return False
+            self._rebuild_lock = (token, time.monotonic() + seconds)
+            return True
+
+    async def take_rebuild_lock(self, token: str, seconds: float) -> bool:
+        return self.take_rebuild_lock_sync(token, seconds)
+
+    def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+        with self._lock:
+            held = self._rebuild_lock
+            if self._generation is not None or held is None or held[0] != token:
+                return False
+            for window_key, buckets in snapshot.windows.items():
+                window = BucketWindow()
+                for bucket, count in buckets.items():
+                    window.add(bucket, count)
+                self._windows[window_key] = (snapshot.day_spec, window)
+            for log_key, entries in snapshot.logs.items():
+                log = self._logs[log_key] = SlidingLog()
+                for at, _ in entries:
+                    log.add(at)
+            day = self._day(snapshot.budget_day)
+            day.total.spent = snapshot.spent_micro_usd
+            for device_id, spent in snapshot.device_spent_micro_usd.items():
+                day.device(device_id).spent = spent
+            if snapshot.pause is not None:
+                self._pause = snapshot.pause
+            self._generation = generation
+            self._rebuild_lock = None
+            return True
+
+    async def load(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+        return self.load_sync(snapshot, token, generation)
+
+    # --- guard --------------------------------------------------------------
+
+    async def window_hit(
+        self, window_key: str, spec: WindowSpec, limit: int, now: float
+    ) -> WindowResult:
+        with self._lock:
+            window = self._window(window_key, spec)
+            bucket = spec.bucket_of(now)
+            count = window.prune(spec, bucket)
+            if count >= limit:
+                return WindowResult(False, count, window.reset_at(spec, count - limit + 1, now))
+            window.add(bucket)
+            return WindowResult(True, count + 1, window.reset_at(spec, 1, now))
+
+    async def auth_failure(
+        self, ip: str, spec: WindowSpec, limit: int, now: float, block_seconds: float
+    ) -> float | None:
+        with self._lock:
+            self._sweep(now)
+            window = self._window(auth_failure_key(ip), spec)
+            bucket = spec.bucket_of(now)
+            window.prune(spec, bucket)
+            window.add(bucket)
+            if window.total < limit:
+                return None
+            until = now + block_seconds
+            self._blocks[ip] = until
+            return until
+
+    async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
+        _, epoch = await read_versions("-")
+        with self._lock:
+            return (epoch, self._incarnation), self._blocks.get(ip)
+
+    def list_ip_blocks_sync(self, now: float) -> list[IpBlock]:
+        with self._lock:
+            return sorted(
+                (IpBlock(ip, until) for ip, until in self._blocks.items() if until > now),
+                key=lambda block: block.until,
+            )
+
+    def lift_ip_block_sync(self, ip: str) -> bool:
+        with self._lock:
+            self._windows.pop(auth_failure_key(ip), None)
+            return self._blocks.pop(ip, None) is not None

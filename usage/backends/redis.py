@@ -1,0 +1,371 @@
+"""The Redis backend: one Lua script per operation, run with EVALSHA.
+
+Each script is the shared helpers (``lua/common.lua``) plus the operation,
+run by redis-py's ``Script`` objects, which fall back to loading the script
+on ``NOSCRIPT`` (a restarted or flushed Redis): nothing to re-register by
+hand. The hot path uses redis-py's asyncio client (``gateway.store``); the
+few operator operations (budget figures for a command, pause and resume, IP
+blocks in the admin) use django-redis's synchronous connection.
+
+Every key shares the ``{hz}`` hash tag, so a script may touch any of them on
+any deployment; the few keys a script computes itself (the budgets of
+devices whose reservations expired, the keys named in a rebuilt snapshot)
+are under the same tag. Every key has a TTL (real time, only a garbage
+collector: all decisions compare with the gateway clock passed in).
+
+Any Redis failure is ``StoreUnavailable`` (503 ``service_unavailable``):
+never a 500, never an unlimited admission. redis-py reconnects by itself, so
+service resumes as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from redis.commands.core import AsyncScript, Script
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.store import EPOCH_KEY, StoreUnavailable, async_redis, sync_redis
+from usage.backends.base import (
+    IP_BLOCK_INDEX_KEY,
+    LIVE_KEY,
+    NOT_LIVE,
+    PAUSE_KEY,
+    REBUILD_LOCK_KEY,
+    AdmitPlan,
+    Backend,
+    BudgetFigures,
+    IpBlock,
+    Outcome,
+    PauseState,
+    Reservation,
+    Snapshot,
+    WindowResult,
+    auth_failure_key,
+    budget_key,
+    device_budget_key,
+    device_budget_prefix,
+    ip_block_key,
+    reservation_keys,
+)
+from usage.windows import BURST_SECONDS, WindowSpec
+
+LUA_DIR = Path(__file__).with_name("lua")
+DAY_MS = 86400 * 1000
+# Garbage-collection lifetimes (real milliseconds). A budget day is read and
+# settled after it ends (late settles, yesterday's report): keep three days.
+BUDGET_TTL_MS = 3 * DAY_MS
+# The live marker is refreshed by every admission. It must outlive every
+# reservation and window it vouches for; when it does expire (two idle days)
+# a rebuild from the ledger is exact anyway.
+LIVE_TTL_MS = 2 * DAY_MS
+# An operator pause is refreshed by every refused request; the rebuild
+# restores it from billing's database copy should it ever expire.
+PAUSE_TTL_MS = 30 * DAY_MS
+BURST_TTL_MS = 2 * BURST_SECONDS * 1000
+
+
+def window_ttl_ms(spec: WindowSpec) -> int:
+    return (spec.seconds + 2 * spec.bucket_seconds) * 1000
+
+
+@cache
+def _source(name: str) -> bytes:
+    common = (LUA_DIR / "common.lua").read_text()
+    return (common + "\n" + (LUA_DIR / f"{name}.lua").read_text()).encode()
+
+
+@cache
+def _async_script(name: str) -> AsyncScript:
+    # Bytes need no client to be hashed; the client is passed at each call.
+    return AsyncScript(cast(Any, None), _source(name))
+
+
+@cache
+def _sync_script(name: str) -> Script:
+    return Script(cast(Any, None), _source(name))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pause_from(fields: Sequence[Any]) -> PauseState | None:
+    """``[has_pause, reason, automatic, since, until]`` as the scripts return them."""
+    if not int(fields[0]):
+        return None
+    until = _text(fields[4] or "")
+    return PauseState(
+        reason=_text(fields[1] or ""),
+        is_automatic=_text(fields[2] or "0") == "1",
+        since=float(_text(fields[3] or "0") or 0),
+        until=float(until) if until else None,
+    )
+
+
+def _pause_fields(pause: PauseState) -> list[str]:
+    until = "" if pause.until is None else repr(pause.until)
+    return [pause.reason, "1" if pause.is_automatic else "0", repr(pause.since), until]
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith("DUPLICATE"):
+            raise ValueError("request id already holds a reservation") from None
+        raise StoreUnavailable() from None
+    except RedisError:
+        raise StoreUnavailable() from None
+
+
+class RedisBackend(Backend):
+    name = "redis"
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _unavailable_on_error():
+            return await _async_script(script)(keys, args, client=async_redis())
+
+    def _run_sync(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _unavailable_on_error():
+            return _sync_script(script)(keys, args, client=sync_redis())
+
+    # --- admission ----------------------------------------------------------
+
+    async def admit(self, plan: AdmitPlan) -> Outcome:
+        layers = list(plan.keys)
+        reservations = reservation_keys(plan.budget_day)
+        keys = [
+            LIVE_KEY,
+            PAUSE_KEY,
+            budget_key(plan.budget_day),
+            device_budget_key(plan.budget_day, plan.device_id),
+            reservations["open"],
+            reservations["expiry"],
+            reservations["expired"],
+            *(plan.keys[layer] for layer in layers),
+        ]
+        numbers = [
+            repr(plan.now),
+            plan.day_spec.bucket_seconds,
+            plan.day_spec.buckets,
+            plan.burst_seconds,
+            plan.budget_micro_usd,
+            plan.device_cap_micro_usd,
+            plan.reserve_micro_usd,
+            repr(plan.expires_at),
+            repr(plan.next_day_at),
+            window_ttl_ms(plan.day_spec),
+            BURST_TTL_MS,
+            BUDGET_TTL_MS,
+            LIVE_TTL_MS,
+            PAUSE_TTL_MS,
+            *(plan.limits[layer] for layer in layers),
+        ]
+        args = [
+            " ".join(map(str, numbers)),
+            plan.request_id,
+            plan.device_id,
+            "1" if plan.is_peek else "0",
+            device_budget_prefix(plan.budget_day),
+            ",".join(layers),
+        ]
+        reply = await self._run("admit", keys, args)
+        status = _text(reply[0])
+        if status == "not_live":
+            return NOT_LIVE
+        values = _text(reply[10]).split()
+        counts = {
+            layer: (int(values[2 * i]), float(values[2 * i + 1])) for i, layer in enumerate(layers)
+        }
+        return Outcome(
+            status=status,
+            refused_by=_text(reply[1]) or None,
+            is_hard=bool(int(reply[2])),
+            auto_paused=bool(int(reply[3])),
+            generation=_text(reply[4]),
+            counts=counts,
+            pause=_pause_from(reply[5:10]),
+        )
+
+    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
+        day = reservation.budget_day
+        reservations = reservation_keys(day)
+        keys = [
+            LIVE_KEY,
+            reservations["open"],
+            reservations["expiry"],
+            reservations["expired"],
+            reservations["orphans"],
+            budget_key(day),
+            device_budget_key(day, reservation.device_id),
+        ]
+        args = [reservation.request_id, str(actual_micro_usd), reservation.generation]
+        result = int(await self._run("settle", keys, [*args, BUDGET_TTL_MS]))
+        return None if result < 0 else result == 1
+
+    async def extend(self, reservation: Reservation, expires_at: float) -> bool:
+        reservations = reservation_keys(reservation.budget_day)
+        keys = [reservations["open"], reservations["expiry"]]
+        return bool(await self._run("extend", keys, [reservation.request_id, repr(expires_at)]))
+
+    # --- budget and pause ---------------------------------------------------
+
+    @staticmethod
+    def _budget_call(day: str, now: float) -> tuple[list[str], list[Any]]:
+        reservations = reservation_keys(day)
+        keys = [
+            LIVE_KEY,
+            PAUSE_KEY,
+            budget_key(day),
+            reservations["open"],
+            reservations["expiry"],
+            reservations["expired"],
+        ]
+        return keys, [repr(now), device_budget_prefix(day), BUDGET_TTL_MS]
+
+    @staticmethod
+    def _budget_figures(reply: Sequence[Any]) -> BudgetFigures | None:
+        if _text(reply[0]) == "not_live":
+            return None
+        return BudgetFigures(
+            spent_micro_usd=int(reply[1]),
+            reserved_micro_usd=max(0, int(reply[2])),
+            pause=_pause_from(reply[3:8]),
+        )
+
+    async def budget(self, day: str, now: float) -> BudgetFigures | None:
+        return self._budget_figures(await self._run("budget", *self._budget_call(day, now)))
+
+    def budget_sync(self, day: str, now: float) -> BudgetFigures | None:
+        return self._budget_figures(self._run_sync("budget", *self._budget_call(day, now)))
+
+    @staticmethod
+    def _pause_commands(pipe: Any, pause: PauseState | None) -> None:
+        pipe.delete(PAUSE_KEY)
+        if pause is not None:
+            names = ("reason", "automatic", "since", "until")
+            fields = dict(zip(names, _pause_fields(pause), strict=True))
+            pipe.hset(PAUSE_KEY, mapping=fields)
+            pipe.pexpire(PAUSE_KEY, PAUSE_TTL_MS)
+
+    def set_pause_sync(self, pause: PauseState | None) -> None:
+        with _unavailable_on_error():
+            pipe = sync_redis().pipeline(transaction=True)
+            self._pause_commands(pipe, pause)
+            pipe.execute()
+
+    async def set_pause(self, pause: PauseState | None) -> None:
+        with _unavailable_on_error():
+            pipe = async_redis().pipeline(transaction=True)
+            self._pause_commands(pipe, pause)
+            await pipe.execute()
+
+    # --- rebuild ------------------------------------------------------------
+
+    async def is_live(self) -> bool:
+        with _unavailable_on_error():
+            return bool(await async_redis().exists(LIVE_KEY))
+
+    def is_live_sync(self) -> bool:
+        with _unavailable_on_error():
+            return bool(sync_redis().exists(LIVE_KEY))
+
+    async def take_rebuild_lock(self, token: str, seconds: float) -> bool:
+        with _unavailable_on_error():
+            taken = await async_redis().set(
+                REBUILD_LOCK_KEY, token, nx=True, px=int(seconds * 1000)
+            )
+            return bool(taken)
+
+    def take_rebuild_lock_sync(self, token: str, seconds: float) -> bool:
+        with _unavailable_on_error():
+            return bool(sync_redis().set(REBUILD_LOCK_KEY, token, nx=True, px=int(seconds * 1000)))
+
+    @staticmethod
+    def _load_call(snapshot: Snapshot, token: str, generation: str) -> tuple[list[str], list[Any]]:
+        day = snapshot.budget_day
+        document: dict[str, Any] = {
+            "windows": {
+                key: {str(bucket): count for bucket, count in buckets.items()}
+                for key, buckets in snapshot.windows.items()
+            },
+            "logs": {
+                key: [[repr(at), member] for at, member in entries]
+                for key, entries in snapshot.logs.items()
+            },
+            "budget_key": budget_key(day),
+            "spent": str(snapshot.spent_micro_usd),
+            "devices": {
+                device_budget_key(day, device_id): str(spent)
+                for device_id, spent in snapshot.device_spent_micro_usd.items()
+            },
+        }
+        if snapshot.pause is not None:
+            document["pause"] = _pause_fields(snapshot.pause)
+        args = [
+            token,
+            generation,
+            json.dumps(document),
+            window_ttl_ms(snapshot.day_spec),
+            BURST_TTL_MS,
+            BUDGET_TTL_MS,
+            LIVE_TTL_MS,
+            PAUSE_TTL_MS,
+        ]
+        return [LIVE_KEY, REBUILD_LOCK_KEY, PAUSE_KEY], args
+
+    async def load(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+        return int(await self._run("load", *self._load_call(snapshot, token, generation))) == 1
+
+    def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+        return int(self._run_sync("load", *self._load_call(snapshot, token, generation))) == 1
+
+    # --- guard --------------------------------------------------------------
+
+    async def window_hit(
+        self, window_key: str, spec: WindowSpec, limit: int, now: float
+    ) -> WindowResult:
+        args = [repr(now), spec.bucket_seconds, spec.buckets, limit, window_ttl_ms(spec)]
+        admitted, count, reset = await self._run("window_hit", [window_key], args)
+        return WindowResult(bool(int(admitted)), int(count), float(_text(reset)))
+
+    async def auth_failure(
+        self, ip: str, spec: WindowSpec, limit: int, now: float, block_seconds: float
+    ) -> float | None:
+        keys = [auth_failure_key(ip), ip_block_key(ip), IP_BLOCK_INDEX_KEY]
+        block_ttl_ms = int(block_seconds * 1000) + 60_000
+        args = [repr(now), spec.bucket_seconds, spec.buckets, limit, window_ttl_ms(spec)]
+        args += [repr(float(block_seconds)), ip, block_ttl_ms]
+        blocked_until = _text(await self._run("auth_failure", keys, args))
+        return float(blocked_until) if blocked_until else None
+
+    async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
+        with _unavailable_on_error():
+            epoch, live, block = await async_redis().mget(EPOCH_KEY, LIVE_KEY, ip_block_key(ip))
+        # The live marker's generation changes when Redis lost its data, which
+        # also resets the epoch counter: together they identify a configuration.
+        stamp = (int(epoch or 0), _text(live or b""))
+        return stamp, float(_text(block)) if block else None
+
+    def list_ip_blocks_sync(self, now: float) -> list[IpBlock]:
+        with _unavailable_on_error():
+            entries = sync_redis().zrangebyscore(
+                IP_BLOCK_INDEX_KEY, f"({now!r}", "+inf", withscores=True
+            )
+        return [IpBlock(_text(ip), float(until)) for ip, until in entries]
+
+    def lift_ip_block_sync(self, ip: str) -> bool:
+        with _unavailable_on_error():
+            pipe = sync_redis().pipeline(transaction=True)
+            pipe.delete(ip_block_key(ip))
+            pipe.delete(auth_failure_key(ip))
+            pipe.zrem(IP_BLOCK_INDEX_KEY, ip)
+            deleted, _, _ = pipe.execute()
+        return bool(deleted)

@@ -1,0 +1,33 @@
+"""Budget days: calendar days in ``BUDGET_TIMEZONE``, read from the gateway clock.
+
+A request belongs to the budget day in which it was admitted; its cost is
+attributed to that day even when it settles after midnight.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+
+
+@lru_cache(maxsize=4)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def budget_day(now: float) -> date:
+    """The budget day of the instant ``now`` (epoch seconds)."""
+    return datetime.fromtimestamp(now, _zone(settings.BUDGET_TIMEZONE)).date()
+
+
+def day_start(day: date) -> float:
+    """Epoch seconds at which ``day`` begins in ``BUDGET_TIMEZONE``."""
+    return datetime.combine(day, time(0), tzinfo=_zone(settings.BUDGET_TIMEZONE)).timestamp()
+
+
+def next_day_start(now: float) -> float:
+    """Epoch seconds at which the budget day after the one of ``now`` begins."""
+    return day_start(budget_day(now) + timedelta(days=1))

@@ -1,0 +1,373 @@
+"""Admission: every rate layer, the pause and the budget reservation, atomically.
+
+``admit`` checks, in SPEC's order and in one atomic step of the store (one
+Lua script in Redis, one lock in process):
+
+1. the pause (503 ``service_paused``),
+2. the device day, IP day, user day (devices with an owner), device burst
+   (per minute) and global day request limits (429, the layer's code),
+3. the device's daily dollar cap against the request's worst case (429
+   ``device_budget_exceeded``),
+4. the global daily budget against it (503 ``budget_exceeded``); a worst
+   case that would not fit even with nothing else in flight also pauses the
+   service until the next budget day (``auto_paused``),
+
+and takes them all, or nothing when any refuses. ``settle`` then replaces
+the reservation with the actual cost, exactly once. Windows and their
+precision: ``usage.windows`` and docs/rate-limits.md.
+
+Money is integer micro-USD. Identities: ``ip`` is ``ipguard.limit_key`` of
+the client address; ``user_id`` is the owner exactly as ``UsageRecord.owner``
+stores it, so counters rebuilt from the ledger match.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+
+from gateway import clock
+from gateway.store import StoreUnavailable, bump_epoch
+from usage.backends import get_backend
+from usage.backends.base import (
+    AdmitPlan,
+    Backend,
+    BudgetFigures,
+    Outcome,
+    PauseState,
+    Reservation,
+    layer_keys,
+)
+from usage.days import budget_day, next_day_start
+from usage.rebuild import ensure_live, ensure_live_sync, follow_operator_pause, set_pause_source
+from usage.windows import BURST_SECONDS, DAY
+
+__all__ = [
+    "Admission",
+    "AdmissionRequest",
+    "BudgetState",
+    "Layer",
+    "PauseState",
+    "Reservation",
+    "admit",
+    "budget_state",
+    "budget_state_sync",
+    "extend_reservation",
+    "layer_state",
+    "reservation_seconds",
+    "service_pause",
+    "service_resume",
+    "set_pause_source",
+    "settle",
+]
+
+# A refusal caused only by other requests' reservations clears when they
+# settle, usually within seconds: say so instead of "come back tomorrow".
+IN_FLIGHT_RETRY_SECONDS = 5
+RESERVATION_MARGIN_SECONDS = 60
+ATTEMPTS = 3  # a store that keeps losing its data between rebuilds is unavailable
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    request_id: str
+    device_id: str
+    ip: str  # ipguard.limit_key(client address)
+    user_id: str | None  # the device's owner (UsageRecord.owner), None without one
+    tier: str  # "free" | "paid"
+    reserve_micro_usd: int  # the request's worst-case cost
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # "device" | "ip" | "user" | "burst" | "global"
+    limit: int
+    remaining: int  # after this request when it was admitted
+    reset_at: float  # epoch seconds: when the next counted request leaves the window
+
+    @property
+    def window(self) -> str:
+        return "1 minute" if self.name == "burst" else "24 hours"
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    refused_by: str | None  # "paused" | a layer | "device_budget" | "budget"
+    auto_paused: bool  # this request paused the service (alert, persist the pause)
+    layers: dict[str, Layer]
+    reservation: Reservation | None
+    retry_after: int | None  # seconds, for every refusal
+    pause: PauseState | None = None  # the pause that refused it, or the one it caused
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    day: date
+    budget_micro_usd: int
+    spent_micro_usd: int
+    reserved_micro_usd: int
+    pause: PauseState | None
+
+    @property
+    def remaining_micro_usd(self) -> int:
+        return self.budget_micro_usd - self.spent_micro_usd - self.reserved_micro_usd
+
+    @property
+    def is_paused(self) -> bool:
+        return self.pause is not None
+
+
+def micro_usd(amount: Decimal) -> int:
+    return int(amount * 1_000_000)
+
+
+def reservation_seconds() -> float:
+    """How long an unsettled reservation is held before it is released.
+
+    The longest non-streamed request is a connect plus the upstream read
+    timeout; a margin covers settling. A stream may run longer (the read
+    timeout bounds the gap between chunks, not the whole stream): the
+    streaming loop must call ``extend_reservation`` while it runs.
+    """
+    return (
+        settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
+        + settings.UPSTREAM_TIMEOUT_SECONDS
+        + RESERVATION_MARGIN_SECONDS
+    )
+
+
+def _plan(
+    *,
+    now: float,
+    request_id: str,
+    device_id: str,
+    ip: str,
+    user_id: str | None,
+    tier: str,
+    reserve_micro_usd: int,
+    is_peek: bool = False,
+) -> AdmitPlan:
+    try:
+        tier_limits = settings.RATE_LIMITS[tier]
+    except KeyError:
+        raise ValueError(f"unknown tier {tier!r}") from None
+    limits = {
+        "device": tier_limits["device_per_day"],
+        "ip": tier_limits["ip_per_day"],
+        "burst": tier_limits["device_per_minute"],
+        "global": settings.RATE_LIMIT_GLOBAL_PER_DAY,
+    }
+    if user_id is not None:
+        limits["user"] = tier_limits["user_per_day"]
+    return AdmitPlan(
+        now=now,
+        request_id=request_id,
+        device_id=device_id,
+        keys=layer_keys(device_id, ip, user_id),
+        limits=limits,
+        day_spec=DAY,
+        burst_seconds=BURST_SECONDS,
+        budget_day=budget_day(now).isoformat(),
+        budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
+        device_cap_micro_usd=micro_usd(settings.DEVICE_DAILY_BUDGET_USD[tier]),
+        reserve_micro_usd=reserve_micro_usd,
+        expires_at=now + reservation_seconds(),
+        next_day_at=next_day_start(now),
+        is_peek=is_peek,
+    )
+
+
+def _seconds_until(moment: float, now: float) -> int:
+    return max(1, math.ceil(moment - now))
+
+
+def _layers(plan: AdmitPlan, outcome: Outcome) -> dict[str, Layer]:
+    return {
+        name: Layer(name, plan.limits[name], max(0, plan.limits[name] - count), reset_at)
+        for name, (count, reset_at) in outcome.counts.items()
+    }
+
+
+def _admission(plan: AdmitPlan, outcome: Outcome) -> Admission:
+    layers = _layers(plan, outcome)
+    if outcome.status == "admitted":
+        reservation = Reservation(
+            request_id=plan.request_id,
+            device_id=plan.device_id,
+            budget_day=plan.budget_day,
+            amount_micro_usd=plan.reserve_micro_usd,
+            expires_at=plan.expires_at,
+            generation=outcome.generation,
+        )
+        return Admission(True, None, False, layers, reservation, None)
+    refused_by = outcome.refused_by
+    if refused_by == "paused":
+        until = outcome.pause.until if outcome.pause and outcome.pause.until else None
+        retry_after = _seconds_until(until or plan.next_day_at, plan.now)
+    elif refused_by in ("device_budget", "budget"):
+        hard = outcome.is_hard
+        retry_after = (
+            _seconds_until(plan.next_day_at, plan.now) if hard else IN_FLIGHT_RETRY_SECONDS
+        )
+    else:
+        assert refused_by is not None
+        retry_after = _seconds_until(layers[refused_by].reset_at, plan.now)
+    return Admission(
+        False, refused_by, outcome.auto_paused, layers, None, retry_after, outcome.pause
+    )
+
+
+async def _live_backend() -> Backend:
+    backend = get_backend()
+    if backend.name == "memory":
+        await follow_operator_pause(backend)
+    return backend
+
+
+async def admit(request: AdmissionRequest) -> Admission:
+    """Check and take every limit and the reservation, all or nothing.
+
+    Raises ``StoreUnavailable`` (503) when the store cannot answer.
+    """
+    if request.reserve_micro_usd < 0:
+        raise ValueError("reserve_micro_usd must not be negative")
+    backend = await _live_backend()
+    for _ in range(ATTEMPTS):
+        plan = _plan(
+            now=clock.now(),
+            request_id=request.request_id,
+            device_id=request.device_id,
+            ip=request.ip,
+            user_id=request.user_id,
+            tier=request.tier,
+            reserve_micro_usd=request.reserve_micro_usd,
+        )
+        outcome = await backend.admit(plan)
+        if outcome.status != "not_live":
+            return _admission(plan, outcome)
+        await ensure_live(backend)
+    raise StoreUnavailable()
+
+
+async def settle(reservation: Reservation, *, actual_micro_usd: int) -> bool:
+    """Replace the reservation by the actual cost (0 releases it).
+
+    True the first time; False for any later call, concurrent ones included.
+    The cost goes to the budget day the request was admitted in. A
+    reservation that expired before this call has already been released:
+    its cost is still counted, once.
+    """
+    if actual_micro_usd < 0:
+        raise ValueError("actual_micro_usd must not be negative")
+    backend = get_backend()
+    for _ in range(ATTEMPTS):
+        result = await backend.settle(reservation, actual_micro_usd)
+        if result is not None:
+            return result
+        await ensure_live(backend)
+    raise StoreUnavailable()
+
+
+async def extend_reservation(reservation: Reservation) -> bool:
+    """Keep a long stream's reservation held for another ``reservation_seconds``.
+
+    Call it while streaming, at least every ``reservation_seconds() / 2``.
+    False when the reservation is no longer open (settled or expired).
+    """
+    return await get_backend().extend(reservation, clock.now() + reservation_seconds())
+
+
+async def layer_state(
+    *, device_id: str, ip: str, user_id: str | None, tier: str
+) -> dict[str, Layer]:
+    """Limit, remaining and reset of each layer, without admitting (usage stats)."""
+    backend = await _live_backend()
+    for _ in range(ATTEMPTS):
+        plan = _plan(
+            now=clock.now(),
+            request_id="",
+            device_id=device_id,
+            ip=ip,
+            user_id=user_id,
+            tier=tier,
+            reserve_micro_usd=0,
+            is_peek=True,
+        )
+        outcome = await backend.admit(plan)
+        if outcome.status != "not_live":
+            return _layers(plan, outcome)
+        await ensure_live(backend)
+    raise StoreUnavailable()
+
+
+def _budget(day: date, figures: BudgetFigures) -> BudgetState:
+    return BudgetState(
+        day=day,
+        budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
+        spent_micro_usd=figures.spent_micro_usd,
+        reserved_micro_usd=figures.reserved_micro_usd,
+        pause=figures.pause,
+    )
+
+
+async def budget_state(day: date | None = None) -> BudgetState:
+    """Spent, reserved and the pause for a budget day (today by default).
+
+    Spent comes from the fast counters; after a store restart only today's is
+    rebuilt from the ledger, so read past days from the ledger (reports do).
+    """
+    backend = await _live_backend()
+    for _ in range(ATTEMPTS):
+        now = clock.now()
+        wanted = day or budget_day(now)
+        figures = await backend.budget(wanted.isoformat(), now)
+        if figures is not None:
+            return _budget(wanted, figures)
+        await ensure_live(backend)
+    raise StoreUnavailable()
+
+
+def budget_state_sync(day: date | None = None) -> BudgetState:
+    """``budget_state`` for synchronous callers (``budget_status``, the dashboard)."""
+    backend = get_backend()
+    for _ in range(ATTEMPTS):
+        now = clock.now()
+        wanted = day or budget_day(now)
+        figures = backend.budget_sync(wanted.isoformat(), now)
+        if figures is not None:
+            return _budget(wanted, figures)
+        ensure_live_sync(backend)
+    raise StoreUnavailable()
+
+
+def _announce_pause_change(backend: Backend) -> None:
+    # Other processes of the in-process profile follow the epoch and re-read
+    # billing's copy; with Redis the pause itself is shared.
+    if backend.name == "memory":
+        transaction.on_commit(bump_epoch)
+
+
+def service_pause(*, reason: str, until: float | None = None) -> PauseState:
+    """Pause the service (operator): every admission answers ``service_paused``.
+
+    Billing's ``pause_service`` writes its database copy first, then calls
+    this (inside or outside its transaction). ``until`` None = until resumed.
+    """
+    pause = PauseState(reason=reason, is_automatic=False, since=clock.now(), until=until)
+    backend = get_backend()
+    backend.set_pause_sync(pause)
+    _announce_pause_change(backend)
+    return pause
+
+
+def service_resume() -> None:
+    """Lift any pause, automatic or not (billing's ``resume_service``)."""
+    backend = get_backend()
+    backend.set_pause_sync(None)
+    _announce_pause_change(backend)
