@@ -9,12 +9,14 @@ on httpx's default transport), BENCH_DATABASE_URL (default
 ``postgres://postgres@127.0.0.1:5432/hanzo_bench``, dropped and recreated),
 BENCH_REDIS_URL (default ``redis://127.0.0.1:6379/8``, flushed),
 BENCH_COUNT_REQUESTS (requests counted for round trips, default 20),
-BENCH_NICE (e.g. -5: run ahead of other work on a shared machine; root only).
+BENCH_NICE (e.g. -5: run ahead of other work on a shared machine; root only),
+BENCH_PROFILE=1 (also profile the gateway under load with pyinstrument).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -64,6 +66,7 @@ class Config:
     database_url: str
     redis_url: str
     count_requests: int
+    profile: bool
 
     @classmethod
     def from_env(cls) -> Config:
@@ -75,6 +78,7 @@ class Config:
             or "postgres://postgres@127.0.0.1:5432/hanzo_bench",
             redis_url=os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/8",
             count_requests=int(os.environ.get("BENCH_COUNT_REQUESTS") or 20),
+            profile=os.environ.get("BENCH_PROFILE", "") not in ("", "0"),
         )
 
 
@@ -94,6 +98,7 @@ class Bench:
         self.count: gw.PhaseCount | None = None
         self.stream_count: gw.PhaseCount | None = None
         self.count_error = ""
+        self.profiles: dict[str, str] = {}  # scenario -> top of the flat profile, or why not
         self.gateway_env: dict[str, str] = {}
         self.token = ""
 
@@ -253,6 +258,8 @@ class Bench:
             if target.result.key == "gateway":
                 target.process.stop()  # so it shares nothing with the counting run
                 self.count_gateway()
+                if self.config.profile:
+                    self.profile_gateway()
         return self.report([target.result for target in targets])
 
     def count_gateway(self) -> None:
@@ -274,6 +281,34 @@ class Bench:
         except (httpx.HTTPError, TimeoutError, RuntimeError, OSError) as exc:
             self.count_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             self.log(f"counting failed: {self.count_error}")
+
+    def profile_gateway(self) -> None:
+        """A third gateway process under pyinstrument, profiled under load
+        (c=16, non-streamed then streamed); the full reports go to artifacts."""
+        if importlib.util.find_spec("pyinstrument") is None:
+            self.profiles["c16"] = "pyinstrument is not installed (requirements-dev.txt)"
+            return
+        self.log("profiling the gateway at c=16 (pyinstrument)")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            command = ["-m", "tests.perf.bench_profile", "--port", str(port)]
+            process = gw.start_gateway("gateway-profile", command, self.gateway_env, TARGET_CORE)
+            self.processes.append(process)
+            result = TargetResult("gateway", "profiled gateway")
+            target = Target(result, f"{url}{gw.CHAT_PATH}", f"Bearer {self.token}", process)
+            for scenario in ("c16", "stream16"):
+                self.measure(target, scenario, 1)
+                httpx.post(f"{url}/_bench/profile/start", timeout=10).raise_for_status()
+                self.measure(target, scenario, self.config.seconds)
+                answer = httpx.post(f"{url}/_bench/profile/stop", timeout=120).json()
+                path = ARTIFACTS / f"gateway-profile-{scenario}.txt"
+                path.write_text(answer["flat"] + "\n\n" + answer["tree"])
+                flat = [line for line in answer["flat"].splitlines() if line.strip()]
+                self.profiles[scenario] = "\n".join(flat[:30])
+            process.stop()
+        except (httpx.HTTPError, TimeoutError, RuntimeError, OSError, KeyError) as exc:
+            self.profiles["c16"] = f"profiling failed: {type(exc).__name__}: {exc}"[:300]
 
     def report(self, results: list[TargetResult]) -> str:
         pinning = (
@@ -299,6 +334,12 @@ class Bench:
         elif self.count_error:
             sections.append(f"Round trips per request: not counted ({self.count_error}).")
         sections.append(targets_check(results, self.count))
+        for scenario, text in self.profiles.items():
+            sections.append(
+                f"Profile of the gateway's event loop thread at {scenario} (pyinstrument, "
+                f"own time; full tree in tests/artifacts/bench/gateway-profile-{scenario}.txt):"
+                f"\n\n```\n{text}\n```"
+            )
         text = "\n\n".join(sections)
         self.save(text, results)
         return text
