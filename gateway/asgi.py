@@ -20,6 +20,7 @@ django_application = get_asgi_application()
 
 from gateway import lifecycle  # noqa: E402  (needs Django set up)
 from gateway.metrics import metrics_endpoint  # noqa: E402
+from gateway.proxy import chat_completions, models  # noqa: E402
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # path -> lean handler; each handler answers every method on its path.
 LEAN_ROUTES: dict[str, ASGIApp] = {
+    "/v1/chat/completions": chat_completions,
+    "/v1/models": models,
     "/metrics": metrics_endpoint,
 }
 

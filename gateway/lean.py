@@ -24,7 +24,7 @@ from django.conf import settings
 
 from gateway import lifecycle
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
-from gateway.logs import log_request, new_request_id, request_id_var
+from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
 logger = logging.getLogger("gateway.errors")
 
@@ -215,21 +215,30 @@ def lean_endpoint(
             except ClientDisconnected:
                 status = 499  # nginx's code for "client closed request", for the log only
             finally:
-                request.log.setdefault("code", None)
-                log_request(
-                    request_id=request.request_id,
-                    method=request.method,
-                    path=request.path,
-                    status=status,
-                    duration_ms=round((time.monotonic() - request.started) * 1000, 1),
-                    **request.log,
-                )
+                duration = time.monotonic() - request.started
+                _observe(request, status, duration)
                 request_id_var.reset(token)
 
         app.__name__ = getattr(endpoint, "__name__", "lean_app")
         return app
 
     return decorate
+
+
+def _observe(request: LeanRequest, status: int, duration: float) -> None:
+    from gateway import metrics  # metrics serves its endpoint through this module
+
+    request.log.setdefault("code", None)
+    metrics.observe_request(request.path, status, request.log, duration)
+    fields = {key: value for key, value in request.log.items() if key in REQUEST_FIELDS}
+    log_request(
+        request_id=request.request_id,
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round(duration * 1000, 1),
+        **fields,
+    )
 
 
 async def _respond(

@@ -74,6 +74,30 @@ def add_scrape_source(source: ScrapeSource) -> ScrapeSource:
     return source
 
 
+ROUTE_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/models": "models"}
+
+
+def observe_request(path: str, status: int, fields: dict[str, Any], duration: float) -> None:
+    """Count one answered hot-path request (called by the lean layer for each)."""
+    route = ROUTE_NAMES.get(path, "other")
+    model = fields.get("model") or ""
+    REQUESTS.labels(route, model, fields.get("provider") or "", str(status)).inc()
+    code = fields.get("code")
+    if status >= 400 and code:
+        REFUSALS.labels(fields.get("layer") or _layer_of(status), code).inc()
+    upstream_ms = fields.get("upstream_ms")
+    if upstream_ms is not None:
+        UPSTREAM_LATENCY.labels(fields.get("provider") or "").observe(upstream_ms / 1000)
+        if not fields.get("is_streamed"):
+            GATEWAY_OVERHEAD.labels(route).observe(max(0.0, duration - upstream_ms / 1000))
+
+
+def _layer_of(status: int) -> str:
+    # Refusals that are not the limiter's: which stage of SPEC's check order said no.
+    stages = {400: "validation", 401: "auth", 403: "auth", 404: "route", 413: "validation"}
+    return stages.get(status, "upstream" if status in (502, 503, 504) else "other")
+
+
 def gauge(
     name: str, documentation: str, value: float, labels: dict[str, str] | None = None
 ) -> GaugeMetricFamily:

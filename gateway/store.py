@@ -133,8 +133,21 @@ def _bump_file_epoch() -> None:
         os.replace(temporary, path)
 
 
+_last_epoch = 0
+
+
+def last_read_epoch() -> int:
+    """The global epoch this process read last (each authenticated request reads it).
+
+    The hot path passes it to the route table and the key cache so they need
+    no round trip of their own; it is at most one request old.
+    """
+    return _last_epoch if settings.REDIS_URL else _read_file_epoch()
+
+
 async def read_versions(device_id: str) -> tuple[int, int]:
     """(device version, global epoch) in one round trip; raises StoreUnavailable."""
+    global _last_epoch
     if not settings.REDIS_URL:
         return (0, _read_file_epoch())
     from redis.exceptions import RedisError
@@ -143,7 +156,8 @@ async def read_versions(device_id: str) -> tuple[int, int]:
         device, epoch = await async_redis().mget(device_version_key(device_id), EPOCH_KEY)
     except RedisError:
         raise StoreUnavailable() from None
-    return (int(device or 0), int(epoch or 0))
+    _last_epoch = int(epoch or 0)
+    return (int(device or 0), _last_epoch)
 
 
 def bump_device_version(device_id: str) -> None:

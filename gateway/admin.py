@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from gateway.models import ModelRoute
+from gateway.store import bump_epoch
+
+
+@admin.register(ModelRoute)
+class ModelRouteAdmin(admin.ModelAdmin):
+    list_display = (
+        "public_name",
+        "provider",
+        "provider_model",
+        "input_price_usd",
+        "output_price_usd",
+        "is_free_tier",
+        "is_paid_tier",
+        "is_enabled",
+    )
+    list_editable = ("input_price_usd", "output_price_usd", "is_enabled")
+    list_filter = ("provider", "is_enabled", "is_free_tier", "is_paid_tier")
+    search_fields = ("public_name", "provider_model")
+    readonly_fields = ("created_at", "updated_at")
+    actions = ("enable_routes", "disable_routes")
+
+    # Bulk deletes skip Model.delete(); bump the epoch here so every process
+    # reloads its route table.
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(bump_epoch)
+
+    @admin.action(description="Enable selected routes")
+    def enable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:
+        self._set_enabled(queryset, is_enabled=True)
+
+    @admin.action(description="Disable selected routes")
+    def disable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:
+        self._set_enabled(queryset, is_enabled=False)
+
+    @staticmethod
+    def _set_enabled(queryset: QuerySet[ModelRoute], *, is_enabled: bool) -> None:
+        with transaction.atomic():
+            for route in queryset:
+                route.is_enabled = is_enabled
+                route.save(update_fields=["is_enabled", "updated_at"])

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.core.validators import MinValueValidator
+from django.db import models, transaction
+
+from gateway.store import bump_epoch
+
+
+class ModelRoute(models.Model):
+    """A public model name clients ask for, and where and at what price it is served.
+
+    Editable in the admin; the hot path never reads this table directly but a
+    per-process copy (``gateway.routes``) that every save invalidates.
+    """
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        DIGITALOCEAN = "digitalocean", "DigitalOcean"
+
+    public_name = models.CharField(
+        max_length=100, unique=True, help_text="The model name clients send and see."
+    )
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    provider_model = models.CharField(
+        max_length=200, help_text="The provider's own model id, sent upstream."
+    )
+    input_price_usd = models.DecimalField(
+        "input price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    output_price_usd = models.DecimalField(
+        "output price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    is_free_tier = models.BooleanField("free tier", default=False)
+    is_paid_tier = models.BooleanField("paid tier", default=True)
+    is_enabled = models.BooleanField("enabled", default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["public_name"]
+
+    def __str__(self) -> str:
+        return self.public_name
+
+    # Every process keeps a copy of the route table (gateway.routes) and
+    # reloads it when the global epoch moves: any change made through the ORM
+    # (admin, shell, seed) bumps it once committed. QuerySet.update() bypasses
+    # this; use save() or call bump_epoch() yourself.
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        transaction.on_commit(bump_epoch, using=kwargs.get("using"))
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        transaction.on_commit(bump_epoch, using=kwargs.get("using"))
+        return result
+
+    @property
+    def tiers(self) -> frozenset[str]:
+        return frozenset(
+            tier
+            for tier, allowed in (("free", self.is_free_tier), ("paid", self.is_paid_tier))
+            if allowed
+        )

@@ -1,0 +1,276 @@
+"""The hot path: ``POST /v1/chat/completions`` and ``GET /v1/models`` as lean ASGI endpoints.
+
+Every check runs in SPEC's order (IP guard, size cap, authentication,
+validation, route and tier rules, then one atomic admission with the budget
+reservation), the request is forwarded with the provider's key, and
+``settlement.settle`` replaces the reservation with the real cost and
+writes the one usage record, shielded from cancellation. No ORM call and no
+thread hop on a warm request before the upstream call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import orjson
+
+from billing import budget
+from billing.alerts import alert_budget_exhausted
+from billing.pricing import input_token_upper_bound, micro_to_usd, worst_case_micro_usd
+from billing.services import budget_auto_pause
+from devices.auth import AuthenticatedDevice, authenticate
+from devices.db import run_sync
+from gateway import clock, store
+from gateway.lean import (
+    LeanRequest,
+    Response,
+    StreamResponse,
+    encode_headers,
+    finish,
+    json_response,
+    lean_endpoint,
+    spawn,
+)
+from gateway.providers.base import StreamDone, UpstreamError, Usage, estimate_tokens
+from gateway.routes import models_for_tier, models_payload
+from gateway.settlement import Admitted, ledger_status, settle
+from gateway.upstream import complete_with_key_retry, stream_with_key_retry
+from gateway.validation import PreparedChat, estimate_input_tokens, prepare_chat
+from usage import guard, limits
+from usage.http import rate_limit_headers, refusal_error
+from usage.ipguard import client_ip_from_scope, limit_key
+
+logger = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def _caller(request: LeanRequest) -> tuple[str, AuthenticatedDevice, int]:
+    """IP guard then authentication; returns (client ip, device, store epoch)."""
+    ip = client_ip_from_scope(request.scope)
+    await guard.check_ip(ip)
+    device = await authenticate(request.headers, ip=ip)
+    request.log["device_id"] = device.id
+    return ip, device, store.last_read_epoch()
+
+
+@lean_endpoint("GET")
+async def models(request: LeanRequest) -> Response:
+    _ip, device, epoch = await _caller(request)
+    return json_response(models_payload(await models_for_tier(device.tier, epoch=epoch)))
+
+
+@lean_endpoint("POST")
+async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
+    ip = client_ip_from_scope(request.scope)
+    await guard.check_ip(ip)
+    body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
+    device = await authenticate(request.headers, ip=ip)
+    request.log["device_id"] = device.id
+    prepared = await prepare_chat(body, device.tier, epoch=store.last_read_epoch())
+    route = prepared.route
+    request.log.update(model=route.public_name, provider=route.provider)
+    admitted = await _admit(request, device, ip, prepared)
+    headers = rate_limit_headers(admission=admitted[1])
+    if prepared.request.stream:
+        return await _stream(request, admitted[0], prepared, headers)
+    return await _complete(request, admitted[0], prepared, headers)
+
+
+async def _admit(
+    request: LeanRequest, device: AuthenticatedDevice, ip: str, prepared: PreparedChat
+) -> tuple[Admitted, limits.Admission]:
+    chat, route = prepared.request, prepared.route
+    worst_case = worst_case_micro_usd(
+        input_bound_tokens=input_token_upper_bound(chat.messages, tools=chat.tools),
+        max_output_tokens=prepared.max_tokens,
+        input_price=route.input_price_usd,
+        output_price=route.output_price_usd,
+    )
+    admission = await limits.admit(
+        limits.AdmissionRequest(
+            request_id=request.request_id,
+            device_id=device.id,
+            ip=limit_key(ip),
+            user_id=device.owner_id,
+            tier=device.tier,
+            reserve_micro_usd=worst_case,
+        )
+    )
+    if not admission.admitted or admission.reservation is None:
+        request.log["layer"] = admission.refused_by
+        if admission.auto_paused:
+            spawn(_record_auto_pause())
+        raise refusal_error(admission)
+    admitted = Admitted(
+        request_id=request.request_id,
+        device=device,
+        ip=ip,
+        route=route,
+        reservation=admission.reservation,
+        admitted_at=clock.now(),
+        started=request.started,
+        is_streamed=chat.stream,
+    )
+    return admitted, admission
+
+
+async def _record_auto_pause() -> None:
+    """The budget is spent: keep the pause in the database and alert (off the request path)."""
+    state = await run_sync(budget_auto_pause, reason="daily budget exhausted")
+    spent, _reserved, _paused = await run_sync(budget.current_spend)
+    alert_budget_exhausted(
+        day=budget.budget_day(clock.now()),
+        spent_micro=spent,
+        budget_micro=budget.daily_budget_micro(),
+    )
+    logger.warning("daily budget exhausted: service paused until %s", state.until)
+
+
+def _cost_header(cost_micro: int) -> str:
+    return f"{micro_to_usd(cost_micro):.6f}"
+
+
+async def _complete(
+    request: LeanRequest, admitted: Admitted, prepared: PreparedChat, headers: dict[str, str]
+) -> Response:
+    upstream_started = time.monotonic()
+    try:
+        completion = await complete_with_key_retry(
+            prepared.route,
+            prepared.request,
+            max_tokens=prepared.max_tokens,
+            epoch=store.last_read_epoch(),
+        )
+    except UpstreamError as error:
+        _log_usage(request, admitted, error.usage, upstream_started)
+        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        raise
+    except BaseException:
+        # Cancelled (shutdown) or a bug: the provider may have read the input.
+        usage = Usage(estimate_input_tokens(prepared.request), 0, False)
+        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        raise
+    _log_usage(request, admitted, completion.usage, upstream_started)
+    cost = await finish(settle(admitted, usage=completion.usage, status="ok"))
+    request.log["cost_usd"] = _cost_header(cost)
+    return json_response(
+        completion.body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)}
+    )
+
+
+def _log_usage(
+    request: LeanRequest, admitted: Admitted, usage: Usage, upstream_started: float
+) -> None:
+    request.log.update(
+        tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out,
+        upstream_ms=round((time.monotonic() - upstream_started) * 1000, 1),
+    )
+
+
+async def _stream(
+    request: LeanRequest, admitted: Admitted, prepared: PreparedChat, headers: dict[str, str]
+) -> StreamResponse:
+    events = stream_with_key_retry(
+        prepared.route,
+        prepared.request,
+        max_tokens=prepared.max_tokens,
+        epoch=store.last_read_epoch(),
+    )
+    upstream_started = time.monotonic()
+    try:
+        # The first event decides the HTTP status: a provider that fails
+        # before any output is a plain error response, not a broken stream.
+        first = await anext(events)
+    except UpstreamError as error:
+        await events.aclose()
+        _log_usage(request, admitted, error.usage, upstream_started)
+        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        raise
+    except BaseException:
+        await events.aclose()
+        usage = Usage(estimate_input_tokens(prepared.request), 0, False)
+        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        raise
+    body = _stream_body(request, admitted, prepared, first, events, upstream_started)
+    return StreamResponse(body, headers=encode_headers(headers))
+
+
+class _Progress:
+    """What the client has received so far, to charge an abandoned stream."""
+
+    def __init__(self, input_tokens: int) -> None:
+        self.input_tokens = input_tokens
+        self.text_chars = 0
+        self.pieces = 0
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.text_chars += len(content)
+                self.pieces += 1
+            for call in delta.get("tool_calls") or ():
+                arguments = (call.get("function") or {}).get("arguments")
+                if isinstance(arguments, str) and arguments:
+                    self.text_chars += len(arguments)
+                    self.pieces += 1
+
+    def usage(self, reported: Usage | None = None) -> Usage:
+        """Input plus the output streamed so far (never zero), estimated."""
+        estimated_out = estimate_tokens(self.text_chars, self.pieces)
+        if reported is not None:
+            return Usage(
+                max(reported.tokens_in, self.input_tokens),
+                max(reported.tokens_out, estimated_out),
+                False,
+            )
+        return Usage(self.input_tokens, estimated_out, False)
+
+
+async def _stream_body(
+    request: LeanRequest,
+    admitted: Admitted,
+    prepared: PreparedChat,
+    first: Any,
+    events: AsyncGenerator[Any, None],
+    upstream_started: float,
+) -> AsyncIterator[bytes]:
+    progress = _Progress(estimate_input_tokens(prepared.request))
+    usage: Usage | None = None
+    status = "client_disconnected"
+    extend_every = limits.reservation_seconds() / 2
+    extended_at = time.monotonic()
+    try:
+        event = first
+        while True:
+            if isinstance(event, StreamDone):
+                usage, status = event.usage, "ok"
+                break
+            progress.saw(event)
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+            if time.monotonic() - extended_at > extend_every:
+                await limits.extend_reservation(admitted.reservation)
+                extended_at = time.monotonic()
+            event = await anext(events)
+        cost = await finish(settle(admitted, usage=usage, status=status))
+        _log_usage(request, admitted, usage, upstream_started)
+        request.log["cost_usd"] = _cost_header(cost)
+        if prepared.request.include_usage:
+            chunk = event.usage_chunk(cost_usd=float(micro_to_usd(cost)))
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield DONE
+    except UpstreamError as error:
+        usage, status = progress.usage(error.usage), ledger_status(error)
+        yield b"data: " + orjson.dumps(error.payload()) + b"\n\n" + DONE
+    finally:
+        await events.aclose()  # cancels the upstream request if it is still running
+        if status != "ok":
+            final = usage if usage is not None else progress.usage()
+            _log_usage(request, admitted, final, upstream_started)
+            await finish(settle(admitted, usage=final, status=status))

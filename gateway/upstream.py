@@ -1,0 +1,282 @@
+"""Talking to providers: one pooled HTTP client per provider per process, and
+every outcome mapped to SPEC's table.
+
+* ``complete`` / ``stream`` send one request with the key given;
+* ``complete_with_key_retry`` / ``stream_with_key_retry`` fetch the key
+  (``gateway.keys``) and, when the provider refuses it (401/403), refresh it
+  and retry once before any byte reaches the client.
+
+Outcomes: connect or read timeout -> 504 ``upstream_timeout``; refused or
+reset connection, 5xx, malformed answer -> 502 ``upstream_error`` (401/403:
+``UpstreamAuthRejected``, a 502 unless a retry with a fresh key succeeds);
+429/529 -> 503 ``upstream_overloaded`` with Retry-After; any other 4xx ->
+400 ``upstream_rejected`` with the provider's message text only. Each error
+carries the usage known at that point (see ``providers.base``).
+
+Transport: httpx on httpx-aiohttp's ``AiohttpTransport``, chosen by
+measurement against the fake provider (see the issue report): its pool
+holds up under concurrency where httpx's default transport degrades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+from django.conf import settings
+from httpx_aiohttp import AiohttpTransport
+
+from gateway import keys, lifecycle
+from gateway.keys import ProviderKey
+from gateway.providers import adapter_for
+from gateway.providers.base import (
+    NO_USAGE,
+    Completion,
+    SSEDecoder,
+    StreamDone,
+    StreamEvent,
+    UpstreamAuthRejected,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRejected,
+    UpstreamRequest,
+    UpstreamTimeout,
+    Usage,
+    provider_message,
+)
+from gateway.routes import Route
+from gateway.validation import ChatRequest, estimate_input_tokens
+
+__all__ = [
+    "Completion",
+    "StreamDone",
+    "StreamEvent",
+    "UpstreamAuthRejected",
+    "UpstreamError",
+    "UpstreamOverloaded",
+    "UpstreamRejected",
+    "UpstreamTimeout",
+    "Usage",
+    "close_clients",
+    "complete",
+    "complete_with_key_retry",
+    "stream",
+    "stream_with_key_retry",
+]
+
+# Streams hold a connection for their whole life: the pool must be larger
+# than the number of concurrent streams one process serves.
+LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+DEFAULT_RETRY_AFTER = 5
+MAX_RETRY_AFTER = 300
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
+# What reading an unexpected shape out of a provider's JSON can raise; the
+# adapters check the shapes they rely on, this is the net under them.
+SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client_for(provider: str) -> httpx.AsyncClient:
+    """The pooled client for ``provider`` on the running event loop."""
+    loop = asyncio.get_running_loop()
+    clients = _clients.get(loop)
+    if clients is None:
+        clients = _clients[loop] = {}
+    client = clients.get(provider)
+    if client is None:
+        client = clients[provider] = httpx.AsyncClient(
+            transport=AiohttpTransport(limits=LIMITS), limits=LIMITS
+        )
+    return client
+
+
+async def close_clients() -> None:
+    """Close this loop's clients (lifecycle shutdown hook)."""
+    clients = _clients.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
+
+
+lifecycle.on_shutdown(close_clients)
+
+
+def _timeout() -> httpx.Timeout:
+    # Read at call time so settings overrides apply to a pooled client.
+    connect = float(settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS)
+    read = float(settings.UPSTREAM_TIMEOUT_SECONDS)
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+
+def _send_kwargs(upstream: UpstreamRequest) -> dict[str, Any]:
+    return {
+        "url": upstream.url,
+        "headers": upstream.headers,
+        "content": orjson.dumps(upstream.body),
+        "timeout": _timeout(),
+    }
+
+
+# --- failures ------------------------------------------------------------------
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    """The request never reached the provider (connect refused or timed out)."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    if isinstance(exc, aiohttp.ClientError):
+        return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # httpx-aiohttp maps some aiohttp errors oddly (a server disconnect becomes
+    # httpx.ConnectTimeout): judge by the aiohttp exception when there is one.
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError | TimeoutError):
+        return isinstance(cause, TimeoutError)
+    return isinstance(exc, httpx.TimeoutException | TimeoutError)
+
+
+def transport_failure(exc: BaseException, *, on_timeout: Usage, on_error: Usage) -> UpstreamError:
+    """The error for a transport exception, with the usage it should carry.
+
+    Nothing is charged when the request never reached the provider.
+    """
+    nothing_sent = _nothing_sent(exc)
+    if _is_timeout(exc):
+        return UpstreamTimeout(usage=NO_USAGE if nothing_sent else on_timeout)
+    return UpstreamError(usage=NO_USAGE if nothing_sent else on_error)
+
+
+def _retry_after(response: httpx.Response) -> int:
+    raw = response.headers.get("retry-after", "")
+    try:
+        seconds = int(float(raw))
+    except ValueError:
+        return DEFAULT_RETRY_AFTER
+    return min(max(seconds, 1), MAX_RETRY_AFTER)
+
+
+def status_failure(response: httpx.Response, key: ProviderKey) -> UpstreamError:
+    """The error for a non-2xx answer; never the provider's body, at most its message."""
+    status = response.status_code
+    if status in (401, 403):
+        return UpstreamAuthRejected()
+    if status in (429, 529):
+        return UpstreamOverloaded(retry_after=_retry_after(response))
+    if 400 <= status < 500:
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        return UpstreamRejected(provider_message(data, key))
+    return UpstreamError()
+
+
+# --- requests ------------------------------------------------------------------
+
+
+async def complete(
+    route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
+) -> Completion:
+    """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
+    adapter = adapter_for(route.provider)
+    upstream = adapter.build_request(route, request, key=key, max_tokens=max_tokens)
+    client = client_for(route.provider)
+    try:
+        response = await client.post(**_send_kwargs(upstream))
+    except TRANSPORT_ERRORS as exc:
+        # A timeout is charged its input (the provider may have read it); a
+        # reset before any answer costs nothing.
+        input_only = Usage(estimate_input_tokens(request), 0, False)
+        raise transport_failure(exc, on_timeout=input_only, on_error=NO_USAGE) from None
+    if response.status_code != 200:
+        raise status_failure(response, key)
+    try:
+        return adapter.parse_response(route, request, orjson.loads(response.content))
+    except SHAPE_ERRORS:  # orjson.JSONDecodeError is a ValueError
+        raise UpstreamError() from None
+
+
+async def stream(
+    route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
+) -> AsyncGenerator[StreamEvent, None]:
+    """OpenAI chunk dicts, then one ``StreamDone``; an UpstreamError at any point.
+
+    Errors after the first chunk carry the usage so far (output estimated from
+    the streamed deltas unless the provider reported it). Closing the iterator
+    early closes the upstream response, which cancels the provider's work.
+    """
+    adapter = adapter_for(route.provider)
+    upstream = adapter.build_request(route, request, key=key, max_tokens=max_tokens)
+    translator = adapter.stream_translator(route, request)
+    decoder = SSEDecoder()
+    has_events = False
+    client = client_for(route.provider)
+    try:
+        async with client.stream("POST", **_send_kwargs(upstream)) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise status_failure(response, key)
+            async for raw in response.aiter_bytes():
+                # Events after the end (a trailing [DONE]) are read so the
+                # connection goes back to the pool, and ignored.
+                for event in decoder.feed(raw):
+                    has_events = True
+                    try:
+                        chunks = translator.feed(event)
+                    except SHAPE_ERRORS:
+                        raise UpstreamError(usage=translator.usage()) from None
+                    for chunk in chunks:
+                        yield chunk
+    except TRANSPORT_ERRORS as exc:
+        if has_events:
+            so_far = translator.usage()
+            raise transport_failure(exc, on_timeout=so_far, on_error=so_far) from None
+        input_only = Usage(estimate_input_tokens(request), 0, False)
+        raise transport_failure(exc, on_timeout=input_only, on_error=NO_USAGE) from None
+    if not translator.finished and translator.finish_reason is None:
+        # The provider closed the stream without finishing it (or sent no stream).
+        raise UpstreamError(usage=translator.usage() if has_events else NO_USAGE)
+    yield translator.done()
+
+
+async def complete_with_key_retry(
+    route: Route, request: ChatRequest, *, max_tokens: int, epoch: int
+) -> Completion:
+    """``complete`` with the cached key; on 401/403 refresh the key and retry once."""
+    key = await keys.get_key(route.provider, epoch=epoch)
+    try:
+        return await complete(route, request, key=key, max_tokens=max_tokens)
+    except UpstreamAuthRejected:
+        key = await keys.refresh(route.provider, rejected=key)
+    return await complete(route, request, key=key, max_tokens=max_tokens)
+
+
+async def stream_with_key_retry(
+    route: Route, request: ChatRequest, *, max_tokens: int, epoch: int
+) -> AsyncGenerator[StreamEvent, None]:
+    """``stream`` with the cached key; on 401/403 (before any chunk) refresh and retry once."""
+    key = await keys.get_key(route.provider, epoch=epoch)
+    events = stream(route, request, key=key, max_tokens=max_tokens)
+    try:
+        try:
+            first = await anext(events)
+        except UpstreamAuthRejected:
+            key = await keys.refresh(route.provider, rejected=key)
+            events = stream(route, request, key=key, max_tokens=max_tokens)
+            first = await anext(events)
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()

@@ -1,0 +1,86 @@
+"""Routes, requests and stream helpers shared by the provider tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.keys import ProviderKey
+from gateway.providers.base import StreamDone
+from gateway.routes import SEED_ROUTES, Route
+from gateway.validation import ChatRequest, parse_chat_request
+from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
+
+ROUTES = {
+    seed["public_name"]: Route(
+        public_name=seed["public_name"],
+        provider=seed["provider"],
+        provider_model=seed["provider_model"],
+        input_price_usd=seed["input_price_usd"],
+        output_price_usd=seed["output_price_usd"],
+        tiers=frozenset(
+            tier
+            for tier, allowed in (("free", seed["is_free_tier"]), ("paid", seed["is_paid_tier"]))
+            if allowed
+        ),
+        created=1_750_000_000,
+    )
+    for seed in SEED_ROUTES
+}
+# One route per wire format and key: OpenAI, DigitalOcean, Anthropic.
+OPENAI, DIGITALOCEAN, ANTHROPIC = "openai-gpt-4o", "llama3-8b-instruct", "anthropic-claude-4-sonnet"
+ONE_ROUTE_PER_PROVIDER = (OPENAI, DIGITALOCEAN, ANTHROPIC)
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def route(name: str) -> Route:
+    return ROUTES[name]
+
+
+def key_for(name: str) -> ProviderKey:
+    provider = ROUTES[name].provider
+    return ProviderKey(provider, DEFAULT_KEYS[provider])
+
+
+def chat(text: str = "Say hello", **fields: Any) -> ChatRequest:
+    fields.setdefault("messages", [{"role": "user", "content": text}])
+    return parse_chat_request(json.dumps({"model": "any", **fields}).encode())
+
+
+async def collect(events: Any) -> tuple[list[dict[str, Any]], StreamDone]:
+    chunks: list[dict[str, Any]] = []
+    done = None
+    async for event in events:
+        if isinstance(event, StreamDone):
+            done = event
+        else:
+            assert done is None, "chunks after the end"
+            chunks.append(event)
+    assert done is not None
+    return chunks, done
+
+
+def text_of(chunks: list[dict[str, Any]]) -> str:
+    return "".join(
+        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
+    )
+
+
+def point_at(fake: FakeProvider, settings: Any) -> None:
+    settings.PROVIDER_BASE_URLS = {
+        "openai": fake.openai_base_url,
+        "digitalocean": fake.digitalocean_base_url,
+        "anthropic": fake.anthropic_base_url,
+    }
