@@ -160,20 +160,28 @@ def check_chat(url: str, token: str, body: str, stream_body: str) -> None:
         )
 
 
+PHASES = ("before", "after", "background")
+
+
 @dataclass
 class PhaseCount:
-    """Round trips of the counted requests, split at the upstream call."""
+    """Round trips of the counted requests: made for a request before its
+    upstream call, after it, or by no request (background work)."""
 
     requests: int = 0
     upstream_calls: int = 0
     redis: dict[str, Counter[str]] = field(
-        default_factory=lambda: {"before": Counter(), "after": Counter()}
+        default_factory=lambda: {phase: Counter() for phase in PHASES}
     )
     db: dict[str, Counter[str]] = field(
-        default_factory=lambda: {"before": Counter(), "after": Counter()}
+        default_factory=lambda: {phase: Counter() for phase in PHASES}
     )
     usage_records: int | None = None
     monitor: dict[str, Counter[str]] = field(default_factory=dict)  # Redis MONITOR's view
+
+    def per_request(self, kind: str, phase: str) -> float:
+        counter = self.redis[phase] if kind == "redis" else self.db[phase]
+        return sum(counter.values()) / max(self.requests, 1)
 
     def probe_commands(self) -> int:
         """Commands (not round trips) the probe saw: a pipeline counts each."""
@@ -182,10 +190,6 @@ class PhaseCount:
             for counter in self.redis.values()
             for detail, times in counter.items()
         )
-
-    def per_request(self, kind: str, phase: str) -> float:
-        counter = self.redis[phase] if kind == "redis" else self.db[phase]
-        return sum(counter.values()) / max(self.requests, 1)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -199,17 +203,18 @@ class PhaseCount:
 
 
 def split_events(events: list[list[Any]]) -> PhaseCount:
-    """Attribute each event to the request it follows: before its first
-    upstream marker, or after it (until the next request enters)."""
-    count, phase = PhaseCount(), None
-    for _, kind, detail in sorted(events, key=lambda event: event[0]):
+    """Attribute each event to the request it ran for: before that request's
+    first upstream marker, or after it; events of no request are background."""
+    count, phases = PhaseCount(), {}
+    for _, kind, detail, request in sorted(events, key=lambda event: event[0]):
         if kind == "request":
             count.requests += 1
-            phase = "before"
-        elif kind == "upstream" and phase == "before":
+            phases[request] = "before"
+        elif kind == "upstream" and phases.get(request) == "before":
             count.upstream_calls += 1
-            phase = "after"
-        elif kind in ("redis", "db") and phase is not None:
+            phases[request] = "after"
+        elif kind in ("redis", "db"):
+            phase = phases.get(request, "background") if request else "background"
             (count.redis if kind == "redis" else count.db)[phase][detail] += 1
     return count
 

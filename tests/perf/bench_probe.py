@@ -17,10 +17,11 @@ do not depend on how the gateway's code is organised:
   aiohttp's ``ClientSession._request``, whichever comes first).
 
 ``GET /_bench/probe`` returns the events recorded since the last call (and
-forgets them): ``{"events": [[monotonic_ns, kind, detail], ...]}`` with kind
-one of ``request``, ``request_end``, ``upstream``, ``redis``, ``db``. The
-benchmark sends requests one at a time with a pause between them and splits
-each request's events at its first ``upstream`` marker (before / after).
+forgets them): ``{"events": [[monotonic_ns, kind, detail, request], ...]}``
+with kind one of ``request``, ``request_end``, ``upstream``, ``redis``,
+``db``, and ``request`` the number of the chat request whose context the
+event ran in (0 for none: background work). The benchmark splits each
+request's events at its first ``upstream`` marker (before / after).
 
 This process is only used for counting; the timed runs use the plain gateway.
 Run: ``python -m tests.perf.bench_probe --port 8100`` with the gateway's env.
@@ -29,7 +30,9 @@ Run: ``python -m tests.perf.bench_probe --port 8100`` with the gateway's env.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import functools
+import itertools
 import json
 import os
 import re
@@ -37,13 +40,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-EVENTS: list[tuple[int, str, str]] = []
+EVENTS: list[tuple[int, str, str, int]] = []
+# Which chat request the running code works for (0: none, e.g. a background
+# writer started at boot). Context variables follow the request into the
+# tasks it creates and into sync_to_async threads, so a round trip is tied to
+# the request that caused it, not to whichever request happens to be running.
+REQUEST: contextvars.ContextVar[int] = contextvars.ContextVar("bench_request", default=0)
+_requests = itertools.count(1)
 _COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z|]+)\r\n")
 
 
 def record(kind: str, detail: str) -> None:
     # list.append is atomic under the GIL: ORM calls record from worker threads.
-    EVENTS.append((time.monotonic_ns(), kind, detail))
+    EVENTS.append((time.monotonic_ns(), kind, detail, REQUEST.get()))
 
 
 def _redis_names(command: Any) -> str:
@@ -69,39 +78,35 @@ def _sql_summary(query: Any) -> str:
     return f"{verb} … {table.group(1).upper()} {table.group(2)}"
 
 
+def _first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # The described argument (query, command, request) may come by keyword:
+    # httpx's ``stream()`` calls ``send(request=...)``.
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
 def _wrap_sync(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
     @functools.wraps(function)
-    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
-        record(kind, describe(first))
-        return function(self, first, *args, **kwargs)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(_first(args, kwargs)))
+        return function(self, *args, **kwargs)
 
     return wrapper
 
 
 def _wrap_async(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
     @functools.wraps(function)
-    async def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
-        record(kind, describe(first))
-        return await function(self, first, *args, **kwargs)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(_first(args, kwargs)))
+        return await function(self, *args, **kwargs)
 
     return wrapper
 
 
 def _wrap_generator(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
     @functools.wraps(function)
-    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
-        record(kind, describe(first))
-        return (yield from function(self, first, *args, **kwargs))
-
-    return wrapper
-
-
-def _wrap_stream(function: Callable[..., Any], kind: str, describe: Callable[[Any], str]) -> Any:
-    # Cursor.stream is a (sync or async) generator, not a coroutine: record at the call.
-    @functools.wraps(function)
-    def wrapper(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
-        record(kind, describe(first))
-        return function(self, first, *args, **kwargs)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record(kind, describe(_first(args, kwargs)))
+        return (yield from function(self, *args, **kwargs))
 
     return wrapper
 
@@ -126,8 +131,9 @@ def install() -> None:
         cls.execute = _wrap_async(cls.execute, "db", _sql_summary)
         cls.executemany = _wrap_async(cls.executemany, "db", _sql_summary)
     for cls in (psycopg.Cursor, psycopg.AsyncCursor):
-        cls.copy = _wrap_stream(cls.copy, "db", _sql_summary)
-        cls.stream = _wrap_stream(cls.stream, "db", _sql_summary)
+        # copy() and stream() are generators (or context managers): record at the call.
+        cls.copy = _wrap_sync(cls.copy, "db", _sql_summary)
+        cls.stream = _wrap_sync(cls.stream, "db", _sql_summary)
     base = psycopg._connection_base.BaseConnection
     base._exec_command = _wrap_generator(base._exec_command, "db", _sql_summary)
 
@@ -149,6 +155,7 @@ def instrumented(application: Callable[..., Any]) -> Callable[..., Any]:
             return
         is_chat = scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
         if is_chat:
+            REQUEST.set(next(_requests))
             record("request", scope["method"])
         try:
             await application(scope, receive, send)

@@ -4,9 +4,10 @@ ratios to the floor measured in the same run, and the issue's targets."""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.perf.bench_gateway import PhaseCount
+from tests.perf.bench_gateway import PHASES, PhaseCount
 from tests.perf.bench_load import Sample
 
 SCENARIOS: dict[str, tuple[int, bool]] = {  # name -> (concurrency, streamed)
@@ -137,7 +138,7 @@ def headroom(results: list[TargetResult]) -> str:
     )
 
 
-def _commands(counter: dict[str, int], requests: int) -> str:
+def _commands(counter: Counter[str] | dict[str, int], requests: int) -> str:
     if not counter:
         return "none"
     ordered = sorted(counter.items(), key=lambda item: -item[1])
@@ -146,20 +147,24 @@ def _commands(counter: dict[str, int], requests: int) -> str:
 
 def counts_table(label: str, count: PhaseCount) -> str:
     n = count.requests
+
+    def row(kind: str) -> str:
+        return " | ".join(f"{count.per_request(kind, phase):.2f}" for phase in PHASES)
+
+    def names(counters: dict[str, Counter[str]]) -> str:
+        return " | ".join(_commands(counters[phase], n) for phase in PHASES)
+
     lines = [
         f"Round trips per admitted request, {label} (warm cache, {n} requests one at a time; "
         f"upstream calls seen: {count.upstream_calls}; their usage records found in the "
         f"database: {'unknown' if count.usage_records is None else count.usage_records}):",
         "",
-        "| | before the upstream call | after it |",
-        "|---|---|---|",
-        f"| Redis round trips | {count.per_request('redis', 'before'):.2f} "
-        f"| {count.per_request('redis', 'after'):.2f} |",
-        f"| Redis commands | {_commands(count.redis['before'], n)} "
-        f"| {_commands(count.redis['after'], n)} |",
-        f"| database statements | {count.per_request('db', 'before'):.2f} "
-        f"| {count.per_request('db', 'after'):.2f} |",
-        f"| statements | {_commands(count.db['before'], n)} | {_commands(count.db['after'], n)} |",
+        "| | before the upstream call | after it | background (no request), per request |",
+        "|---|---|---|---|",
+        f"| Redis round trips | {row('redis')} |",
+        f"| Redis commands | {names(count.redis)} |",
+        f"| database statements | {row('db')} |",
+        f"| statements | {names(count.db)} |",
     ]
     seen = count.monitor.get("commands")
     if seen is not None:

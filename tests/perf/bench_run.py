@@ -328,11 +328,11 @@ class Bench:
             ratio_table(results),
             headroom(results),
         ]
-        if self.count is not None and self.stream_count is not None:
-            sections.append(counts_table("non-streamed", self.count))
-            sections.append(counts_table("streamed", self.stream_count))
-        elif self.count_error:
-            sections.append(f"Round trips per request: not counted ({self.count_error}).")
+        for label, count in (("non-streamed", self.count), ("streamed", self.stream_count)):
+            if count is not None:
+                sections.append(counts_table(label, count))
+        if self.count_error:
+            sections.append(f"Round trips per request: counting failed ({self.count_error}).")
         sections.append(targets_check(results, self.count))
         for scenario, text in self.profiles.items():
             sections.append(
