@@ -38,6 +38,14 @@ class TargetResult:
         values = [value for value in values if value is not None]
         return statistics.median(values) if values else None
 
+    def cpu_ms_per_request(self) -> float | None:
+        """CPU time the target spent per request at c=16: unlike its RPS, this
+        barely depends on how much of its core other work took."""
+        share, rps = self.core_share, self.median("c16", "rps")
+        if not share or not rps:
+            return None
+        return statistics.median(share) / rps * 1000
+
     def errors(self) -> int:
         return sum(sample.errors for samples in self.samples.values() for sample in samples)
 
@@ -63,12 +71,12 @@ def results_table(results: list[TargetResult]) -> str:
         "| target | c=1 RPS | c=1 p50 / p99 ms | added p50 at c=1 ms | c=16 RPS "
         "| c=16 p50 / p99 ms | c=64 RPS | c=64 p50 / p99 ms | stream c=16 RPS "
         "| stream TTFB p50 ms | peak RSS MiB | CPU s after load | own CPU at c=16 "
-        "| others on its core | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU ms per request at c=16 | others on its core | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         if not result.available:
-            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 13)
+            lines.append(f"| {result.label} | not available: {result.reason} |" + " |" * 14)
             continue
         cells = [result.label]
         for scenario in ("c1", "c16", "c64"):
@@ -84,6 +92,8 @@ def results_table(results: list[TargetResult]) -> str:
         cells.append("–" if drain is None else f"{drain:.2f}")
         share = statistics.median(result.core_share) if result.core_share else None
         cells.append("–" if share is None else f"{share:.2f}")
+        per_request = None if result.key == "fake" else result.cpu_ms_per_request()
+        cells.append("–" if per_request is None else f"{per_request:.2f}")
         other = statistics.median(result.other_cpu) if result.other_cpu else None
         cells.append("–" if other is None else f"{other:.2f}")
         cells.append(str(result.errors()))
@@ -98,8 +108,9 @@ def ratio_table(results: list[TargetResult]) -> str:
         return "(no floor measured in this run: no ratios)"
     lines = [
         "| target | c=1 RPS × floor | c=16 RPS × floor | c=64 RPS × floor "
-        "| stream c=16 RPS × floor | added p50 at c=1 − floor's, ms |",
-        "|---|---|---|---|---|---|",
+        "| stream c=16 RPS × floor | added p50 at c=1 − floor's, ms "
+        "| floor's CPU per request ÷ target's |",
+        "|---|---|---|---|---|---|---|",
     ]
     floor_added = added_p50_us(floor, fake)
     for result in results:
@@ -113,9 +124,11 @@ def ratio_table(results: list[TargetResult]) -> str:
         cells.append(
             "–" if added is None or floor_added is None else f"{(added - floor_added) / 1000:+.2f}"
         )
+        own_cpu, floor_cpu = result.cpu_ms_per_request(), floor.cpu_ms_per_request()
+        cells.append("–" if not own_cpu or not floor_cpu else f"{floor_cpu / own_cpu:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     if len(lines) == 2:
-        lines.append("| (no other target measured) | | | | | |")
+        lines.append("| (no other target measured) | | | | | | |")
     return "\n".join(lines)
 
 
