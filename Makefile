@@ -9,6 +9,9 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hanzo
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# `make bench`: seconds per measurement and runs per measurement (medians).
+BENCH_SECONDS ?= 4
+BENCH_REPEAT ?= 3
 
 .PHONY: serve install test test-embedded test-production lint services bench clean
 
@@ -46,6 +49,11 @@ lint: install
 
 services:
 	@bash scripts/services.sh
+
+## bench: the hot-path benchmark (tests/perf, not part of the test suite); see docs/benchmarks.md
+bench: install services
+	env -u DATABASE_URL -u REDIS_URL BENCH_SECONDS=$(BENCH_SECONDS) BENCH_REPEAT=$(BENCH_REPEAT) \
+	$(PY) -m tests.perf.bench_run
 
 clean:
 	rm -rf $(VENV) staticfiles var .mypy_cache .ruff_cache tests/artifacts
