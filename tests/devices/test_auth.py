@@ -221,8 +221,11 @@ async def test_redis_down_is_a_503_not_a_stale_answer(make_device, settings):
 
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.pair(), ip=IP)
-    await store.close_async_clients()
+    # Move the URL before dropping the client: work that authentication left
+    # running (the suspicious-IP count) would otherwise make a new client on
+    # the old URL.
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    await store.close_async_clients()
     with pytest.raises(StoreUnavailable) as refused:
         await authenticate(registered.pair(), ip=IP)
     assert refused.value.status == 503
