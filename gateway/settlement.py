@@ -1,12 +1,13 @@
 """After the provider answered: the real cost replaces the reservation, and
 the request leaves exactly one usage record (the ledger of record).
 
-Both happen in ``settle``, which the proxy runs shielded from cancellation
-(``gateway.lean.finish``), so a client disconnect or a shutdown still
-settles. The record is written first: if the store cannot take the
-settlement, the reservation expires by itself and the counters are rebuilt
-from the ledger on the next store restart, while the money is already in
-the record.
+Both start in ``settle``, which the proxy runs shielded from cancellation
+(``gateway.lifecycle.finish``), so a client disconnect or a shutdown still
+settles. The record is spooled first (a local append: durable before the
+response); the store's settlement follows beside the response. If the store
+cannot take it, the reservation expires by itself and the counters are
+rebuilt from the ledger on the next store restart, while the money is
+already in the record.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from billing.pricing import cost_micro_usd, micro_to_usd
 from devices.auth import AuthenticatedDevice
 from gateway import metrics
 from gateway.errors import GatewayError
+from gateway.lifecycle import spawn
 from gateway.providers.base import Usage
 from gateway.routes import Route
 from usage import limits
@@ -87,13 +89,21 @@ async def settle(admitted: Admitted, *, usage: Usage, status: str) -> int:
             created_at=datetime.fromtimestamp(admitted.admitted_at, tz=UTC),
         )
     )
-    try:
-        await limits.settle(admitted.reservation, actual_micro_usd=cost)
-    except GatewayError:
-        # The store is down: the reservation expires by itself; the record
-        # above is the truth the counters are rebuilt from.
-        logger.error("could not settle %s in the store; its record is kept", admitted.request_id)
+    # The store's settlement is a round trip the client need not wait for:
+    # until it lands the reservation (the worst case) still counts, so the
+    # budget errs on the safe side. It is held by reference and drained at
+    # shutdown (gateway.lifecycle).
+    spawn(_settle_in_store(admitted, cost))
     metrics.TOKENS.labels(route.public_name, "input").inc(usage.tokens_in)
     metrics.TOKENS.labels(route.public_name, "output").inc(usage.tokens_out)
     metrics.COST.labels(route.public_name).inc(cost / 1_000_000)
     return cost
+
+
+async def _settle_in_store(admitted: Admitted, cost: int) -> None:
+    try:
+        await limits.settle(admitted.reservation, actual_micro_usd=cost)
+    except GatewayError:
+        # The store is down: the reservation expires by itself; the record
+        # is the truth the counters are rebuilt from.
+        logger.error("could not settle %s in the store; its record is kept", admitted.request_id)
