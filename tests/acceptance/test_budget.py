@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.conf import settings as django_settings
 
 from billing.models import PauseState
 from tests.acceptance.budget import (
@@ -35,6 +36,8 @@ from tests.acceptance.support import (
 from tests.support.processes import wait_for
 from usage.models import UsageRecord
 
+DEVICE_DAY = django_settings.RATE_LIMITS["paid"]["device_per_day"]  # the gateways' default
+
 pytestmark = pytest.mark.production_only  # budget_status reads the counters the gateways share
 
 
@@ -49,6 +52,8 @@ def test_simultaneous_reservations_admit_only_what_fits_and_refusals_do_not_paus
     assert {o.headers["retry-after"] for o in outcomes if o.status == 503} == {"5"}
     assert during["reservedUsd"] == usd(3 * worst) and during["spentUsd"] == 0
     assert during["paused"] is False
+    # The refusals took no request slot: only the admissions count.
+    assert remaining_device(outcomes) == [DEVICE_DAY - 3, DEVICE_DAY - 2, DEVICE_DAY - 1]
     status = settled(3)
     assert 0 < status["spentUsd"] < 0.31 and status["paused"] is False
 
@@ -60,10 +65,16 @@ def test_simultaneous_reservations_admit_only_what_fits_and_refusals_do_not_paus
     assert codes(outcomes) == {(200, None): fits, (503, "budget_exceeded"): 20 - fits}
     assert during["spentUsd"] + during["reservedUsd"] <= 1.0
     assert during["paused"] is False
+    assert remaining_device(outcomes) == [DEVICE_DAY - 5, DEVICE_DAY - 4]
     status = settled(3 + fits)
     assert status["spentUsd"] <= 1.0 and status["paused"] is False
     assert not PauseState.objects.filter(is_paused=True).exists()
     assert len(provider.requests) == 3 + fits
+
+
+def remaining_device(outcomes: list[Outcome]) -> list[int]:
+    admitted = (o for o in outcomes if o.status == 200)
+    return sorted(int(o.headers["x-ratelimit-remaining-device"]) for o in admitted)
 
 
 def test_a_devices_daily_dollar_cap_holds_under_simultaneous_requests(

@@ -46,12 +46,12 @@ def mixed_traffic(paid: str, free: str) -> tuple[list[Call], dict[str, int]]:
         *[chat(paid, "[[fault:http_500]]")] * 3,
         *[chat(paid, "[[fault:drop]]")] * 2,
         *[chat(paid, "[[tokens:8]] [[fault:error_mid_stream]]", stream=True)] * 2,
-        *[chat(paid, "[[fault:slow:seconds=3]]")] * 3,
+        *[chat(paid, "[[fault:slow:seconds=5]]")] * 3,
         *[Call(abandoned.token, abandoned.body, abandon=True)] * 3,
         Call(paid, {**abandoned.body, "model": CLAUDE}, abandon=True),
         *[chat(paid, "[[tokens:8]] [[fault:drop_mid_stream]]", stream=True)] * 2,
         chat(paid, "[[tokens:8]] [[fault:drop_mid_stream]]", model=CLAUDE, stream=True),
-        chat(paid, "[[tokens:3]] [[fault:slow_chunks:delay=1.5]]", stream=True),
+        chat(paid, "[[tokens:3]] [[fault:slow_chunks:delay=4]]", stream=True),
         chat(paid, "[[fault:http_429]]"),
         chat(paid, "[[fault:http_400]]"),
         *[chat(free, "Free [[tokens:3]]")] * 8,  # 3 fit the device's day, 5 refused
@@ -74,7 +74,7 @@ def test_after_concurrent_mixed_traffic_the_ledger_the_counters_and_the_report_a
 ):
     gateway = start_gateway(
         PROCESSES,
-        UPSTREAM_TIMEOUT_SECONDS="1",
+        UPSTREAM_TIMEOUT_SECONDS="2",
         RATE_LIMIT_FREE_DEVICE_PER_DAY="3",
         RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000",
     )
