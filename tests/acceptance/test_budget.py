@@ -34,6 +34,7 @@ from tests.acceptance.support import (
     worst_case,
 )
 from tests.support.processes import wait_for
+from usage.days import next_day_start
 from usage.models import UsageRecord
 
 DEVICE_DAY = django_settings.RATE_LIMITS["paid"]["device_per_day"]  # the gateways' default
@@ -78,7 +79,7 @@ def remaining_device(outcomes: list[Outcome]) -> list[int]:
 
 
 def test_a_devices_daily_dollar_cap_holds_under_simultaneous_requests(
-    start_gateway, provider, make_device, settings
+    start_gateway, provider, make_device, settings, clock
 ):
     settings.DAILY_BUDGET_USD = Decimal("50")
     gateway = start_gateway(
@@ -107,8 +108,18 @@ def test_a_devices_daily_dollar_cap_holds_under_simultaneous_requests(
     _during, outcomes = held_round(gateway, provider, [big(capped.token)] * 20)
     assert codes(outcomes) == {(200, None): fits, (429, "device_budget_exceeded"): 20 - fits}
     settled(4 + fits)
+
+    # Spent past the point where a worst case fits even alone: refused until
+    # the next budget day, for that device only, and the service goes on.
+    assert send_all(gateway, [big(capped.token, "Spend [[tokens:20000]]")])[0].status == 200
+    settled(5 + fits)
+    sent_at = clock.now()
+    (refused,) = send_all(gateway, [big(capped.token, "Hi")])
+    assert (refused.status, refused.code) == (429, "device_budget_exceeded")
+    assert int(refused.headers["retry-after"]) >= next_day_start(sent_at) - clock.now()
+    assert send_all(gateway, [big(other, "Hi")])[0].status == 200
+    assert settled(6 + fits)["paused"] is False
     assert _spent_by(capped.device.id) <= Decimal("1.00")
-    assert budget_status()["paused"] is False
 
 
 def _spent_by(device_id: str) -> Decimal:
