@@ -10,8 +10,9 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management import call_command
 
-from billing.models import PauseState
+from billing.models import BudgetAuditEvent, PauseState
 from tests.acceptance.budget import (
     BUDGET,
     MAX_TOKENS,
@@ -136,11 +137,6 @@ def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered
 def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the_next_budget_day(
     budget_gateway, provider, paid_token, slack, clock
 ):
-    from django.core.management import call_command
-
-    from billing.models import BudgetAuditEvent
-    from usage.days import next_day_start
-
     for _ in range(3):  # about $0.30 each, really spent: $0.90 of $1.00
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200
