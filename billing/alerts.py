@@ -223,8 +223,19 @@ def alert_budget_exhausted(*, day: date, spent_micro: int, budget_micro: int) ->
     return enqueue(Alert(kind=kind, text=text, once_per_day=day))
 
 
-def budget_alerts_due(*, spent_micro: int, budget_micro: int) -> list[str]:
-    """Which budget alerts the figures call for (the exhausted one supersedes the warning)."""
+def budget_alerts_due(
+    *, spent_micro: int, budget_micro: int, is_auto_paused: bool = False
+) -> list[str]:
+    """Which budget alerts are due (the exhausted one supersedes the warning).
+
+    The budget is exhausted when the spend reached it, or when the gateway
+    paused itself that day: a request's worst case no longer fitted, which
+    usually happens with the spend still short of the budget (spend never
+    passes it). Without the second case, an exhausted alert the gateway could
+    not deliver (Slack down) would never be retried by ``check_budget``.
+    """
+    if is_auto_paused:
+        return [AlertLog.Kind.BUDGET_EXHAUSTED.value]
     if budget_micro <= 0:
         return []
     if spent_micro >= budget_micro:

@@ -11,14 +11,14 @@ retention deletes its records afterwards, whole days only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, F, Q, QuerySet, Sum
 
-from billing.budget import budget_day
-from billing.models import DailyRollup, PauseState
+from billing.budget import budget_day, budget_day_start
+from billing.models import BudgetAuditEvent, DailyRollup, PauseState
 from billing.pricing import SIX_PLACES, usd_number
 from usage.models import UsageRecord
 
@@ -29,6 +29,15 @@ def pause_state_get() -> PauseState:
     """The pause row (an unpaused default when none was ever written)."""
     state = PauseState.objects.filter(id=PauseState.SINGLETON_ID).first()
     return state if state is not None else PauseState(id=PauseState.SINGLETON_ID)
+
+
+def auto_paused_on(day: date) -> bool:
+    """Whether the gateway paused itself for an exhausted budget during budget ``day``."""
+    start = datetime.fromtimestamp(budget_day_start(day), tz=UTC)
+    end = datetime.fromtimestamp(budget_day_start(day + timedelta(days=1)), tz=UTC)
+    return BudgetAuditEvent.objects.filter(
+        action=BudgetAuditEvent.Action.AUTO_PAUSE, created_at__gte=start, created_at__lt=end
+    ).exists()
 
 
 @dataclass

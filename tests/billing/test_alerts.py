@@ -13,6 +13,7 @@ from django.core.management import call_command
 from billing import alerts
 from billing.budget import budget_day
 from billing.models import AlertLog
+from billing.services import budget_auto_pause
 from tests.billing.factories import create_records
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT
@@ -122,6 +123,24 @@ def test_the_exhausted_alert_is_sent_once_when_spend_reaches_the_budget(
     assert len(texts) == 2
     assert "Budget warning" in texts[0]
     assert "Budget exhausted" in texts[1] and "paused" in texts[1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_short_of_it(
+    fake_slack, clock, settings
+):
+    # The gateway pauses when a worst case no longer fits, with spend still
+    # under the budget; if Slack was down then, cron must still send it.
+    settings.DAILY_BUDGET_USD = Decimal("1")
+    settings.BUDGET_WARNING_PERCENT = 50
+    _spend_today(clock, "0.9")
+    budget_auto_pause(reason="daily budget exhausted")
+    assert "budget_exhausted: sent" in _check_budget()
+    assert "budget_exhausted: already sent today" in _check_budget()
+    (text,) = fake_slack.texts()
+    assert "Budget exhausted" in text
+    clock.advance(86400)  # yesterday's pause is not today's
+    assert "no alert due" in _check_budget()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,6 +23,9 @@ directive in any message text (a directive wins and leaves the queue alone):
 ``non_json``        200 ``text/plain`` garbage
 ``malformed``       200 JSON without ``choices`` / ``content`` (also for stream requests)
 ``slow``            sleep ``seconds`` (default 3) then answer normally
+``hold``            wait until ``release_held()`` (at most ``seconds``, default 30), then answer
+                    normally: requests that must overlap, without guessing how long they take;
+                    ``hold()`` holds again the ones that come after
 ``drop``            close the TCP connection without any response
 ``drop_mid_stream`` stream: abort the connection after ``after`` content chunks (default 2);
                     non-stream: send half of the JSON body, then abort
@@ -70,6 +73,7 @@ FAULTS: frozenset[str] = frozenset(
         "non_json",
         "malformed",
         "slow",
+        "hold",
         "drop",
         "drop_mid_stream",
         "slow_chunks",
@@ -126,6 +130,8 @@ class FakeProvider:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._faults: list[_QueuedFault] = []
+        self._released = threading.Event()
+        self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -163,8 +169,30 @@ class FakeProvider:
         with self._lock:
             self._faults.append(_QueuedFault(fault, provider, dict(params), count))
 
+    def hold(self) -> None:
+        """From now on ``hold`` faults wait again (the state after ``reset``)."""
+        self._released.clear()
+
+    def release_held(self) -> None:
+        """Let every request waiting on a ``hold`` fault (and any later one) answer."""
+        self._released.set()
+
+    @property
+    def held(self) -> int:
+        """Requests waiting on a ``hold`` fault right now."""
+        with self._lock:
+            return self._held
+
+    def wait_for_held(self, count: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.held < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.held} requests held, expected {count}")
+            time.sleep(0.01)
+
     def reset(self) -> None:
         """Forget recorded requests and queued faults; restore the default keys."""
+        self.hold()
         with self._lock:
             self.requests.clear()
             self._faults.clear()
@@ -358,6 +386,17 @@ class FakeProvider:
             return _json(fmt.anthropic_error("invalid_request_error", message), 400, dialect)
         return _json(fmt.openai_error(message, "invalid_request_error"), 400, dialect)
 
+    async def _hold(self, seconds: float) -> None:
+        with self._lock:
+            self._held += 1
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._released.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        finally:
+            with self._lock:
+                self._held -= 1
+
     async def _apply_fault(
         self, fault: _Fault, dialect: fmt.Dialect, request: web.Request, model: str
     ) -> web.StreamResponse | None:
@@ -366,6 +405,9 @@ class FakeProvider:
         message = fault.params.get("message")
         if name == "slow":
             await asyncio.sleep(fault.number("seconds", 3.0))
+            return None
+        if name == "hold":
+            await self._hold(fault.number("seconds", 30.0))
             return None
         if name in ("drop_mid_stream", "slow_chunks", "error_mid_stream"):
             return None

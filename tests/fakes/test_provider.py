@@ -773,3 +773,24 @@ def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider):
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert provider.requests[-1].path == "/openai/v1/completions"
+
+
+def test_it_holds_requests_until_released_then_answers_them_normally(provider):
+    body = {"model": "m", "messages": user("[[tokens:2]] [[fault:hold]]")}
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(openai_post, provider, body) for _ in range(3)]
+        provider.wait_for_held(3)
+        assert not any(future.done() for future in futures)
+        provider.release_held()
+        responses = [future.result() for future in futures]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert all(r.json()["usage"]["completion_tokens"] == 2 for r in responses)
+    assert provider.held == 0
+    # Released stays released until held again.
+    assert openai_post(provider, body).status_code == 200
+    provider.hold()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(openai_post, provider, body)
+        provider.wait_for_held(1)
+        provider.release_held()
+        assert future.result().status_code == 200

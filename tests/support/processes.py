@@ -77,6 +77,10 @@ def start_gateway(env: dict[str, str], *, startup_timeout: float = 30) -> Gatewa
             "--port",
             str(port),
             "--no-access-log",
+            # As `make serve` and the gunicorn worker run it: uvicorn would
+            # otherwise believe X-Forwarded-For from loopback peers (every test
+            # client) and hide the socket peer that TRUSTED_PROXIES judges.
+            "--no-proxy-headers",
             "--lifespan",
             "on",
             "--timeout-graceful-shutdown",

@@ -8,6 +8,7 @@ from billing import alerts
 from billing.budget import budget_day, current_spend, daily_budget_micro
 from billing.models import AlertLog
 from billing.pricing import micro_to_usd
+from billing.selectors import auto_paused_on
 from gateway import clock
 
 SENDERS = {
@@ -26,7 +27,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{day.isoformat()}: spent ${micro_to_usd(spent)} of ${micro_to_usd(budget)}"
         )
-        due = alerts.budget_alerts_due(spent_micro=spent, budget_micro=budget)
+        due = alerts.budget_alerts_due(
+            spent_micro=spent, budget_micro=budget, is_auto_paused=auto_paused_on(day)
+        )
         if not due:
             self.stdout.write("no alert due")
             return
