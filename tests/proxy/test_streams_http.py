@@ -1,0 +1,83 @@
+"""Streams that do not end well, over HTTP: a provider failing mid-stream, a client hanging up."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.proxy.conftest import ledger
+from tests.proxy.support import bearer, chat_body, sse_events
+from tests.proxy.test_upstream_http import ROUTES, cost_usd
+from tests.support.processes import wait_for
+
+# fault -> the usage record's status, per provider (Anthropic's in-stream error is "overloaded")
+MID_STREAM = {
+    "drop_mid_stream": {"openai": "upstream_error", "anthropic": "upstream_error"},
+    "error_mid_stream": {"openai": "upstream_error", "anthropic": "upstream_overloaded"},
+}
+
+
+def dialect(model: str) -> str:
+    return "anthropic" if ROUTES[model] == "anthropic" else "openai"
+
+
+@pytest.mark.parametrize("model", ROUTES)
+@pytest.mark.parametrize("fault", MID_STREAM)
+def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_what_was_sent(
+    gateway, paid_token, fault, model
+):
+    content = f"Count [[tokens:20]] [[fault:{fault}:after=3]]"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
+        headers=bearer(paid_token),
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    status = MID_STREAM[fault][dialect(model)]
+    assert error["code"] == status and error["message"]
+    chunks = [json.loads(event) for event in events[:-2]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "tok0 tok1 tok2 "
+    (record,) = ledger(1)
+    assert record.status == status
+    assert record.is_streamed and record.is_estimated
+    assert record.tokens_in > 0 and record.tokens_out >= 3
+    assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_far(
+    gateway, provider, paid_token, model
+):
+    # 200 chunks 50 ms apart: ten seconds of answer if nobody tells the provider.
+    content = "Count [[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
+    body = chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}])
+    received = []
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers=bearer(paid_token),
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if '"content":"tok' in line.replace(" ", ""):
+                received.append(line)
+            if len(received) == 2:
+                break
+    wait_for(lambda: provider.stream_endings, timeout=5, what="the provider's stream to end")
+    (ending,) = provider.stream_endings
+    assert ending != "completed"  # cancelled (or reset) long before its 200 chunks
+    (record,) = ledger(1)
+    assert record.status == "client_disconnected"
+    assert record.is_streamed and record.is_estimated
+    assert 0 < record.tokens_out < 200
+    assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
