@@ -146,8 +146,7 @@ async def _complete(
             epoch=store.last_read_epoch(),
         )
     except UpstreamError as error:
-        _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
         # Cancelled (shutdown) or a bug: the provider may have read the input.
@@ -160,6 +159,22 @@ async def _complete(
     return json_response(
         completion.body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)}
     )
+
+
+async def _settle_failure(
+    request: LeanRequest,
+    admitted: Admitted,
+    error: UpstreamError,
+    headers: dict[str, str],
+    upstream_started: float,
+) -> None:
+    """Settle a request the provider failed before any output; its error response is
+    still an admitted one: it carries the rate-limit headers and what it cost."""
+    _log_usage(request, admitted, error.usage, upstream_started)
+    cost = await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+    request.log["cost_usd"] = _cost_header(cost)
+    error.extra_headers.update(headers)
+    error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
 
 
 def _log_usage(
@@ -188,8 +203,7 @@ async def _stream(
         first = await anext(events)
     except UpstreamError as error:
         await events.aclose()
-        _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
         await events.aclose()
