@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import pytest
 from django.core.management import call_command
 
@@ -14,7 +15,11 @@ from usage.models import BlockedNetwork
 
 # A small size cap, and 127.0.0.1 (the test) as the trusted proxy so X-Forwarded-For
 # gives each request the client address a test wants.
-CHECKS_ENV = {"MAX_REQUEST_BYTES": "65536", "TRUSTED_PROXIES": "127.0.0.1/32"}
+CHECKS_ENV = {
+    "MAX_REQUEST_BYTES": "65536",
+    "TRUSTED_PROXIES": "127.0.0.1/32",
+    "AUTH_FAILURES_PER_IP_PER_HOUR": "5",
+}
 TOO_LARGE = b'{"model": "llama3-8b-instruct", "messages": [], "pad": "' + b"x" * 70_000 + b'"}'
 
 
@@ -31,6 +36,22 @@ def test_an_address_in_a_blocked_network_is_refused_before_any_other_check(check
     assert_refused(post(checks, chat_body(), token=free_token, headers=blocked), 403, "ip_blocked")
     other = {"X-Forwarded-For": "203.0.113.9"}
     assert post(checks, chat_body(), token=free_token, headers=other).status_code == 200
+    assert len(ledger(1)) == 1
+
+
+def test_an_address_with_too_many_failed_authentications_is_blocked(checks, free_token):
+    guessing = {"X-Forwarded-For": "192.0.2.44"}
+    for _ in range(5):
+        assert_refused(
+            post(checks, chat_body(), token="hzt_" + "G" * 43, headers=guessing),
+            401,
+            "invalid_credentials",
+        )
+    response = post(checks, chat_body(), token=free_token, headers=guessing)
+    assert_refused(response, 403, "ip_blocked")
+    assert 1 <= int(response.headers["retry-after"]) <= 15 * 60
+    elsewhere = {"X-Forwarded-For": "192.0.2.45"}
+    assert post(checks, chat_body(), token=free_token, headers=elsewhere).status_code == 200
     assert len(ledger(1)) == 1
 
 
@@ -134,6 +155,16 @@ MALFORMED = {
     b'"messages": [{"role": "user", "content": "hi"}]}',
     "temperature out of range": b'{"model": "llama3-8b-instruct", "temperature": 7, '
     b'"messages": [{"role": "user", "content": "hi"}]}',
+    "lone surrogate": b'{"model": "llama3-8b-instruct", '
+    b'"messages": [{"role": "user", "content": "\\ud800"}]}',
+    "null user content": b'{"model": "llama3-8b-instruct", '
+    b'"messages": [{"role": "user", "content": null}]}',
+    "tool message without its call id": b'{"model": "llama3-8b-instruct", '
+    b'"messages": [{"role": "tool", "content": "sunny"}]}',
+    "an image part": b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", '
+    b'"content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
+    "n of 2": b'{"model": "llama3-8b-instruct", "n": 2, '
+    b'"messages": [{"role": "user", "content": "hi"}]}',
     "tools not a list": b'{"model": "llama3-8b-instruct", "tools": {}, '
     b'"messages": [{"role": "user", "content": "hi"}]}',
 }
@@ -143,6 +174,17 @@ MALFORMED = {
 def test_each_malformed_body_is_a_400_invalid_request(checks, free_token, body):
     response = post(checks, body, token=free_token, headers={"Content-Type": "application/json"})
     assert_refused(response, 400, "invalid_request")
+
+
+def test_unknown_paths_are_404_and_wrong_methods_405(gateway, free_token):
+    missing = httpx.get(f"{gateway.url}/v1/nothing-here", headers=bearer(free_token), timeout=30)
+    assert_refused(missing, 404, "not_found")
+    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/models")):
+        response = httpx.request(
+            method, f"{gateway.url}{path}", headers=bearer(free_token), timeout=30
+        )
+        assert_refused(response, 405, "method_not_allowed")
+        assert response.headers["allow"]
 
 
 def test_route_and_tier_rules_answer_404_403_and_400(gateway, free_token, paid_token):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -114,3 +116,32 @@ def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_the_service(
         call_command("resume_service", stdout=io.StringIO())
     assert post(gateway, chat_body(max_tokens=10), token=free_token).status_code == 200
     assert len(ledger(1)) == 1
+
+
+def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusals_do_not_pause(
+    start_gateway, make_device
+):
+    # 600 micro-dollars; each request's worst case is a little over 100 (1000 tokens at 0.1).
+    gateway = start_gateway(DAILY_BUDGET_USD="0.0006", UPSTREAM_TIMEOUT_SECONDS="5")
+    devices = [make_device("approved") for _ in range(10)]
+    slow = chat_body(
+        max_tokens=1000, messages=[{"role": "user", "content": "hi [[fault:slow:seconds=1]]"}]
+    )
+
+    def call(device):
+        return post(gateway, slow, token=device.token)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        responses = list(pool.map(call, devices))
+    statuses = sorted(response.status_code for response in responses)
+    admitted = statuses.count(200)
+    assert 1 <= admitted <= 5 and statuses.count(503) == len(devices) - admitted, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert_refused(response, 503, "budget_exceeded")
+    records = ledger(admitted)
+    assert sum(record.cost_usd for record in records) <= Decimal("0.0006")
+    # Refused only because of the others in flight: the service did not pause.
+    after = post(gateway, chat_body(max_tokens=10), token=devices[0].token)
+    assert after.status_code == 200, after.text
+    assert len(ledger(admitted + 1)) == admitted + 1

@@ -81,3 +81,43 @@ def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_f
     assert record.is_streamed and record.is_estimated
     assert 0 < record.tokens_out < 200
     assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged_its_input(
+    start_gateway, paid_token, model
+):
+    gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5")
+    # The stream opens at once, then the first word takes longer than the read timeout.
+    content = "Count [[tokens:5]] [[fault:slow_chunks:delay=1.5]]"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
+        headers=bearer(paid_token),
+        timeout=30,
+    )
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "upstream_timeout"
+    (record,) = ledger(1)
+    assert record.status == "upstream_timeout" and record.is_estimated
+    assert record.tokens_in > 0
+    assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
+
+
+def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
+    gateway, provider, paid_token
+):
+    provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=chat_body(model="openai-gpt-4o", stream=True),
+        headers=bearer(paid_token),
+        timeout=30,
+    )
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert len(provider.requests_for("openai")) == 2
+    (record,) = ledger(1)
+    assert record.status == "upstream_error" and record.cost_usd == 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from billing.pricing import cost_micro_usd, micro_to_usd
 from gateway.models import ModelRoute
 from tests.proxy.conftest import ledger
 from tests.proxy.support import assert_refused, chat_body, post
+from usage.models import UsageRecord
 
 ROUTES = {
     "llama3-8b-instruct": "digitalocean",
@@ -51,6 +53,7 @@ def test_each_provider_failure_before_output_maps_to_its_error_and_costs_nothing
 ):
     status, code, ledger_status = FAULTS[fault]
     content = f"Hello [[fault:{fault}]]"
+    responses = {}
     for model in ROUTES:
         response = post(
             gateway,
@@ -63,12 +66,21 @@ def test_each_provider_failure_before_output_maps_to_its_error_and_costs_nothing
         assert set(error) <= {"message", "type", "code", "param"}, error
         for leaked in ("<html", "cloudflare", "garbage", "request_id", "req_", "server_error"):
             assert leaked not in response.text, (model, leaked)
+        responses[response.headers["x-request-id"]] = response
     records = ledger(len(ROUTES))
     assert {record.model for record in records} == set(ROUTES)
     for record in records:
         assert record.status == ledger_status
         assert record.cost_usd == 0 and record.tokens_out == 0
         assert record.is_streamed is stream
+        assert_admitted_headers(responses[record.request_id], record)
+
+
+def assert_admitted_headers(response: httpx.Response, record: UsageRecord) -> None:
+    """An admitted request that failed upstream still says what it used and what it cost."""
+    assert int(response.headers["x-ratelimit-remaining-device"]) >= 0
+    assert int(response.headers["x-ratelimit-limit-ip"]) > 0
+    assert response.headers["x-request-cost-usd"] == f"{record.cost_usd:.6f}"
 
 
 def test_half_a_json_body_is_an_upstream_error_that_costs_nothing(gateway, paid_token):
@@ -128,6 +140,7 @@ def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
     assert expected not in response.text and "Incorrect API key" not in response.text
     (record,) = ledger(1)
     assert record.status == "upstream_error" and record.cost_usd == 0
+    assert_admitted_headers(response, record)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -152,3 +165,4 @@ def test_a_provider_slower_than_the_timeout_is_504_charged_its_estimated_input(
     assert record.is_estimated
     assert record.tokens_in > 0 and record.tokens_out == 0
     assert record.cost_usd == cost_usd(model, record.tokens_in, 0) > 0
+    assert_admitted_headers(response, record)
