@@ -34,6 +34,7 @@ from gateway.lean import (
     lean_endpoint,
     spawn,
 )
+from gateway.providers import adapter_for
 from gateway.providers.base import StreamDone, UpstreamError, Usage, estimate_tokens
 from gateway.routes import models_for_tier, models_payload
 from gateway.settlement import Admitted, ledger_status, settle
@@ -72,6 +73,8 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     request.log["device_id"] = device.id
     prepared = await prepare_chat(body, device.tier, epoch=store.last_read_epoch())
     route = prepared.route
+    # What only this provider refuses is refused here too, before it costs a request.
+    adapter_for(route.provider).check_request(prepared.request)
     request.log.update(model=route.public_name, provider=route.provider)
     admitted = await _admit(request, device, ip, prepared)
     headers = rate_limit_headers(admission=admitted[1])

@@ -203,3 +203,27 @@ def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(gateway, provid
     (sent,) = provider.requests_for("digitalocean")
     assert sent.body["max_tokens"] == 1024
     assert len(ledger(1)) == 1
+
+
+def test_tool_arguments_anthropic_cannot_take_are_refused_before_admission(
+    gateway, provider, paid_token
+):
+    from tests.proxy.support import assert_refused, post, remaining
+
+    messages = round_trip("toolu_01abc")
+    messages[1]["tool_calls"][0]["function"]["arguments"] = "not json at all"
+    before = remaining(gateway, paid_token)
+    response = post(
+        gateway,
+        {"model": "anthropic-claude-4-sonnet", "messages": messages, "tools": [WEATHER]},
+        token=paid_token,
+    )
+    assert_refused(response, 400, "invalid_request")
+    assert remaining(gateway, paid_token) == before
+    assert provider.requests_for("anthropic") == []
+    # The same conversation is fine where the provider takes any string.
+    assert post(
+        gateway, {"model": "openai-gpt-4o", "messages": messages}, token=paid_token
+    ).status_code == 200
+    (record,) = ledger(1)
+    assert record.model == "openai-gpt-4o"
