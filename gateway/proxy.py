@@ -35,7 +35,8 @@ from gateway.lean import (
     spawn,
 )
 from gateway.providers import adapter_for
-from gateway.providers.base import StreamDone, UpstreamError, Usage, estimate_tokens
+from gateway.errors import GatewayError
+from gateway.providers.base import NO_USAGE, StreamDone, UpstreamError, Usage, estimate_tokens
 from gateway.routes import models_for_tier, models_payload
 from gateway.settlement import Admitted, ledger_status, settle
 from gateway.upstream import complete_with_key_retry, stream_with_key_retry
@@ -148,7 +149,7 @@ async def _complete(
             max_tokens=prepared.max_tokens,
             epoch=store.last_read_epoch(),
         )
-    except UpstreamError as error:
+    except GatewayError as error:
         await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
@@ -167,14 +168,19 @@ async def _complete(
 async def _settle_failure(
     request: LeanRequest,
     admitted: Admitted,
-    error: UpstreamError,
+    error: GatewayError,
     headers: dict[str, str],
     upstream_started: float,
 ) -> None:
-    """Settle a request the provider failed before any output; its error response is
-    still an admitted one: it carries the rate-limit headers and what it cost."""
-    _log_usage(request, admitted, error.usage, upstream_started)
-    cost = await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+    """Settle a request that failed before any output; its error response is still an
+    admitted one: it carries the rate-limit headers and what it cost.
+
+    An error of the gateway's own (no provider key) was raised before anything
+    reached the provider: it costs nothing.
+    """
+    usage = error.usage if isinstance(error, UpstreamError) else NO_USAGE
+    _log_usage(request, admitted, usage, upstream_started)
+    cost = await finish(settle(admitted, usage=usage, status=ledger_status(error)))
     request.log["cost_usd"] = _cost_header(cost)
     error.extra_headers.update(headers)
     error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
@@ -204,7 +210,7 @@ async def _stream(
         # The first event decides the HTTP status: a provider that fails
         # before any output is a plain error response, not a broken stream.
         first = await anext(events)
-    except UpstreamError as error:
+    except GatewayError as error:
         await events.aclose()
         await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
