@@ -256,6 +256,18 @@ class _Progress:
         return Usage(self.input_tokens, estimated_out, False)
 
 
+async def _keep_reserved(admitted: Admitted) -> None:
+    """Hold a long stream's reservation; a store outage must not cut the stream.
+
+    If the store is down the reservation may lapse; the stream is still
+    settled (or, if the store stays down, counted from its usage record).
+    """
+    try:
+        await limits.extend_reservation(admitted.reservation)
+    except GatewayError:
+        logger.warning("could not extend the reservation of %s", admitted.request_id)
+
+
 async def _stream_body(
     request: LeanRequest,
     admitted: Admitted,
@@ -278,7 +290,7 @@ async def _stream_body(
             progress.saw(event)
             yield b"data: " + orjson.dumps(event) + b"\n\n"
             if time.monotonic() - extended_at > extend_every:
-                await limits.extend_reservation(admitted.reservation)
+                await _keep_reserved(admitted)
                 extended_at = time.monotonic()
             event = await anext(events)
         cost = await finish(settle(admitted, usage=usage, status=status))
