@@ -24,6 +24,7 @@ from billing.services import budget_auto_pause
 from devices.auth import AuthenticatedDevice, authenticate
 from devices.db import run_sync
 from gateway import clock, store
+from gateway.errors import GatewayError
 from gateway.lean import (
     LeanRequest,
     Response,
@@ -35,7 +36,6 @@ from gateway.lean import (
     spawn,
 )
 from gateway.providers import adapter_for
-from gateway.errors import GatewayError
 from gateway.providers.base import NO_USAGE, StreamDone, UpstreamError, Usage, estimate_tokens
 from gateway.routes import models_for_tier, models_payload
 from gateway.settlement import Admitted, ledger_status, settle

@@ -92,8 +92,4 @@ def remaining(gateway: Gateway, token: str, **kwargs: Any) -> dict[str, int]:
 
 def sse_events(text: str) -> list[str]:
     """The ``data:`` payloads of a server-sent event stream, in order."""
-    return [
-        line.removeprefix("data: ")
-        for line in text.splitlines()
-        if line.startswith("data: ")
-    ]
+    return [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]

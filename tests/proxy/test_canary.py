@@ -76,15 +76,18 @@ def drive(gateway: Gateway, token: str, device_id: str, pending: str, seen: Seen
     url = f"{gateway.url}/v1/chat/completions"
 
     def send(body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-        return seen.keep(
-            httpx.post(url, json=body, headers=headers or bearer(token), timeout=30)
-        )
+        return seen.keep(httpx.post(url, json=body, headers=headers or bearer(token), timeout=30))
 
     admitted = 0
     for model in ROUTES:
         assert send(say("hi", model=model)).status_code == 200
         assert send(say("hi", model=model, stream=True)).status_code == 200
-        assert send(say("hi", model=model, stream=True, stream_options={"include_usage": True})).status_code == 200
+        assert (
+            send(
+                say("hi", model=model, stream=True, stream_options={"include_usage": True})
+            ).status_code
+            == 200
+        )
         admitted += 3
         for index, fault in enumerate(FAULTS):
             stream = (index + ROUTES.index(model)) % 2 == 1  # each fault both ways over the routes
@@ -105,7 +108,9 @@ def drive(gateway: Gateway, token: str, device_id: str, pending: str, seen: Seen
         with httpx.stream(
             "POST",
             url,
-            json=say("hi [[tokens:100]] [[fault:slow_chunks:delay=0.05]]", model=model, stream=True),
+            json=say(
+                "hi [[tokens:100]] [[fault:slow_chunks:delay=0.05]]", model=model, stream=True
+            ),
             headers=bearer(token),
             timeout=30,
         ) as response:
@@ -126,7 +131,10 @@ def drive(gateway: Gateway, token: str, device_id: str, pending: str, seen: Seen
     assert send(say("hi"), {"Authorization": f"Basic {token}"}).status_code == 401
     assert send(say("hi", model="gpt-17")).status_code == 404
     assert send(say("hi", max_tokens=10**6)).status_code == 400
-    assert seen.keep(httpx.post(url, content=b"{nope", headers=bearer(token), timeout=30)).status_code == 400
+    assert (
+        seen.keep(httpx.post(url, content=b"{nope", headers=bearer(token), timeout=30)).status_code
+        == 400
+    )
     assert seen.keep(httpx.get(url, headers=bearer(token), timeout=30)).status_code == 405
     for path in ("/v1/models", "/v1/usage/stats", "/v1/nothing-here"):
         seen.keep(httpx.get(f"{gateway.url}{path}", headers=bearer(token), timeout=30))
@@ -188,7 +196,7 @@ def test_no_key_token_or_token_hash_is_found_anywhere_after_every_path(
     provider.keys.update(CANARY_KEYS)
     gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5", LOG_FORMAT=log_format)
     device_id, token, registration = register(gateway)
-    pending_id, pending, _ = register(gateway)
+    _, pending, _ = register(gateway)
     assert token in registration.text  # shown once, at registration
     device = Device.objects.get(pk=device_id)
     device = services.device_set_tier(device=device, tier="paid", actor="test", ip=None)

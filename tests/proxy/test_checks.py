@@ -106,67 +106,64 @@ def test_pending_rejected_and_suspended_devices_get_their_own_403(gateway, make_
     suspended = make_device("suspended")
     assert_refused(post(gateway, chat_body(), token=pending.token), 403, "device_pending_approval")
     assert_refused(post(gateway, chat_body(), token=rejected.token), 403, "device_rejected")
-    error = assert_refused(post(gateway, chat_body(), token=suspended.token), 403, "device_suspended")
+    error = assert_refused(
+        post(gateway, chat_body(), token=suspended.token), 403, "device_suspended"
+    )
     suspended.device.refresh_from_db()
     assert error["reason"] == "too many IPs"
-    assert error["suspendedUntil"] == suspended.device.suspended_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert error["suspendedUntil"] == suspended.device.suspended_until.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
-DEEP = b"[" * 10_000 + b"]" * 10_000
+DEEP = "[" * 10_000 + "]" * 10_000
+HI = '"messages": [{"role": "user", "content": "hi"}]'
+
+
+def llama(fields: str) -> bytes:
+    """A body for the free model with these raw JSON fields (text, so anything can be said)."""
+    return ('{"model": "llama3-8b-instruct", ' + fields + "}").encode()
+
+
 MALFORMED = {
-    "not json": b'{"model": "llama3-8b-instruct", "messages": [',
+    "not json": llama('"messages": [')[:-1],
     "not an object": b'[{"role": "user", "content": "hi"}]',
     "a string": b'"hello"',
     "empty body": b"",
     "invalid utf-8": b'{"model": "llama3-8b-instruct", "messages": "\xff\xfe"}',
     "no messages": b'{"model": "llama3-8b-instruct"}',
-    "empty messages": b'{"model": "llama3-8b-instruct", "messages": []}',
-    "messages not a list": b'{"model": "llama3-8b-instruct", "messages": "hi"}',
-    "message not an object": b'{"model": "llama3-8b-instruct", "messages": ["hi"]}',
-    "unknown role": b'{"model": "llama3-8b-instruct", "messages": [{"role": "x", "content": "hi"}]}',
-    "content a number": b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", "content": 5}]}',
+    "empty messages": llama('"messages": []'),
+    "messages not a list": llama('"messages": "hi"'),
+    "message not an object": llama('"messages": ["hi"]'),
+    "unknown role": llama('"messages": [{"role": "x", "content": "hi"}]'),
+    "content a number": llama('"messages": [{"role": "user", "content": 5}]'),
+    "null user content": llama('"messages": [{"role": "user", "content": null}]'),
+    "lone surrogate": llama('"messages": [{"role": "user", "content": "\\ud800"}]'),
+    "tool message without its call id": llama('"messages": [{"role": "tool", "content": "x"}]'),
+    "an image part": llama(
+        '"messages": [{"role": "user", "content": '
+        '[{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]'
+    ),
     "model a number": b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}',
     "no model": b'{"messages": [{"role": "user", "content": "hi"}]}',
-    "stream a string": b'{"model": "llama3-8b-instruct", "stream": "yes", '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "boolean max_tokens": b'{"model": "llama3-8b-instruct", "max_tokens": true, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "negative max_tokens": b'{"model": "llama3-8b-instruct", "max_tokens": -5, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "zero max_tokens": b'{"model": "llama3-8b-instruct", "max_tokens": 0, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "fractional max_tokens": b'{"model": "llama3-8b-instruct", "max_tokens": 10.5, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "max_tokens a string": b'{"model": "llama3-8b-instruct", "max_tokens": "10", '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "huge max_tokens": b'{"model": "llama3-8b-instruct", "max_tokens": 1' + b"0" * 30 + b", "
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "NaN": b'{"model": "llama3-8b-instruct", "temperature": NaN, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "Infinity": b'{"model": "llama3-8b-instruct", "temperature": Infinity, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "1e400": b'{"model": "llama3-8b-instruct", "temperature": 1e400, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "10 000-deep nesting": b'{"model": "llama3-8b-instruct", "messages": '
-    b'[{"role": "user", "content": "hi"}], "metadata": ' + DEEP + b"}",
-    "deep nesting in messages": b'{"model": "llama3-8b-instruct", "messages": ' + DEEP + b"}",
-    "max_tokens and max_completion_tokens differ": b'{"model": "llama3-8b-instruct", '
-    b'"max_tokens": 10, "max_completion_tokens": 11, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "temperature out of range": b'{"model": "llama3-8b-instruct", "temperature": 7, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "lone surrogate": b'{"model": "llama3-8b-instruct", '
-    b'"messages": [{"role": "user", "content": "\\ud800"}]}',
-    "null user content": b'{"model": "llama3-8b-instruct", '
-    b'"messages": [{"role": "user", "content": null}]}',
-    "tool message without its call id": b'{"model": "llama3-8b-instruct", '
-    b'"messages": [{"role": "tool", "content": "sunny"}]}',
-    "an image part": b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", '
-    b'"content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
-    "n of 2": b'{"model": "llama3-8b-instruct", "n": 2, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
-    "tools not a list": b'{"model": "llama3-8b-instruct", "tools": {}, '
-    b'"messages": [{"role": "user", "content": "hi"}]}',
+    "stream a string": llama('"stream": "yes", ' + HI),
+    "boolean max_tokens": llama('"max_tokens": true, ' + HI),
+    "negative max_tokens": llama('"max_tokens": -5, ' + HI),
+    "zero max_tokens": llama('"max_tokens": 0, ' + HI),
+    "fractional max_tokens": llama('"max_tokens": 10.5, ' + HI),
+    "max_tokens a string": llama('"max_tokens": "10", ' + HI),
+    "huge max_tokens": llama('"max_tokens": 1' + "0" * 30 + ", " + HI),
+    "NaN": llama('"temperature": NaN, ' + HI),
+    "Infinity": llama('"temperature": Infinity, ' + HI),
+    "1e400": llama('"temperature": 1e400, ' + HI),
+    "10 000-deep nesting": llama(HI + ', "metadata": ' + DEEP),
+    "deep nesting in messages": llama('"messages": ' + DEEP),
+    "max_tokens and max_completion_tokens differ": llama(
+        '"max_tokens": 10, "max_completion_tokens": 11, ' + HI
+    ),
+    "temperature out of range": llama('"temperature": 7, ' + HI),
+    "tools not a list": llama('"tools": {}, ' + HI),
+    "n of 2": llama('"n": 2, ' + HI),
 }
 
 
@@ -232,9 +229,7 @@ def test_the_first_failing_check_in_spec_order_answers(checks, make_device):
     )
 
 
-def test_requests_refused_before_admission_consume_nothing_and_leave_no_record(
-    gateway, free_token
-):
+def test_requests_refused_before_admission_consume_nothing_and_leave_no_record(gateway, free_token):
     before = remaining(gateway, free_token)
     refusals = [
         post(gateway, b"{nope", token=free_token),

@@ -17,7 +17,11 @@ from tests.support.processes import ROOT, free_port
 
 OLD_KEY = "sk-fake-openai-rotation-old-0123456789"
 NEW_KEY = "sk-fake-openai-rotation-new-9876543210"
-AWS = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AWS = {
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,9 @@ def rotate_key(provider: str, stdin: str, env: dict[str, str]) -> subprocess.Com
 
 
 def sent_keys(provider) -> list[str]:
-    return [r.headers["authorization"].removeprefix("Bearer ") for r in provider.requests_for("openai")]
+    return [
+        r.headers["authorization"].removeprefix("Bearer ") for r in provider.requests_for("openai")
+    ]
 
 
 @pytest.mark.parametrize("count", [1, 2], ids=["one-process", "two-processes"])

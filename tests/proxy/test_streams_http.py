@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -121,3 +122,40 @@ def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
     assert len(provider.requests_for("openai")) == 2
     (record,) = ledger(1)
     assert record.status == "upstream_error" and record.cost_usd == 0
+
+
+def test_a_gateway_stopped_mid_stream_still_leaves_the_streams_usage_record(
+    start_gateway, provider, paid_token
+):
+    # A server of its own (this test stops it); its stream outlasts the graceful shutdown.
+    gateway = start_gateway(HANZO_TEST_SERVER="stopped-mid-stream")
+    content = "Count [[tokens:400]] [[fault:slow_chunks:delay=0.05]]"
+    body = chat_body(
+        model="openai-gpt-4o", stream=True, messages=[{"role": "user", "content": content}]
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        try:
+            with httpx.stream(
+                "POST",
+                f"{gateway.url}/v1/chat/completions",
+                json=body,
+                headers=bearer(paid_token),
+                timeout=30,
+            ) as response:
+                lines.extend(response.iter_lines())
+        except httpx.HTTPError as error:
+            lines.append(type(error).__name__)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_for(lambda: len(lines) >= 4, timeout=10, what="the stream to begin")
+    gateway.servers[0].stop()
+    reader.join(30)
+    (record,) = ledger(1)
+    assert record.status == "client_disconnected" and record.is_estimated
+    assert 0 < record.tokens_out < 400
+    assert record.cost_usd == cost_usd("openai-gpt-4o", record.tokens_in, record.tokens_out)
+    wait_for(lambda: provider.stream_endings, timeout=5, what="the provider's stream to end")
+    assert provider.stream_endings != ["completed"]

@@ -95,12 +95,19 @@ def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(gateway, provide
     assert assistant == {
         "role": "assistant",
         "content": [
-            {"type": "tool_use", "id": "toolu_01abc", "name": "get_weather", "input": {"city": "Paris"}}
+            {
+                "type": "tool_use",
+                "id": "toolu_01abc",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            }
         ],
     }
     assert result == {
         "role": "user",
-        "content": [{"type": "tool_result", "tool_use_id": "toolu_01abc", "content": "Sunny, 21 C"}],
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01abc", "content": "Sunny, 21 C"}
+        ],
     }
     assert sent.body["tools"] == [
         {
@@ -222,8 +229,11 @@ def test_tool_arguments_anthropic_cannot_take_are_refused_before_admission(
     assert remaining(gateway, paid_token) == before
     assert provider.requests_for("anthropic") == []
     # The same conversation is fine where the provider takes any string.
-    assert post(
-        gateway, {"model": "openai-gpt-4o", "messages": messages}, token=paid_token
-    ).status_code == 200
+    assert (
+        post(
+            gateway, {"model": "openai-gpt-4o", "messages": messages}, token=paid_token
+        ).status_code
+        == 200
+    )
     (record,) = ledger(1)
     assert record.model == "openai-gpt-4o"

@@ -93,8 +93,7 @@ def test_half_a_json_body_is_an_upstream_error_that_costs_nothing(gateway, paid_
         )
         assert_refused(response, 502, "upstream_error")
     assert all(
-        record.status == "upstream_error" and record.cost_usd == 0
-        for record in ledger(len(ROUTES))
+        record.status == "upstream_error" and record.cost_usd == 0 for record in ledger(len(ROUTES))
     )
 
 
