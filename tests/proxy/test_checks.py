@@ -261,3 +261,13 @@ def test_a_paused_service_answers_503_service_paused_until_resumed(gateway, free
         call_command("resume_service", stdout=io.StringIO())
     assert post(gateway, chat_body(), token=free_token).status_code == 200
     assert len(ledger(1)) == 1
+
+
+def test_the_request_id_is_the_gateways_own_whatever_the_client_sends(gateway, free_token):
+    chosen = {"X-Request-ID": "req_chosen-by-the-client"}
+    first = post(gateway, chat_body(), token=free_token, headers=chosen)
+    second = post(gateway, chat_body(), token=free_token, headers=chosen)
+    assert first.status_code == second.status_code == 200
+    ids = {first.headers["x-request-id"], second.headers["x-request-id"]}
+    assert len(ids) == 2 and "req_chosen-by-the-client" not in ids
+    assert {record.request_id for record in ledger(2)} == ids

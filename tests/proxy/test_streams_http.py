@@ -38,6 +38,7 @@ def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_w
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert int(response.headers["x-ratelimit-remaining-device"]) >= 0
     events = sse_events(response.text)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
