@@ -25,6 +25,7 @@ from devices.auth import AuthenticatedDevice, authenticate
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.db import run_sync
 from gateway import clock, store
+from gateway.errors import GatewayError
 from gateway.lean import (
     LeanRequest,
     Response,
@@ -34,7 +35,8 @@ from gateway.lean import (
     lean_endpoint,
 )
 from gateway.lifecycle import finish, spawn
-from gateway.providers.base import StreamDone, UpstreamError, Usage, estimate_tokens
+from gateway.providers import adapter_for
+from gateway.providers.base import NO_USAGE, StreamDone, UpstreamError, Usage, estimate_tokens
 from gateway.routes import models_for_tier, models_payload
 from gateway.settlement import Admitted, ledger_status, settle
 from gateway.upstream import complete_with_key_retry, stream_with_key_retry
@@ -83,6 +85,8 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     request.log["device_id"] = device.id
     prepared = await prepare_chat(body, device.tier, epoch=store.last_read_epoch())
     route = prepared.route
+    # What only this provider refuses is refused here too, before it costs a request.
+    adapter_for(route.provider).check_request(prepared.request)
     request.log.update(model=route.public_name, provider=route.provider)
     admitted = await _admit(request, device, ip, prepared)
     headers = rate_limit_headers(admission=admitted[1])
@@ -156,9 +160,8 @@ async def _complete(
             max_tokens=prepared.max_tokens,
             epoch=store.last_read_epoch(),
         )
-    except UpstreamError as error:
-        _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+    except GatewayError as error:
+        await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
         # Cancelled (shutdown) or a bug: the provider may have read the input.
@@ -171,6 +174,27 @@ async def _complete(
     return json_response(
         completion.body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)}
     )
+
+
+async def _settle_failure(
+    request: LeanRequest,
+    admitted: Admitted,
+    error: GatewayError,
+    headers: dict[str, str],
+    upstream_started: float,
+) -> None:
+    """Settle a request that failed before any output; its error response is still an
+    admitted one: it carries the rate-limit headers and what it cost.
+
+    An error of the gateway's own (no provider key) was raised before anything
+    reached the provider: it costs nothing.
+    """
+    usage = error.usage if isinstance(error, UpstreamError) else NO_USAGE
+    _log_usage(request, admitted, usage, upstream_started)
+    cost = await finish(settle(admitted, usage=usage, status=ledger_status(error)))
+    request.log["cost_usd"] = _cost_header(cost)
+    error.extra_headers.update(headers)
+    error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
 
 
 def _log_usage(
@@ -197,10 +221,9 @@ async def _stream(
         # The first event decides the HTTP status: a provider that fails
         # before any output is a plain error response, not a broken stream.
         first = await anext(events)
-    except UpstreamError as error:
+    except GatewayError as error:
         await events.aclose()
-        _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
         await events.aclose()
@@ -244,6 +267,18 @@ class _Progress:
         return Usage(self.input_tokens, estimated_out, False)
 
 
+async def _keep_reserved(admitted: Admitted) -> None:
+    """Hold a long stream's reservation; a store outage must not cut the stream.
+
+    If the store is down the reservation may lapse; the stream is still
+    settled (or, if the store stays down, counted from its usage record).
+    """
+    try:
+        await limits.extend_reservation(admitted.reservation)
+    except GatewayError:
+        logger.warning("could not extend the reservation of %s", admitted.request_id)
+
+
 async def _stream_body(
     request: LeanRequest,
     admitted: Admitted,
@@ -266,7 +301,7 @@ async def _stream_body(
             progress.saw(event)
             yield b"data: " + orjson.dumps(event) + b"\n\n"
             if time.monotonic() - extended_at > extend_every:
-                await limits.extend_reservation(admitted.reservation)
+                await _keep_reserved(admitted)
                 extended_at = time.monotonic()
             event = await anext(events)
         cost = await finish(settle(admitted, usage=usage, status=status))

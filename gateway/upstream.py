@@ -9,9 +9,10 @@ every outcome mapped to SPEC's table.
 Outcomes: connect or read timeout -> 504 ``upstream_timeout``; refused or
 reset connection, 5xx, malformed answer -> 502 ``upstream_error`` (401/403:
 ``UpstreamAuthRejected``, a 502 unless a retry with a fresh key succeeds);
-429/529 -> 503 ``upstream_overloaded`` with Retry-After; any other 4xx ->
-400 ``upstream_rejected`` with the provider's message text only. Each error
-carries the usage known at that point (see ``providers.base``).
+429/529, and a 503 with Retry-After -> 503 ``upstream_overloaded`` with
+Retry-After; any other 4xx -> 400 ``upstream_rejected`` with the provider's
+message text only. Each error carries the usage known at that point (see
+``providers.base``).
 
 Transport: httpx on httpx-aiohttp's ``AiohttpTransport``, chosen by
 measurement against the fake provider (see the issue report): its pool
@@ -171,7 +172,9 @@ def status_failure(response: httpx.Response, key: ProviderKey) -> UpstreamError:
     status = response.status_code
     if status in (401, 403):
         return UpstreamAuthRejected()
-    if status in (429, 529):
+    # A 503 that says when to come back is the provider shedding load (OpenAI
+    # answers "overloaded" so): the client should retry, as for a 429 or 529.
+    if status in (429, 529) or (status == 503 and "retry-after" in response.headers):
         return UpstreamOverloaded(retry_after=_retry_after(response))
     if 400 <= status < 500:
         try:

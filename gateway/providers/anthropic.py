@@ -139,6 +139,12 @@ def translate_tools(request: ChatRequest) -> dict[str, Any]:
 class AnthropicAdapter:
     provider = "anthropic"
 
+    def check_request(self, request: ChatRequest) -> None:
+        """Tool calls sent back must have JSON-object arguments (``tool_use.input``)."""
+        for message in request.messages:
+            for call in message.get("tool_calls") or ():
+                _tool_use(call)
+
     def build_request(
         self, route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
     ) -> UpstreamRequest:

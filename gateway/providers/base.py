@@ -208,6 +208,10 @@ class StreamTranslator(Protocol):
 
 
 class Adapter(Protocol):
+    def check_request(self, request: ChatRequest) -> None:
+        """Refuse (InvalidRequest) what this provider cannot take; runs before admission."""
+        ...
+
     def build_request(
         self,
         route: Route,

@@ -77,6 +77,9 @@ class OpenAIAdapter:
         self.provider = provider
         self.max_tokens_field = "max_completion_tokens" if provider == "openai" else "max_tokens"
 
+    def check_request(self, request: ChatRequest) -> None:
+        """Everything validation accepts is forwarded as it is."""
+
     def build_request(
         self, route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
     ) -> UpstreamRequest:

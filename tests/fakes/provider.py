@@ -18,6 +18,8 @@ directive in any message text (a directive wins and leaves the queue alone):
 ``http_502``        502 with a Cloudflare-style HTML body (as the real edges send)
 ``http_429``        429 rate-limit error + ``Retry-After``       (``retry_after``, default 1)
 ``http_529``        529; Anthropic ``overloaded_error``, OpenAI-shaped on OpenAI routes
+``http_503``        503 provider-shaped "overloaded" error + ``Retry-After`` (``retry_after``,
+                    default 1)
 ``http_400``        400 invalid request: context length exceeded (``message``)
 ``http_401``        401, the same body as a wrong key
 ``non_json``        200 ``text/plain`` garbage
@@ -36,7 +38,9 @@ directive in any message text (a directive wins and leaves the queue alone):
 
 Faults apply after authentication: a request with a wrong key gets its 401 and
 consumes nothing from the queue. Every request, refused or not, is recorded in
-``requests`` before it is answered.
+``requests`` before it is answered. How each streamed answer ended on the fake's
+side is appended to ``stream_endings``: ``"completed"``, or the exception that
+stopped it (``"CancelledError"`` when the client hung up).
 
 Standalone: ``python -m tests.fakes.provider --port 9100 [--host 127.0.0.1] [--record]``.
 """
@@ -68,6 +72,7 @@ FAULTS: frozenset[str] = frozenset(
         "http_502",
         "http_429",
         "http_529",
+        "http_503",
         "http_400",
         "http_401",
         "non_json",
@@ -128,6 +133,7 @@ class FakeProvider:
         # ``Authorization: Bearer``. Accept both unless a test wants x-api-key strictly.
         self.anthropic_accepts_bearer = True
         self.requests: list[RecordedRequest] = []
+        self.stream_endings: list[str] = []
         self._lock = threading.Lock()
         self._faults: list[_QueuedFault] = []
         self._released = threading.Event()
@@ -195,6 +201,7 @@ class FakeProvider:
         self.hold()
         with self._lock:
             self.requests.clear()
+            self.stream_endings.clear()
             self._faults.clear()
             self.keys.clear()
             self.keys.update(DEFAULT_KEYS)
@@ -475,9 +482,35 @@ class FakeProvider:
                 )
             text = message or "The engine is currently overloaded, please try again later."
             return _json(fmt.openai_error(text, "server_error"), 529, dialect)
+        if name == "http_503":
+            retry_after = str(fault.params.get("retry_after", 1))
+            text = message or "The server is overloaded or not ready yet."
+            if anthropic:
+                error = fmt.anthropic_error("overloaded_error", text)
+            else:
+                error = fmt.openai_error(text, "server_error")
+            return _json(error, 503, dialect, {"Retry-After": retry_after})
         raise AssertionError(f"unhandled fault {name}")  # FAULTS and this method disagree
 
     async def _stream(
+        self,
+        request: web.Request,
+        dialect: fmt.Dialect,
+        plan: fmt.AnswerPlan,
+        body: dict[str, Any],
+        fault: _Fault | None,
+    ) -> web.StreamResponse:
+        ending = "completed"
+        try:
+            return await self._send_stream(request, dialect, plan, body, fault)
+        except BaseException as exc:
+            ending = type(exc).__name__
+            raise
+        finally:
+            with self._lock:
+                self.stream_endings.append(ending)
+
+    async def _send_stream(
         self,
         request: web.Request,
         dialect: fmt.Dialect,

@@ -1,0 +1,181 @@
+"""Provider failures over HTTP: each maps to SPEC's status and code, never a 500, never the
+provider's body, and each admitted request leaves one usage record with the right cost."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from billing.pricing import cost_micro_usd, micro_to_usd
+from gateway.models import ModelRoute
+from tests.proxy.conftest import ledger
+from tests.proxy.support import assert_refused, chat_body, post
+from usage.models import UsageRecord
+
+ROUTES = {
+    "llama3-8b-instruct": "digitalocean",
+    "openai-gpt-4o": "openai",
+    "anthropic-claude-4-sonnet": "anthropic",
+}
+# fault directive -> (status, code, the usage record's status)
+FAULTS = {
+    "http_500": (502, "upstream_error", "upstream_error"),
+    "http_502": (502, "upstream_error", "upstream_error"),
+    "drop": (502, "upstream_error", "upstream_error"),
+    "non_json": (502, "upstream_error", "upstream_error"),
+    "malformed": (502, "upstream_error", "upstream_error"),
+    "http_429": (503, "upstream_overloaded", "upstream_overloaded"),
+    "http_529": (503, "upstream_overloaded", "upstream_overloaded"),
+    "http_503": (503, "upstream_overloaded", "upstream_overloaded"),
+    "http_400": (400, "upstream_rejected", "upstream_rejected"),
+}
+TIMEOUT_ENV = {"UPSTREAM_TIMEOUT_SECONDS": "0.5"}
+
+
+def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
+    route = ModelRoute.objects.get(public_name=model)
+    return micro_to_usd(
+        cost_micro_usd(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            input_price=route.input_price_usd,
+            output_price=route.output_price_usd,
+        )
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-before-output"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_provider_failure_before_output_maps_to_its_error_and_costs_nothing(
+    gateway, provider, paid_token, fault, stream
+):
+    status, code, ledger_status = FAULTS[fault]
+    content = f"Hello [[fault:{fault}]]"
+    responses = {}
+    for model in ROUTES:
+        response = post(
+            gateway,
+            chat_body(model=model, stream=stream, messages=[{"role": "user", "content": content}]),
+            token=paid_token,
+        )
+        # Before any output a stream is a plain HTTP error, not a broken 200.
+        assert response.headers["content-type"].startswith("application/json")
+        error = assert_refused(response, status, code)
+        assert set(error) <= {"message", "type", "code", "param"}, error
+        for leaked in ("<html", "cloudflare", "garbage", "request_id", "req_", "server_error"):
+            assert leaked not in response.text, (model, leaked)
+        responses[response.headers["x-request-id"]] = response
+    records = ledger(len(ROUTES))
+    assert {record.model for record in records} == set(ROUTES)
+    for record in records:
+        assert record.status == ledger_status
+        assert record.cost_usd == 0 and record.tokens_out == 0
+        assert record.is_streamed is stream
+        assert_admitted_headers(responses[record.request_id], record)
+
+
+def assert_admitted_headers(response: httpx.Response, record: UsageRecord) -> None:
+    """An admitted request that failed upstream still says what it used and what it cost."""
+    assert int(response.headers["x-ratelimit-remaining-device"]) >= 0
+    assert int(response.headers["x-ratelimit-limit-ip"]) > 0
+    assert response.headers["x-request-cost-usd"] == f"{record.cost_usd:.6f}"
+
+
+def test_half_a_json_body_is_an_upstream_error_that_costs_nothing(gateway, paid_token):
+    for model in ROUTES:
+        content = "hi [[fault:drop_mid_stream]]"  # not streamed: half the body, then a reset
+        response = post(
+            gateway,
+            chat_body(model=model, messages=[{"role": "user", "content": content}]),
+            token=paid_token,
+        )
+        assert_refused(response, 502, "upstream_error")
+    assert all(
+        record.status == "upstream_error" and record.cost_usd == 0 for record in ledger(len(ROUTES))
+    )
+
+
+def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token):
+    for fault in ("http_429:retry_after=7", "http_503:retry_after=9"):
+        response = post(
+            gateway,
+            chat_body(messages=[{"role": "user", "content": f"hi [[fault:{fault}]]"}]),
+            token=paid_token,
+        )
+        assert_refused(response, 503, "upstream_overloaded")
+        assert response.headers["retry-after"] == fault.rsplit("=", 1)[1]
+    assert all(record.status == "upstream_overloaded" for record in ledger(2))
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token, model):
+    response = post(
+        gateway,
+        chat_body(model=model, messages=[{"role": "user", "content": "hi [[fault:http_400]]"}]),
+        token=paid_token,
+    )
+    error = assert_refused(response, 400, "upstream_rejected")
+    if ROUTES[model] == "anthropic":
+        assert error["message"] == "prompt is too long: 210000 tokens > 200000 maximum"
+    else:
+        assert error["message"].startswith("This model's maximum context length is 128000 tokens")
+    assert "context_length_exceeded" not in response.text
+    assert "request_id" not in response.text
+    (record,) = ledger(1)
+    assert record.status == "upstream_rejected" and record.cost_usd == 0
+
+
+def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
+    gateway, provider, paid_token
+):
+    expected = provider.keys["openai"]
+    provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
+    response = post(gateway, chat_body(model="openai-gpt-4o"), token=paid_token)
+    assert_refused(response, 502, "upstream_error")
+    sent = provider.requests_for("openai")
+    assert [r.headers["authorization"] for r in sent] == [f"Bearer {expected}"] * 2
+    assert expected not in response.text and "Incorrect API key" not in response.text
+    (record,) = ledger(1)
+    assert record.status == "upstream_error" and record.cost_usd == 0
+    assert_admitted_headers(response, record)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_provider_slower_than_the_timeout_is_504_charged_its_estimated_input(
+    start_gateway, paid_token, model, stream
+):
+    gateway = start_gateway(**TIMEOUT_ENV)
+    response = post(
+        gateway,
+        chat_body(
+            model=model,
+            stream=stream,
+            messages=[{"role": "user", "content": "hi [[fault:slow:seconds=1.5]]"}],
+        ),
+        token=paid_token,
+    )
+    assert response.headers["content-type"].startswith("application/json")
+    assert_refused(response, 504, "upstream_timeout")
+    (record,) = ledger(1)
+    assert record.status == "upstream_timeout"
+    assert record.is_estimated
+    assert record.tokens_in > 0 and record.tokens_out == 0
+    assert record.cost_usd == cost_usd(model, record.tokens_in, 0) > 0
+    assert_admitted_headers(response, record)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_provider_without_a_key_is_an_upstream_error_that_costs_nothing(
+    start_gateway, provider, paid_token, stream
+):
+    gateway = start_gateway(DIGITALOCEAN_API_KEY="")
+    response = post(gateway, chat_body(stream=stream), token=paid_token)
+    assert_refused(response, 502, "upstream_error")
+    assert provider.requests_for("digitalocean") == []
+    (record,) = ledger(1)
+    assert record.status == "upstream_error"
+    assert record.cost_usd == 0 and record.tokens_in == 0
+    assert_admitted_headers(response, record)
