@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
+from gateway import metrics
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -37,6 +38,7 @@ def error_response(error: GatewayError) -> JsonResponse:
     for name, value in error.headers().items():
         response[name] = value
     response.gateway_error = True  # type: ignore[attr-defined]
+    response.error_code = error.code  # type: ignore[attr-defined]
     return response
 
 
@@ -87,13 +89,20 @@ class RequestContextMiddleware(_HybridMiddleware):
         token, started = state
         request_id = request.request_id  # type: ignore[attr-defined]
         response["X-Request-ID"] = request_id
+        duration = time.monotonic() - started
+        device = getattr(request, "device", None)
+        fields = {
+            "code": getattr(response, "error_code", None),
+            "device_id": getattr(device, "id", None),
+        }
+        metrics.observe_request(request.path, response.status_code, fields, duration)
         log_request(
             request_id=request_id,
             method=request.method,
             path=request.path,
             status=response.status_code,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            code=getattr(response, "error_code", None),
+            duration_ms=round(duration * 1000, 1),
+            **fields,
         )
         request_id_var.reset(token)
         return response

@@ -51,6 +51,7 @@ DONE = b"data: [DONE]\n\n"
 async def _caller(request: LeanRequest) -> tuple[str, AuthenticatedDevice, int]:
     """IP guard then authentication; returns (client ip, device, store epoch)."""
     ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
     await guard.check_ip(ip)
     device = await authenticate(request.headers, ip=ip)
     request.log["device_id"] = device.id
@@ -66,13 +67,16 @@ async def models(request: LeanRequest) -> Response:
 @lean_endpoint("POST")
 async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
     await guard.check_ip(ip)
     body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
     device = await authenticate(request.headers, ip=ip)
     request.log["device_id"] = device.id
     prepared = await prepare_chat(body, device.tier, epoch=store.last_read_epoch())
     route = prepared.route
-    request.log.update(model=route.public_name, provider=route.provider)
+    request.log.update(
+        model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
+    )
     admitted = await _admit(request, device, ip, prepared)
     headers = rate_limit_headers(admission=admitted[1])
     if prepared.request.stream:
@@ -134,6 +138,13 @@ def _cost_header(cost_micro: int) -> str:
     return f"{micro_to_usd(cost_micro):.6f}"
 
 
+async def _settle(request: LeanRequest, admitted: Admitted, usage: Usage, status: str) -> int:
+    """Settle shielded from cancellation; the cost goes into the access line whatever the end."""
+    cost: int = await finish(settle(admitted, usage=usage, status=status))
+    request.log["cost_usd"] = _cost_header(cost)
+    return cost
+
+
 async def _complete(
     request: LeanRequest, admitted: Admitted, prepared: PreparedChat, headers: dict[str, str]
 ) -> Response:
@@ -147,16 +158,15 @@ async def _complete(
         )
     except UpstreamError as error:
         _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        await _settle(request, admitted, error.usage, ledger_status(error))
         raise
     except BaseException:
         # Cancelled (shutdown) or a bug: the provider may have read the input.
         usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        await _settle(request, admitted, usage, "upstream_error")
         raise
     _log_usage(request, admitted, completion.usage, upstream_started)
-    cost = await finish(settle(admitted, usage=completion.usage, status="ok"))
-    request.log["cost_usd"] = _cost_header(cost)
+    cost = await _settle(request, admitted, completion.usage, "ok")
     return json_response(
         completion.body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)}
     )
@@ -189,12 +199,12 @@ async def _stream(
     except UpstreamError as error:
         await events.aclose()
         _log_usage(request, admitted, error.usage, upstream_started)
-        await finish(settle(admitted, usage=error.usage, status=ledger_status(error)))
+        await _settle(request, admitted, error.usage, ledger_status(error))
         raise
     except BaseException:
         await events.aclose()
         usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        await _settle(request, admitted, usage, "upstream_error")
         raise
     body = _stream_body(request, admitted, prepared, first, events, upstream_started)
     return StreamResponse(body, headers=encode_headers(headers))
@@ -258,9 +268,8 @@ async def _stream_body(
                 await limits.extend_reservation(admitted.reservation)
                 extended_at = time.monotonic()
             event = await anext(events)
-        cost = await finish(settle(admitted, usage=usage, status=status))
+        cost = await _settle(request, admitted, usage, status)
         _log_usage(request, admitted, usage, upstream_started)
-        request.log["cost_usd"] = _cost_header(cost)
         if prepared.request.include_usage:
             chunk = event.usage_chunk(cost_usd=float(micro_to_usd(cost)))
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
@@ -273,4 +282,4 @@ async def _stream_body(
         if status != "ok":
             final = usage if usage is not None else progress.usage()
             _log_usage(request, admitted, final, upstream_started)
-            await finish(settle(admitted, usage=final, status=status))
+            await _settle(request, admitted, final, status)

@@ -343,6 +343,11 @@ SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
 # --- Metrics -----------------------------------------------------------------
 
 METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+# Several worker processes on one host (gunicorn) share their counters
+# through files in this directory (prometheus-client's multiprocess mode, which
+# reads the variable itself); empty it when the server starts (gunicorn.conf.py
+# does). Unset: each process reports only its own counters.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
 # --- Logging -----------------------------------------------------------------
 
