@@ -25,7 +25,9 @@ async def budget_gauges() -> list[GaugeMetricFamily]:
     paused = state.pause
     return [
         gauge("hanzo_store_up", "1 when the shared store (Redis) answers.", 1),
-        gauge("hanzo_budget_usd", "The daily budget (DAILY_BUDGET_USD).", _usd(state.budget_micro_usd)),
+        gauge(
+            "hanzo_budget_usd", "The daily budget (DAILY_BUDGET_USD).", _usd(state.budget_micro_usd)
+        ),
         gauge(
             "hanzo_budget_spent_usd",
             "Settled spend of the current budget day.",

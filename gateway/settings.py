@@ -405,8 +405,22 @@ if GATEWAY_PROFILE == "production":
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = False
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+    # nginx redirects HTTP to HTTPS (deploy/nginx.conf); the app's own port
+    # speaks plain HTTP on the private network to nginx, container health
+    # checks and Prometheus, so it does not redirect by default.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+    SECURE_REDIRECT_EXEMPT = [r"^health(/ready)?$"]
+
+# Deployment checks silenced, each for a reason (python manage.py check --deploy):
+SILENCED_SYSTEM_CHECKS = [
+    # SECURE_SSL_REDIRECT: the redirect to HTTPS is nginx's job (see above).
+    "security.W008",
+    # SECURE_HSTS_PRELOAD: joining browsers' preload list is a commitment for
+    # the whole domain that is slow to undo; the operator opts in.
+    "security.W021",
+]
 
 # --- Usage spool ---------------------------------------------------------------
 
