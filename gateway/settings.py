@@ -17,6 +17,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway import __version__
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -97,6 +99,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "drf_spectacular",
     "gateway",
     "devices",
     "usage",
@@ -268,6 +271,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# GET /openapi.json (gateway/openapi.py): the admin API generated from the DRF
+# views, the client API merged in from gateway/openapi.yaml.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hanzo AI Gateway",
+    "DESCRIPTION": (
+        "OpenAI-compatible LLM gateway: device registration, chat completions, usage, "
+        "and the staff-only admin JSON API. Every error is OpenAI's error object."
+    ),
+    "VERSION": __version__,
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway.openapi.merge_client_api",
+    ],
 }
 
 # --- Providers and keys ------------------------------------------------------
