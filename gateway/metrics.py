@@ -131,16 +131,20 @@ LAYER_BY_CODE = {
 def observe_request(path: str, status: int, fields: dict[str, Any], duration: float) -> None:
     """Count one answered /v1 request (the lean layer and Django's middleware call it).
 
-    Other paths (``/metrics`` itself, probes, the admin) are not counted.
+    An error's layer is written into ``fields`` (for the access line) when
+    the caller did not know it. Other paths (``/metrics`` itself, probes,
+    the admin) are not counted.
     """
+    code = fields.get("code")
+    if status >= 400 and code and not fields.get("layer"):
+        fields["layer"] = layer_of(code, status)
     if not path.startswith("/v1/"):
         return
     route = ROUTE_NAMES.get(path, "other")
     model = fields.get("model") or ""
     REQUESTS.labels(route, model, fields.get("provider") or "", str(status)).inc()
-    code = fields.get("code")
     if status >= 400 and code:
-        REFUSALS.labels(fields.get("layer") or layer_of(code, status), code).inc()
+        REFUSALS.labels(fields["layer"], code).inc()
     upstream_ms = fields.get("upstream_ms")
     if upstream_ms is not None:
         UPSTREAM_LATENCY.labels(fields.get("provider") or "").observe(upstream_ms / 1000)

@@ -91,7 +91,7 @@ class RequestContextMiddleware(_HybridMiddleware):
         response["X-Request-ID"] = request_id
         duration = time.monotonic() - started
         device = getattr(request, "device", None)
-        fields = {
+        fields: dict[str, Any] = {
             "code": getattr(response, "error_code", None),
             "device_id": getattr(device, "id", None),
         }
