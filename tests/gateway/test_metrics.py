@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
 import pytest
+import yaml
 from asgiref.sync import sync_to_async
+from django.db import connections
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +20,7 @@ from gateway.asgi import application
 from gateway.metrics import REQUESTS, observe_request, render
 from tests.devices.conftest import fresh_store_clients
 from tests.fakes.slack import fake_slack
+from tests.support.processes import ROOT
 from tests.usage.test_outage import private_redis
 from usage import limits
 
@@ -51,6 +56,13 @@ async def test_metrics_refuse_anything_that_came_through_a_proxy():
 
 
 # --- What the counters and gauges say ------------------------------------------
+
+
+@pytest.fixture
+async def thread_connections() -> AsyncIterator[None]:
+    """Hands back the connections ORM calls opened in asgiref's worker thread."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 def sample(name: str, **labels: str) -> float:
@@ -140,7 +152,7 @@ def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack):
 
 @pytest.mark.django_db(transaction=True)
 async def test_budget_pause_and_device_gauges_describe_the_shared_state(
-    make_device, settings, fresh_store_clients
+    make_device, settings, fresh_store_clients, thread_connections
 ):
     settings.DAILY_BUDGET_USD = Decimal("2")
     await sync_to_async(make_device)("approved")
@@ -179,7 +191,7 @@ def test_an_expired_suspension_counts_as_approved(make_device, clock):
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_scrape_still_answers_when_redis_is_down_and_says_so(
-    private_redis, fresh_store_clients
+    private_redis, fresh_store_clients, thread_connections
 ):
     private_redis.stop()
     metrics = scraped((await render()).decode())
@@ -194,3 +206,25 @@ def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(settin
     assert [w.id for w in checks.metrics_of_one_worker_only()] == ["hanzo.W004"]
     settings.PROMETHEUS_MULTIPROC_DIR = "/tmp/metrics"
     assert checks.metrics_of_one_worker_only() == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_alert_rules_and_the_readme_name_only_metrics_that_exist(
+    fresh_store_clients, thread_connections
+):
+    text = (await render()).decode()
+    families = {
+        family.name
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("hanzo_") and not family.name.endswith("_created")
+    }
+    assert {"hanzo_requests", "hanzo_budget_spent_usd", "hanzo_devices"} <= families
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus-alerts.yml").read_text())
+    expressions = " ".join(rule["expr"] for group in rules["groups"] for rule in group["rules"])
+    referenced = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for name in re.findall(r"\bhanzo_\w+", expressions)
+    }
+    assert referenced and referenced <= families
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in sorted(families) if name not in readme] == []
