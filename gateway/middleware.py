@@ -10,6 +10,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from gateway import metrics
@@ -20,6 +21,7 @@ from gateway.errors import (
     NotFound,
     PermissionDenied,
     RequestTooLarge,
+    ServiceUnavailable,
     error_for_status,
 )
 from gateway.logs import log_request, new_request_id, request_id_var
@@ -146,6 +148,10 @@ class ApiErrorMiddleware(_HybridMiddleware):
             error = RequestTooLarge()
         elif isinstance(exception, SuspiciousOperation):
             error = InvalidRequest()
+        elif isinstance(exception, OperationalError | InterfaceError):
+            # The database is unreachable (SPEC: a 503 with Retry-After, never a 500).
+            logger.warning("database unavailable on %s", request.path)
+            error = ServiceUnavailable(retry_after=5)
         else:
             logger.error("Unhandled exception on %s", request.path, exc_info=exception)
             error = _internal_error(request)
