@@ -54,11 +54,15 @@ COPY . /app
 # setting it keeps the embedded profile from writing a key file into var/.
 RUN SECRET_KEY=collectstatic-build-only-not-a-secret \
     python manage.py collectstatic --noinput \
-    && mkdir -p /app/var \
-    && chown 10001:10001 /app/var
+    && mkdir -p /app/var/spool \
+    && chown -R 10001:10001 /app/var
 
-# Gunicorn worker processes; override at run time (compose: .env).
-ENV WEB_CONCURRENCY=2
+# Gunicorn worker processes; override at run time (compose: .env). The
+# workers share their Prometheus counters through files in
+# PROMETHEUS_MULTIPROC_DIR, which gunicorn.conf.py (read by gunicorn from
+# /app) empties when the server starts; compose mounts a tmpfs there.
+ENV WEB_CONCURRENCY=2 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/hanzo-metrics
 
 USER 10001:10001
 

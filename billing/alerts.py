@@ -31,7 +31,7 @@ from django.db import IntegrityError, connections, transaction
 
 from billing.models import AlertLog
 from billing.pricing import micro_to_usd
-from gateway import clock
+from gateway import clock, metrics
 from gateway.logs import redact
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,16 @@ def _post(text: str) -> bool:
 
 
 def deliver(alert: Alert) -> str:
-    """Send one alert now: "sent", "logged" (no token), "duplicate" or "failed"."""
+    """Send one alert now: "sent", "logged" (no token), "duplicate" or "failed".
+
+    Each outcome is counted in ``hanzo_alerts_total{kind, outcome}``.
+    """
+    outcome = _deliver(alert)
+    metrics.ALERTS.labels(alert.kind, outcome).inc()
+    return outcome
+
+
+def _deliver(alert: Alert) -> str:
     if alert.once_per_day is not None and not _claim(alert.kind, alert.once_per_day):
         return "duplicate"
     text = redact(alert.text)
@@ -126,7 +135,9 @@ class _Worker:
                 else:
                     deliver(item)
             except Exception:
-                logger.exception("alert %s could not be delivered", getattr(item, "kind", "?"))
+                kind = getattr(item, "kind", "?")
+                logger.exception("alert %s could not be delivered", kind)
+                metrics.ALERTS.labels(kind, "failed").inc()
             finally:
                 connections.close_all()
                 self.queue.task_done()
@@ -150,6 +161,7 @@ def enqueue(alert: Alert) -> bool:
         _running_worker().queue.put_nowait(alert)
     except queue.Full:
         logger.warning("alert dropped, queue full: %s", alert.kind)
+        metrics.ALERTS.labels(alert.kind, "dropped").inc()
         return False
     return True
 

@@ -8,9 +8,10 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from billing import alerts, budget, receivers
+        from billing import alerts, budget, metrics, receivers
         from devices.signals import device_registered
         from gateway import lifecycle
+        from gateway import metrics as gateway_metrics
         from usage import rebuild
 
         # The store asks the database for the pause when it rebuilds its
@@ -19,3 +20,5 @@ class BillingConfig(AppConfig):
         device_registered.connect(receivers.on_device_registered, dispatch_uid="billing-new-device")
         # Alerts queued before shutdown are delivered (or logged) before exit.
         lifecycle.on_shutdown(alerts.shutdown)
+        # Budget gauges, computed when /metrics is scraped.
+        gateway_metrics.add_scrape_source(metrics.budget_gauges)

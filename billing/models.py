@@ -106,3 +106,24 @@ class DailyRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget_day} {self.model} {self.device_id} ${self.cost_usd}"
+
+
+class PrunedDay(models.Model):
+    """A budget day handed to retention: its DailyRollup rows are its ledger from now on.
+
+    Written once the day's rollups are checked against its records, before
+    any record is deleted. Reports read a day that has this row from its
+    rollups only, so they add up while retention deletes the records in
+    batches, and after it stopped half-way (see billing.services.usage_prune).
+    """
+
+    budget_day = models.DateField(unique=True)
+    requests = models.PositiveBigIntegerField()
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    sealed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["budget_day"]
+
+    def __str__(self) -> str:
+        return f"{self.budget_day} ({self.requests} requests, ${self.cost_usd})"

@@ -3,9 +3,9 @@
 Every figure is aggregated in the database, one GROUP BY per dimension over
 ``usage_usagerecord`` filtered by ``budget_day`` (indexes ``usage_day_model``
 and ``usage_device_day``). Days whose usage records retention has pruned are
-read from their DailyRollup rows instead: a day is *pruned* when it has
-rollups but no usage records (billing.services.rollup_day folds a day;
-retention deletes its records afterwards, whole days only).
+read from their DailyRollup rows instead: a day is *pruned* when retention
+sealed it (billing.models.PrunedDay: its rollups were checked against its
+records before any was deleted), or when it has rollups but no records.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from billing.budget import budget_day, budget_day_start
-from billing.models import BudgetAuditEvent, DailyRollup, PauseState
+from billing.models import BudgetAuditEvent, DailyRollup, PauseState, PrunedDay
 from billing.pricing import SIX_PLACES, usd_number
 from usage.models import UsageRecord
 
@@ -58,20 +58,26 @@ class UsageRow:
 
 
 def pruned_days(start: date, end: date) -> list[date]:
-    """Days in [start, end] that have rollups but no usage records left."""
+    """Days in [start, end] read from their rollups: sealed by retention, or without records."""
+    sealed = set(
+        PrunedDay.objects.filter(budget_day__range=(start, end)).values_list(
+            "budget_day", flat=True
+        )
+    )
     rollup_days = set(
         DailyRollup.objects.filter(budget_day__range=(start, end))
+        .exclude(budget_day__in=sealed)
         .values_list("budget_day", flat=True)
         .distinct()
     )
     if not rollup_days:
-        return []
+        return sorted(sealed)
     record_days = set(
         UsageRecord.objects.filter(budget_day__in=rollup_days)
         .values_list("budget_day", flat=True)
         .distinct()
     )
-    return sorted(rollup_days - record_days)
+    return sorted(sealed | (rollup_days - record_days))
 
 
 def _grouped(
@@ -110,6 +116,9 @@ def usage_groups(
     if device_id is not None:
         filters &= Q(device_id=device_id)
     records = UsageRecord.objects.filter(filters)
+    if pruned:
+        # A sealed day's remaining records are being deleted: its rollups count.
+        records = records.exclude(budget_day__in=pruned)
     record_aggregates = {
         "requests": Count("id"),
         "tokens": Sum(F("tokens_in") + F("tokens_out")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,9 +24,42 @@ from gateway.errors import PermissionDenied
 from usage.ipguard import client_ip_from_request
 
 
-class DeviceOutputSerializer(serializers.BaseSerializer):
+@extend_schema_serializer(component_name="Device")
+class DeviceOutputSerializer(serializers.Serializer):
+    """A device as the admin API shows it.
+
+    ``device_detail`` builds the answer; the fields (camelCase, the JSON
+    names) are declared only so the OpenAPI description shows them.
+    """
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    platform = serializers.CharField()
+    status = serializers.ChoiceField(choices=Device.Status.choices)
+    tier = serializers.ChoiceField(choices=Device.Tier.choices)
+    user = serializers.CharField(allow_null=True, help_text="The owning account's name.")
+    ip = serializers.CharField(help_text="Last seen from, else registered from.")
+    lastSeenAt = serializers.DateTimeField(allow_null=True)
+    version = serializers.CharField()
+    registrationIp = serializers.CharField()
+    tokenPrefix = serializers.CharField()
+    createdAt = serializers.DateTimeField()
+    approvedAt = serializers.DateTimeField(allow_null=True)
+    suspendedUntil = serializers.DateTimeField(allow_null=True)
+    suspensionReason = serializers.CharField(allow_null=True)
+
     def to_representation(self, instance: Device) -> dict[str, Any]:
         return device_detail(instance)
+
+
+# The list's envelope, for the OpenAPI description only.
+DEVICE_LIST = inline_serializer(
+    name="DeviceList",
+    fields={
+        "object": serializers.ChoiceField(choices=["list"]),
+        "data": DeviceOutputSerializer(many=True),
+    },
+)
 
 
 def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -41,11 +75,18 @@ def _actor(request: Request) -> AbstractBaseUser:
 
 
 class DeviceListApi(APIView):
+    @extend_schema_serializer(component_name="DeviceListQuery")
     class InputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
 
     OutputSerializer = DeviceOutputSerializer
 
+    @extend_schema(
+        operation_id="admin_devices_list",
+        tags=["admin"],
+        parameters=[InputSerializer],
+        responses=DEVICE_LIST,
+    )
     def get(self, request: Request) -> Response:
         filters = _validated(self.InputSerializer, request.query_params)
         devices = device_list(status=filters.get("status"))
@@ -53,12 +94,19 @@ class DeviceListApi(APIView):
 
 
 class DeviceApproveApi(APIView):
+    @extend_schema_serializer(component_name="DeviceApproval")
     class InputSerializer(serializers.Serializer):
         tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
         user = serializers.CharField(required=False, max_length=services.MAX_OWNER_NAME_LENGTH)
 
     OutputSerializer = DeviceOutputSerializer
 
+    @extend_schema(
+        operation_id="admin_devices_approve",
+        tags=["admin"],
+        request=InputSerializer,
+        responses=DeviceOutputSerializer,
+    )
     def post(self, request: Request, device_id: str) -> Response:
         data = _validated(self.InputSerializer, request.data)
         device = services.device_approve(
@@ -74,6 +122,12 @@ class DeviceApproveApi(APIView):
 class DeviceRejectApi(APIView):
     OutputSerializer = DeviceOutputSerializer
 
+    @extend_schema(
+        operation_id="admin_devices_reject",
+        tags=["admin"],
+        request=None,
+        responses=DeviceOutputSerializer,
+    )
     def post(self, request: Request, device_id: str) -> Response:
         device = services.device_reject(
             device=device_get(device_id),
@@ -86,6 +140,12 @@ class DeviceRejectApi(APIView):
 class DeviceRevokeApi(APIView):
     OutputSerializer = DeviceOutputSerializer
 
+    @extend_schema(
+        operation_id="admin_devices_revoke",
+        tags=["admin"],
+        request=None,
+        responses=DeviceOutputSerializer,
+    )
     def post(self, request: Request, device_id: str) -> Response:
         device = services.device_revoke(
             device=device_get(device_id),
@@ -96,6 +156,7 @@ class DeviceRevokeApi(APIView):
 
 
 class DeviceSuspendApi(APIView):
+    @extend_schema_serializer(component_name="DeviceSuspension")
     class InputSerializer(serializers.Serializer):
         # Positivity and the upper bound are the service's rules (one place).
         hours = serializers.FloatField()
@@ -103,6 +164,12 @@ class DeviceSuspendApi(APIView):
 
     OutputSerializer = DeviceOutputSerializer
 
+    @extend_schema(
+        operation_id="admin_devices_suspend",
+        tags=["admin"],
+        request=InputSerializer,
+        responses=DeviceOutputSerializer,
+    )
     def post(self, request: Request, device_id: str) -> Response:
         data = _validated(self.InputSerializer, request.data)
         device = services.device_suspend(

@@ -8,8 +8,11 @@ class DevicesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from devices import housekeeping
+        from devices import housekeeping, metrics
         from gateway import lifecycle
+        from gateway import metrics as gateway_metrics
 
         lifecycle.on_startup(housekeeping.start)
         lifecycle.on_shutdown(housekeeping.stop)
+        # Devices by status, computed when /metrics is scraped.
+        gateway_metrics.add_scrape_source(metrics.device_gauges)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Case, CharField, Count, F, Q, QuerySet, Value, When
 
 from devices.errors import DeviceNotFound, iso_z
 from devices.models import Device
@@ -31,6 +31,23 @@ def device_list(*, status: str | None = None) -> QuerySet[Device]:
     if status is not None:
         devices = devices.filter(effective_status_q(status, clock.utcnow()))
     return devices
+
+
+def device_counts_by_status() -> dict[str, int]:
+    """How many devices have each effective status now (one GROUP BY, for metrics)."""
+    expired = Q(status=Status.SUSPENDED, suspended_until__lte=clock.utcnow())
+    effective = Case(
+        When(expired, then=Value(Status.APPROVED.value)),
+        default=F("status"),
+        output_field=CharField(),
+    )
+    rows = (
+        Device.objects.annotate(effective=effective)
+        .values("effective")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    return {row["effective"]: row["count"] for row in rows}
 
 
 def device_get(device_id: str) -> Device:

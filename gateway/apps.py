@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 
@@ -12,6 +14,10 @@ class GatewayConfig(AppConfig):
         from django.conf import settings
 
         from gateway import checks, clock
+
+        # Python warnings go through the configured handlers too, so a JSON
+        # log stays one JSON object per line and redaction applies to them.
+        logging.captureWarnings(True)
 
         checks.register()
         clock.configure(settings.GATEWAY_TEST_CLOCK_FILE)

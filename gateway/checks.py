@@ -49,8 +49,23 @@ def pepper_derived_from_secret_key(**kwargs: Any) -> list[Warning]:
     return []
 
 
+def metrics_of_one_worker_only(**kwargs: Any) -> list[Warning]:
+    if settings.WEB_CONCURRENCY > 1 and not settings.PROMETHEUS_MULTIPROC_DIR:
+        return [
+            Warning(
+                "Several workers without PROMETHEUS_MULTIPROC_DIR: each scrape of /metrics "
+                "reports the counters of whichever worker answered it.",
+                hint="Set PROMETHEUS_MULTIPROC_DIR to an empty directory (a tmpfs) shared by "
+                "the workers; gunicorn.conf.py empties it at start.",
+                id="hanzo.W004",
+            )
+        ]
+    return []
+
+
 def register() -> None:
     register_check(in_process_store_with_several_workers)
     # A deployment check: the embedded profile is SQLite with DEBUG off by design.
     register_check(sqlite_without_debug, deploy=True)
     register_check(pepper_derived_from_secret_key, Tags.security, deploy=True)
+    register_check(metrics_of_one_worker_only, deploy=True)

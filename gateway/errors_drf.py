@@ -37,6 +37,7 @@ def _validation_message(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, GatewayError):
         response = Response(exc.payload(), status=exc.status, headers=exc.headers())
+        response.error_code = exc.code  # type: ignore[attr-defined]
     else:
         if isinstance(exc, Http404):
             exc = exceptions.NotFound()
@@ -54,6 +55,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             message = str(exc.detail)
         response = Response(error_payload(status, code, message), status=status)
+        response.error_code = code  # type: ignore[attr-defined]
         wait = getattr(exc, "wait", None)
         if isinstance(exc, exceptions.Throttled) and wait is not None:
             response["Retry-After"] = str(max(1, int(wait)))

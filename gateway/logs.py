@@ -93,7 +93,9 @@ REQUEST_FIELDS = (
     "tokens_in",
     "tokens_out",
     "cost_usd",
+    "is_streamed",
     "code",
+    "layer",
     "client_ip",
 )
 

@@ -17,6 +17,7 @@ nginx denies the path too.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -35,7 +36,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway.errors import PermissionDenied
 from gateway.lean import LeanRequest, Response, lean_endpoint
 
-_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read by prometheus-client too
+logger = logging.getLogger(__name__)
+
+# prometheus-client reads PROMETHEUS_MULTIPROC_DIR from the environment when
+# it is imported (settings mirror it for the system checks). The directory
+# must exist before the first value is recorded; gunicorn.conf.py empties it
+# when the server starts, so counters of a previous run are not summed in.
+_MULTIPROCESS = bool(settings.PROMETHEUS_MULTIPROC_DIR)
+if _MULTIPROCESS:
+    os.makedirs(settings.PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -74,17 +83,68 @@ def add_scrape_source(source: ScrapeSource) -> ScrapeSource:
     return source
 
 
-ROUTE_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/models": "models"}
+ROUTE_NAMES = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/models": "models",
+    "/v1/devices/register": "register",
+    "/v1/devices/me": "device",
+    "/v1/usage/stats": "usage_stats",
+}
+
+# The stage of SPEC's check order that answers each error code. The
+# limiter's own refusals carry their layer in the request's log fields
+# (``refused_by``: device, ip, user, burst, global, device_budget, budget,
+# paused); the same names are used here when a refusal arrives without it.
+LAYER_BY_CODE = {
+    "ip_blocked": "ip_guard",
+    "request_too_large": "validation",
+    "invalid_request": "validation",
+    "max_tokens_exceeded": "validation",
+    "invalid_credentials": "auth",
+    "not_authenticated": "auth",
+    "permission_denied": "auth",
+    "device_pending_approval": "auth",
+    "device_rejected": "auth",
+    "device_suspended": "auth",
+    "model_not_found": "route",
+    "model_not_allowed": "route",
+    "not_found": "route",
+    "method_not_allowed": "route",
+    "service_paused": "paused",
+    "device_rate_limit_exceeded": "device",
+    "ip_rate_limit_exceeded": "ip",
+    "user_rate_limit_exceeded": "user",
+    "burst_rate_limit_exceeded": "burst",
+    "global_rate_limit_exceeded": "global",
+    "device_budget_exceeded": "device_budget",
+    "budget_exceeded": "budget",
+    "registration_rate_limit_exceeded": "registration",
+    "upstream_timeout": "upstream",
+    "upstream_error": "upstream",
+    "upstream_overloaded": "upstream",
+    "upstream_rejected": "upstream",
+    "service_unavailable": "unavailable",  # Redis or the database did not answer
+    "internal_error": "internal",
+}
 
 
 def observe_request(path: str, status: int, fields: dict[str, Any], duration: float) -> None:
-    """Count one answered hot-path request (called by the lean layer for each)."""
+    """Count one answered /v1 request (the lean layer and Django's middleware call it).
+
+    An error's layer is written into ``fields`` (for the access line) when
+    the caller did not know it. Other paths (``/metrics`` itself, probes,
+    the admin) are not counted.
+    """
+    code = fields.get("code")
+    if status >= 400 and code and not fields.get("layer"):
+        fields["layer"] = layer_of(code, status)
+    if not path.startswith("/v1/"):
+        return
     route = ROUTE_NAMES.get(path, "other")
     model = fields.get("model") or ""
     REQUESTS.labels(route, model, fields.get("provider") or "", str(status)).inc()
-    code = fields.get("code")
     if status >= 400 and code:
-        REFUSALS.labels(fields.get("layer") or _layer_of(status), code).inc()
+        REFUSALS.labels(fields["layer"], code).inc()
     upstream_ms = fields.get("upstream_ms")
     if upstream_ms is not None:
         UPSTREAM_LATENCY.labels(fields.get("provider") or "").observe(upstream_ms / 1000)
@@ -92,10 +152,13 @@ def observe_request(path: str, status: int, fields: dict[str, Any], duration: fl
             GATEWAY_OVERHEAD.labels(route).observe(max(0.0, duration - upstream_ms / 1000))
 
 
-def _layer_of(status: int) -> str:
-    # Refusals that are not the limiter's: which stage of SPEC's check order said no.
+def layer_of(code: str, status: int) -> str:
+    """Which stage said no, for an error ``code`` answered with ``status``."""
+    layer = LAYER_BY_CODE.get(code)
+    if layer is not None:
+        return layer
     stages = {400: "validation", 401: "auth", 403: "auth", 404: "route", 413: "validation"}
-    return stages.get(status, "upstream" if status in (502, 503, 504) else "other")
+    return stages.get(status, "other")
 
 
 def gauge(
@@ -141,7 +204,11 @@ async def render() -> bytes:
         registry = REGISTRY
     families: list[GaugeMetricFamily] = []
     for source in _scrape_sources:
-        families.extend(await source())
+        try:
+            families.extend(await source())
+        except Exception:
+            # A broken gauge must not cost the counters their scrape.
+            logger.exception("metrics source %s failed", getattr(source, "__name__", source))
     if not families:
         return generate_latest(registry)
     snapshot = _Snapshot(families)

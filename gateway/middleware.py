@@ -10,8 +10,10 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
+from gateway import metrics
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -19,6 +21,7 @@ from gateway.errors import (
     NotFound,
     PermissionDenied,
     RequestTooLarge,
+    ServiceUnavailable,
     error_for_status,
 )
 from gateway.logs import log_request, new_request_id, request_id_var
@@ -37,6 +40,7 @@ def error_response(error: GatewayError) -> JsonResponse:
     for name, value in error.headers().items():
         response[name] = value
     response.gateway_error = True  # type: ignore[attr-defined]
+    response.error_code = error.code  # type: ignore[attr-defined]
     return response
 
 
@@ -87,13 +91,20 @@ class RequestContextMiddleware(_HybridMiddleware):
         token, started = state
         request_id = request.request_id  # type: ignore[attr-defined]
         response["X-Request-ID"] = request_id
+        duration = time.monotonic() - started
+        device = getattr(request, "device", None)
+        fields: dict[str, Any] = {
+            "code": getattr(response, "error_code", None),
+            "device_id": getattr(device, "id", None),
+        }
+        metrics.observe_request(request.path, response.status_code, fields, duration)
         log_request(
             request_id=request_id,
             method=request.method,
             path=request.path,
             status=response.status_code,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            code=getattr(response, "error_code", None),
+            duration_ms=round(duration * 1000, 1),
+            **fields,
         )
         request_id_var.reset(token)
         return response
@@ -137,6 +148,10 @@ class ApiErrorMiddleware(_HybridMiddleware):
             error = RequestTooLarge()
         elif isinstance(exception, SuspiciousOperation):
             error = InvalidRequest()
+        elif isinstance(exception, OperationalError | InterfaceError):
+            # The database is unreachable (SPEC: a 503 with Retry-After, never a 500).
+            logger.warning("database unavailable on %s", request.path)
+            error = ServiceUnavailable(retry_after=5)
         else:
             logger.error("Unhandled exception on %s", request.path, exc_info=exception)
             error = _internal_error(request)

@@ -58,6 +58,7 @@ async def _guard_and_prefetch(request: LeanRequest) -> str:
     before the upstream call: this one and the admission.
     """
     ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
     await store.prefetch([*guard.prefetch_keys(ip), *auth_prefetch_keys(request.headers)])
     await guard.check_ip(ip)
     return ip
@@ -87,7 +88,9 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     route = prepared.route
     # What only this provider refuses is refused here too, before it costs a request.
     adapter_for(route.provider).check_request(prepared.request)
-    request.log.update(model=route.public_name, provider=route.provider)
+    request.log.update(
+        model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
+    )
     admitted = await _admit(request, device, ip, prepared)
     headers = rate_limit_headers(admission=admitted[1])
     if prepared.request.stream:
@@ -145,6 +148,13 @@ async def _record_auto_pause() -> None:
     logger.warning("daily budget exhausted: service paused until %s", state.until)
 
 
+async def _settle(request: LeanRequest, admitted: Admitted, usage: Usage, status: str) -> int:
+    """Settle shielded from cancellation; the cost goes into the access line whatever the end."""
+    cost: int = await finish(settle(admitted, usage=usage, status=status))
+    request.log["cost_usd"] = _cost_header(cost)
+    return cost
+
+
 def _cost_header(cost_micro: int) -> str:
     return f"{micro_to_usd(cost_micro):.6f}"
 
@@ -166,11 +176,10 @@ async def _complete(
     except BaseException:
         # Cancelled (shutdown) or a bug: the provider may have read the input.
         usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        await _settle(request, admitted, usage, "upstream_error")
         raise
     _log_usage(request, admitted, completion.usage, upstream_started)
-    cost = await finish(settle(admitted, usage=completion.usage, status="ok"))
-    request.log["cost_usd"] = _cost_header(cost)
+    cost = await _settle(request, admitted, completion.usage, "ok")
     return json_response(
         completion.body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)}
     )
@@ -191,8 +200,7 @@ async def _settle_failure(
     """
     usage = error.usage if isinstance(error, UpstreamError) else NO_USAGE
     _log_usage(request, admitted, usage, upstream_started)
-    cost = await finish(settle(admitted, usage=usage, status=ledger_status(error)))
-    request.log["cost_usd"] = _cost_header(cost)
+    cost = await _settle(request, admitted, usage, ledger_status(error))
     error.extra_headers.update(headers)
     error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
 
@@ -228,7 +236,7 @@ async def _stream(
     except BaseException:
         await events.aclose()
         usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await finish(settle(admitted, usage=usage, status="upstream_error"))
+        await _settle(request, admitted, usage, "upstream_error")
         raise
     body = _stream_body(request, admitted, prepared, first, events, upstream_started)
     return StreamResponse(body, headers=encode_headers(headers))
@@ -304,9 +312,8 @@ async def _stream_body(
                 await _keep_reserved(admitted)
                 extended_at = time.monotonic()
             event = await anext(events)
-        cost = await finish(settle(admitted, usage=usage, status=status))
+        cost = await _settle(request, admitted, usage, status)
         _log_usage(request, admitted, usage, upstream_started)
-        request.log["cost_usd"] = _cost_header(cost)
         if prepared.request.include_usage:
             chunk = event.usage_chunk(cost_usd=float(micro_to_usd(cost)))
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
@@ -319,4 +326,4 @@ async def _stream_body(
         if status != "ok":
             final = usage if usage is not None else progress.usage()
             _log_usage(request, admitted, final, upstream_started)
-            await finish(settle(admitted, usage=final, status=status))
+            await _settle(request, admitted, final, status)

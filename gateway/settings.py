@@ -17,6 +17,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway import __version__
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -101,6 +103,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "axes",
+    "drf_spectacular",
     "gateway",
     "devices",
     "usage",
@@ -301,6 +304,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# GET /openapi.json (gateway/openapi.py): the admin API generated from the DRF
+# views, the client API merged in from gateway/openapi.yaml.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hanzo AI Gateway",
+    "DESCRIPTION": (
+        "OpenAI-compatible LLM gateway: device registration, chat completions, usage, "
+        "and the staff-only admin JSON API. Every error is OpenAI's error object."
+    ),
+    "VERSION": __version__,
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway.openapi.merge_client_api",
+    ],
 }
 
 # --- Providers and keys ------------------------------------------------------
@@ -376,6 +398,11 @@ SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
 # --- Metrics -----------------------------------------------------------------
 
 METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+# Several worker processes on one host (gunicorn) share their counters
+# through files in this directory (prometheus-client's multiprocess mode, which
+# reads the variable itself); empty it when the server starts (gunicorn.conf.py
+# does). Unset: each process reports only its own counters.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
 # --- Logging -----------------------------------------------------------------
 
@@ -434,8 +461,22 @@ if GATEWAY_PROFILE == "production":
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = False
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+    # nginx redirects HTTP to HTTPS (deploy/nginx.conf); the app's own port
+    # speaks plain HTTP on the private network to nginx, container health
+    # checks and Prometheus, so it does not redirect by default.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+    SECURE_REDIRECT_EXEMPT = [r"^health(/ready)?$"]
+
+# Deployment checks silenced, each for a reason (python manage.py check --deploy):
+SILENCED_SYSTEM_CHECKS = [
+    # SECURE_SSL_REDIRECT: the redirect to HTTPS is nginx's job (see above).
+    "security.W008",
+    # SECURE_HSTS_PRELOAD: joining browsers' preload list is a commitment for
+    # the whole domain that is slow to undo; the operator opts in.
+    "security.W021",
+]
 
 # --- Usage spool ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from devices.models import AuditEvent, Device
@@ -130,3 +131,13 @@ def test_a_write_without_the_csrf_token_is_refused(admin_user, make_device):
     client.force_login(admin_user)
     assert_error(post(client, f"/{device.id}/approve"), 403, "permission_denied")
     assert Device.objects.get(pk=device.id).status == "pending_approval"
+
+
+def test_a_database_outage_is_a_503_with_retry_after_not_a_500(staff_api, monkeypatch):
+    def unreachable(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("devices.api.device_list", unreachable)
+    response = staff_api.get(BASE)
+    assert_error(response, 503, "service_unavailable")
+    assert response["Retry-After"] == "5"

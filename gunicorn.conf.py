@@ -1,0 +1,41 @@
+"""gunicorn's configuration file: gunicorn reads ./gunicorn.conf.py by default.
+
+The worker settings stay on the command line (Dockerfile ``CMD``); this file
+only adds the server hooks that prometheus-client's multiprocess mode needs
+(see gateway/metrics.py). Each worker records its counters in files named
+after its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _metrics_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker starts: empty the metrics directory.
+
+    Files left by a previous run (a restart that kept the directory) would be
+    summed into this run's counters, or be half-written garbage.
+    """
+    directory = _metrics_dir()
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink(missing_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: drop its live gauges (its counters stay in the sum, as they must)."""
+    if _metrics_dir() is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
