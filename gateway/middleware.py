@@ -44,7 +44,7 @@ def error_response(error: GatewayError) -> JsonResponse:
     return response
 
 
-class _HybridMiddleware:
+class HybridMiddleware:
     """Works in both sync and async stacks without a thread hop."""
 
     sync_capable = True
@@ -76,7 +76,7 @@ class _HybridMiddleware:
         return response
 
 
-class RequestContextMiddleware(_HybridMiddleware):
+class RequestContextMiddleware(HybridMiddleware):
     """Gives every request an id (in the response and every log line) and logs one line."""
 
     def before(self, request: HttpRequest) -> Any:
@@ -110,7 +110,7 @@ class RequestContextMiddleware(_HybridMiddleware):
         return response
 
 
-class ApiErrorMiddleware(_HybridMiddleware):
+class ApiErrorMiddleware(HybridMiddleware):
     """On /v1 and /api paths every error is OpenAI's JSON error object.
 
     Views raise GatewayError; Django's own 404/405/500 (URL not found, wrong
