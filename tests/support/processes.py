@@ -17,6 +17,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test run is killed, its servers go too.
+
+    Otherwise a killed run leaves gateway processes holding connections to
+    the test database, and the next run cannot recreate it.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,6 +103,7 @@ def start_gateway(env: dict[str, str], *, startup_timeout: float = 30) -> Gatewa
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
     server = GatewayServer(port=port, process=process, log_path=log_path, env=env)
 
@@ -138,6 +152,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
 
         def answers() -> bool:
