@@ -113,10 +113,13 @@ async def get_key(provider: str, *, epoch: int) -> ProviderKey:
     return await _refresh(provider, epoch=epoch, stale=entry)
 
 
-async def refresh(provider: str, *, rejected: ProviderKey | None = None) -> ProviderKey:
+async def refresh(
+    provider: str, *, rejected: ProviderKey | None = None, epoch: int | None = None
+) -> ProviderKey:
     """Fetch the key again (the provider refused ``rejected``); one fetch serves all waiters."""
     entry = _cache.get(provider)
-    epoch = entry.epoch if entry is not None else 0
+    if epoch is None:
+        epoch = entry.epoch if entry is not None else 0
     return await _refresh(provider, epoch=epoch, stale=entry, rejected=rejected)
 
 

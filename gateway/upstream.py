@@ -261,7 +261,7 @@ async def complete_with_key_retry(
     try:
         return await complete(route, request, key=key, max_tokens=max_tokens)
     except UpstreamAuthRejected:
-        key = await keys.refresh(route.provider, rejected=key)
+        key = await keys.refresh(route.provider, rejected=key, epoch=epoch)
     return await complete(route, request, key=key, max_tokens=max_tokens)
 
 
@@ -275,7 +275,7 @@ async def stream_with_key_retry(
         try:
             first = await anext(events)
         except UpstreamAuthRejected:
-            key = await keys.refresh(route.provider, rejected=key)
+            key = await keys.refresh(route.provider, rejected=key, epoch=epoch)
             events = stream(route, request, key=key, max_tokens=max_tokens)
             first = await anext(events)
         yield first

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from gateway import keys, upstream
 from gateway.keys import ProviderKey
 from gateway.providers.base import StreamDone
 from gateway.routes import SEED_ROUTES, Route
 from gateway.validation import ChatRequest, parse_chat_request
-from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
+from tests.fakes.provider import DEFAULT_KEYS, FakeProvider, RecordedRequest
 
 ROUTES = {
     seed["public_name"]: Route(
@@ -30,6 +33,8 @@ ROUTES = {
 # One route per wire format and key: OpenAI, DigitalOcean, Anthropic.
 OPENAI, DIGITALOCEAN, ANTHROPIC = "openai-gpt-4o", "llama3-8b-instruct", "anthropic-claude-4-sonnet"
 ONE_ROUTE_PER_PROVIDER = (OPENAI, DIGITALOCEAN, ANTHROPIC)
+# The fake's default answer.
+TEN_TOKENS = "".join(f"tok{i} " for i in range(10))
 
 WEATHER_TOOL = {
     "type": "function",
@@ -84,3 +89,28 @@ def point_at(fake: FakeProvider, settings: Any) -> None:
         "digitalocean": fake.digitalocean_base_url,
         "anthropic": fake.anthropic_base_url,
     }
+
+
+@pytest.fixture(name="fake")
+async def fake_fixture(provider: FakeProvider, settings: Any) -> Any:
+    """The session's fake provider, reset, with every base URL pointing at it."""
+    point_at(provider, settings)
+    settings.UPSTREAM_TIMEOUT_SECONDS = 10.0
+    settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS = 2.0
+    keys.clear_cache()
+    yield provider
+    await upstream.close_clients()
+    keys.clear_cache()
+
+
+def last_request(fake: FakeProvider, name: str) -> RecordedRequest:
+    """What the provider of route ``name`` last received."""
+    return fake.requests_for(ROUTES[name].provider)[-1]
+
+
+async def complete_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Any:
+    return await upstream.complete(ROUTES[name], request, key=key_for(name), max_tokens=max_tokens)
+
+
+def stream_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Any:
+    return upstream.stream(ROUTES[name], request, key=key_for(name), max_tokens=max_tokens)
