@@ -110,11 +110,30 @@ def start_gateway(name: str, command: list[str], env: dict[str, str], core: int 
     return process
 
 
-def uvicorn_command(port: int) -> list[str]:
+def serve_wrapped(wrap: Any, host: str, port: int) -> None:
+    """Serve the gateway in this process with its ASGI app wrapped (probe, profile)."""
+    import uvicorn
+
+    from gateway.asgi import application
+
+    uvicorn.run(
+        wrap(application),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def uvicorn_command(port: int, app: str = "gateway.asgi:application") -> list[str]:
+    """uvicorn as the benchmark runs every target: one worker, uvloop, httptools."""
     return [
         "-m",
         "uvicorn",
-        "gateway.asgi:application",
+        app,
         "--host",
         "127.0.0.1",
         "--port",

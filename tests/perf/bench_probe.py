@@ -173,20 +173,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     install()
-    import uvicorn
+    from tests.perf.bench_gateway import serve_wrapped
 
-    from gateway.asgi import application
-
-    uvicorn.run(
-        instrumented(application),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve_wrapped(instrumented, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -62,20 +62,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    import uvicorn
+    from tests.perf.bench_gateway import serve_wrapped
 
-    from gateway.asgi import application
-
-    uvicorn.run(
-        profiled(application),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve_wrapped(profiled, args.host, args.port)
 
 
 if __name__ == "__main__":

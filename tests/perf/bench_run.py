@@ -125,24 +125,7 @@ class Bench:
 
     def start_floor(self, key: str = "floor") -> Target:
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.perf.bench_floor:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--no-proxy-headers",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--lifespan",
-            "on",
-        ]
+        command = [sys.executable, *gw.uvicorn_command(port, "tests.perf.bench_floor:app")]
         env = {**os.environ, "BENCH_UPSTREAM_URL": f"{self.upstream_url}/openai/v1"}
         label = "floor: bare ASGI pass-through, httpx + aiohttp transport"
         if key == "floor_httpx":
