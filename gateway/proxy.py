@@ -174,9 +174,7 @@ async def _complete(
         await _settle_failure(request, admitted, error, headers, upstream_started)
         raise
     except BaseException:
-        # Cancelled (shutdown) or a bug: the provider may have read the input.
-        usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await _settle(request, admitted, usage, "upstream_error")
+        await _settle_interrupted(request, admitted, prepared)
         raise
     _log_usage(request, admitted, completion.usage, upstream_started)
     cost = await _settle(request, admitted, completion.usage, "ok")
@@ -203,6 +201,14 @@ async def _settle_failure(
     cost = await _settle(request, admitted, usage, ledger_status(error))
     error.extra_headers.update(headers)
     error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
+
+
+async def _settle_interrupted(
+    request: LeanRequest, admitted: Admitted, prepared: PreparedChat
+) -> None:
+    """Cancelled (shutdown) or a bug before any output: the provider may have read the input."""
+    usage = Usage(estimate_input_tokens(prepared.request), 0, False)
+    await _settle(request, admitted, usage, "upstream_error")
 
 
 def _log_usage(
@@ -235,8 +241,7 @@ async def _stream(
         raise
     except BaseException:
         await events.aclose()
-        usage = Usage(estimate_input_tokens(prepared.request), 0, False)
-        await _settle(request, admitted, usage, "upstream_error")
+        await _settle_interrupted(request, admitted, prepared)
         raise
     body = _stream_body(request, admitted, prepared, first, events, upstream_started)
     return StreamResponse(body, headers=encode_headers(headers))
