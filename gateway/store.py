@@ -2,8 +2,8 @@
 
 Two things live here because every app needs them:
 
-* the Redis clients (redis-py's asyncio client for the hot path, one per
-  event loop; the synchronous one django-redis holds for Django code), with
+* the Redis clients (``gateway.redis_pipe`` for async code, one per event
+  loop; the synchronous one django-redis holds for Django code), with
   every key of the gateway under the ``{hz}`` hash tag so one Lua script may
   touch any of them on any Redis deployment;
 * *versions*: small counters that say "what you cached is stale". A device
@@ -30,6 +30,7 @@ from typing import Any
 from django.conf import settings
 
 from gateway.errors import ServiceUnavailable
+from gateway.redis_pipe import PipelinedRedis
 
 PREFIX = "{hz}"
 EPOCH_KEY = f"{PREFIX}:epoch"
@@ -55,30 +56,19 @@ class StoreUnavailable(ServiceUnavailable):
 
 # Keyed by the loop object itself, weakly: a client is bound to its loop, and
 # an id() could be reused by a later loop once the first one is gone.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PipelinedRedis] = (
     weakref.WeakKeyDictionary()
 )
-_async_lock = threading.Lock()
 
 
-def async_redis() -> Any:
-    """The process's asyncio Redis client for the running event loop."""
-    import redis.asyncio as aioredis
-
+def async_redis() -> PipelinedRedis:
+    """The running loop's Redis client (every command of async code goes through it)."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        with _async_lock:
-            client = _async_clients.get(loop)
-            if client is None:
-                client = aioredis.Redis.from_url(
-                    str(settings.REDIS_URL),
-                    socket_connect_timeout=1,
-                    socket_timeout=2,
-                    health_check_interval=30,
-                    max_connections=512,
-                )
-                _async_clients[loop] = client
+        client = _async_clients[loop] = PipelinedRedis(
+            str(settings.REDIS_URL), connect_timeout=1, timeout=2
+        )
     return client
 
 
@@ -129,7 +119,7 @@ async def mget(*keys: str) -> list[Any]:
     cached = _prefetched.get()
     if cached is not None and all(name in cached for name in keys):
         return [cached[name] for name in keys]
-    return list(await async_redis().mget(keys))
+    return await async_redis().mget(keys)
 
 
 # --- Versions ----------------------------------------------------------------

@@ -81,7 +81,7 @@ async def main(total: int, concurrencies: list[int]) -> None:
     from usage import limits
 
     redis = async_redis()
-    await redis.set("bench:key", "x")
+    await redis.execute("SET", "bench:key", "x")
     await mark_live()
     info = sync_redis().info("server")
     print(f"Redis {info['redis_version']}, Python {sys.version.split()[0]}, {total:,} each\n")
@@ -100,11 +100,12 @@ async def main(total: int, concurrencies: list[int]) -> None:
         assert admission.reservation is not None
         await limits.settle(admission.reservation, actual_micro_usd=500)
 
-    await redis.config_resetstat()
+    await redis.execute("CONFIG", "RESETSTAT")
     for concurrency in concurrencies:
         print(f"concurrency {concurrency}:")
-        ping = await rate("PING round trips", total, concurrency, lambda n: redis.ping())
-        await rate("GET round trips", total, concurrency, lambda n: redis.get("bench:key"))
+        ping = await rate("PING round trips", total, concurrency, lambda n: redis.execute("PING"))
+        get = lambda n: redis.execute("GET", "bench:key")  # noqa: E731
+        await rate("GET round trips", total, concurrency, get)
         admits = await rate("admissions (1 EVALSHA)", total, concurrency, admit)
         await rate("admission + settle (2 EVALSHA)", total // 2, concurrency, admit_settle)
         print(f"  admissions / PING round trips      {admits / ping:>9.2f}\n")

@@ -4,10 +4,11 @@ Runs ``gateway.asgi:application`` under uvicorn (as the benchmark does) with
 counting hooks at the lowest level the project's clients share, so the counts
 do not depend on how the gateway's code is organised:
 
-* Redis: every ``send_packed_command`` of redis-py's asyncio and sync
-  connections is one round trip (a single command, a pipeline or a
-  MULTI/EXEC block all go out in one write and wait for their replies); the
-  command names in it are recorded.
+* Redis: every command the async client writes (``gateway.redis_pipe``,
+  one command per write) is one round trip, and so is every
+  ``send_packed_command`` of redis-py's sync connections (a single command,
+  a pipeline or a MULTI/EXEC block all go out in one write and wait for
+  their replies); the command names in it are recorded.
 * PostgreSQL: every psycopg cursor ``execute``/``executemany``/``copy``/
   ``stream`` (Django's ORM and raw psycopg alike) and every connection-level
   command psycopg sends itself (``BEGIN``, ``COMMIT``, ``ROLLBACK``,
@@ -116,13 +117,16 @@ def install() -> None:
     import httpx
     import psycopg
     import psycopg._connection_base
-    import redis.asyncio.connection
     import redis.connection
 
-    for module in (redis.connection, redis.asyncio.connection):
-        cls = module.AbstractConnection
-        wrap = _wrap_async if module is redis.asyncio.connection else _wrap_sync
-        cls.send_packed_command = wrap(cls.send_packed_command, "redis", _redis_names)
+    from gateway import redis_pipe
+
+    connection = redis.connection.AbstractConnection
+    connection.send_packed_command = _wrap_sync(
+        connection.send_packed_command, "redis", _redis_names
+    )
+    protocol = redis_pipe._Protocol
+    protocol.send = _wrap_sync(protocol.send, "redis", _redis_names)
 
     for cls in (psycopg.Cursor, psycopg.ServerCursor):
         cls.execute = _wrap_sync(cls.execute, "db", _sql_summary)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import redis.asyncio
 from django.db.backends.utils import CursorWrapper
 
 from gateway import lifecycle, proxy, store
 from gateway.asgi import application
+from gateway.redis_pipe import PipelinedRedis
 from gateway.routes import seed_routes
 from tests.proxy.conftest import provider_environment
 
@@ -19,11 +19,11 @@ pytestmark = [pytest.mark.production_only, pytest.mark.django_db(transaction=Tru
 def counted(monkeypatch):
     """Redis commands and SQL statements, and how many had run when the provider was called."""
     seen = {"redis": [], "sql": [], "at_upstream": []}
-    execute = redis.asyncio.Redis.execute_command
+    execute = PipelinedRedis.execute
 
-    async def counting_execute(self, *args, **options):
+    async def counting_execute(self, *args):
         seen["redis"].append(str(args[0]))
-        return await execute(self, *args, **options)
+        return await execute(self, *args)
 
     original_sql = CursorWrapper._execute_with_wrappers
 
@@ -37,7 +37,7 @@ def counted(monkeypatch):
         seen["at_upstream"].append((len(seen["redis"]), len(seen["sql"])))
         return await forward(*args, **kwargs)
 
-    monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counting_execute)
+    monkeypatch.setattr(PipelinedRedis, "execute", counting_execute)
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting_sql)
     monkeypatch.setattr(proxy, "complete_with_key_retry", marking_forward)
     return seen

@@ -1,11 +1,12 @@
 """The Redis backend: one Lua script per operation, run with EVALSHA.
 
 Each script is the shared helpers (``lua/common.lua``) plus the operation,
-run by redis-py's ``Script`` objects, which fall back to loading the script
-on ``NOSCRIPT`` (a restarted or flushed Redis): nothing to re-register by
-hand. The hot path uses redis-py's asyncio client (``gateway.store``); the
-few operator operations (budget figures for a command, pause and resume, IP
-blocks in the admin) use django-redis's synchronous connection.
+which falls back to loading the script on ``NOSCRIPT`` (a restarted or
+flushed Redis): nothing to re-register by hand. Async code runs them on
+the pipelined client (``gateway.store.async_redis``); the few operator
+operations (budget figures for a command, pause and resume, IP
+blocks in the admin) use django-redis's synchronous connection through
+redis-py's ``Script``.
 
 Every key shares the ``{hz}`` hash tag, so a script may touch any of them on
 any deployment; the few keys a script computes itself (the budgets of
@@ -27,9 +28,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from redis.commands.core import AsyncScript, Script
+from redis.commands.core import Script
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.redis_pipe import LuaScript
 from gateway.store import EPOCH_KEY, StoreUnavailable, async_redis, sync_redis
 from gateway.store import mget as store_mget
 from usage.backends.base import (
@@ -82,9 +84,8 @@ def _source(name: str) -> bytes:
 
 
 @cache
-def _async_script(name: str) -> AsyncScript:
-    # Bytes need no client to be hashed; the client is passed at each call.
-    return AsyncScript(cast(Any, None), _source(name))
+def _async_script(name: str) -> LuaScript:
+    return LuaScript(_source(name))
 
 
 @cache
@@ -131,7 +132,7 @@ class RedisBackend(Backend):
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with _unavailable_on_error():
-            return await _async_script(script)(keys, args, client=async_redis())
+            return await async_redis().evalsha(_async_script(script), keys, args)
 
     def _run_sync(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         with _unavailable_on_error():
@@ -248,31 +249,20 @@ class RedisBackend(Backend):
         return self._budget_figures(self._run_sync("budget", *self._budget_call(day, now)))
 
     @staticmethod
-    def _pause_commands(pipe: Any, pause: PauseState | None) -> None:
-        pipe.delete(PAUSE_KEY)
-        if pause is not None:
-            names = ("reason", "automatic", "since", "until")
-            fields = dict(zip(names, _pause_fields(pause), strict=True))
-            pipe.hset(PAUSE_KEY, mapping=fields)
-            pipe.pexpire(PAUSE_KEY, PAUSE_TTL_MS)
+    def _pause_args(pause: PauseState | None) -> list[Any]:
+        return [PAUSE_TTL_MS, *([] if pause is None else _pause_fields(pause))]
 
     def set_pause_sync(self, pause: PauseState | None) -> None:
-        with _unavailable_on_error():
-            pipe = sync_redis().pipeline(transaction=True)
-            self._pause_commands(pipe, pause)
-            pipe.execute()
+        self._run_sync("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
     async def set_pause(self, pause: PauseState | None) -> None:
-        with _unavailable_on_error():
-            pipe = async_redis().pipeline(transaction=True)
-            self._pause_commands(pipe, pause)
-            await pipe.execute()
+        await self._run("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
     # --- rebuild ------------------------------------------------------------
 
     async def is_live(self) -> bool:
         with _unavailable_on_error():
-            return bool(await async_redis().exists(LIVE_KEY))
+            return bool(await async_redis().execute("EXISTS", LIVE_KEY))
 
     def is_live_sync(self) -> bool:
         with _unavailable_on_error():
@@ -280,10 +270,10 @@ class RedisBackend(Backend):
 
     async def take_rebuild_lock(self, token: str, seconds: float) -> bool:
         with _unavailable_on_error():
-            taken = await async_redis().set(
-                REBUILD_LOCK_KEY, token, nx=True, px=int(seconds * 1000)
+            taken = await async_redis().execute(
+                "SET", REBUILD_LOCK_KEY, token, "NX", "PX", int(seconds * 1000)
             )
-            return bool(taken)
+            return taken is not None
 
     def take_rebuild_lock_sync(self, token: str, seconds: float) -> bool:
         with _unavailable_on_error():
