@@ -37,11 +37,10 @@ from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspende
 from devices.models import Device
 from devices.selectors import device_for_token_hash
 from devices.services import CACHE_MAX_AGE_SECONDS
-from devices.suspicious import note_device_ip
+from devices.suspicious import note_device_ip_soon
 from devices.tokens import looks_like_device_id, looks_like_token, token_hash
 from gateway import clock
 from gateway.errors import AuthenticationFailed
-from gateway.lifecycle import spawn
 from gateway.store import EPOCH_KEY, device_version_key, read_versions
 from usage import guard
 
@@ -97,7 +96,7 @@ async def authenticate(headers: Mapping[str, str], *, ip: str) -> AuthenticatedD
     device = _admit(entry)
     # Counting distinct IPs may cost a store round trip (a new device/IP
     # pair only): it runs beside the request, not before it.
-    spawn(note_device_ip(device.id, ip))
+    note_device_ip_soon(device.id, ip)
     return device
 
 

@@ -38,6 +38,8 @@ from devices.models import Device
 from devices.services import device_suspend
 from gateway import clock, store
 from gateway.errors import ServiceUnavailable
+from gateway.lifecycle import spawn
+from gateway.redis_pipe import LuaScript
 from usage.ipguard import limit_key
 
 logger = logging.getLogger(__name__)
@@ -48,14 +50,14 @@ REMEMBERED_SIGHTINGS = 50_000
 # KEYS[1] the day's set; ARGV: address, threshold, ttl seconds.
 # Returns the set's size after adding the address, or 0 when nothing was
 # added (already a member, or the set is already past the threshold).
-_NOTE_SCRIPT = """
+_NOTE_SCRIPT = LuaScript(b"""
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
 local count = redis.call('SCARD', KEYS[1])
 if count > tonumber(ARGV[2]) then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return count + 1
-"""
+""")
 
 _lock = threading.Lock()
 _sightings: OrderedDict[tuple[str, str, date], None] = OrderedDict()
@@ -72,17 +74,41 @@ def clear_cache() -> None:
 async def note_device_ip(device_id: str, ip: str) -> None:
     """Count ``ip`` for ``device_id`` today; suspend the device when it goes past the limit.
 
-    Call it for every authenticated request. It never raises: a store or
-    database outage is logged and the request goes on.
+    It never raises: a store or database outage is logged and the request goes on.
     """
+    sighting = _new_sighting(device_id, ip)
+    if sighting is not None:
+        await _count(device_id, ip, *sighting)
+
+
+def note_device_ip_soon(device_id: str, ip: str) -> None:
+    """``note_device_ip`` beside the request, for every authenticated request.
+
+    Only a pair this process has not counted today starts a task (and may
+    cost a store round trip); the usual request, from a known address,
+    costs a dictionary lookup.
+    """
+    sighting = _new_sighting(device_id, ip)
+    if sighting is not None:
+        spawn(_count(device_id, ip, *sighting))
+
+
+def _new_sighting(device_id: str, ip: str) -> tuple[str, date, float, int] | None:
+    """(address, day, now, threshold) when this pair must be counted, else None."""
     threshold = settings.SUSPICIOUS_IPS_PER_DEVICE_PER_DAY
     if threshold <= 0:
-        return
+        return None
     now = clock.now()
     day = budget_day(now)
     address = limit_key(ip)
     if _seen_before(device_id, address, day):
-        return
+        return None
+    return address, day, now, threshold
+
+
+async def _count(
+    device_id: str, ip: str, address: str, day: date, now: float, threshold: int
+) -> None:
     try:
         count = await _add(device_id, address, day, threshold, now)
     except (RedisError, OSError):
@@ -118,8 +144,8 @@ async def _add(device_id: str, address: str, day: date, threshold: int, now: flo
         return _add_in_process(device_id, address, day, threshold)
     # The set outlives its day by an hour, for requests admitted at midnight.
     ttl = int(next_budget_day_start(now) - now) + 3600
-    script = store.async_redis().register_script(_NOTE_SCRIPT)
-    return int(await script(keys=[_set_key(device_id, day)], args=[address, threshold, ttl]))
+    key = _set_key(device_id, day)
+    return int(await store.async_redis().evalsha(_NOTE_SCRIPT, [key], [address, threshold, ttl]))
 
 
 def _add_in_process(device_id: str, address: str, day: date, threshold: int) -> int:
@@ -141,7 +167,7 @@ async def _forget(device_id: str, address: str, day: date) -> None:
             _memory_sets.get((device_id, day), set()).discard(address)
             return
     try:
-        await store.async_redis().srem(_set_key(device_id, day), address)
+        await store.async_redis().execute("SREM", _set_key(device_id, day), address)
     except (RedisError, OSError):
         logger.error("could not undo the count of device %s after a failed suspension", device_id)
 

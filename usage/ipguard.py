@@ -92,6 +92,7 @@ def client_ip_from_request(request: HttpRequest) -> str:
     )
 
 
+@lru_cache(maxsize=65536)  # parsed several times per request; clients repeat
 def limit_key(ip: str) -> str:
     """The identity an address is counted under: itself for IPv4, its /64 for IPv6."""
     address = ipaddress.ip_address(ip)
