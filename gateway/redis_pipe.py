@@ -1,24 +1,27 @@
-"""A lean asyncio Redis client for the hot path: one connection per event
-loop, every command pipelined on it.
+"""The asyncio Redis client: one connection per event loop, every command
+pipelined on it.
 
-Why not redis-py's asyncio client here: per command it checks a connection
-out of its pool and back, runs its retry wrapper and packs the command in
-Python. On the hot path (two or three commands per request) that was the
-largest single cost of the gateway (docs/benchmarks.md). Here a command is
-one ``transport.write`` of bytes packed by hiredis and one future; hiredis
-parses the replies in C, and each reply answers the oldest command still
-waiting (Redis answers a connection's commands in order). Concurrent
-requests share the connection, so their commands go out back to back
-without waiting for each other's replies.
+Why not redis-py's asyncio client: per command it checks a connection out of
+its pool and back, runs its retry wrapper and packs the command in Python.
+On the hot path (two or three commands per request) that was the largest
+single cost of the gateway (docs/benchmarks.md). Here a command is bytes
+packed by hiredis and one future; the commands sent during one turn of the
+event loop go out in one ``transport.write``, hiredis parses the replies in
+C, and each reply answers the oldest command still waiting (Redis answers a
+connection's commands in order). Concurrent requests share the connection,
+so their commands go out together without waiting for each other's replies.
 
-It speaks only what the hot path needs (``MGET``, ``EVALSHA`` with the
-``NOSCRIPT`` fallback); everything else keeps redis-py. Errors are
-redis-py's classes, so callers handle both alike: a reply error is
-``ResponseError`` (``NoScriptError`` for ``NOSCRIPT``), a lost or
-unreachable server ``ConnectionError``, no answer within the timeout
-``TimeoutError``. After a timeout the connection is dropped: its commands
-fail at once and the next command connects afresh, so a server that stopped
-answering costs each request one timeout at most, never a queue of them.
+Plain commands only: no MULTI (other callers' commands would land inside
+the transaction) and no blocking commands; what must be atomic is a Lua
+script (``evalsha``, loading the script on ``NOSCRIPT``). Synchronous code
+keeps django-redis. Errors are redis-py's classes, so callers handle both
+alike: a reply error is ``ResponseError`` (``NoScriptError`` for
+``NOSCRIPT``), a lost or unreachable server ``ConnectionError``, no answer
+within the timeout ``TimeoutError``. After a timeout the connection is
+dropped: its commands fail at once and the next command connects afresh,
+so a server that stopped answering costs each request one timeout at most,
+never a queue of them. A server that closes the connection (a restart) is
+noticed by the event loop as it happens, not by the next command.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class _Protocol(asyncio.Protocol):
         # caller that gave up (timeout, cancellation) leaves its future here,
         # done: its reply still arrives and must be consumed in its turn.
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        # Commands packed since the last write: everything sent during one
+        # turn of the event loop goes out in one write (one system call, one
+        # TCP segment), however many requests sent it.
+        self.unsent: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.is_closed = False
 
@@ -86,17 +93,27 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self.is_closed = True
+        self.unsent.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        assert self.transport is not None
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting.append(future)
-        self.transport.write(packed)
+        if not self.unsent:
+            loop.call_soon(self._write)
+        self.unsent.append(packed)
         return future
+
+    def _write(self) -> None:
+        if self.is_closed or not self.unsent:
+            return  # the connection went meanwhile; its commands have failed
+        assert self.transport is not None
+        self.transport.write(b"".join(self.unsent))
+        self.unsent.clear()
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:

@@ -246,3 +246,26 @@ async def test_a_malformed_reply_drops_the_connection_instead_of_misreading_it()
         with pytest.raises(RedisConnectionError, match="malformed"):
             await client.execute("PING")
         await client.aclose()
+
+
+async def test_the_commands_of_one_loop_turn_go_out_in_one_write_and_are_answered_in_order():
+    from gateway.redis_pipe import _Protocol
+
+    class Transport:
+        writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+    protocol = _Protocol()
+    protocol.connection_made(Transport())  # type: ignore[arg-type]
+    futures = [protocol.send(hiredis.pack_command(("ECHO", word))) for word in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    assert Transport.writes == [b"".join(hiredis.pack_command(("ECHO", w)) for w in "abc")]
+    protocol.data_received(b"$1\r\na\r\n$1\r\nb")
+    assert futures[0].result() == b"a" and not futures[1].done()
+    protocol.data_received(b"\r\n$1\r\nc\r\n")
+    assert [future.result() for future in futures] == [b"a", b"b", b"c"]
+    protocol.send(hiredis.pack_command(("PING",)))
+    await asyncio.sleep(0)
+    assert len(Transport.writes) == 2
