@@ -2,9 +2,10 @@
 
 A route prices input and output tokens in USD per 1M tokens, which is exactly
 micro-dollars per token: 0.50 USD / 1M tokens = 0.5 micro-dollars a token.
-A request's cost is computed exactly (``Fraction``) and rounded UP to a whole
-micro-dollar once per request, never per token or per part, so the ledger
-never undercharges and never compounds rounding.
+A request's cost is computed exactly (in integers, over the prices' common
+denominator) and rounded UP to a whole micro-dollar once per request, never
+per token or per part, so the ledger never undercharges and never compounds
+rounding.
 
 The reservation taken before forwarding uses ``worst_case_micro_usd``: the
 same formula at an upper bound of the input tokens and the output cap, so it
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 from decimal import ROUND_HALF_UP, Decimal
-from fractions import Fraction
 from typing import Any
 
 MICRO_PER_USD = 1_000_000
@@ -73,13 +73,14 @@ def usd_number(value: Decimal) -> float:
     return float(quantized)
 
 
-def _price(value: Decimal | int | str) -> Fraction:
+def _price(value: Decimal | int | str) -> tuple[int, int]:
+    """The price as an exact fraction (numerator, denominator > 0)."""
     if isinstance(value, float):
         raise TypeError("prices are Decimal, never float")
-    price = Fraction(Decimal(value))
-    if price < 0:
+    numerator, denominator = Decimal(value).as_integer_ratio()
+    if numerator < 0:
         raise ValueError("a price cannot be negative")
-    return price
+    return numerator, denominator
 
 
 def _tokens(name: str, value: int) -> int:
@@ -99,10 +100,15 @@ def cost_micro_usd(
 
     Prices are USD per 1M tokens (= micro-dollars per token).
     """
-    exact = _tokens("tokens_in", tokens_in) * _price(input_price) + _tokens(
-        "tokens_out", tokens_out
-    ) * _price(output_price)
-    return -(-exact.numerator // exact.denominator)
+    # In plain integers over a common denominator: Fraction would do the same
+    # with a gcd and type dispatch at every step, five times slower.
+    in_numerator, in_denominator = _price(input_price)
+    out_numerator, out_denominator = _price(output_price)
+    numerator = (
+        _tokens("tokens_in", tokens_in) * in_numerator * out_denominator
+        + _tokens("tokens_out", tokens_out) * out_numerator * in_denominator
+    )
+    return -(-numerator // (in_denominator * out_denominator))  # rounded up
 
 
 def worst_case_micro_usd(

@@ -33,6 +33,7 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 Header = tuple[bytes, bytes]
 
 _BASE_HEADERS: list[Header] = [(b"x-content-type-options", b"nosniff")]
+_LOG_FIELDS = frozenset(REQUEST_FIELDS)  # a set: tested for every log field of every request
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _observe(request: LeanRequest, status: int, duration: float) -> None:
 
     request.log.setdefault("code", None)
     metrics.observe_request(request.path, status, request.log, duration)
-    fields = {key: value for key, value in request.log.items() if key in REQUEST_FIELDS}
+    fields = {key: value for key, value in request.log.items() if key in _LOG_FIELDS}
     log_request(
         request_id=request.request_id,
         method=request.method,

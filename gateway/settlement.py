@@ -94,9 +94,7 @@ async def settle(admitted: Admitted, *, usage: Usage, status: str) -> int:
     # budget errs on the safe side. It is held by reference and drained at
     # shutdown (gateway.lifecycle).
     spawn(_settle_in_store(admitted, cost))
-    metrics.TOKENS.labels(route.public_name, "input").inc(usage.tokens_in)
-    metrics.TOKENS.labels(route.public_name, "output").inc(usage.tokens_out)
-    metrics.COST.labels(route.public_name).inc(cost / 1_000_000)
+    metrics.count_usage(route.public_name, usage.tokens_in, usage.tokens_out, cost)
     return cost
 
 

@@ -25,7 +25,14 @@ def budget_day(now: float) -> date:
 
 def day_start(day: date) -> float:
     """Epoch seconds at which ``day`` begins in ``BUDGET_TIMEZONE``."""
-    return datetime.combine(day, time(0), tzinfo=_zone(settings.BUDGET_TIMEZONE)).timestamp()
+    return _day_start(day, settings.BUDGET_TIMEZONE)
+
+
+# Every admission asks for the next day's start (the end of an automatic
+# pause); it changes once a day, and a zone's rules do not change in a process.
+@lru_cache(maxsize=8)
+def _day_start(day: date, zone: str) -> float:
+    return datetime.combine(day, time(0), tzinfo=_zone(zone)).timestamp()
 
 
 def next_day_start(now: float) -> float:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -43,7 +43,7 @@ from usage.backends.base import (
     Reservation,
     layer_keys,
 )
-from usage.days import budget_day, next_day_start
+from usage.days import budget_day, day_start
 from usage.rebuild import ensure_live, ensure_live_sync, follow_operator_pause, set_pause_source
 from usage.windows import BURST_SECONDS, DAY
 
@@ -165,6 +165,7 @@ def _plan(
     }
     if user_id is not None:
         limits["user"] = tier_limits["user_per_day"]
+    day = budget_day(now)
     return AdmitPlan(
         now=now,
         request_id=request_id,
@@ -173,12 +174,12 @@ def _plan(
         limits=limits,
         day_spec=DAY,
         burst_seconds=BURST_SECONDS,
-        budget_day=budget_day(now).isoformat(),
+        budget_day=day.isoformat(),
         budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
         device_cap_micro_usd=micro_usd(settings.DEVICE_DAILY_BUDGET_USD[tier]),
         reserve_micro_usd=reserve_micro_usd,
         expires_at=now + reservation_seconds(),
-        next_day_at=next_day_start(now),
+        next_day_at=day_start(day + timedelta(days=1)),
         is_peek=is_peek,
     )
 

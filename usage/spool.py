@@ -6,7 +6,10 @@ record as one JSON line to a segment file under ``USAGE_SPOOL_DIR`` (one
 ``os.write`` on an ``O_APPEND`` descriptor, microseconds), and a background
 flusher inserts the lines in batches (``bulk_create(ignore_conflicts=True)``,
 idempotent by ``request_id``), deleting a segment only after its inserts
-committed.
+committed. The flusher seals the segment being appended to at each cycle
+(so it can replay and delete it) and opens its successor itself, in its
+thread, so an append on the event loop is one ``os.write`` and never waits
+for a file to be created and locked.
 
 Segments and ownership:
 
@@ -68,6 +71,7 @@ def spool_dir() -> Path:
 class _Segment:
     path: Path
     fd: int
+    directory: str  # USAGE_SPOOL_DIR when it was opened (compared as is, per append)
     lines: int = 0
     synced_lines: int = 0
 
@@ -97,7 +101,8 @@ def _process_state() -> _ProcessSpool:
     return _state
 
 
-def _open_segment(state: _ProcessSpool, directory: Path) -> _Segment:
+def _open_segment(state: _ProcessSpool, setting: str) -> _Segment:
+    directory = Path(setting)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"usage-{state.pid}-{time.time_ns()}-{next(state.counter)}"
     temporary = directory / f"{name}.tmp"
@@ -113,16 +118,17 @@ def _open_segment(state: _ProcessSpool, directory: Path) -> _Segment:
             temporary.unlink()
         raise
     state.directory_dirty = directory
-    return _Segment(path=path, fd=fd)
+    return _Segment(path=path, fd=fd, directory=setting)
 
 
 def append(line: bytes) -> None:
     """Append one record line (ending in a newline) to this process's segment."""
     state = _process_state()
-    directory = spool_dir()
+    # The setting's string, not a Path: this runs once per request.
+    directory = settings.USAGE_SPOOL_DIR
     with state.lock:
         segment = state.active
-        if segment is None or segment.path.parent != directory:
+        if segment is None or segment.directory != directory:
             if segment is not None:
                 state.sealed.append(segment)
             segment = state.active = _open_segment(state, directory)
@@ -210,12 +216,15 @@ def _replay_file(path: Path, sink: Sink) -> int:
     return count - len(rejected)
 
 
-def _flush_own(state: _ProcessSpool, sink: Sink) -> int:
+def _flush_own(state: _ProcessSpool, sink: Sink, open_next: bool) -> int:
     with state.lock:
+        active = state.active
         # While older segments still wait (database down), keep appending to
-        # the active one instead of sealing a new segment every cycle.
-        if not state.sealed and state.active is not None and state.active.lines:
-            state.sealed.append(state.active)
+        # the active one instead of sealing a new segment every cycle. An
+        # empty one is kept while the flusher runs (it opened it for the next
+        # appends) and goes at the last flush.
+        if not state.sealed and active is not None and (active.lines or not open_next):
+            state.sealed.append(active)
             state.active = None
         pending = list(state.sealed)
     inserted = 0
@@ -227,7 +236,23 @@ def _flush_own(state: _ProcessSpool, sink: Sink) -> int:
         os.close(segment.fd)
         with state.lock:
             state.sealed.remove(segment)
+    if open_next:
+        _open_next(state)
     return inserted
+
+
+def _open_next(state: _ProcessSpool) -> None:
+    """Open the segment the next appends will use, here in the flusher's thread.
+
+    Creating, locking and renaming a file are four system calls, and each
+    lets another thread take the interpreter: on the event loop, right after
+    a seal, that other thread is this busy flusher.
+    """
+    with state.lock:
+        if state.active is None:
+            # On failure the next append tries again, and falls back and logs.
+            with contextlib.suppress(OSError):
+                state.active = _open_segment(state, settings.USAGE_SPOOL_DIR)
 
 
 def _own_paths(state: _ProcessSpool) -> set[Path]:
@@ -291,17 +316,21 @@ def _default_sink() -> Sink:
     return usage_record_lines_insert
 
 
-def flush(*, include_orphans: bool = False, sink: Sink | None = None) -> int:
+def flush(
+    *, include_orphans: bool = False, sink: Sink | None = None, open_next: bool = False
+) -> int:
     """Insert this process's spooled records (and orphans'); returns rows handled.
 
-    Raises DatabaseError when the database is unreachable: the records stay
-    spooled (and are fsynced) for the next attempt.
+    ``open_next`` (the running flusher) opens the segment for the next
+    appends once the records are in. Raises DatabaseError when the database
+    is unreachable: the records stay spooled (and are fsynced) for the next
+    attempt.
     """
     state = _process_state()
     sink = sink or _default_sink()
     with state.flush_lock:
         try:
-            inserted = _flush_own(state, sink)
+            inserted = _flush_own(state, sink, open_next)
             if include_orphans:
                 inserted += _replay_orphans(state, sink)
         except DatabaseError:
@@ -339,16 +368,16 @@ class _Flusher:
 _flusher = _Flusher()
 
 
-def _flush_in_thread(include_orphans: bool) -> int:
+def _flush_in_thread(include_orphans: bool, open_next: bool) -> int:
     try:
-        return flush(include_orphans=include_orphans)
+        return flush(include_orphans=include_orphans, open_next=open_next)
     finally:
         # This worker thread's connection goes back (the pool keeps it warm).
         connections.close_all()
 
 
-async def flush_async(*, include_orphans: bool = False) -> int:
-    return await asyncio.to_thread(_flush_in_thread, include_orphans)
+async def flush_async(*, include_orphans: bool = False, open_next: bool = False) -> int:
+    return await asyncio.to_thread(_flush_in_thread, include_orphans, open_next)
 
 
 async def _run() -> None:
@@ -362,7 +391,7 @@ async def _run() -> None:
         _flusher.wake.clear()
         scan = time.monotonic() - last_orphan_scan >= ORPHAN_SCAN_SECONDS
         try:
-            await flush_async(include_orphans=scan)
+            await flush_async(include_orphans=scan, open_next=True)
         except DatabaseError:
             if not is_down:
                 logger.warning("usage spool: database unavailable, records kept in the spool")

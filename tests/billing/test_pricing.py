@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -85,6 +87,22 @@ def test_cost_is_monotonic_in_both_token_counts():
         input_price, output_price = PRICES[model]
         exact = tokens_in * input_price + tokens_out * output_price
         assert exact <= base < exact + 1
+
+
+def test_cost_is_the_exact_sum_rounded_up_once_for_any_price():
+    rng = random.Random(10)
+    for _ in range(3000):
+        # Any number of decimal places, and the forms a price may come in.
+        prices = [Decimal(rng.randrange(10**9)).scaleb(-rng.randrange(13)) for _ in range(2)]
+        forms = [rng.choice([price, str(price), f"{price:E}"]) for price in prices]
+        if prices[1] == int(prices[1]):
+            forms[1] = int(prices[1])
+        tokens_in, tokens_out = rng.randrange(10**7), rng.randrange(10**6)
+        exact = tokens_in * Fraction(prices[0]) + tokens_out * Fraction(prices[1])
+        cost = cost_micro_usd(
+            tokens_in=tokens_in, tokens_out=tokens_out, input_price=forms[0], output_price=forms[1]
+        )
+        assert cost == math.ceil(exact)
 
 
 def test_the_worst_case_covers_every_cost_within_its_bounds():

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -125,6 +130,29 @@ def test_a_spooled_line_round_trips_to_the_same_record(spool_var):
         UsageRecordData.from_line(b'{"request_id": "x"}\n')
 
 
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        datetime(2026, 11, 26, 12, 0, 1, 123456, tzinfo=UTC),
+        datetime(2026, 11, 26, 7, 0, 1, 7, tzinfo=ZoneInfo("America/New_York")),
+    ],
+)
+def test_a_spooled_line_is_the_documented_json(spool_var, created_at):
+    # Processes of another version may replay this spool: the line's shape is fixed.
+    record = record_data(cost_usd=Decimal("1.500000"), created_at=created_at)
+    line = record.to_line()
+    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {
+        **{name: getattr(record, name) for name in record.__slots__},
+        "cost_usd": "1.500000",
+        "budget_day": record.budget_day.isoformat(),
+        "created_at": created_at.isoformat(),
+    }
+    assert list(json.loads(line)) == list(record.__slots__)
+    assert UsageRecordData.from_line(line) == record
+
+
 def test_a_record_waits_in_the_spool_while_the_database_is_down(db, spool_var, database_down):
     record = record_data()
     usage_record_write_now(record)
@@ -237,6 +265,29 @@ def test_a_torn_last_line_is_quarantined_and_the_rest_inserted(db, spool_var):
     (rejected,) = spool_var.glob("*.rejected")
     assert rejected.read_bytes() == torn + b"\n"
     assert spool.pending_segments() == []
+
+
+def test_the_flusher_opens_the_next_segment_and_the_last_flush_removes_it(spool_var):
+    inserted: list[bytes] = []
+    spool.append(record_data().to_line())
+    assert spool.flush(sink=inserted.extend, open_next=True) == 1
+    # The next segment is open already: created, locked and empty.
+    (segment,) = spool.pending_segments()
+    assert segment.stat().st_size == 0
+    fd = os.open(segment, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # owned: no replayer may take it
+    finally:
+        os.close(fd)
+    spool.append(record_data().to_line())
+    assert spool.pending_segments() == [segment]  # the append used it
+    assert spool.flush(sink=inserted.extend, open_next=True) == 1
+    assert spool.pending_segments() not in ([], [segment])
+    # The last flush (shutdown) leaves no empty segment behind.
+    assert spool.flush(sink=inserted.extend) == 0
+    assert spool.pending_segments() == []
+    assert len(inserted) == 2
 
 
 def test_a_record_the_database_rejects_does_not_block_its_batch(db, spool_var):
