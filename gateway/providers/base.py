@@ -13,9 +13,12 @@ provider consumed when it failed (reported, or estimated and marked so). Its
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import httpx
 
 from gateway.errors import GatewayError
 from gateway.keys import ProviderKey
@@ -83,9 +86,18 @@ StreamEvent = dict[str, Any] | StreamDone
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
-    url: str
-    headers: dict[str, str]
+    url: httpx.URL
+    headers: httpx.Headers  # built once per key and shared between requests: never mutated
     body: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=16)
+def endpoint(url: str) -> httpx.URL:
+    """``url`` parsed once: parsing costs more than the rest of building a request.
+
+    Keyed by the whole URL, so a base URL changed in settings is a new entry.
+    """
+    return httpx.URL(url)
 
 
 # --- errors --------------------------------------------------------------------

@@ -9,9 +9,11 @@ refused by its reasoning models), DigitalOcean documents ``max_tokens``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from django.conf import settings
 
@@ -26,6 +28,7 @@ from gateway.providers.base import (
     UpstreamOverloaded,
     UpstreamRequest,
     Usage,
+    endpoint,
     estimate_tokens,
 )
 from gateway.routes import Route
@@ -58,6 +61,18 @@ def reported_usage(data: Any) -> Usage | None:
     if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
         return None
     return Usage(prompt, completion, True)
+
+
+@functools.lru_cache(maxsize=16)
+def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
+    """Built once per key (a rotated key is a new entry, the old one ages out)."""
+    return httpx.Headers(
+        {
+            "Authorization": f"Bearer {key.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": accept,
+        }
+    )
 
 
 def _message_chars(message: Any) -> int:
@@ -97,12 +112,11 @@ class OpenAIAdapter:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         base = settings.PROVIDER_BASE_URLS[self.provider]
-        headers = {
-            "Authorization": f"Bearer {key.reveal()}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
-        }
-        return UpstreamRequest(url=f"{base}/chat/completions", headers=headers, body=body)
+        return UpstreamRequest(
+            url=endpoint(f"{base}/chat/completions"),
+            headers=_headers(key, "text/event-stream" if request.stream else "application/json"),
+            body=body,
+        )
 
     def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
         choices = data.get("choices") if isinstance(data, dict) else None

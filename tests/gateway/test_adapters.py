@@ -46,8 +46,8 @@ def provider_answers(monkeypatch, settings):
             seen.append(request)
             return handler(request)
 
-        client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
-        monkeypatch.setattr(upstream, "client_for", lambda provider: client)
+        transport = httpx.MockTransport(recording)
+        monkeypatch.setattr(upstream, "transport_for", lambda provider: transport)
         return seen
 
     return install
