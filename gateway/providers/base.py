@@ -163,7 +163,7 @@ def estimate_tokens(text_chars: int, pieces: int) -> int:
 # --- server-sent events ----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     event: str | None
     data: str
@@ -178,27 +178,30 @@ class SSEDecoder:
     _data: list[str] = field(default_factory=list)
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        # Every complete line decoded at once: a newline byte is never part of
+        # a multi-byte character, so this is the same as line by line.
         events: list[SSEEvent] = []
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return events
-            line = self._buffer[:end].rstrip(b"\r").decode("utf-8", "replace")
-            self._buffer = self._buffer[end + 1 :]
+        for line in buffer[:end].decode("utf-8", "replace").split("\n"):
+            line = line.rstrip("\r")
             if not line:
                 if self._data:
                     events.append(SSEEvent(self._event, "\n".join(self._data)))
-                self._event, self._data = None, []
-            elif line.startswith(":"):
-                continue
-            else:
+                    self._data = []
+                self._event = None
+            elif line[0] != ":":  # a line starting with a colon is a comment
                 name, _, value = line.partition(":")
                 value = value.removeprefix(" ")
                 if name == "data":
                     self._data.append(value)
                 elif name == "event":
                     self._event = value
+        return events
 
 
 # --- adapters ----------------------------------------------------------------------

@@ -52,9 +52,8 @@ FORWARDED = (
 ANSWER_FIELDS = ("id", "object", "created", "choices", "system_fingerprint")
 
 
-def reported_usage(data: Any) -> Usage | None:
-    """``usage`` of an OpenAI answer or chunk, when it holds both counts."""
-    usage = data.get("usage") if isinstance(data, dict) else None
+def reported_usage(usage: Any) -> Usage | None:
+    """An OpenAI ``usage`` object as Usage, when it holds both counts."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -120,16 +119,16 @@ class OpenAIAdapter:
 
     def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
         choices = data.get("choices") if isinstance(data, dict) else None
+        usage = reported_usage(data.get("usage")) if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
+            raise UpstreamError(usage=usage or NO_USAGE)
         if not all(isinstance(choice, dict) for choice in choices):
-            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
+            raise UpstreamError(usage=usage or NO_USAGE)
         body = {name: data[name] for name in ANSWER_FIELDS if name in data}
         body["object"] = "chat.completion"
         body["model"] = route.public_name
         body.setdefault("id", f"chatcmpl-{route.public_name}")
         body.setdefault("created", int(clock.now()))
-        usage = reported_usage(data)
         if usage is None:
             chars = sum(_message_chars(choice.get("message")) for choice in choices)
             usage = Usage(estimate_input_tokens(request), estimate_tokens(chars, 0), False)
@@ -173,7 +172,10 @@ class OpenAIStream:
             raise UpstreamError(usage=self.usage())
         if "error" in chunk:
             self._raise_stream_error(chunk)
-        self.reported = reported_usage(chunk) or self.reported
+        # Every chunk carries "usage" (null until the last) when it was asked for.
+        usage = chunk.pop("usage", None)
+        if usage is not None:
+            self.reported = reported_usage(usage) or self.reported
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return []  # the usage chunk (or a keep-alive): consumed here
@@ -189,7 +191,6 @@ class OpenAIStream:
                 self.chars += chars
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
-        chunk.pop("usage", None)
         chunk["model"] = self.route.public_name
         return [chunk]
 

@@ -507,6 +507,16 @@ def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments():
         assert events == [SSEEvent("a", '{"x":\n1}'), SSEEvent(None, "[DONE]")]
 
 
+def test_the_sse_decoder_keeps_characters_split_between_chunks():
+    raw = "data: héllo ✓\ndata\n\ndata:naïve\n\n".encode()
+    for size in (1, 2, 3, 5):
+        decoder = SSEDecoder()
+        events = []
+        for start in range(0, len(raw), size):
+            events += decoder.feed(raw[start : start + size])
+        assert events == [SSEEvent(None, "héllo ✓\n"), SSEEvent(None, "naïve")]
+
+
 ODD_ANSWERS = [
     [],
     {"choices": None},
