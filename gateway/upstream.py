@@ -21,7 +21,8 @@ transport degrades. Requests go to the pooled transport directly, with a URL
 and headers built once (``providers.base.endpoint``, the adapters' header
 caches): an ``httpx.AsyncClient`` on top re-parses the URL and re-builds the
 headers on every request and runs cookie, auth and redirect machinery we
-never use, which cost about as much CPU as the transport itself. The aiohttp
+never use, which cost about as much CPU as the transport itself
+(``tests/perf/bench_upstream_client.py`` compares the two). The aiohttp
 session keeps no cookies either, so a provider's cookies are never sent back.
 """
 
@@ -97,7 +98,8 @@ _transports: weakref.WeakKeyDictionary[
 
 
 def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
-    # What AiohttpTransport builds by default, without the cookie jar.
+    # What AiohttpTransport builds by default, but with no cookie jar and
+    # offering only the encodings httpx decodes.
     connector = aiohttp.TCPConnector(
         limit=LIMITS.max_connections or 0,
         keepalive_timeout=LIMITS.keepalive_expiry,
