@@ -14,17 +14,25 @@ Retry-After; any other 4xx -> 400 ``upstream_rejected`` with the provider's
 message text only. Each error carries the usage known at that point (see
 ``providers.base``).
 
-Transport: httpx on httpx-aiohttp's ``AiohttpTransport``, chosen by
-measurement against the fake provider (see the issue report): its pool
-holds up under concurrency where httpx's default transport degrades.
+Transport: httpx's requests and responses on httpx-aiohttp's
+``AiohttpTransport``, chosen by measurement against the fake provider (see
+the issue report): its pool holds up under concurrency where httpx's default
+transport degrades. Requests go to the pooled transport directly, with a URL
+and headers built once (``providers.base.endpoint``, the adapters' header
+caches): an ``httpx.AsyncClient`` on top re-parses the URL and re-builds the
+headers on every request and runs cookie, auth and redirect machinery we
+never use, which cost about as much CPU as the transport itself
+(``tests/perf/bench_upstream_client.py`` compares the two). The aiohttp
+session keeps no cookies either, so a provider's cookies are never sent back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import aiohttp
 import httpx
@@ -71,8 +79,12 @@ __all__ = [
 ]
 
 # Streams hold a connection for their whole life: the pool must be larger
-# than the number of concurrent streams one process serves.
+# than the number of concurrent streams one process serves. (aiohttp's pool
+# takes max_connections and keepalive_expiry.)
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+# Offered explicitly, as what httpx decodes without optional packages:
+# aiohttp's own default could name an encoding httpx cannot decode.
+ACCEPT_ENCODING = "gzip, deflate"
 DEFAULT_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 300
 TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
@@ -80,49 +92,69 @@ TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
 # adapters check the shapes they rely on, this is the net under them.
 SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
+_transports: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, httpx.AsyncBaseTransport]
+] = weakref.WeakKeyDictionary()
 
 
-def client_for(provider: str) -> httpx.AsyncClient:
-    """The pooled client for ``provider`` on the running event loop."""
+def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
+    # What AiohttpTransport builds by default, but with no cookie jar and
+    # offering only the encodings httpx decodes.
+    connector = aiohttp.TCPConnector(
+        limit=LIMITS.max_connections or 0,
+        keepalive_timeout=LIMITS.keepalive_expiry,
+        ssl=ssl_context,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
+    )
+
+
+def transport_for(provider: str) -> httpx.AsyncBaseTransport:
+    """The pooled transport for ``provider`` on the running event loop."""
     loop = asyncio.get_running_loop()
-    clients = _clients.get(loop)
-    if clients is None:
-        clients = _clients[loop] = {}
-    client = clients.get(provider)
-    if client is None:
-        client = clients[provider] = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=LIMITS), limits=LIMITS
+    transports = _transports.get(loop)
+    if transports is None:
+        transports = _transports[loop] = {}
+    transport = transports.get(provider)
+    if transport is None:
+        ssl_context = httpx.create_ssl_context()
+        transport = transports[provider] = AiohttpTransport(
+            verify=ssl_context, limits=LIMITS, client=functools.partial(_session, ssl_context)
         )
-    return client
+    return transport
 
 
 async def close_clients() -> None:
-    """Close this loop's clients (lifecycle shutdown hook)."""
-    clients = _clients.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        await client.aclose()
+    """Close this loop's transports (lifecycle shutdown hook)."""
+    transports = _transports.pop(asyncio.get_running_loop(), {})
+    for transport in transports.values():
+        await transport.aclose()
 
 
 lifecycle.on_shutdown(close_clients)
 
 
-def _timeout() -> httpx.Timeout:
-    # Read at call time so settings overrides apply to a pooled client.
+def _request(upstream: UpstreamRequest) -> httpx.Request:
+    # Timeouts are read at call time so settings overrides apply to a pooled
+    # transport; the dict is what httpx.Timeout.as_dict() gives the transport.
     connect = float(settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS)
     read = float(settings.UPSTREAM_TIMEOUT_SECONDS)
-    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
-
-
-def _send_kwargs(upstream: UpstreamRequest) -> dict[str, Any]:
-    return {
-        "url": upstream.url,
-        "headers": upstream.headers,
-        "content": orjson.dumps(upstream.body),
-        "timeout": _timeout(),
-    }
+    timeout = {"connect": connect, "read": read, "write": read, "pool": connect}
+    # stream=, not content=: httpx would re-build the headers to add Host and
+    # Content-Length, which aiohttp adds anyway; read() keeps the body as bytes,
+    # so the transport sends it with a Content-Length, not chunked.
+    request = httpx.Request(
+        "POST",
+        upstream.url,
+        headers=upstream.headers,
+        stream=httpx.ByteStream(orjson.dumps(upstream.body)),
+        extensions={"timeout": timeout},
+    )
+    request.read()
+    return request
 
 
 # --- failures ------------------------------------------------------------------
@@ -194,9 +226,13 @@ async def complete(
     """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
     adapter = adapter_for(route.provider)
     upstream = adapter.build_request(route, request, key=key, max_tokens=max_tokens)
-    client = client_for(route.provider)
+    sent = _request(upstream)
     try:
-        response = await client.post(**_send_kwargs(upstream))
+        response = await transport_for(route.provider).handle_async_request(sent)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
     except TRANSPORT_ERRORS as exc:
         # A timeout is charged its input (the provider may have read it); a
         # reset before any answer costs nothing.
@@ -205,7 +241,7 @@ async def complete(
     if response.status_code != 200:
         raise status_failure(response, key)
     try:
-        return adapter.parse_response(route, request, orjson.loads(response.content))
+        return adapter.parse_response(route, request, orjson.loads(content))
     except SHAPE_ERRORS:  # orjson.JSONDecodeError is a ValueError
         raise UpstreamError() from None
 
@@ -224,9 +260,10 @@ async def stream(
     translator = adapter.stream_translator(route, request)
     decoder = SSEDecoder()
     has_events = False
-    client = client_for(route.provider)
+    sent = _request(upstream)
     try:
-        async with client.stream("POST", **_send_kwargs(upstream)) as response:
+        response = await transport_for(route.provider).handle_async_request(sent)
+        try:
             if response.status_code != 200:
                 await response.aread()
                 raise status_failure(response, key)
@@ -241,6 +278,9 @@ async def stream(
                         raise UpstreamError(usage=translator.usage()) from None
                     for chunk in chunks:
                         yield chunk
+        finally:
+            # Unread (closed early, failed), the connection is dropped, not pooled.
+            await response.aclose()
     except TRANSPORT_ERRORS as exc:
         if has_events:
             so_far = translator.usage()

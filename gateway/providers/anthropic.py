@@ -16,9 +16,11 @@ is cumulative: taken as the total, never summed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from django.conf import settings
 
@@ -34,6 +36,7 @@ from gateway.providers.base import (
     UpstreamOverloaded,
     UpstreamRequest,
     Usage,
+    endpoint,
     estimate_tokens,
 )
 from gateway.routes import Route
@@ -49,6 +52,19 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 OVERLOADED_ERRORS = ("overloaded_error", "rate_limit_error")
+
+
+@functools.lru_cache(maxsize=16)
+def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
+    """Built once per key (a rotated key is a new entry, the old one ages out)."""
+    return httpx.Headers(
+        {
+            "x-api-key": key.reveal(),
+            "anthropic-version": API_VERSION,
+            "Content-Type": "application/json",
+            "Accept": accept,
+        }
+    )
 
 
 def _text(content: Any) -> str:
@@ -168,13 +184,11 @@ class AnthropicAdapter:
         if request.stream:
             body["stream"] = True
         base = settings.PROVIDER_BASE_URLS["anthropic"]
-        headers = {
-            "x-api-key": key.reveal(),
-            "anthropic-version": API_VERSION,
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
-        }
-        return UpstreamRequest(url=f"{base}/v1/messages", headers=headers, body=body)
+        return UpstreamRequest(
+            url=endpoint(f"{base}/v1/messages"),
+            headers=_headers(key, "text/event-stream" if request.stream else "application/json"),
+            body=body,
+        )
 
     def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
         content = data.get("content") if isinstance(data, dict) else None

@@ -13,9 +13,12 @@ provider consumed when it failed (reported, or estimated and marked so). Its
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import httpx
 
 from gateway.errors import GatewayError
 from gateway.keys import ProviderKey
@@ -83,9 +86,18 @@ StreamEvent = dict[str, Any] | StreamDone
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
-    url: str
-    headers: dict[str, str]
+    url: httpx.URL
+    headers: httpx.Headers  # built once per key and shared between requests: never mutated
     body: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=16)
+def endpoint(url: str) -> httpx.URL:
+    """``url`` parsed once: parsing costs more than the rest of building a request.
+
+    Keyed by the whole URL, so a base URL changed in settings is a new entry.
+    """
+    return httpx.URL(url)
 
 
 # --- errors --------------------------------------------------------------------
@@ -151,7 +163,7 @@ def estimate_tokens(text_chars: int, pieces: int) -> int:
 # --- server-sent events ----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     event: str | None
     data: str
@@ -166,27 +178,30 @@ class SSEDecoder:
     _data: list[str] = field(default_factory=list)
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        # Every complete line decoded at once: a newline byte is never part of
+        # a multi-byte character, so this is the same as line by line.
         events: list[SSEEvent] = []
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return events
-            line = self._buffer[:end].rstrip(b"\r").decode("utf-8", "replace")
-            self._buffer = self._buffer[end + 1 :]
+        for line in buffer[:end].decode("utf-8", "replace").split("\n"):
+            line = line.rstrip("\r")
             if not line:
                 if self._data:
                     events.append(SSEEvent(self._event, "\n".join(self._data)))
-                self._event, self._data = None, []
-            elif line.startswith(":"):
-                continue
-            else:
+                    self._data = []
+                self._event = None
+            elif line[0] != ":":  # a line starting with a colon is a comment
                 name, _, value = line.partition(":")
                 value = value.removeprefix(" ")
                 if name == "data":
                     self._data.append(value)
                 elif name == "event":
                     self._event = value
+        return events
 
 
 # --- adapters ----------------------------------------------------------------------

@@ -9,9 +9,11 @@ refused by its reasoning models), DigitalOcean documents ``max_tokens``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from django.conf import settings
 
@@ -26,6 +28,7 @@ from gateway.providers.base import (
     UpstreamOverloaded,
     UpstreamRequest,
     Usage,
+    endpoint,
     estimate_tokens,
 )
 from gateway.routes import Route
@@ -49,15 +52,26 @@ FORWARDED = (
 ANSWER_FIELDS = ("id", "object", "created", "choices", "system_fingerprint")
 
 
-def reported_usage(data: Any) -> Usage | None:
-    """``usage`` of an OpenAI answer or chunk, when it holds both counts."""
-    usage = data.get("usage") if isinstance(data, dict) else None
+def reported_usage(usage: Any) -> Usage | None:
+    """An OpenAI ``usage`` object as Usage, when it holds both counts."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
         return None
     return Usage(prompt, completion, True)
+
+
+@functools.lru_cache(maxsize=16)
+def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
+    """Built once per key (a rotated key is a new entry, the old one ages out)."""
+    return httpx.Headers(
+        {
+            "Authorization": f"Bearer {key.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": accept,
+        }
+    )
 
 
 def _message_chars(message: Any) -> int:
@@ -97,25 +111,24 @@ class OpenAIAdapter:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         base = settings.PROVIDER_BASE_URLS[self.provider]
-        headers = {
-            "Authorization": f"Bearer {key.reveal()}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
-        }
-        return UpstreamRequest(url=f"{base}/chat/completions", headers=headers, body=body)
+        return UpstreamRequest(
+            url=endpoint(f"{base}/chat/completions"),
+            headers=_headers(key, "text/event-stream" if request.stream else "application/json"),
+            body=body,
+        )
 
     def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
         choices = data.get("choices") if isinstance(data, dict) else None
+        usage = reported_usage(data.get("usage")) if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
+            raise UpstreamError(usage=usage or NO_USAGE)
         if not all(isinstance(choice, dict) for choice in choices):
-            raise UpstreamError(usage=reported_usage(data) or NO_USAGE)
+            raise UpstreamError(usage=usage or NO_USAGE)
         body = {name: data[name] for name in ANSWER_FIELDS if name in data}
         body["object"] = "chat.completion"
         body["model"] = route.public_name
         body.setdefault("id", f"chatcmpl-{route.public_name}")
         body.setdefault("created", int(clock.now()))
-        usage = reported_usage(data)
         if usage is None:
             chars = sum(_message_chars(choice.get("message")) for choice in choices)
             usage = Usage(estimate_input_tokens(request), estimate_tokens(chars, 0), False)
@@ -159,7 +172,10 @@ class OpenAIStream:
             raise UpstreamError(usage=self.usage())
         if "error" in chunk:
             self._raise_stream_error(chunk)
-        self.reported = reported_usage(chunk) or self.reported
+        # Every chunk carries "usage" (null until the last) when it was asked for.
+        usage = chunk.pop("usage", None)
+        if usage is not None:
+            self.reported = reported_usage(usage) or self.reported
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return []  # the usage chunk (or a keep-alive): consumed here
@@ -175,7 +191,6 @@ class OpenAIStream:
                 self.chars += chars
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
-        chunk.pop("usage", None)
         chunk["model"] = self.route.public_name
         return [chunk]
 

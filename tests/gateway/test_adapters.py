@@ -46,8 +46,8 @@ def provider_answers(monkeypatch, settings):
             seen.append(request)
             return handler(request)
 
-        client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
-        monkeypatch.setattr(upstream, "client_for", lambda provider: client)
+        transport = httpx.MockTransport(recording)
+        monkeypatch.setattr(upstream, "transport_for", lambda provider: transport)
         return seen
 
     return install
@@ -505,6 +505,16 @@ def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments():
         for start in range(0, len(raw), size):
             events += decoder.feed(raw[start : start + size])
         assert events == [SSEEvent("a", '{"x":\n1}'), SSEEvent(None, "[DONE]")]
+
+
+def test_the_sse_decoder_keeps_characters_split_between_chunks():
+    raw = "data: héllo ✓\ndata\n\ndata:naïve\n\n".encode()
+    for size in (1, 2, 3, 5):
+        decoder = SSEDecoder()
+        events = []
+        for start in range(0, len(raw), size):
+            events += decoder.feed(raw[start : start + size])
+        assert events == [SSEEvent(None, "héllo ✓\n"), SSEEvent(None, "naïve")]
 
 
 ODD_ANSWERS = [

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from aiohttp import web
 
+from gateway import upstream
+from tests.fakes.provider import FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     DIGITALOCEAN,
@@ -17,6 +20,8 @@ from tests.gateway.upstream_support import (
     chat,
     collect,
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
+    point_at,
+    route,
     text_of,
 )
 from tests.gateway.upstream_support import complete_via as complete
@@ -116,6 +121,41 @@ async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_seque
     choice = answer.body["choices"][0]
     assert choice["message"]["content"] == "tok0 tok1 tok2 "
     assert choice["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
+async def test_the_body_is_sent_whole_with_its_content_length(fake, name):
+    await complete(name, chat())
+    await collect(stream(name, chat(stream=True)))
+    for sent in fake.requests_for(route(name).provider)[-2:]:
+        assert sent.body["messages"]  # the whole JSON body arrived
+        assert int(sent.headers["content-length"]) > 0
+        assert "transfer-encoding" not in sent.headers
+
+
+class CookieProvider(FakeProvider):
+    """Sets a cookie on every answer, as providers behind Cloudflare do."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        response = await super()._handle(request)
+        response.set_cookie("__cf_bm", "provider-session-cookie")
+        return response
+
+
+@pytest.fixture
+async def cookie_provider(settings):
+    with CookieProvider() as provider:
+        point_at(provider, settings)
+        yield provider
+        await upstream.close_clients()
+
+
+async def test_a_cookie_the_provider_sets_is_never_sent_back(cookie_provider):
+    for _ in range(3):
+        await complete(OPENAI, chat())
+    sent = cookie_provider.requests_for("openai")
+    assert len(sent) == 3
+    assert all("cookie" not in request.headers for request in sent)
 
 
 # --- non-streamed answers ------------------------------------------------------------
