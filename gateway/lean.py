@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 
+from gateway import lifecycle
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
 from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
@@ -176,6 +177,7 @@ def lean_endpoint(
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = LeanRequest(scope, receive)
             token = request_id_var.set(request.request_id)
+            after = lifecycle.hold_after_response()
             status = 500
             try:
                 response = await _respond(endpoint, request, methods, allowed)
@@ -187,6 +189,7 @@ def lean_endpoint(
             except ClientDisconnected:
                 status = 499  # nginx's code for "client closed request", for the log only
             finally:
+                lifecycle.release_after_response(after)
                 duration = time.monotonic() - request.started
                 _observe(request, status, duration)
                 request_id_var.reset(token)

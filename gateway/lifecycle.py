@@ -8,6 +8,7 @@ in-flight requests have drained.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -73,3 +74,48 @@ async def finish(coroutine: Coroutine[Any, Any, Any]) -> Any:
 async def _drain_background() -> None:
     if _background:
         await asyncio.wait(set(_background), timeout=30)
+
+
+# --- Work after the response --------------------------------------------------
+
+
+class _AfterResponse:
+    __slots__ = ("coroutines", "is_sent")
+
+    def __init__(self) -> None:
+        self.coroutines: list[Coroutine[Any, Any, Any]] = []
+        self.is_sent = False
+
+
+_after_response: contextvars.ContextVar[_AfterResponse | None] = contextvars.ContextVar(
+    "after_response", default=None
+)
+
+
+def after_response(coroutine: Coroutine[Any, Any, Any]) -> None:
+    """``spawn(coroutine)`` once the current response is sent (at once outside a request).
+
+    For work the client need not wait for (the store's settlement): spawned
+    right away it would run before the response goes out, since the event
+    loop runs a new task before it resumes the request that created it.
+    """
+    pending = _after_response.get()
+    if pending is None or pending.is_sent:
+        spawn(coroutine)
+    else:
+        pending.coroutines.append(coroutine)
+
+
+def hold_after_response() -> contextvars.Token[_AfterResponse | None]:
+    """Start collecting ``after_response`` work for the request being served."""
+    return _after_response.set(_AfterResponse())
+
+
+def release_after_response(token: contextvars.Token[_AfterResponse | None]) -> None:
+    """The response is sent (or failed): spawn what was held, in order."""
+    pending = _after_response.get()
+    _after_response.reset(token)
+    if pending is not None:
+        pending.is_sent = True  # tasks that copied the context spawn at once from now on
+        for coroutine in pending.coroutines:
+            spawn(coroutine)

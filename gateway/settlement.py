@@ -4,8 +4,8 @@ the request leaves exactly one usage record (the ledger of record).
 Both start in ``settle``, which the proxy runs shielded from cancellation
 (``gateway.lifecycle.finish``), so a client disconnect or a shutdown still
 settles. The record is spooled first (a local append: durable before the
-response); the store's settlement follows beside the response. If the store
-cannot take it, the reservation expires by itself and the counters are
+response); the store's settlement starts once the response is sent. If the
+store cannot take it, the reservation expires by itself and the counters are
 rebuilt from the ledger on the next store restart, while the money is
 already in the record.
 """
@@ -21,7 +21,7 @@ from billing.pricing import cost_micro_usd, micro_to_usd
 from devices.auth import AuthenticatedDevice
 from gateway import metrics
 from gateway.errors import GatewayError
-from gateway.lifecycle import spawn
+from gateway.lifecycle import after_response
 from gateway.providers.base import Usage
 from gateway.routes import Route
 from usage import limits
@@ -91,9 +91,9 @@ async def settle(admitted: Admitted, *, usage: Usage, status: str) -> int:
     )
     # The store's settlement is a round trip the client need not wait for:
     # until it lands the reservation (the worst case) still counts, so the
-    # budget errs on the safe side. It is held by reference and drained at
-    # shutdown (gateway.lifecycle).
-    spawn(_settle_in_store(admitted, cost))
+    # budget errs on the safe side. It starts once the response is sent, is
+    # held by reference and drained at shutdown (gateway.lifecycle).
+    after_response(_settle_in_store(admitted, cost))
     metrics.count_usage(route.public_name, usage.tokens_in, usage.tokens_out, cost)
     return cost
 

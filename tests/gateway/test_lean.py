@@ -11,6 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
+from gateway import lifecycle
 from gateway.errors import RateLimited
 from gateway.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
 from gateway.lifecycle import finish
@@ -28,6 +29,22 @@ async def echo(request: LeanRequest):
     if body == b"bug":
         raise RuntimeError("secret sk-live-abcdefghijklmnopqrstuvwx")
     return json_response({"size": len(body)}, headers={"X-Extra": "1"})
+
+
+events_seen: list[str] = []
+
+
+@lean_endpoint("POST")
+async def defers(request: LeanRequest):
+    async def later() -> None:
+        events_seen.append("after-response work ran")
+
+    async def in_a_task() -> None:
+        lifecycle.after_response(later())
+
+    await finish(in_a_task())  # a task copies the request's context: still held
+    events_seen.append("endpoint returned")
+    return json_response({})
 
 
 @lean_endpoint("POST")
@@ -160,3 +177,38 @@ def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ti
     # The client has gone; the producer is closed and its settlement finishes.
     wait_for(lambda: request_id in settled, timeout=5, what="settlement after disconnect")
     assert closed_streams == [request_id]
+
+
+async def test_after_response_work_starts_once_the_response_is_sent():
+    events_seen.clear()
+
+    async def app(scope, receive, send):
+        async def sending(message):
+            if message["type"] == "http.response.body":
+                events_seen.append("response sent")
+            await send(message)
+
+        await defers(scope, receive, sending)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        assert (await client.post("/", content=b"")).status_code == 200
+    await lifecycle._drain_background()
+    assert events_seen == ["endpoint returned", "response sent", "after-response work ran"]
+
+
+async def test_after_response_outside_a_request_or_after_its_response_spawns_at_once():
+    ran: list[int] = []
+
+    async def work(number: int) -> None:
+        ran.append(number)
+
+    lifecycle.after_response(work(1))
+    token = lifecycle.hold_after_response()
+    lifecycle.after_response(work(2))
+    await asyncio.sleep(0)
+    assert ran == [1]
+    lifecycle.release_after_response(token)
+    lifecycle.after_response(work(3))
+    await lifecycle._drain_background()
+    assert sorted(ran) == [1, 2, 3]
