@@ -92,12 +92,44 @@ async def authenticate(headers: Mapping[str, str], *, ip: str) -> AuthenticatedD
         await _refuse(ip)
     if entry.device.status == Status.REVOKED:
         await _refuse(ip)
-    activity.record(entry.device.id, ip)
+    activity.record(entry.device.id, ip)  # pending and suspended devices too
     device = _admit(entry)
-    # Counting distinct IPs may cost a store round trip (a new device/IP
-    # pair only): it runs beside the request, not before it.
     note_device_ip_soon(device.id, ip)
     return device
+
+
+def record_use(device_id: str, ip: str) -> None:
+    """What ``authenticate`` leaves behind, for a caller that used ``cached_device``."""
+    activity.record(device_id, ip)
+    # Counting distinct IPs may cost a store round trip (a new device/IP
+    # pair only): it runs beside the request, not before it.
+    note_device_ip_soon(device_id, ip)
+
+
+def cached_device(headers: Mapping[str, str]) -> tuple[AuthenticatedDevice, tuple[int, int]] | None:
+    """The approved device these credentials name and the (device version,
+    epoch) its cache entry was checked at, from this process's cache alone.
+
+    None when the cache cannot answer by itself: no trusted, fresh entry, or
+    one ``authenticate`` would refuse. Only for a caller that has the store
+    confirm those versions before acting (``usage.limits.Expectation``), and
+    that calls ``record_use`` once it has.
+    """
+    credentials = _credentials(headers)
+    if credentials is None:
+        return None
+    token, claimed_id = credentials
+    entry = _entries.get(token_hash(token))
+    if entry is None or entry.versions is None or not _is_fresh(entry):
+        return None
+    if claimed_id is not None and claimed_id != entry.device.id:
+        return None
+    if entry.device.status != Status.APPROVED and entry.device.status != Status.SUSPENDED:
+        return None
+    try:
+        return _admit(entry), entry.versions
+    except (DevicePendingApproval, DeviceRejected, DeviceSuspended):
+        return None
 
 
 def prefetch_keys(headers: Mapping[str, str]) -> list[str]:

@@ -5,27 +5,33 @@ validation, route and tier rules, then one atomic admission with the budget
 reservation), the request is forwarded with the provider's key, and
 ``settlement.settle`` replaces the reservation with the real cost and
 writes the one usage record, shielded from cancellation. No ORM call and no
-thread hop on a warm request before the upstream call.
+thread hop on a warm request before the upstream call, and one Redis round
+trip: with warm caches (the device, the blocklist) the admission script
+confirms them itself (``usage.limits.Expectation``) instead of a read
+before it; when anything moved it takes nothing and the request is checked
+again the usual way, with the store's values.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from billing import budget
 from billing.alerts import alert_budget_exhausted
 from billing.pricing import input_token_upper_bound, micro_to_usd, worst_case_micro_usd
 from billing.services import budget_auto_pause
-from devices.auth import AuthenticatedDevice, authenticate
+from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.db import run_sync
 from gateway import clock, store
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestTooLarge
 from gateway.lean import (
     LeanRequest,
     Response,
@@ -50,23 +56,18 @@ logger = logging.getLogger(__name__)
 DONE = b"data: [DONE]\n\n"
 
 
-async def _guard_and_prefetch(request: LeanRequest) -> str:
-    """The client's address, once it passed the IP guard.
-
-    The guard's and authentication's store reads are made here in one round
-    trip (gateway.store.prefetch), so a warm request costs two round trips
-    before the upstream call: this one and the admission.
-    """
-    ip = client_ip_from_scope(request.scope)
-    request.log["client_ip"] = ip
-    await store.prefetch([*guard.prefetch_keys(ip), *auth_prefetch_keys(request.headers)])
+async def _guard(ip: str, headers: Mapping[str, str]) -> None:
+    """The IP guard; its and authentication's store reads are made here in one
+    round trip (gateway.store.prefetch)."""
+    await store.prefetch([*guard.prefetch_keys(ip), *auth_prefetch_keys(headers)])
     await guard.check_ip(ip)
-    return ip
 
 
 async def _caller(request: LeanRequest) -> tuple[str, AuthenticatedDevice, int]:
     """IP guard then authentication; returns (client ip, device, store epoch)."""
-    ip = await _guard_and_prefetch(request)
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    await _guard(ip, request.headers)
     device = await authenticate(request.headers, ip=ip)
     request.log["device_id"] = device.id
     return ip, device, store.last_read_epoch()
@@ -80,26 +81,103 @@ async def models(request: LeanRequest) -> Response:
 
 @lean_endpoint("POST")
 async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
-    ip = await _guard_and_prefetch(request)
-    body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    body: bytes | None = None
+    too_large: RequestTooLarge | None = None
+    view = _cached_view(request, ip)
+    if view is not None:
+        # From the caches, with one round trip before the upstream call: the
+        # admission script itself confirms the view (or takes nothing). Any
+        # error before it is answered the usual way below, in SPEC's order.
+        try:
+            body = await request.body()
+            prepared = await _prepare(request, view.device, body, view.expect.epoch)
+        except RequestTooLarge as error:
+            too_large, prepared = error, None
+        except GatewayError:
+            prepared = None
+        if prepared is not None:
+            try:
+                admitted = await _admit(request, view.device, ip, prepared, view.expect)
+            except limits.StaleView:
+                pass  # something changed since the caches were filled
+            except GatewayError:
+                record_use(view.device.id, ip)  # refused by a limit, the view confirmed
+                raise
+            else:
+                record_use(view.device.id, ip)
+                return await _forward(request, admitted, prepared, view.expect.epoch)
+        for field in _CACHED_VIEW_LOG_FIELDS:
+            request.log.pop(field, None)  # the usual path says again what it finds
+    await _guard(ip, request.headers)
+    if too_large is not None:
+        raise too_large
+    if body is None:
+        body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
     device = await authenticate(request.headers, ip=ip)
+    epoch = store.last_read_epoch()
+    prepared = await _prepare(request, device, body, epoch)
+    admitted = await _admit(request, device, ip, prepared)
+    return await _forward(request, admitted, prepared, epoch)
+
+
+_CACHED_VIEW_LOG_FIELDS = ("device_id", "model", "provider", "is_streamed")
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedView:
+    device: AuthenticatedDevice
+    expect: limits.Expectation
+
+
+def _cached_view(request: LeanRequest, ip: str) -> _CachedView | None:
+    """The caller as this process's caches see it, if they can say (Redis only)."""
+    if not settings.REDIS_URL:
+        return None
+    cached = cached_device(request.headers)
+    blocklist = guard.cached_view(ip)
+    if cached is None or blocklist is None:
+        return None
+    device, (device_version, epoch) = cached
+    identity, blocklist_epoch, generation = blocklist
+    if blocklist_epoch != epoch:
+        return None
+    return _CachedView(device, limits.Expectation(identity, device_version, epoch, generation))
+
+
+async def _prepare(
+    request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
+) -> PreparedChat:
     request.log["device_id"] = device.id
-    prepared = await prepare_chat(body, device.tier, epoch=store.last_read_epoch())
+    prepared = await prepare_chat(body, device.tier, epoch=epoch)
     route = prepared.route
     # What only this provider refuses is refused here too, before it costs a request.
     adapter_for(route.provider).check_request(prepared.request)
     request.log.update(
         model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
     )
-    admitted = await _admit(request, device, ip, prepared)
+    return prepared
+
+
+async def _forward(
+    request: LeanRequest,
+    admitted: tuple[Admitted, limits.Admission],
+    prepared: PreparedChat,
+    epoch: int,
+) -> Response | StreamResponse:
     headers = rate_limit_headers(admission=admitted[1])
     if prepared.request.stream:
-        return await _stream(request, admitted[0], prepared, headers)
-    return await _complete(request, admitted[0], prepared, headers)
+        return await _stream(request, admitted[0], prepared, headers, epoch)
+    return await _complete(request, admitted[0], prepared, headers, epoch)
 
 
 async def _admit(
-    request: LeanRequest, device: AuthenticatedDevice, ip: str, prepared: PreparedChat
+    request: LeanRequest,
+    device: AuthenticatedDevice,
+    ip: str,
+    prepared: PreparedChat,
+    expect: limits.Expectation | None = None,
 ) -> tuple[Admitted, limits.Admission]:
     chat, route = prepared.request, prepared.route
     worst_case = worst_case_micro_usd(
@@ -116,6 +194,7 @@ async def _admit(
             user_id=device.owner_id,
             tier=device.tier,
             reserve_micro_usd=worst_case,
+            expect=expect,
         )
     )
     if not admission.admitted or admission.reservation is None:
@@ -160,7 +239,11 @@ def _cost_header(cost_micro: int) -> str:
 
 
 async def _complete(
-    request: LeanRequest, admitted: Admitted, prepared: PreparedChat, headers: dict[str, str]
+    request: LeanRequest,
+    admitted: Admitted,
+    prepared: PreparedChat,
+    headers: dict[str, str],
+    epoch: int,
 ) -> Response:
     upstream_started = time.monotonic()
     try:
@@ -168,7 +251,7 @@ async def _complete(
             prepared.route,
             prepared.request,
             max_tokens=prepared.max_tokens,
-            epoch=store.last_read_epoch(),
+            epoch=epoch,
         )
     except GatewayError as error:
         await _settle_failure(request, admitted, error, headers, upstream_started)
@@ -222,13 +305,17 @@ def _log_usage(
 
 
 async def _stream(
-    request: LeanRequest, admitted: Admitted, prepared: PreparedChat, headers: dict[str, str]
+    request: LeanRequest,
+    admitted: Admitted,
+    prepared: PreparedChat,
+    headers: dict[str, str],
+    epoch: int,
 ) -> StreamResponse:
     events = stream_with_key_retry(
         prepared.route,
         prepared.request,
         max_tokens=prepared.max_tokens,
-        epoch=store.last_read_epoch(),
+        epoch=epoch,
     )
     upstream_started = time.monotonic()
     try:

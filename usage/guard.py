@@ -92,6 +92,31 @@ async def _blocked_networks(stamp: object) -> tuple[Network, ...]:
     return networks
 
 
+def cached_view(ip: str) -> tuple[str, int, str] | None:
+    """(identity, epoch, live generation) of this process's blocklist, when
+    ``ip`` is not in it, without a store read; None when nothing is cached.
+
+    For the hot path's admission from caches (``usage.limits.Expectation``),
+    which has the store confirm the epoch and generation and check the
+    address's own block.
+    """
+    cached = _blocklist
+    if cached is None or not isinstance(cached.stamp, tuple):
+        return None
+    epoch, generation = cached.stamp
+    if cached.networks and _in_networks(ip, cached.networks):
+        return None
+    return _identity(ip), epoch, generation
+
+
+def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def prefetch_keys(ip: str) -> list[str]:
     """What ``check_ip`` will read, so the hot path can fetch it with its other reads."""
     return get_backend().ip_lookup_keys(_identity(ip))
@@ -102,13 +127,8 @@ async def check_ip(ip: str) -> None:
     identity = _identity(ip)
     stamp, blocked_until = await get_backend().ip_lookup(identity)
     networks = await _blocked_networks(stamp)
-    if networks:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            address = None
-        if address is not None and any(address in network for network in networks):
-            raise IpBlocked()
+    if networks and _in_networks(ip, networks):
+        raise IpBlocked()
     now = clock.now()
     if blocked_until is not None and blocked_until > now:
         raise IpBlocked(retry_after=math.ceil(blocked_until - now))

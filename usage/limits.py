@@ -38,6 +38,7 @@ from usage.backends.base import (
     AdmitPlan,
     Backend,
     BudgetFigures,
+    Expectation,
     Outcome,
     PauseState,
     Reservation,
@@ -51,9 +52,11 @@ __all__ = [
     "Admission",
     "AdmissionRequest",
     "BudgetState",
+    "Expectation",
     "Layer",
     "PauseState",
     "Reservation",
+    "StaleView",
     "admit",
     "budget_state",
     "budget_state_sync",
@@ -81,6 +84,11 @@ class AdmissionRequest:
     user_id: str | None  # the device's owner (UsageRecord.owner), None without one
     tier: str  # "free" | "paid"
     reserve_micro_usd: int  # the request's worst-case cost
+    expect: Expectation | None = None  # admit from the caller's cached view (see Expectation)
+
+
+class StaleView(Exception):
+    """The admission's ``expect`` no longer holds: nothing was taken; read the store."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,7 @@ def _plan(
     tier: str,
     reserve_micro_usd: int,
     is_peek: bool = False,
+    expect: Expectation | None = None,
 ) -> AdmitPlan:
     try:
         tier_limits = settings.RATE_LIMITS[tier]
@@ -181,6 +190,7 @@ def _plan(
         expires_at=now + reservation_seconds(),
         next_day_at=day_start(day + timedelta(days=1)),
         is_peek=is_peek,
+        expect=expect,
     )
 
 
@@ -248,8 +258,11 @@ async def admit(request: AdmissionRequest) -> Admission:
             user_id=request.user_id,
             tier=request.tier,
             reserve_micro_usd=request.reserve_micro_usd,
+            expect=request.expect,
         )
         outcome = await backend.admit(plan)
+        if outcome.status == "stale":
+            raise StaleView()
         if outcome.status != "not_live":
             return _admission(plan, outcome)
         await ensure_live(backend)

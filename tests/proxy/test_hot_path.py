@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 
+from devices import services
 from gateway import lifecycle, proxy, store
 from gateway.asgi import application
 from gateway.redis_pipe import PipelinedRedis
 from gateway.routes import seed_routes
 from tests.proxy.conftest import provider_environment
+from usage import guard
+from usage.models import BlockedNetwork
 
 pytestmark = [pytest.mark.production_only, pytest.mark.django_db(transaction=True)]
 
@@ -43,11 +47,13 @@ def counted(monkeypatch):
     return seen
 
 
-async def test_a_warm_request_makes_two_redis_round_trips_and_no_query_before_the_upstream(
-    provider, make_device, settings, counted
-):
-    from asgiref.sync import sync_to_async
+CLIENT_IP = "203.0.113.5"
+BODY = {"model": "openai-gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
+
+@pytest.fixture
+async def warm(provider, make_device, settings):
+    """An approved device whose caches are warm (two requests made), and a poster."""
     for name, value in provider_environment(provider).items():
         if name.endswith("_BASE_URL"):
             settings.PROVIDER_BASE_URLS = {
@@ -61,19 +67,83 @@ async def test_a_warm_request_makes_two_redis_round_trips_and_no_query_before_th
     }
     await sync_to_async(seed_routes)()
     registered = await sync_to_async(make_device)("approved", tier="paid")
-    transport = httpx.ASGITransport(app=application, client=("203.0.113.5", 5000))
-    body = {"model": "openai-gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    transport = httpx.ASGITransport(app=application, client=(CLIENT_IP, 5000))
     headers = {"Authorization": f"Bearer {registered.token}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        for _ in range(3):
-            # The previous request's settlement runs beside its response: let
-            # it land so this request's window counts only its own commands.
+
+        async def post(**kwargs):
+            # The previous request's settlement runs after its response: let
+            # it land so each request's window counts only its own commands.
             await lifecycle._drain_background()
-            before = (len(counted["redis"]), len(counted["sql"]))
-            response = await client.post("/v1/chat/completions", json=body, headers=headers)
-            assert response.status_code == 200, response.text
-    redis_at, sql_at = counted["at_upstream"][-1]
-    warm_redis = counted["redis"][before[0] : redis_at]
-    assert warm_redis == ["MGET", "EVALSHA"], warm_redis
-    assert sql_at == before[1], counted["sql"][before[1] : sql_at]
+            kwargs.setdefault("json", BODY)
+            return await client.post("/v1/chat/completions", headers=headers, **kwargs)
+
+        for _ in range(2):  # a bearer token's first answer is not trusted (devices.auth)
+            assert (await post()).status_code == 200
+        yield registered, post
+    await lifecycle._drain_background()
     await store.close_async_clients()
+
+
+async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the_upstream(
+    warm, counted
+):
+    _registered, post = warm
+    await lifecycle._drain_background()
+    before = (len(counted["redis"]), len(counted["sql"]))
+    assert (await post()).status_code == 200
+    redis_at, sql_at = counted["at_upstream"][-1]
+    # The admission script confirms the cached view itself (usage.limits.Expectation).
+    assert counted["redis"][before[0] : redis_at] == ["EVALSHA"]
+    assert sql_at == before[1], counted["sql"][before[1] : sql_at]
+
+
+def _revoke(registered, settings):
+    services.device_revoke(device=registered.device, actor="test", ip=None)
+
+
+def _suspend(registered, settings):
+    services.device_suspend(
+        device=registered.device, actor="test", ip=None, hours=1, reason="testing"
+    )
+
+
+def _block_network(registered, settings):
+    BlockedNetwork.objects.create(cidr="203.0.113.0/24", reason="testing")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        (_revoke, 401, "invalid_credentials"),
+        (_suspend, 403, "device_suspended"),
+        (_block_network, 403, "ip_blocked"),
+    ],
+)
+async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_request(
+    warm, provider, settings, change, status, code
+):
+    registered, post = warm
+    upstream_calls = len(provider.requests)
+    await sync_to_async(change)(registered, settings)
+    response = await post()
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert len(provider.requests) == upstream_calls
+
+
+async def test_an_address_blocked_after_the_caches_filled_is_refused_even_with_a_bad_body(
+    warm, provider, settings
+):
+    _registered, post = warm
+    settings.AUTH_FAILURES_PER_IP_PER_HOUR = 1
+    while not await _is_blocked():
+        await guard.record_auth_failure(CLIENT_IP)
+    upstream_calls = len(provider.requests)
+    for kwargs in ({}, {"content": b"not json"}):
+        response = await post(**kwargs)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "ip_blocked")
+    assert len(provider.requests) == upstream_calls
+
+
+async def _is_blocked():
+    return any(block.ip == CLIENT_IP for block in await sync_to_async(guard.list_ip_blocks)())

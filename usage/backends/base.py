@@ -122,11 +122,29 @@ class AdmitPlan:
     expires_at: float  # when the reservation is released if never settled
     next_day_at: float  # start of the next budget day (end of an automatic pause)
     is_peek: bool = False  # read the layers only, take nothing
+    expect: Expectation | None = None  # take nothing unless the store still says this
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the caller's cached view of the store was built from.
+
+    The hot path may admit from its caches without reading the store first:
+    the admission then takes nothing (status ``"stale"``) unless the device's
+    version, the epoch and the live marker's generation are still these and
+    the client's address (``ip``, a ``limit_key``) is not blocked. The caller
+    then reads the store and decides the slow way.
+    """
+
+    ip: str
+    device_version: int
+    epoch: int
+    generation: str
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "admitted" | "refused" | "not_live"
+    status: str  # "admitted" | "refused" | "not_live" | "stale" (see Expectation)
     refused_by: str | None = None
     is_hard: bool = False  # a budget refusal that waiting for in-flight requests won't cure
     auto_paused: bool = False
@@ -136,6 +154,7 @@ class Outcome:
 
 
 NOT_LIVE = Outcome(status="not_live")
+STALE = Outcome(status="stale")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from gateway.store import read_versions
 from usage.backends.base import (
     NOT_LIVE,
     RATE_LAYERS,
+    STALE,
     AdmitPlan,
     Backend,
     BudgetFigures,
@@ -132,6 +133,8 @@ class MemoryBackend(Backend):
     # --- admission ----------------------------------------------------------
 
     async def admit(self, plan: AdmitPlan) -> Outcome:
+        if plan.expect is not None:
+            return STALE  # no cached view to confirm here: the caller takes the usual path
         with self._lock:
             return self._admit(plan)
 

@@ -32,7 +32,13 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.redis_pipe import LuaScript
-from gateway.store import EPOCH_KEY, StoreUnavailable, async_redis, sync_redis
+from gateway.store import (
+    EPOCH_KEY,
+    StoreUnavailable,
+    async_redis,
+    device_version_key,
+    sync_redis,
+)
 from gateway.store import mget as store_mget
 from usage.backends.base import (
     IP_BLOCK_INDEX_KEY,
@@ -40,6 +46,7 @@ from usage.backends.base import (
     NOT_LIVE,
     PAUSE_KEY,
     REBUILD_LOCK_KEY,
+    STALE,
     AdmitPlan,
     Backend,
     BudgetFigures,
@@ -153,6 +160,9 @@ class RedisBackend(Backend):
             reservations["expired"],
             *(plan.keys[layer] for layer in layers),
         ]
+        expect = plan.expect
+        if expect is not None:
+            keys += [ip_block_key(expect.ip), device_version_key(plan.device_id), EPOCH_KEY]
         numbers = [
             repr(plan.now),
             plan.day_spec.bucket_seconds,
@@ -177,11 +187,14 @@ class RedisBackend(Backend):
             "1" if plan.is_peek else "0",
             device_budget_prefix(plan.budget_day),
             ",".join(layers),
+            "" if expect is None else f"{expect.device_version} {expect.epoch} {expect.generation}",
         ]
         reply = await self._run("admit", keys, args)
         status = _text(reply[0])
         if status == "not_live":
             return NOT_LIVE
+        if status == "stale":
+            return STALE
         values = _text(reply[10]).split()
         counts = {
             layer: (int(values[2 * i]), float(values[2 * i + 1])) for i, layer in enumerate(layers)

@@ -10,8 +10,12 @@
 --         window ttl, burst ttl, budget ttl, live ttl, pause ttl, then the
 --         limit of each layer
 --       2 request id, 3 device id, 4 peek ('1': read only),
---       5 device budget key prefix, 6 layer names (comma separated)
--- Returns {status, refused_by, hard, auto_paused, generation, has_pause,
+--       5 device budget key prefix, 6 layer names (comma separated),
+--       7 '' or the caller's cached view, "device-version epoch generation";
+--         with a view, three more KEYS follow the windows: the client's IP
+--         block, the device's version and the epoch (Expectation, base.py)
+-- Returns {'not_live'}, {'stale'} (the cached view moved: nothing taken), or
+--         {status, refused_by, hard, auto_paused, generation, has_pause,
 --          reason, automatic, since, until, "count reset" of each layer}
 -- Money is integer micro-USD, kept as decimal strings for HINCRBY.
 
@@ -27,6 +31,18 @@ local expires_text, next_day_text = v[8], v[9]
 local window_ttl, burst_ttl, budget_ttl, live_ttl, pause_ttl = v[10], v[11], v[12], v[13], v[14]
 local request_id, device_id, device_prefix = ARGV[2], ARGV[3], ARGV[5]
 local bucket = math.floor(now / bucket_seconds)
+
+-- A view built from caches: take nothing unless the store still agrees.
+if ARGV[7] ~= '' then
+  local expected = {}
+  for token in string.gmatch(ARGV[7], '%S+') do expected[#expected + 1] = token end
+  local seen = redis.call('MGET', KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
+  local blocked = seen[1] and tonumber(seen[1]) > now
+  if blocked or (seen[2] or '0') ~= expected[1] or (seen[3] or '0') ~= expected[2]
+      or generation ~= expected[3] then
+    return {'stale'}
+  end
+end
 
 local names, counts, oldest, limits = {}, {}, {}, {}
 for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name end
