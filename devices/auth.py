@@ -32,7 +32,6 @@ from typing import Any, NoReturn
 from django.http import HttpRequest, HttpResponseBase
 
 from devices import activity
-from devices.db import run_sync
 from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspended, iso_z
 from devices.models import Device
 from devices.selectors import device_for_token_hash
@@ -40,6 +39,7 @@ from devices.services import CACHE_MAX_AGE_SECONDS
 from devices.suspicious import note_device_ip_soon
 from devices.tokens import looks_like_device_id, looks_like_token, token_hash
 from gateway import clock
+from gateway.db import run_sync
 from gateway.errors import AuthenticationFailed
 from gateway.store import EPOCH_KEY, device_version_key, read_versions
 from usage import guard

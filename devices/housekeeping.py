@@ -11,8 +11,8 @@ import contextlib
 import logging
 
 from devices import activity
-from devices.db import run_sync
 from devices.services import device_end_expired_suspensions, device_record_activity
+from gateway.db import run_sync
 from gateway.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)

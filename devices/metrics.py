@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.core import GaugeMetricFamily
 
-from devices.db import run_sync
 from devices.models import Device
 from devices.selectors import device_counts_by_status
+from gateway.db import run_sync
 from gateway.errors import GatewayError
 from gateway.metrics import gauge
 

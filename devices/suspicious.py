@@ -32,11 +32,11 @@ from redis.exceptions import RedisError
 
 from billing import alerts
 from billing.budget import budget_day, next_budget_day_start
-from devices.db import run_sync
 from devices.errors import InvalidTransition
 from devices.models import Device
 from devices.services import device_suspend
 from gateway import clock, store
+from gateway.db import run_sync
 from gateway.errors import ServiceUnavailable
 from gateway.lifecycle import spawn
 from gateway.redis_pipe import LuaScript

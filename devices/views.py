@@ -12,8 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from devices.auth import device_required
-from devices.db import run_sync
 from devices.services import device_register, has_control_characters
+from gateway.db import run_sync
 from gateway.errors import InvalidRequest, RequestTooLarge
 from usage import guard
 from usage.ipguard import client_ip_from_request

@@ -29,8 +29,8 @@ from billing.pricing import input_token_upper_bound, micro_to_usd, worst_case_mi
 from billing.services import budget_auto_pause
 from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
-from devices.db import run_sync
 from gateway import clock, store
+from gateway.db import run_sync
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.lean import (
     LeanRequest,

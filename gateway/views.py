@@ -9,8 +9,8 @@ from django.views.decorators.http import require_GET
 
 from billing.selectors import usage_stats
 from devices.auth import device_required
-from devices.db import run_sync
 from gateway import clock
+from gateway.db import run_sync
 from usage import limits
 from usage.http import iso8601
 from usage.ipguard import client_ip_from_request, limit_key
