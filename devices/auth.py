@@ -124,7 +124,7 @@ def cached_device(headers: Mapping[str, str]) -> tuple[AuthenticatedDevice, tupl
         return None
     if claimed_id is not None and claimed_id != entry.device.id:
         return None
-    if entry.device.status != Status.APPROVED and entry.device.status != Status.SUSPENDED:
+    if entry.device.status == Status.REVOKED:
         return None
     try:
         return _admit(entry), entry.versions
