@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.proxy.conftest import ledger
-from tests.proxy.support import bearer, chat_body, sse_events
+from tests.proxy.support import bearer, chat_body, post, sse_events
 from tests.proxy.test_upstream_http import ROUTES, cost_usd
 from tests.support.processes import wait_for
 
@@ -30,11 +30,10 @@ def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_w
     gateway, paid_token, fault, model
 ):
     content = f"Count [[tokens:20]] [[fault:{fault}:after=3]]"
-    response = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
-        headers=bearer(paid_token),
-        timeout=30,
+    response = post(
+        gateway,
+        chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
+        token=paid_token,
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -92,11 +91,10 @@ def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged
     gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5")
     # The stream opens at once, then the first word takes longer than the read timeout.
     content = "Count [[tokens:5]] [[fault:slow_chunks:delay=1.5]]"
-    response = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
-        headers=bearer(paid_token),
-        timeout=30,
+    response = post(
+        gateway,
+        chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}]),
+        token=paid_token,
     )
     assert response.status_code == 200
     events = sse_events(response.text)
@@ -112,12 +110,7 @@ def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
     gateway, provider, paid_token
 ):
     provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
-    response = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=chat_body(model="openai-gpt-4o", stream=True),
-        headers=bearer(paid_token),
-        timeout=30,
-    )
+    response = post(gateway, chat_body(model="openai-gpt-4o", stream=True), token=paid_token)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert len(provider.requests_for("openai")) == 2
