@@ -10,6 +10,7 @@ code that needs the row at once (commands, tests).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,6 +21,7 @@ from django.db import (
     DatabaseError,
     InterfaceError,
     OperationalError,
+    connection,
     connections,
     models,
     transaction,
@@ -108,8 +110,14 @@ def _decimal_str(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not a usage record field type")
 
 
-def _max_length(name: str) -> int:
+def _concrete_field(name: str) -> models.Field:
     field = UsageRecord._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
+
+
+def _max_length(name: str) -> int:
+    field = _concrete_field(name)
     assert isinstance(field, models.CharField) and field.max_length
     return field.max_length
 
@@ -125,9 +133,38 @@ _STATUSES = frozenset(UsageRecord.Status.values)
 def usage_records_insert(records: list[UsageRecordData]) -> None:
     """Insert in one transaction, skipping request ids already in the ledger."""
     with transaction.atomic():
-        UsageRecord.objects.bulk_create(
-            [record.to_model() for record in records], ignore_conflicts=True
-        )
+        if connection.vendor != "postgresql":
+            UsageRecord.objects.bulk_create(
+                [record.to_model() for record in records], ignore_conflicts=True
+            )
+            return
+        # The flusher's thread shares the interpreter with the event loop:
+        # bulk_create's model instances and per-value preparation cost ~35 us
+        # a record, held in 5 ms slices that requests queue behind. On
+        # PostgreSQL the fields go as they are (psycopg adapts str, int,
+        # bool, Decimal, date and aware datetime itself), one array a column,
+        # in the statement bulk_create would send.
+        columns = [[getattr(record, name) for record in records] for name in _FIELDS]
+        with connection.cursor() as cursor:
+            cursor.execute(_unnest_insert_sql(), columns)
+
+
+# UsageRecordData's fields are the model's, in its order (the id aside).
+_FIELDS = UsageRecordData.__slots__
+
+
+@functools.cache
+def _unnest_insert_sql() -> str:
+    quote = connection.ops.quote_name
+    fields = [_concrete_field(name) for name in _FIELDS]
+    table = quote(UsageRecord._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    # db_type without its length (varchar, not varchar(64)): the arrays'
+    # element type; the column's own type still checks each value.
+    arrays = ", ".join(f"%s::{str(field.db_type(connection)).split('(')[0]}[]" for field in fields)
+    # Identifiers and types come from the model; the values are parameters.
+    insert = f"INSERT INTO {table} ({columns})"
+    return f"{insert} SELECT * FROM UNNEST({arrays}) ON CONFLICT DO NOTHING"  # noqa: S608
 
 
 def usage_record_lines_insert(lines: list[bytes]) -> None:

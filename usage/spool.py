@@ -4,9 +4,9 @@ Why: a usage record must never be lost, yet a slow or absent database must
 not sit on the response's critical path. So ``usage.services`` appends each
 record as one JSON line to a segment file under ``USAGE_SPOOL_DIR`` (one
 ``os.write`` on an ``O_APPEND`` descriptor, microseconds), and a background
-flusher inserts the lines in batches (``bulk_create(ignore_conflicts=True)``,
-idempotent by ``request_id``), deleting a segment only after its inserts
-committed. The flusher seals the segment being appended to at each cycle
+flusher inserts the lines in batches (``usage.services``: one insert that
+skips request ids already in the ledger), deleting a segment only after its
+inserts committed. The flusher seals the segment being appended to at each cycle
 (so it can replay and delete it) and opens its successor itself, in its
 thread, so an append on the event loop is one ``os.write`` and never waits
 for a file to be created and locked.
@@ -54,7 +54,10 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
 REJECTED_SUFFIX = ".rejected"
-BATCH_SIZE = 500
+# Decoding and inserting a batch holds the interpreter the event loop needs
+# (~17 us a record); between batches the flusher waits on the database and
+# lets it go. 100 kept a c=1 p99 at ~2.4 ms where 500 gave ~4.5 ms.
+BATCH_SIZE = 100
 FLUSH_INTERVAL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 ORPHAN_SCAN_SECONDS = 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import os
@@ -121,6 +122,38 @@ def test_writing_the_same_request_twice_leaves_one_row(db, spool_var):
     spool.append(record.to_line())
     spool.spool_replay()
     assert UsageRecord.objects.filter(request_id=record.request_id).count() == 1
+
+
+def test_a_replayed_batch_keeps_every_field_and_skips_only_the_ids_already_there(db, spool_var):
+    # Several records in one statement (PostgreSQL: one UNNEST insert), two
+    # of them already in the ledger with other values, which must stay.
+    records = [
+        record_data(
+            owner=f"o{i}",
+            tokens_in=i,
+            cost_usd=Decimal("12345.000001") * (i + 1),
+            is_streamed=i % 2 == 0,
+            created_at=datetime(2026, 11, 26, 23, 59, 59, 999_990 + i, tzinfo=UTC),
+        )
+        for i in range(5)
+    ]
+    earlier = [
+        dataclasses.replace(record, tokens_in=999, status="upstream_error")
+        for record in records[1:3]
+    ]
+    for record in earlier:
+        usage_record_write_now(record)
+    for record in records:
+        spool.append(record.to_line())
+    assert spool.spool_replay() == 5
+    assert not list(spool_var.glob("*.rejected"))  # a known id is skipped, not refused
+    rows = UsageRecord.objects.filter(request_id__in=[r.request_id for r in records])
+    fields = UsageRecordData.__slots__
+    stored = {
+        row.request_id: UsageRecordData(**{name: getattr(row, name) for name in fields})
+        for row in rows
+    }
+    assert stored == {record.request_id: record for record in [records[0], *earlier, *records[3:]]}
 
 
 def test_a_spooled_line_round_trips_to_the_same_record(spool_var):
