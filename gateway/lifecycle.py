@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -34,6 +35,13 @@ def on_shutdown(hook: Hook) -> Hook:
 async def run_startup() -> None:
     for hook in _startup:
         await hook()
+    # What start-up built (Django, its settings, URL and template machinery,
+    # every module) lives as long as the process: keep it out of the cyclic
+    # collector's sight. Its full collections walked all of it under load,
+    # ~15 % of a worker's CPU and most of its p99 at 16 clients (bench: p99
+    # 54 -> 13 ms). Collected first, so no garbage is frozen with it.
+    gc.collect()
+    gc.freeze()
 
 
 async def run_shutdown() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -212,3 +213,13 @@ async def test_after_response_outside_a_request_or_after_its_response_spawns_at_
     lifecycle.after_response(work(3))
     await lifecycle._drain_background()
     assert sorted(ran) == [1, 2, 3]
+
+
+async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(monkeypatch):
+    monkeypatch.setattr(lifecycle, "_startup", [])  # no flusher or housekeeping in this process
+    gc.unfreeze()
+    try:
+        await lifecycle.run_startup()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
