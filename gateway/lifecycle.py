@@ -37,9 +37,10 @@ async def run_startup() -> None:
         await hook()
     # What start-up built (Django, its settings, URL and template machinery,
     # every module) lives as long as the process: keep it out of the cyclic
-    # collector's sight. Its full collections walked all of it under load,
-    # ~15 % of a worker's CPU and most of its p99 at 16 clients (bench: p99
-    # 54 -> 13 ms). Collected first, so no garbage is frozen with it.
+    # collector's sight. Its full collections walked all of it, stalling
+    # every request in flight: most of the p99 at 16 clients (make bench:
+    # 44 -> 13 ms; the floor's is 11). Collected first, so no garbage is
+    # frozen with it.
     gc.collect()
     gc.freeze()
 
