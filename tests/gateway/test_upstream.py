@@ -8,7 +8,6 @@ import json
 import pytest
 from aiohttp import web
 
-from gateway import upstream
 from tests.fakes.provider import FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
@@ -20,8 +19,8 @@ from tests.gateway.upstream_support import (
     chat,
     collect,
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
-    point_at,
     route,
+    serving,
     text_of,
 )
 from tests.gateway.upstream_support import complete_via as complete
@@ -144,10 +143,8 @@ class CookieProvider(FakeProvider):
 
 @pytest.fixture
 async def cookie_provider(settings):
-    with CookieProvider() as provider:
-        point_at(provider, settings)
+    async with serving(CookieProvider(), settings) as provider:
         yield provider
-        await upstream.close_clients()
 
 
 async def test_a_cookie_the_provider_sets_is_never_sent_back(cookie_provider):

@@ -28,8 +28,8 @@ from tests.gateway.upstream_support import (
     chat,
     collect,
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
-    point_at,
     route,
+    serving,
     text_of,
 )
 from tests.gateway.upstream_support import complete_via as complete
@@ -217,10 +217,8 @@ class WatchedProvider(FakeProvider):
 
 @pytest.fixture
 async def watched(settings):
-    with WatchedProvider() as provider:
-        point_at(provider, settings)
+    async with serving(WatchedProvider(), settings) as provider:
         yield provider
-        await upstream.close_clients()
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -89,6 +91,19 @@ def point_at(fake: FakeProvider, settings: Any) -> None:
         "digitalocean": fake.digitalocean_base_url,
         "anthropic": fake.anthropic_base_url,
     }
+
+
+@contextlib.asynccontextmanager
+async def serving(fake: FakeProvider, settings: Any) -> AsyncIterator[FakeProvider]:
+    """A provider of the test's own, with every base URL pointing at it.
+
+    The pooled upstream clients are closed afterwards, so none keeps a
+    connection to a server that is gone.
+    """
+    with fake:
+        point_at(fake, settings)
+        yield fake
+        await upstream.close_clients()
 
 
 @pytest.fixture(name="fake")
