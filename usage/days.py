@@ -35,6 +35,11 @@ def _day_start(day: date, zone: str) -> float:
     return datetime.combine(day, time(0), tzinfo=_zone(zone)).timestamp()
 
 
+def day_end(day: date) -> float:
+    """Epoch seconds at which the budget day after ``day`` begins."""
+    return day_start(day + timedelta(days=1))
+
+
 def next_day_start(now: float) -> float:
     """Epoch seconds at which the budget day after the one of ``now`` begins."""
-    return day_start(budget_day(now) + timedelta(days=1))
+    return day_end(budget_day(now))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 from django.conf import settings
@@ -44,7 +44,7 @@ from usage.backends.base import (
     Reservation,
     layer_keys,
 )
-from usage.days import budget_day, day_start
+from usage.days import budget_day, day_end
 from usage.rebuild import ensure_live, ensure_live_sync, follow_operator_pause, set_pause_source
 from usage.windows import BURST_SECONDS, DAY
 
@@ -188,7 +188,7 @@ def _plan(
         device_cap_micro_usd=micro_usd(settings.DEVICE_DAILY_BUDGET_USD[tier]),
         reserve_micro_usd=reserve_micro_usd,
         expires_at=now + reservation_seconds(),
-        next_day_at=day_start(day + timedelta(days=1)),
+        next_day_at=day_end(day),
         is_peek=is_peek,
         expect=expect,
     )
