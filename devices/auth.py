@@ -88,9 +88,7 @@ async def authenticate(headers: Mapping[str, str], *, ip: str) -> AuthenticatedD
         await _refuse(ip)
     token, claimed_id = credentials
     entry = await _lookup(token_hash(token), claimed_id)
-    if entry is None or (claimed_id is not None and claimed_id != entry.device.id):
-        await _refuse(ip)
-    if entry.device.status == Status.REVOKED:
+    if entry is None or not _answers(entry, claimed_id):
         await _refuse(ip)
     activity.record(entry.device.id, ip)  # pending and suspended devices too
     device = _admit(entry)
@@ -122,9 +120,7 @@ def cached_device(headers: Mapping[str, str]) -> tuple[AuthenticatedDevice, tupl
     entry = _entries.get(token_hash(token))
     if entry is None or entry.versions is None or not _is_fresh(entry):
         return None
-    if claimed_id is not None and claimed_id != entry.device.id:
-        return None
-    if entry.device.status == Status.REVOKED:
+    if not _answers(entry, claimed_id):
         return None
     try:
         return _admit(entry), entry.versions
@@ -180,6 +176,14 @@ async def _lookup(digest: str, claimed_id: str | None) -> _Entry | None:
     if entry is not None and entry.versions == versions and _is_fresh(entry):
         return entry
     return await _load(digest, device_id, versions)
+
+
+def _answers(entry: _Entry, claimed_id: str | None) -> bool:
+    """Whether ``entry`` may stand for these credentials: the device id they
+    claim, if any, is its own, and it is not revoked (a 401, like no device)."""
+    return (claimed_id is None or claimed_id == entry.device.id) and (
+        entry.device.status != Status.REVOKED
+    )
 
 
 def _is_fresh(entry: _Entry) -> bool:
