@@ -8,43 +8,33 @@ per token or per part, so the ledger never undercharges and never compounds
 rounding.
 
 The reservation taken before forwarding uses ``worst_case_micro_usd``: the
-same formula at an upper bound of the input tokens and the output cap, so it
-is never below the cost the provider's usage can later produce (the cost is
-monotonic in both token counts and the rounding is the same).
+same formula at an upper bound of the input tokens (``input_token_bound``, from
+the exact upstream body) and the output cap, so it is never below the cost
+the provider's usage can later produce (the cost is monotonic in both token
+counts and the rounding is the same).
 """
 
 from __future__ import annotations
 
-import json
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
 MICRO_PER_USD = 1_000_000
 SIX_PLACES = Decimal("0.000001")
 
-# Input-token bound (see input_token_upper_bound). Every tokenizer our
-# providers use (tiktoken's byte-level BPE for OpenAI, Llama 3's BPE,
-# Anthropic's) emits at most one token per UTF-8 byte of text; SentencePiece
-# may add one "dummy prefix" token per text segment, hence the per-string
-# allowance. The overheads cover what providers add around the text: chat
+# Input-token bound (see input_token_bound). Every tokenizer our providers
+# use (tiktoken's byte-level BPE for OpenAI, Llama 3's BPE, Anthropic's)
+# emits at most one token per UTF-8 byte of text, and the upstream body holds
+# every text the model reads plus JSON's quotes and keys (SentencePiece's one
+# "dummy prefix" token per text segment is covered by the segment's quotes).
+# The overheads cover what providers add that is not in the body: chat
 # template tokens per message (OpenAI 3-4, Llama 3 ~5, plus a name), the
 # priming of the reply, and for tools the hidden tool-use system prompt
 # (Anthropic documents 346 tokens for Claude 4 models) and per-function
 # wrapping (OpenAI renders the schemas as a TypeScript namespace).
 PER_REQUEST_OVERHEAD_TOKENS = 64
 PER_MESSAGE_OVERHEAD_TOKENS = 16
-PER_STRING_OVERHEAD_TOKENS = 2
 TOOLS_OVERHEAD_TOKENS = 1024
 PER_TOOL_OVERHEAD_TOKENS = 32
-# A non-text part (image, audio, file) costs at least this many tokens in
-# the bound, or its JSON bytes if larger (a base64 image is far larger than
-# its tokens). The largest image bills are ~1,600 tokens (Claude: ~1.15 MP /
-# 750; GPT-4o high detail: 85 + 170 x 8 tiles = 1,445). Limit: a PDF "file"
-# part bills its pages' text and images, which can exceed its bytes for a
-# tiny many-page file; the proxy should refuse or drop file parts.
-NON_TEXT_PART_MIN_TOKENS = 4096
-
-_TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "refusal"})
 
 
 def usd_to_micro(value: Decimal | int) -> int:
@@ -127,67 +117,15 @@ def worst_case_micro_usd(
     )
 
 
-def _json_bytes(value: Any) -> int:
-    # ensure_ascii=False: a non-ASCII character counts its UTF-8 bytes, and
-    # escaping only ever adds bytes, so this is >= the bytes of every string.
-    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8"))
+def input_token_bound(body: bytes, *, messages: int, tools: int = 0) -> int:
+    """A true upper bound of the input tokens a provider can bill for ``body``.
 
-
-def _string_bytes(value: Any) -> int:
-    """UTF-8 bytes of every string (and number) inside ``value``, plus a per-string allowance."""
-    if isinstance(value, str):
-        return len(value.encode("utf-8")) + PER_STRING_OVERHEAD_TOKENS
-    if isinstance(value, dict):
-        return sum(_string_bytes(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_string_bytes(item) for item in value)
-    if value is None or isinstance(value, bool):
-        return 0
-    # Numbers and anything else: as they would be printed.
-    return _json_bytes(value) + PER_STRING_OVERHEAD_TOKENS
-
-
-def _part_bound(part: Any) -> int:
-    if isinstance(part, dict):
-        kind = part.get("type")
-        if kind in _TEXT_PART_TYPES or (kind is None and "text" in part):
-            return _string_bytes(part)
-        return max(_json_bytes(part), NON_TEXT_PART_MIN_TOKENS)
-    return _string_bytes(part)
-
-
-def _message_bound(message: Any) -> int:
-    if not isinstance(message, dict):
-        return PER_MESSAGE_OVERHEAD_TOKENS + _json_bytes(message)
-    total = PER_MESSAGE_OVERHEAD_TOKENS
-    for field, value in message.items():
-        if field == "content" and isinstance(value, list):
-            total += sum(_part_bound(part) for part in value)
-        else:
-            # role, name, string content, tool_calls (names and arguments),
-            # tool_call_id: every string the provider may render.
-            total += _string_bytes(value)
-    return total
-
-
-def input_token_upper_bound(
-    messages: list[dict[str, Any]],
-    *,
-    tools: list[Any] | None = None,
-    system: str | None = None,
-) -> int:
-    """A true upper bound of the input tokens any provider can bill for the request.
-
-    UTF-8 bytes of every string the request carries (no tokenizer in use
-    emits more tokens than bytes), plus fixed overheads per request, message,
-    string and tool; non-text parts count their JSON bytes with a floor (see
-    NON_TEXT_PART_MIN_TOKENS). Tool definitions count their JSON bytes.
+    ``body`` is the exact upstream body (every forwarded byte counts:
+    messages, tools, ``response_format``, re-serialised tool calls); no token
+    is shorter than one byte. ``messages`` and ``tools`` count what the
+    provider wraps in template tokens of its own.
     """
-    total = PER_REQUEST_OVERHEAD_TOKENS + sum(_message_bound(message) for message in messages)
-    if system:
-        total += PER_MESSAGE_OVERHEAD_TOKENS + _string_bytes(system)
+    total = len(body) + PER_REQUEST_OVERHEAD_TOKENS + PER_MESSAGE_OVERHEAD_TOKENS * messages
     if tools:
-        total += TOOLS_OVERHEAD_TOKENS + sum(
-            PER_TOOL_OVERHEAD_TOKENS + _json_bytes(tool) for tool in tools
-        )
+        total += TOOLS_OVERHEAD_TOKENS + PER_TOOL_OVERHEAD_TOKENS * tools
     return total

@@ -6,12 +6,16 @@ module takes over what Django's handler and middleware did for them: request
 ids and the access line, the size cap before the body is read, CORS exactly
 as django-cors-headers answers it, OpenAI-shaped errors for every failure
 (a bug is a JSON 500 with the request id, never a traceback), streaming with
-client-disconnect detection, and background work held by reference.
+client-disconnect and stalled-reader detection, and background work held by
+reference. What an endpoint must finish whatever happens (a request's
+settlement) it hands to ``LeanRequest.defer``: run once the exchange is over,
+however it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -32,6 +36,7 @@ Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 Header = tuple[bytes, bytes]
+Deferred = Callable[[str], Awaitable[object]]
 
 _BASE_HEADERS: list[Header] = [(b"x-content-type-options", b"nosniff")]
 _LOG_FIELDS = frozenset(REQUEST_FIELDS)  # a set: tested for every log field of every request
@@ -73,7 +78,17 @@ def encode_headers(headers: Mapping[str, str]) -> list[Header]:
 class LeanRequest:
     """What a lean endpoint needs of the ASGI scope, decoded once."""
 
-    __slots__ = ("headers", "log", "method", "path", "receive", "request_id", "scope", "started")
+    __slots__ = (
+        "deferred",
+        "headers",
+        "log",
+        "method",
+        "path",
+        "receive",
+        "request_id",
+        "scope",
+        "started",
+    )
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -91,6 +106,22 @@ class LeanRequest:
         self.started = time.monotonic()
         # Fields for the one access line (device, model, tokens, cost...).
         self.log: dict[str, Any] = {}
+        self.deferred: list[Deferred] = []
+
+    def defer(self, callback: Deferred) -> None:
+        """Run ``callback(end)`` once the exchange is over, however it ended; the last
+        deferred runs first. ``end`` is ``"completed"`` (a response was sent),
+        ``"client_disconnected"`` (the client left or stopped reading) or
+        ``"interrupted"`` (cancelled: the server is shutting down)."""
+        self.deferred.append(callback)
+
+    async def run_deferred(self, end: str) -> None:
+        while self.deferred:
+            callback = self.deferred.pop()
+            try:
+                await callback(end)
+            except Exception:
+                logger.exception("deferred work of %s failed", self.request_id)
 
     async def body(self, limit: int | None = None) -> bytes:
         """The whole body; 413 ``request_too_large`` before reading past ``limit``."""
@@ -114,7 +145,7 @@ class LeanRequest:
 
 
 class ClientDisconnected(Exception):
-    """The client went away before the response began."""
+    """The client went away, or read nothing for ``STREAM_IDLE_TIMEOUT_SECONDS``."""
 
 
 Endpoint = Callable[[LeanRequest], Awaitable[Response | StreamResponse]]
@@ -179,6 +210,7 @@ def lean_endpoint(
             token = request_id_var.set(request.request_id)
             after = lifecycle.hold_after_response()
             status = 500
+            end = "interrupted"
             try:
                 response = await _respond(endpoint, request, methods, allowed)
                 status = response.status
@@ -186,13 +218,18 @@ def lean_endpoint(
                     await _send_stream(request, response, send)
                 else:
                     await _send(request, response, send)
+                end = "completed"
             except ClientDisconnected:
                 status = 499  # nginx's code for "client closed request", for the log only
+                end = "client_disconnected"
             finally:
-                lifecycle.release_after_response(after)
-                duration = time.monotonic() - request.started
-                _observe(request, status, duration)
-                request_id_var.reset(token)
+                try:
+                    await request.run_deferred(end)
+                finally:
+                    lifecycle.release_after_response(after)
+                    duration = time.monotonic() - request.started
+                    _observe(request, status, duration)
+                    request_id_var.reset(token)
 
         app.__name__ = getattr(endpoint, "__name__", "lean_app")
         return app
@@ -255,12 +292,29 @@ def _start_message(
     }
 
 
+async def _send_within(send: Send, message: Mapping[str, Any]) -> None:
+    """``send``, unless the client reads nothing for ``STREAM_IDLE_TIMEOUT_SECONDS``.
+
+    A server's ``send`` waits while the socket's buffer is full: a client
+    that stops reading (or pipelines requests and reads no answer) would hold
+    the request, its provider stream and its concurrency slot for ever.
+    """
+    try:
+        async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_SECONDS):
+            await send(message)
+    except TimeoutError:
+        _abandoned.set(True)
+        raise ClientDisconnected() from None
+
+
 async def _send(request: LeanRequest, response: Response, send: Send) -> None:
     headers = response.headers
     if not any(name == b"content-length" for name, _ in headers):
         headers = [*headers, (b"content-length", str(len(response.body)).encode())]
-    await send(_start_message(request, response.status, headers, response.content_type))
-    await send({"type": "http.response.body", "body": response.body})
+    await _send_within(
+        send, _start_message(request, response.status, headers, response.content_type)
+    )
+    await _send_within(send, {"type": "http.response.body", "body": response.body})
 
 
 async def _send_stream(request: LeanRequest, response: StreamResponse, send: Send) -> None:
@@ -268,8 +322,10 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
 
     The body has been read, so the next ASGI message is ``http.disconnect``
     and arrives only if the client goes away. A watcher waits for it and
-    cancels the send loop, which closes ``response.events`` (the producer's
-    ``finally`` then cancels the upstream request and settles).
+    cancels the send loop. A client that reads nothing for
+    ``STREAM_IDLE_TIMEOUT_SECONDS`` is treated as gone. Either way the
+    producer is closed here; what it must finish (closing the upstream
+    request, settling) the endpoint deferred.
     """
     loop_task = asyncio.current_task()
     assert loop_task is not None
@@ -283,10 +339,14 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     events = response.events
     try:
-        await send(_start_message(request, response.status, headers, b"text/event-stream"))
+        await _send_within(
+            send, _start_message(request, response.status, headers, b"text/event-stream")
+        )
         async for event in events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+            await _send_within(
+                send, {"type": "http.response.body", "body": event, "more_body": True}
+            )
+        await _send_within(send, {"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if not watcher.done() or watcher.cancelled():
             raise  # cancelled by the server (shutdown), not by the client
@@ -297,3 +357,27 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+# --- Abandoned responses -------------------------------------------------------
+
+# Set (and never reset) in a request's task when it gave up on a client that
+# stopped reading: the server then says "ASGI callable returned without
+# completing response" as it closes the connection, which is expected here.
+_abandoned: contextvars.ContextVar[bool] = contextvars.ContextVar("abandoned", default=False)
+_INCOMPLETE_RESPONSE = "ASGI callable returned without completing response."
+
+
+class _QuietAbandoned(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == _INCOMPLETE_RESPONSE and _abandoned.get())
+
+
+def quiet_abandoned_responses() -> None:
+    """Drop the server's error line for a response this layer abandoned on purpose."""
+    server_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietAbandoned) for f in server_logger.filters):
+        server_logger.addFilter(_QuietAbandoned())
+
+
+quiet_abandoned_responses()

@@ -40,6 +40,14 @@ class ModelRoute(models.Model):
         decimal_places=6,
         validators=[MinValueValidator(Decimal(0))],
     )
+    has_hidden_reasoning = models.BooleanField(
+        "hidden reasoning",
+        default=False,
+        help_text=(
+            "The model produces reasoning tokens it never shows (e.g. GPT-5): when a "
+            "request's usage is unknown, its whole output bound is charged."
+        ),
+    )
     is_free_tier = models.BooleanField("free tier", default=False)
     is_paid_tier = models.BooleanField("paid tier", default=True)
     is_enabled = models.BooleanField("enabled", default=True)

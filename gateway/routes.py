@@ -69,6 +69,7 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "provider_model": "gpt-5",
         "input_price_usd": Decimal("5.00"),
         "output_price_usd": Decimal("15.00"),
+        "has_hidden_reasoning": True,
         "is_free_tier": False,
         "is_paid_tier": True,
     },
@@ -119,6 +120,8 @@ class Route:
     output_price_usd: Decimal
     tiers: frozenset[str]
     created: int  # unix seconds, for GET /v1/models
+    # Reasoning tokens billed but never shown: unknown usage costs the whole output bound.
+    has_hidden_reasoning: bool = False
 
     def allows(self, tier: str) -> bool:
         return tier in self.tiers
@@ -161,6 +164,7 @@ def _rows_to_routes(rows: Any) -> dict[str, Route]:
             output_price_usd=row.output_price_usd,
             tiers=row.tiers,
             created=int(row.created_at.timestamp()),
+            has_hidden_reasoning=row.has_hidden_reasoning,
         )
         for row in rows
     }

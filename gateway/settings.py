@@ -347,6 +347,8 @@ PROVIDER_BASE_URLS = {
 }
 UPSTREAM_TIMEOUT_SECONDS = env.float("UPSTREAM_TIMEOUT_SECONDS", default=90.0)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env.float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", default=5.0)
+# A stream whose client reads nothing for this long is ended and settled.
+STREAM_IDLE_TIMEOUT_SECONDS = env.float("STREAM_IDLE_TIMEOUT_SECONDS", default=30.0)
 
 # --- Budget ------------------------------------------------------------------
 
@@ -357,6 +359,16 @@ DEVICE_DAILY_BUDGET_USD = {
     "free": _decimal("DEVICE_DAILY_BUDGET_USD_FREE", "0.50"),
     "paid": _decimal("DEVICE_DAILY_BUDGET_USD_PAID", "10"),
 }
+# The service pauses itself when less than this is left after settled spend;
+# unset: 1% of DAILY_BUDGET_USD (usage.limits.pause_below_micro_usd).
+BUDGET_PAUSE_REMAINING_USD: Decimal | None = (
+    _decimal("BUDGET_PAUSE_REMAINING_USD", "0")
+    if env.str("BUDGET_PAUSE_REMAINING_USD", default="")
+    else None
+)
+# A gateway process silent (no heartbeat) this long is dead: its budget
+# reservations count as spent at their worst case (usage.liveness).
+RESERVATION_LIVENESS_SECONDS = env.float("RESERVATION_LIVENESS_SECONDS", default=30.0)
 
 # --- Rate limits -------------------------------------------------------------
 
@@ -379,6 +391,10 @@ MAX_TOKENS = {
     "paid": _positive_int("MAX_TOKENS_PAID", 8192),
 }
 MAX_REQUEST_BYTES = _positive_int("MAX_REQUEST_BYTES", 1048576)
+MAX_CONCURRENT_REQUESTS = {
+    "free": _positive_int("MAX_CONCURRENT_REQUESTS_FREE", 2),
+    "paid": _positive_int("MAX_CONCURRENT_REQUESTS_PAID", 10),
+}
 # Django's own cap on form bodies (admin, dashboard) follows the same limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 

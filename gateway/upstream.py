@@ -11,8 +11,10 @@ reset connection, 5xx, malformed answer -> 502 ``upstream_error`` (401/403:
 ``UpstreamAuthRejected``, a 502 unless a retry with a fresh key succeeds);
 429/529, and a 503 with Retry-After -> 503 ``upstream_overloaded`` with
 Retry-After; any other 4xx -> 400 ``upstream_rejected`` with the provider's
-message text only. Each error carries the usage known at that point (see
-``providers.base``).
+message text only. What each outcome may cost is written into the request's
+``Meter`` as it happens (``providers.base``): nothing sent, refused, output
+seen so far, or output the gateway could not see (a read timeout, a reset
+answer, an answer it cannot parse, whose usage is salvaged when it can be).
 
 Transport: httpx's requests and responses on httpx-aiohttp's
 ``AiohttpTransport``, chosen by measurement against the fake provider (see
@@ -32,7 +34,7 @@ import asyncio
 import functools
 import ssl
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
 import httpx
@@ -40,12 +42,14 @@ import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
+from billing.pricing import input_token_bound
 from gateway import keys, lifecycle
 from gateway.keys import ProviderKey
 from gateway.providers import adapter_for
 from gateway.providers.base import (
-    NO_USAGE,
     Completion,
+    Meter,
+    Outbound,
     SSEDecoder,
     StreamDone,
     StreamEvent,
@@ -53,16 +57,17 @@ from gateway.providers.base import (
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRejected,
-    UpstreamRequest,
     UpstreamTimeout,
     Usage,
     provider_message,
 )
 from gateway.routes import Route
-from gateway.validation import ChatRequest, estimate_input_tokens
+from gateway.validation import ChatRequest
 
 __all__ = [
     "Completion",
+    "Meter",
+    "Outbound",
     "StreamDone",
     "StreamEvent",
     "UpstreamAuthRejected",
@@ -74,6 +79,7 @@ __all__ = [
     "close_clients",
     "complete",
     "complete_with_key_retry",
+    "outbound",
     "stream",
     "stream_with_key_retry",
 ]
@@ -137,7 +143,17 @@ async def close_clients() -> None:
 lifecycle.on_shutdown(close_clients)
 
 
-def _request(upstream: UpstreamRequest) -> httpx.Request:
+def outbound(route: Route, request: ChatRequest, *, max_tokens: int) -> Outbound:
+    """The exact upstream body for ``request`` and its input bound (before admission).
+
+    InvalidRequest (400) when the body cannot be encoded.
+    """
+    body = adapter_for(route.provider).build_body(route, request, max_tokens=max_tokens)
+    bound = input_token_bound(body, messages=len(request.messages), tools=len(request.tools or ()))
+    return Outbound(route, request, body, max_tokens, bound)
+
+
+def _request(url: httpx.URL, headers: httpx.Headers, body: bytes) -> httpx.Request:
     # Timeouts are read at call time so settings overrides apply to a pooled
     # transport; the dict is what httpx.Timeout.as_dict() gives the transport.
     connect = float(settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS)
@@ -148,9 +164,9 @@ def _request(upstream: UpstreamRequest) -> httpx.Request:
     # so the transport sends it with a Content-Length, not chunked.
     request = httpx.Request(
         "POST",
-        upstream.url,
-        headers=upstream.headers,
-        stream=httpx.ByteStream(orjson.dumps(upstream.body)),
+        url,
+        headers=headers,
+        stream=httpx.ByteStream(body),
         extensions={"timeout": timeout},
     )
     request.read()
@@ -179,15 +195,19 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TimeoutException | TimeoutError)
 
 
-def transport_failure(exc: BaseException, *, on_timeout: Usage, on_error: Usage) -> UpstreamError:
-    """The error for a transport exception, with the usage it should carry.
+def transport_failure(exc: BaseException, meter: Meter, *, is_streamed: bool) -> UpstreamError:
+    """The error for a transport exception; what it may cost goes to ``meter``.
 
-    Nothing is charged when the request never reached the provider.
+    Nothing is charged when the request never reached the provider. After a
+    read timeout the provider may still finish and bill up to the output
+    bound; so may a non-streamed answer cut off (its output is never seen).
+    A stream cut off is charged the output it delivered (SPEC).
     """
-    nothing_sent = _nothing_sent(exc)
-    if _is_timeout(exc):
-        return UpstreamTimeout(usage=NO_USAGE if nothing_sent else on_timeout)
-    return UpstreamError(usage=NO_USAGE if nothing_sent else on_error)
+    if _nothing_sent(exc):
+        meter.is_sent = False
+    elif _is_timeout(exc) or not is_streamed:
+        meter.is_output_unseen = True
+    return UpstreamTimeout() if _is_timeout(exc) else UpstreamError()
 
 
 def _retry_after(response: httpx.Response) -> int:
@@ -199,9 +219,18 @@ def _retry_after(response: httpx.Response) -> int:
     return min(max(seconds, 1), MAX_RETRY_AFTER)
 
 
-def status_failure(response: httpx.Response, key: ProviderKey) -> UpstreamError:
-    """The error for a non-2xx answer; never the provider's body, at most its message."""
+def status_failure(
+    response: httpx.Response, key: ProviderKey, meter: Meter, salvage: Salvage
+) -> UpstreamError:
+    """The error for a non-2xx answer; never the provider's body, at most its message.
+
+    The provider says it did not process the request: it costs nothing, unless
+    a server error still reports usage.
+    """
+    meter.is_refused = True
     status = response.status_code
+    if status >= 500:
+        meter.reported = salvage(response.content)
     if status in (401, 403):
         return UpstreamAuthRejected()
     # A 503 that says when to come back is the provider shedding load (OpenAI
@@ -217,16 +246,25 @@ def status_failure(response: httpx.Response, key: ProviderKey) -> UpstreamError:
     return UpstreamError()
 
 
+Salvage = Callable[[bytes], Usage | None]
+
+
+def _start(outbound: Outbound, key: ProviderKey, meter: Meter, *, stream: bool) -> httpx.Request:
+    url, headers = adapter_for(outbound.route.provider).target(key, stream=stream)
+    # From here the provider may receive it; a refusal or a failure to
+    # connect says otherwise (a retry starts afresh).
+    meter.is_sent, meter.is_refused = True, False
+    return _request(url, headers, outbound.body)
+
+
 # --- requests ------------------------------------------------------------------
 
 
-async def complete(
-    route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
-) -> Completion:
+async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Completion:
     """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
+    route, request = outbound.route, outbound.request
     adapter = adapter_for(route.provider)
-    upstream = adapter.build_request(route, request, key=key, max_tokens=max_tokens)
-    sent = _request(upstream)
+    sent = _start(outbound, key, meter, stream=False)
     try:
         response = await transport_for(route.provider).handle_async_request(sent)
         try:
@@ -234,39 +272,44 @@ async def complete(
         finally:
             await response.aclose()
     except TRANSPORT_ERRORS as exc:
-        # A timeout is charged its input (the provider may have read it); a
-        # reset before any answer costs nothing.
-        input_only = Usage(estimate_input_tokens(request), 0, False)
-        raise transport_failure(exc, on_timeout=input_only, on_error=NO_USAGE) from None
+        raise transport_failure(exc, meter, is_streamed=False) from None
     if response.status_code != 200:
-        raise status_failure(response, key)
+        raise status_failure(response, key, meter, adapter.salvage)
     try:
-        return adapter.parse_response(route, request, orjson.loads(content))
-    except SHAPE_ERRORS:  # orjson.JSONDecodeError is a ValueError
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        # An answer we cannot read: it may hold anything; its usage may still be there.
+        meter.reported = adapter.salvage(content)
+        meter.is_output_unseen = True
+        raise UpstreamError() from None
+    try:
+        return adapter.parse_response(route, request, data, meter)
+    except SHAPE_ERRORS:
+        meter.is_output_unseen = True
         raise UpstreamError() from None
 
 
 async def stream(
-    route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
+    outbound: Outbound, *, key: ProviderKey, meter: Meter
 ) -> AsyncGenerator[StreamEvent, None]:
     """OpenAI chunk dicts, then one ``StreamDone``; an UpstreamError at any point.
 
-    Errors after the first chunk carry the usage so far (output estimated from
-    the streamed deltas unless the provider reported it). Closing the iterator
-    early closes the upstream response, which cancels the provider's work.
+    Usage and the output seen go to ``meter`` as they arrive. Closing the
+    iterator early closes the upstream response, which cancels the
+    provider's work.
     """
+    route, request = outbound.route, outbound.request
     adapter = adapter_for(route.provider)
-    upstream = adapter.build_request(route, request, key=key, max_tokens=max_tokens)
-    translator = adapter.stream_translator(route, request)
+    translator = adapter.stream_translator(route, request, meter)
     decoder = SSEDecoder()
     has_events = False
-    sent = _request(upstream)
+    sent = _start(outbound, key, meter, stream=True)
     try:
         response = await transport_for(route.provider).handle_async_request(sent)
         try:
             if response.status_code != 200:
                 await response.aread()
-                raise status_failure(response, key)
+                raise status_failure(response, key, meter, adapter.salvage)
             async for raw in response.aiter_bytes():
                 # Events after the end (a trailing [DONE]) are read so the
                 # connection goes back to the pool, and ignored.
@@ -275,48 +318,47 @@ async def stream(
                     try:
                         chunks = translator.feed(event)
                     except SHAPE_ERRORS:
-                        raise UpstreamError(usage=translator.usage()) from None
+                        meter.is_output_unseen = True  # an event we cannot read
+                        raise UpstreamError() from None
                     for chunk in chunks:
                         yield chunk
         finally:
             # Unread (closed early, failed), the connection is dropped, not pooled.
             await response.aclose()
     except TRANSPORT_ERRORS as exc:
-        if has_events:
-            so_far = translator.usage()
-            raise transport_failure(exc, on_timeout=so_far, on_error=so_far) from None
-        input_only = Usage(estimate_input_tokens(request), 0, False)
-        raise transport_failure(exc, on_timeout=input_only, on_error=NO_USAGE) from None
+        raise transport_failure(exc, meter, is_streamed=True) from None
     if not translator.finished and translator.finish_reason is None:
-        # The provider closed the stream without finishing it (or sent no stream).
-        raise UpstreamError(usage=translator.usage() if has_events else NO_USAGE)
+        # The provider closed the stream without finishing it, or sent no
+        # stream at all (an answer we cannot read).
+        meter.is_output_unseen = meter.is_output_unseen or not has_events
+        raise UpstreamError()
     yield translator.done()
 
 
-async def complete_with_key_retry(
-    route: Route, request: ChatRequest, *, max_tokens: int, epoch: int
-) -> Completion:
+async def complete_with_key_retry(outbound: Outbound, *, meter: Meter, epoch: int) -> Completion:
     """``complete`` with the cached key; on 401/403 refresh the key and retry once."""
-    key = await keys.get_key(route.provider, epoch=epoch)
+    provider = outbound.route.provider
+    key = await keys.get_key(provider, epoch=epoch)
     try:
-        return await complete(route, request, key=key, max_tokens=max_tokens)
+        return await complete(outbound, key=key, meter=meter)
     except UpstreamAuthRejected:
-        key = await keys.refresh(route.provider, rejected=key, epoch=epoch)
-    return await complete(route, request, key=key, max_tokens=max_tokens)
+        key = await keys.refresh(provider, rejected=key, epoch=epoch)
+    return await complete(outbound, key=key, meter=meter)
 
 
 async def stream_with_key_retry(
-    route: Route, request: ChatRequest, *, max_tokens: int, epoch: int
+    outbound: Outbound, *, meter: Meter, epoch: int
 ) -> AsyncGenerator[StreamEvent, None]:
     """``stream`` with the cached key; on 401/403 (before any chunk) refresh and retry once."""
-    key = await keys.get_key(route.provider, epoch=epoch)
-    events = stream(route, request, key=key, max_tokens=max_tokens)
+    provider = outbound.route.provider
+    key = await keys.get_key(provider, epoch=epoch)
+    events = stream(outbound, key=key, meter=meter)
     try:
         try:
             first = await anext(events)
         except UpstreamAuthRejected:
-            key = await keys.refresh(route.provider, rejected=key, epoch=epoch)
-            events = stream(route, request, key=key, max_tokens=max_tokens)
+            key = await keys.refresh(provider, rejected=key, epoch=epoch)
+            events = stream(outbound, key=key, meter=meter)
             first = await anext(events)
         yield first
         async for event in events:

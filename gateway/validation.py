@@ -33,6 +33,9 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP_SEQUENCES = 4
+# SPEC: JSON nested deeper than this anywhere in the body is a 400 (the
+# upstream body must stay encodable, and a provider refuses far less).
+MAX_NESTING = 64
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INT64 = 2**63
 
@@ -95,6 +98,8 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         raise _invalid("The request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise _invalid("The request body must be a JSON object")
+    if body.count(b"{") + body.count(b"[") > MAX_NESTING and _nested_deeper(data, MAX_NESTING):
+        raise _invalid(f"The request body is nested deeper than {MAX_NESTING} levels")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("'model' must be a non-empty string", "model")
@@ -124,6 +129,22 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         response_format=_response_format(data.get("response_format")),
         user=_optional_string(data, "user"),
     )
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Is any object or array more than ``limit`` levels deep (the top level is 1)?
+
+    Iterative, so a deep body cannot exhaust the interpreter's stack; only
+    bodies with more than ``limit`` brackets get here.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 # --- scalars -----------------------------------------------------------------

@@ -35,6 +35,11 @@ class GlobalRateLimited(RateLimited):
     message = "The gateway's daily request limit is reached"
 
 
+class ConcurrencyLimited(RateLimited):
+    code = "concurrency_limit_exceeded"
+    message = "This device already has its limit of requests in flight"
+
+
 class DeviceBudgetExceeded(RateLimited):
     code = "device_budget_exceeded"
     message = "This device's daily spending cap would be exceeded"

@@ -6,7 +6,13 @@ import math
 from datetime import UTC, datetime
 
 from gateway.errors import GatewayError
-from usage.errors import LAYER_ERRORS, BudgetExceeded, DeviceBudgetExceeded, ServicePaused
+from usage.errors import (
+    LAYER_ERRORS,
+    BudgetExceeded,
+    ConcurrencyLimited,
+    DeviceBudgetExceeded,
+    ServicePaused,
+)
 from usage.limits import Admission
 
 
@@ -40,6 +46,8 @@ def refusal_error(admission: Admission) -> GatewayError:
         return BudgetExceeded(retry_after=retry_after)
     if refused_by == "device_budget":
         return DeviceBudgetExceeded(retry_after=retry_after)
+    if refused_by == "concurrency":
+        return ConcurrencyLimited(retry_after=retry_after)
     layer = admission.layers[refused_by]
     return LAYER_ERRORS[refused_by](
         retry_after=retry_after,

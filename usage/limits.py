@@ -3,17 +3,20 @@
 ``admit`` checks, in SPEC's order and in one atomic step of the store (one
 Lua script in Redis, one lock in process):
 
-1. the pause (503 ``service_paused``),
+1. the pause (503 ``service_paused``); less than ``BUDGET_PAUSE_REMAINING_USD``
+   left after settled spend pauses the service until the next budget day
+   (``auto_paused``),
 2. the device day, IP day, user day (devices with an owner), device burst
    (per minute) and global day request limits (429, the layer's code),
-3. the device's daily dollar cap against the request's worst case (429
+3. the device's requests in flight (429 ``concurrency_limit_exceeded``),
+4. the device's daily dollar cap against the request's worst case (429
    ``device_budget_exceeded``),
-4. the global daily budget against it (503 ``budget_exceeded``); a worst
-   case that would not fit even with nothing else in flight also pauses the
-   service until the next budget day (``auto_paused``),
+5. the global daily budget against it (503 ``budget_exceeded``; it pauses
+   nothing),
 
 and takes them all, or nothing when any refuses. ``settle`` then replaces
-the reservation with the actual cost, exactly once. Windows and their
+the reservation with the actual cost, exactly once; a reservation lives as
+long as the process holding it (``usage.liveness``). Windows and their
 precision: ``usage.windows`` and docs/rate-limits.md.
 
 Money is integer micro-USD. Identities: ``ip`` is ``ipguard.limit_key`` of
@@ -33,6 +36,7 @@ from django.db import transaction
 
 from gateway import clock
 from gateway.store import StoreUnavailable, bump_epoch
+from usage import liveness
 from usage.backends import get_backend
 from usage.backends.base import (
     AdmitPlan,
@@ -42,6 +46,8 @@ from usage.backends.base import (
     Outcome,
     PauseState,
     Reservation,
+    Settled,
+    SettleTerms,
     layer_keys,
 )
 from usage.days import budget_day, day_end
@@ -60,9 +66,7 @@ __all__ = [
     "admit",
     "budget_state",
     "budget_state_sync",
-    "extend_reservation",
     "layer_state",
-    "reservation_seconds",
     "service_pause",
     "service_resume",
     "set_pause_source",
@@ -72,7 +76,7 @@ __all__ = [
 # A refusal caused only by other requests' reservations clears when they
 # settle, usually within seconds: say so instead of "come back tomorrow".
 IN_FLIGHT_RETRY_SECONDS = 5
-RESERVATION_MARGIN_SECONDS = 60
+CONCURRENCY_RETRY_SECONDS = 1
 ATTEMPTS = 3  # a store that keeps losing its data between rebuilds is unavailable
 
 
@@ -107,7 +111,7 @@ class Layer:
 class Admission:
     admitted: bool
     refused_by: str | None  # "paused" | a layer | "device_budget" | "budget"
-    auto_paused: bool  # this request paused the service (alert, persist the pause)
+    auto_paused: bool  # this call paused the service (alert, persist the pause)
     layers: dict[str, Layer]
     reservation: Reservation | None
     retry_after: int | None  # seconds, for every refusal
@@ -135,19 +139,12 @@ def micro_usd(amount: Decimal) -> int:
     return int(amount * 1_000_000)
 
 
-def reservation_seconds() -> float:
-    """How long an unsettled reservation is held before it is released.
-
-    The longest non-streamed request is a connect plus the upstream read
-    timeout; a margin covers settling. A stream may run longer (the read
-    timeout bounds the gap between chunks, not the whole stream): the
-    streaming loop must call ``extend_reservation`` while it runs.
-    """
-    return (
-        settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
-        + settings.UPSTREAM_TIMEOUT_SECONDS
-        + RESERVATION_MARGIN_SECONDS
-    )
+def pause_below_micro_usd() -> int:
+    """The automatic pause's floor: ``BUDGET_PAUSE_REMAINING_USD`` (1% of the budget unset)."""
+    floor = settings.BUDGET_PAUSE_REMAINING_USD
+    if floor is None:
+        return micro_usd(settings.DAILY_BUDGET_USD) // 100
+    return micro_usd(floor)
 
 
 def _plan(
@@ -187,7 +184,10 @@ def _plan(
         budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
         device_cap_micro_usd=micro_usd(settings.DEVICE_DAILY_BUDGET_USD[tier]),
         reserve_micro_usd=reserve_micro_usd,
-        expires_at=now + reservation_seconds(),
+        pause_below_micro_usd=pause_below_micro_usd(),
+        concurrency_limit=settings.MAX_CONCURRENT_REQUESTS[tier],
+        process_id=liveness.process_id(),
+        liveness_seconds=liveness.liveness_seconds(),
         next_day_at=day_end(day),
         is_peek=is_peek,
         expect=expect,
@@ -213,7 +213,7 @@ def _admission(plan: AdmitPlan, outcome: Outcome) -> Admission:
             device_id=plan.device_id,
             budget_day=plan.budget_day,
             amount_micro_usd=plan.reserve_micro_usd,
-            expires_at=plan.expires_at,
+            process_id=plan.process_id,
             generation=outcome.generation,
         )
         return Admission(True, None, False, layers, reservation, None)
@@ -226,6 +226,8 @@ def _admission(plan: AdmitPlan, outcome: Outcome) -> Admission:
         retry_after = (
             _seconds_until(plan.next_day_at, plan.now) if hard else IN_FLIGHT_RETRY_SECONDS
         )
+    elif refused_by == "concurrency":
+        retry_after = CONCURRENCY_RETRY_SECONDS
     else:
         assert refused_by is not None
         retry_after = _seconds_until(layers[refused_by].reset_at, plan.now)
@@ -269,32 +271,36 @@ async def admit(request: AdmissionRequest) -> Admission:
     raise StoreUnavailable()
 
 
-async def settle(reservation: Reservation, *, actual_micro_usd: int) -> bool:
+def _settle_terms(reservation: Reservation) -> SettleTerms:
+    now = clock.now()
+    day = date.fromisoformat(reservation.budget_day)
+    is_today = budget_day(now) == day
+    return SettleTerms(
+        now=now,
+        budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
+        pause_below_micro_usd=pause_below_micro_usd(),
+        next_day_at=day_end(day) if is_today else None,
+    )
+
+
+async def settle(reservation: Reservation, *, actual_micro_usd: int) -> Settled:
     """Replace the reservation by the actual cost (0 releases it).
 
-    True the first time; False for any later call, concurrent ones included.
-    The cost goes to the budget day the request was admitted in. A
-    reservation that expired before this call has already been released:
-    its cost is still counted, once.
+    ``is_first`` the first time; False for any later call, concurrent ones
+    included. The cost goes to the budget day the request was admitted in.
+    A reservation whose process was declared dead already counts as spent at
+    its worst case: this replaces that by the actual cost. ``auto_paused``:
+    this settlement left less than the floor of today's budget.
     """
     if actual_micro_usd < 0:
         raise ValueError("actual_micro_usd must not be negative")
     backend = get_backend()
     for _ in range(ATTEMPTS):
-        result = await backend.settle(reservation, actual_micro_usd)
+        result = await backend.settle(reservation, actual_micro_usd, _settle_terms(reservation))
         if result is not None:
             return result
         await ensure_live(backend)
     raise StoreUnavailable()
-
-
-async def extend_reservation(reservation: Reservation) -> bool:
-    """Keep a long stream's reservation held for another ``reservation_seconds``.
-
-    Call it while streaming, at least every ``reservation_seconds() / 2``.
-    False when the reservation is no longer open (settled or expired).
-    """
-    return await get_backend().extend(reservation, clock.now() + reservation_seconds())
 
 
 async def layer_state(
@@ -340,7 +346,7 @@ async def budget_state(day: date | None = None) -> BudgetState:
     for _ in range(ATTEMPTS):
         now = clock.now()
         wanted = day or budget_day(now)
-        figures = await backend.budget(wanted.isoformat(), now)
+        figures = await backend.budget(wanted.isoformat(), now, liveness.liveness_seconds())
         if figures is not None:
             return _budget(wanted, figures)
         await ensure_live(backend)
@@ -353,7 +359,7 @@ def budget_state_sync(day: date | None = None) -> BudgetState:
     for _ in range(ATTEMPTS):
         now = clock.now()
         wanted = day or budget_day(now)
-        figures = backend.budget_sync(wanted.isoformat(), now)
+        figures = backend.budget_sync(wanted.isoformat(), now, liveness.liveness_seconds())
         if figures is not None:
             return _budget(wanted, figures)
         ensure_live_sync(backend)

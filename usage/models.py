@@ -24,6 +24,8 @@ class UsageRecord(models.Model):
         UPSTREAM_REJECTED = "upstream_rejected"
         UPSTREAM_OVERLOADED = "upstream_overloaded"
         CLIENT_DISCONNECTED = "client_disconnected"
+        # The gateway stopped it: a worker shutting down mid-request, or a bug.
+        INTERRUPTED = "interrupted"
 
     request_id = models.CharField(max_length=64, unique=True)
     device_id = models.CharField(max_length=64)

@@ -28,19 +28,19 @@ from gateway import clock
 from gateway.errors import InvalidRequest
 from gateway.keys import ProviderKey
 from gateway.providers.base import (
-    NO_USAGE,
     Completion,
+    Meter,
     SSEEvent,
     StreamDone,
     UpstreamError,
     UpstreamOverloaded,
-    UpstreamRequest,
     Usage,
+    encode_body,
     endpoint,
-    estimate_tokens,
+    salvage_usage,
 )
 from gateway.routes import Route
-from gateway.validation import ChatRequest, estimate_input_tokens
+from gateway.validation import ChatRequest
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -161,9 +161,7 @@ class AnthropicAdapter:
             for call in message.get("tool_calls") or ():
                 _tool_use(call)
 
-    def build_request(
-        self, route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
-    ) -> UpstreamRequest:
+    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
         system, messages = translate_messages(request.messages)
         body: dict[str, Any] = {
             "model": route.provider_model,
@@ -183,18 +181,34 @@ class AnthropicAdapter:
         body.update(translate_tools(request))
         if request.stream:
             body["stream"] = True
+        return encode_body(body)
+
+    def target(self, key: ProviderKey, *, stream: bool) -> tuple[httpx.URL, httpx.Headers]:
         base = settings.PROVIDER_BASE_URLS["anthropic"]
-        return UpstreamRequest(
-            url=endpoint(f"{base}/v1/messages"),
-            headers=_headers(key, "text/event-stream" if request.stream else "application/json"),
-            body=body,
+        accept = "text/event-stream" if stream else "application/json"
+        return endpoint(f"{base}/v1/messages"), _headers(key, accept)
+
+    def salvage(self, content: bytes) -> Usage | None:
+        return salvage_usage(
+            content,
+            (b"input_tokens", b"cache_creation_input_tokens", b"cache_read_input_tokens"),
+            b"output_tokens",
         )
 
-    def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
-        content = data.get("content") if isinstance(data, dict) else None
+    def parse_response(
+        self, route: Route, request: ChatRequest, data: Any, meter: Meter
+    ) -> Completion:
         usage = _reported_usage(data.get("usage") if isinstance(data, dict) else None)
+        if usage is not None:
+            meter.reported = usage
+        content = data.get("content") if isinstance(data, dict) else None
         if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
-            raise UpstreamError(usage=usage or NO_USAGE)
+            meter.is_output_unseen = True  # an answer we cannot read: it may hold anything
+            raise UpstreamError()
+        for block in content:
+            for name in ("text", "thinking"):
+                if isinstance(block.get(name), str):
+                    meter.count(block[name])
         texts = [
             block["text"]
             for block in content
@@ -212,15 +226,15 @@ class AnthropicAdapter:
             for block in content
             if block.get("type") == "tool_use"
         ]
+        for call in calls:
+            meter.count(call["function"]["name"])
+            meter.count(call["function"]["arguments"])
         text = "".join(texts) if texts else None
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
             message["tool_calls"] = calls
         elif message["content"] is None:
             message["content"] = ""
-        if usage is None:
-            chars = len(text or "") + sum(len(c["function"]["arguments"]) for c in calls)
-            usage = Usage(estimate_input_tokens(request), estimate_tokens(chars, 0), False)
         body = {
             "id": str(data.get("id") or "msg"),
             "object": "chat.completion",
@@ -234,16 +248,13 @@ class AnthropicAdapter:
                     "finish_reason": FINISH_REASONS.get(str(data.get("stop_reason")), "stop"),
                 }
             ],
-            "usage": {
-                "prompt_tokens": usage.tokens_in,
-                "completion_tokens": usage.tokens_out,
-                "total_tokens": usage.tokens,
-            },
         }
-        return Completion(body=body, usage=usage)
+        return Completion(body=body)
 
-    def stream_translator(self, route: Route, request: ChatRequest) -> AnthropicStream:
-        return AnthropicStream(route=route, request=request, created=int(clock.now()))
+    def stream_translator(
+        self, route: Route, request: ChatRequest, meter: Meter
+    ) -> AnthropicStream:
+        return AnthropicStream(route=route, meter=meter, created=int(clock.now()))
 
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:
@@ -267,19 +278,15 @@ def _reported_usage(usage: Any) -> Usage | None:
 
 @dataclass(slots=True)
 class AnthropicStream:
-    """Anthropic stream events in, OpenAI chunks out."""
+    """Anthropic stream events in, OpenAI chunks out; usage and output go to the meter."""
 
     route: Route
-    request: ChatRequest
+    meter: Meter
     created: int
     finished: bool = False
     id: str = ""
     finish_reason: str | None = None
     tokens_in: int | None = None
-    tokens_out: int | None = None  # cumulative, as last reported
-    has_final_output: bool = False  # a message_delta reported the output count
-    deltas: int = 0
-    chars: int = 0
     _tool_index: dict[int, int] = field(default_factory=dict)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -297,7 +304,7 @@ class AnthropicStream:
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            raise UpstreamError(usage=self.usage()) from None
+            raise self._unreadable() from None
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "message_start":
             return self._start(data.get("message"))
@@ -313,19 +320,18 @@ class AnthropicStream:
             error = data.get("error")
             error_type = error.get("type") if isinstance(error, dict) else None
             if error_type in OVERLOADED_ERRORS:
-                raise UpstreamOverloaded(usage=self.usage(), retry_after=5)
-            raise UpstreamError(usage=self.usage())
+                raise UpstreamOverloaded(retry_after=5)
+            raise UpstreamError()
         return []
 
     def _start(self, message: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
-            raise UpstreamError(usage=self.usage())
+            raise self._unreadable()
         self.id = str(message.get("id") or "msg")
         usage = message.get("usage")
         if isinstance(usage, dict):
             self.tokens_in = _input_tokens(usage)
-            if type(usage.get("output_tokens")) is int:
-                self.tokens_out = usage["output_tokens"]
+            self.meter.reported_input = self.tokens_in
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _block_start(self, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -334,39 +340,45 @@ class AnthropicStream:
             return []
         index = len(self._tool_index)
         self._tool_index[data.get("index", -1)] = index
+        name = str(block.get("name", ""))
+        self.meter.count(name)
         call = {
             "index": index,
             "id": str(block.get("id", "")),
             "type": "function",
-            "function": {"name": str(block.get("name", "")), "arguments": ""},
+            "function": {"name": name, "arguments": ""},
         }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         delta = data.get("delta")
         if not isinstance(delta, dict):
-            raise UpstreamError(usage=self.usage())
-        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
-            self._count(delta["text"])
+            raise self._unreadable()
+        kind = delta.get("type")
+        if kind == "text_delta" and isinstance(delta.get("text"), str):
+            self.meter.count(delta["text"])
             return [self._chunk({"content": delta["text"]})]
-        if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+        if kind == "input_json_delta" and isinstance(delta.get("partial_json"), str):
             index = self._tool_index.get(data.get("index", -1))
             if index is None:
-                raise UpstreamError(usage=self.usage())
-            self._count(delta["partial_json"])
+                raise self._unreadable()
+            self.meter.count(delta["partial_json"])
             call = {"index": index, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
-        return []  # thinking and signature deltas are not part of the OpenAI answer
+        if kind == "thinking_delta" and isinstance(delta.get("thinking"), str):
+            # Billed as output, not part of the OpenAI answer.
+            self.meter.count(delta["thinking"])
+        return []  # signature deltas carry no billed text
 
     def _message_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         usage = data.get("usage")
         if isinstance(usage, dict):
-            # Cumulative totals: replace, never add.
-            if type(usage.get("output_tokens")) is int:
-                self.tokens_out = usage["output_tokens"]
-                self.has_final_output = True
             if type(usage.get("input_tokens")) is int:
                 self.tokens_in = _input_tokens(usage)
+            # Cumulative totals: the final count replaces, never adds.
+            tokens_out = usage.get("output_tokens")
+            if type(tokens_out) is int and tokens_out >= 0 and self.tokens_in is not None:
+                self.meter.reported = Usage(self.tokens_in, tokens_out, True)
         delta = data.get("delta")
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if not reason:
@@ -374,24 +386,15 @@ class AnthropicStream:
         self.finish_reason = FINISH_REASONS.get(str(reason), "stop")
         return [self._chunk({}, self.finish_reason)]
 
-    def _count(self, text: str) -> None:
-        self.deltas += 1
-        self.chars += len(text)
-
-    def usage(self) -> Usage:
-        estimated_out = estimate_tokens(self.chars, self.deltas)
-        if self.tokens_in is not None and self.has_final_output and self.tokens_out is not None:
-            return Usage(self.tokens_in, self.tokens_out, True)
-        tokens_in = self.tokens_in
-        if tokens_in is None:
-            tokens_in = estimate_input_tokens(self.request)
-        return Usage(tokens_in, max(estimated_out, self.tokens_out or 0), False)
+    def _unreadable(self) -> UpstreamError:
+        """An event we cannot read: it may hold output never seen."""
+        self.meter.is_output_unseen = True
+        return UpstreamError()
 
     def done(self) -> StreamDone:
         return StreamDone(
             id=self.id or "msg",
             created=self.created,
             model=self.route.public_name,
-            usage=self.usage(),
             finish_reason=self.finish_reason,
         )

@@ -5,22 +5,26 @@ and the provider's answer (a JSON body or a stream of server-sent events)
 back into OpenAI's shape, always under the route's public model name.
 ``gateway.upstream`` does the HTTP and maps transport failures.
 
-Every upstream error carries ``usage``: what is known of the tokens the
-provider consumed when it failed (reported, or estimated and marked so). Its
-``code`` is also the usage record's status (``upstream_error``,
-``upstream_timeout``, ``upstream_overloaded``, ``upstream_rejected``).
+What the provider may bill is written as the request goes into its
+``Meter`` (reported usage, the output seen so far, whether the request was
+sent or refused), by the upstream client and the adapters; the settlement
+reads it once (SPEC: "What a request costs when the provider's usage is
+unknown"). An upstream error's ``code`` is also the usage record's status
+(``upstream_error``, ``upstream_timeout``, ``upstream_overloaded``,
+``upstream_rejected``).
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.keys import ProviderKey
 from gateway.logs import redact
 from gateway.routes import Route
@@ -43,40 +47,78 @@ class Usage:
 NO_USAGE = Usage(0, 0, True)
 
 
+def usage_payload(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": usage.tokens_in,
+        "completion_tokens": usage.tokens_out,
+        "total_tokens": usage.tokens,
+    }
+
+
+@dataclass(slots=True)
+class Meter:
+    """What is known, as one request goes, of what its provider may bill.
+
+    Written by the upstream client and the adapters, read by the request's
+    settlement: ``usage`` is SPEC's rule for what a request costs, in one place.
+    """
+
+    reported: Usage | None = None  # the provider's own final figures
+    reported_input: int | None = None  # input it reported before the end (message_start)
+    output_bytes: int = 0  # UTF-8 bytes of all output seen: content, reasoning, tool arguments
+    is_sent: bool = False  # the request may have reached the provider
+    is_refused: bool = False  # it answered that it did not process it (an error, no usage)
+    is_output_unseen: bool = False  # it may have produced output never seen (timeout, garbage)
+
+    def count(self, text: str) -> None:
+        self.output_bytes += len(text) if text.isascii() else len(text.encode())
+
+    def usage(self, *, input_bound: int, output_bound: int, hides_reasoning: bool) -> Usage:
+        """The tokens to bill: the provider's report, else never less than it may bill.
+
+        No token is shorter than a byte, so the bytes seen bound the output
+        seen; the output bound (``max_tokens``, which the provider honours)
+        bounds everything, seen or not.
+        """
+        if self.reported is not None:
+            return self.reported
+        if not self.is_sent or self.is_refused:
+            return NO_USAGE
+        tokens_in = self.reported_input if self.reported_input is not None else input_bound
+        if self.is_output_unseen or hides_reasoning:
+            return Usage(tokens_in, output_bound, False)
+        return Usage(tokens_in, min(self.output_bytes, output_bound), False)
+
+
 @dataclass(slots=True)
 class Completion:
-    """A non-streamed answer: OpenAI's ``chat.completion`` body and its usage."""
+    """A non-streamed answer: OpenAI's ``chat.completion`` body (usage added at settlement)."""
 
     body: dict[str, Any]
-    usage: Usage
 
 
 @dataclass(frozen=True, slots=True)
 class StreamDone:
-    """The last event of a stream: it ended normally; this is its usage."""
+    """The last event of a stream: it ended normally."""
 
     id: str
     created: int
     model: str
-    usage: Usage
     finish_reason: str | None = None
 
-    def usage_chunk(self, cost_usd: float | None = None) -> dict[str, Any]:
+    def usage_chunk(self, usage: Usage, cost_usd: float | None = None) -> dict[str, Any]:
         """OpenAI's final usage chunk (``choices`` empty), for a client that asked for it."""
-        usage: dict[str, Any] = {
-            "prompt_tokens": self.usage.tokens_in,
-            "completion_tokens": self.usage.tokens_out,
-            "total_tokens": self.usage.tokens,
-        }
+        payload = usage_payload(usage)
         if cost_usd is not None:
-            usage["cost_usd"] = cost_usd
+            payload["cost_usd"] = cost_usd
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [],
-            "usage": usage,
+            "usage": payload,
         }
 
 
@@ -88,7 +130,24 @@ StreamEvent = dict[str, Any] | StreamDone
 class UpstreamRequest:
     url: httpx.URL
     headers: httpx.Headers  # built once per key and shared between requests: never mutated
-    body: dict[str, Any]
+    body: bytes  # exactly what the input bound was computed from
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One request as the provider will receive it, built before admission.
+
+    ``body`` is the exact upstream body: the budget's input bound is computed
+    from these bytes (``billing.pricing.input_token_bound``) and these bytes
+    are sent, whatever the adapter re-serialised (Anthropic tool calls, the
+    schemas of tools and ``response_format``).
+    """
+
+    route: Route
+    request: ChatRequest
+    body: bytes
+    max_tokens: int  # the output bound: the client's max_tokens or the tier cap, sent upstream
+    input_bound: int  # tokens
 
 
 @functools.lru_cache(maxsize=16)
@@ -100,6 +159,48 @@ def endpoint(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The upstream body's bytes; 400 before admission when they cannot be made."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # too deep, or an integer beyond 64 bits
+        raise InvalidRequest("The request cannot be encoded for the model provider") from None
+
+
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
+# How far past '"usage": {' its counts may sit (OpenAI puts nested details first).
+USAGE_WINDOW_BYTES = 1024
+
+
+def salvage_usage(
+    content: bytes, input_names: tuple[bytes, ...], output_name: bytes
+) -> Usage | None:
+    """The provider's counts out of a 200 body that does not parse as a whole.
+
+    Its ``usage`` object may still be intact (a body broken further on, too
+    deep, a lone surrogate elsewhere). Only an unescaped ``"usage"`` key is
+    a match, so text the model wrote (escaped inside a string) is not; with
+    several, the largest counts are taken.
+    """
+    tokens_in = tokens_out = -1
+    for match in _USAGE_KEY.finditer(content):
+        window = content[match.end() : match.end() + USAGE_WINDOW_BYTES]
+        found_in = [_count(window, name) for name in input_names]
+        found_out = _count(window, output_name)
+        if found_in[0] is None or found_out is None:
+            continue
+        tokens_in = max(tokens_in, sum(count for count in found_in if count is not None))
+        tokens_out = max(tokens_out, found_out)
+    if tokens_in < 0:
+        return None
+    return Usage(tokens_in, tokens_out, True)
+
+
+def _count(window: bytes, name: bytes) -> int | None:
+    match = re.search(b'"' + re.escape(name) + rb'"\s*:\s*(\d{1,12})\b', window)
+    return int(match.group(1)) if match else None
+
+
 # --- errors --------------------------------------------------------------------
 
 
@@ -109,12 +210,6 @@ class UpstreamError(GatewayError):
     status = 502
     code = "upstream_error"
     message = "The model provider failed to answer"
-
-    def __init__(
-        self, message: str | None = None, *, usage: Usage = NO_USAGE, **kwargs: Any
-    ) -> None:
-        super().__init__(message, **kwargs)
-        self.usage = usage
 
 
 class UpstreamAuthRejected(UpstreamError):
@@ -153,11 +248,6 @@ def provider_message(data: Any, key: ProviderKey | None) -> str | None:
     if len(message) > MAX_ERROR_MESSAGE_CHARS:
         message = message[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"
     return message
-
-
-def estimate_tokens(text_chars: int, pieces: int) -> int:
-    """Output tokens not reported: one per streamed delta, or about four characters each."""
-    return max(pieces, math.ceil(text_chars / 4))
 
 
 # --- server-sent events ----------------------------------------------------------
@@ -212,14 +302,11 @@ class StreamTranslator(Protocol):
     finish_reason: str | None
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
-        """OpenAI chunks for one provider event; raises UpstreamError on an error event."""
+        """OpenAI chunks for one provider event (its usage and output go to the meter);
+        raises UpstreamError on an error event."""
         ...
 
     def done(self) -> StreamDone: ...
-
-    def usage(self) -> Usage:
-        """Tokens so far: reported where the provider said, estimated otherwise."""
-        ...
 
 
 class Adapter(Protocol):
@@ -227,17 +314,24 @@ class Adapter(Protocol):
         """Refuse (InvalidRequest) what this provider cannot take; runs before admission."""
         ...
 
-    def build_request(
-        self,
-        route: Route,
-        request: ChatRequest,
-        *,
-        key: ProviderKey,
-        max_tokens: int,
-    ) -> UpstreamRequest: ...
+    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
+        """The exact upstream body; InvalidRequest when it cannot be encoded."""
+        ...
 
-    def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
+    def target(self, key: ProviderKey, *, stream: bool) -> tuple[httpx.URL, httpx.Headers]:
+        """Where to send the body, with the key's headers."""
+        ...
+
+    def salvage(self, content: bytes) -> Usage | None:
+        """The usage of a body that does not parse, when it can still be read."""
+        ...
+
+    def parse_response(
+        self, route: Route, request: ChatRequest, data: Any, meter: Meter
+    ) -> Completion:
         """OpenAI's chat.completion for a 200 body; UpstreamError when it is malformed."""
         ...
 
-    def stream_translator(self, route: Route, request: ChatRequest) -> StreamTranslator: ...
+    def stream_translator(
+        self, route: Route, request: ChatRequest, meter: Meter
+    ) -> StreamTranslator: ...

@@ -10,7 +10,7 @@ refused by its reasoning models), DigitalOcean documents ``max_tokens``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,19 +20,19 @@ from django.conf import settings
 from gateway import clock
 from gateway.keys import ProviderKey
 from gateway.providers.base import (
-    NO_USAGE,
     Completion,
+    Meter,
     SSEEvent,
     StreamDone,
     UpstreamError,
     UpstreamOverloaded,
-    UpstreamRequest,
     Usage,
+    encode_body,
     endpoint,
-    estimate_tokens,
+    salvage_usage,
 )
 from gateway.routes import Route
-from gateway.validation import ChatRequest, estimate_input_tokens
+from gateway.validation import ChatRequest
 
 # ChatRequest fields forwarded as they are when set.
 FORWARDED = (
@@ -74,16 +74,25 @@ def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
     )
 
 
-def _message_chars(message: Any) -> int:
+def _count_output(message: Any, meter: Meter) -> None:
+    """Every text of an answer's message or delta the provider bills as output:
+    content, reasoning (DeepSeek's ``reasoning_content``) and tool-call arguments."""
     if not isinstance(message, dict):
-        return 0
-    content = message.get("content")
-    total = len(content) if isinstance(content, str) else 0
+        return
+    for name in ("content", "reasoning_content", "reasoning"):
+        text = message.get(name)
+        if isinstance(text, str) and text:
+            meter.count(text)
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            total += len(function["arguments"])
-    return total
+        if isinstance(function, dict):
+            for name in ("name", "arguments"):
+                if isinstance(function.get(name), str):
+                    meter.count(function[name])
+
+
+def salvage(content: bytes) -> Usage | None:
+    return salvage_usage(content, (b"prompt_tokens",), b"completion_tokens")
 
 
 class OpenAIAdapter:
@@ -94,9 +103,7 @@ class OpenAIAdapter:
     def check_request(self, request: ChatRequest) -> None:
         """Everything validation accepts is forwarded as it is."""
 
-    def build_request(
-        self, route: Route, request: ChatRequest, *, key: ProviderKey, max_tokens: int
-    ) -> UpstreamRequest:
+    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
         body: dict[str, Any] = {
             "model": route.provider_model,
             "messages": request.messages,
@@ -110,53 +117,54 @@ class OpenAIAdapter:
             # Always ask for usage: the gateway bills from it, whatever the client wants.
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        base = settings.PROVIDER_BASE_URLS[self.provider]
-        return UpstreamRequest(
-            url=endpoint(f"{base}/chat/completions"),
-            headers=_headers(key, "text/event-stream" if request.stream else "application/json"),
-            body=body,
-        )
+        return encode_body(body)
 
-    def parse_response(self, route: Route, request: ChatRequest, data: Any) -> Completion:
-        choices = data.get("choices") if isinstance(data, dict) else None
+    def target(self, key: ProviderKey, *, stream: bool) -> tuple[httpx.URL, httpx.Headers]:
+        base = settings.PROVIDER_BASE_URLS[self.provider]
+        accept = "text/event-stream" if stream else "application/json"
+        return endpoint(f"{base}/chat/completions"), _headers(key, accept)
+
+    def salvage(self, content: bytes) -> Usage | None:
+        return salvage(content)
+
+    def parse_response(
+        self, route: Route, request: ChatRequest, data: Any, meter: Meter
+    ) -> Completion:
         usage = reported_usage(data.get("usage")) if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices:
-            raise UpstreamError(usage=usage or NO_USAGE)
-        if not all(isinstance(choice, dict) for choice in choices):
-            raise UpstreamError(usage=usage or NO_USAGE)
+        if usage is not None:
+            meter.reported = usage
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(choice, dict) for choice in choices)
+        ):
+            meter.is_output_unseen = True  # an answer we cannot read: it may hold anything
+            raise UpstreamError()
+        for choice in choices:
+            _count_output(choice.get("message"), meter)
         body = {name: data[name] for name in ANSWER_FIELDS if name in data}
         body["object"] = "chat.completion"
         body["model"] = route.public_name
         body.setdefault("id", f"chatcmpl-{route.public_name}")
         body.setdefault("created", int(clock.now()))
-        if usage is None:
-            chars = sum(_message_chars(choice.get("message")) for choice in choices)
-            usage = Usage(estimate_input_tokens(request), estimate_tokens(chars, 0), False)
-        body["usage"] = {
-            "prompt_tokens": usage.tokens_in,
-            "completion_tokens": usage.tokens_out,
-            "total_tokens": usage.tokens,
-        }
-        return Completion(body=body, usage=usage)
+        return Completion(body=body)
 
-    def stream_translator(self, route: Route, request: ChatRequest) -> OpenAIStream:
-        return OpenAIStream(route=route, request=request)
+    def stream_translator(self, route: Route, request: ChatRequest, meter: Meter) -> OpenAIStream:
+        return OpenAIStream(route=route, meter=meter)
 
 
 @dataclass(slots=True)
 class OpenAIStream:
-    """Passes OpenAI chunks through (public model name, no usage) and keeps the usage."""
+    """Passes OpenAI chunks through (public model name, no usage); usage and output go
+    to the meter."""
 
     route: Route
-    request: ChatRequest
+    meter: Meter
     finished: bool = False
     id: str = ""
     created: int = 0
     finish_reason: str | None = None
-    reported: Usage | None = None
-    deltas: int = 0
-    chars: int = 0
-    _estimated_input: int | None = field(default=None)
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         if self.finished:
@@ -167,15 +175,15 @@ class OpenAIStream:
         try:
             chunk = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            raise UpstreamError(usage=self.usage()) from None
+            raise self._unreadable() from None
         if not isinstance(chunk, dict):
-            raise UpstreamError(usage=self.usage())
+            raise self._unreadable()
         if "error" in chunk:
             self._raise_stream_error(chunk)
         # Every chunk carries "usage" (null until the last) when it was asked for.
         usage = chunk.pop("usage", None)
         if usage is not None:
-            self.reported = reported_usage(usage) or self.reported
+            self.meter.reported = reported_usage(usage) or self.meter.reported
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return []  # the usage chunk (or a keep-alive): consumed here
@@ -183,12 +191,8 @@ class OpenAIStream:
         self.created = self.created or int(chunk.get("created") or 0)
         for choice in choices:
             if not isinstance(choice, dict):
-                raise UpstreamError(usage=self.usage())
-            delta = choice.get("delta")
-            chars = _message_chars(delta)
-            if chars:
-                self.deltas += 1
-                self.chars += chars
+                raise self._unreadable()
+            _count_output(choice.get("delta"), self.meter)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         chunk["model"] = self.route.public_name
@@ -199,21 +203,18 @@ class OpenAIStream:
         kind = error.get("type") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
         if "overloaded" in f"{kind} {code}" or code == "rate_limit_exceeded":
-            raise UpstreamOverloaded(usage=self.usage(), retry_after=5)
-        raise UpstreamError(usage=self.usage())
+            raise UpstreamOverloaded(retry_after=5)
+        raise UpstreamError()
 
-    def usage(self) -> Usage:
-        if self.reported is not None:
-            return self.reported
-        if self._estimated_input is None:
-            self._estimated_input = estimate_input_tokens(self.request)
-        return Usage(self._estimated_input, estimate_tokens(self.chars, self.deltas), False)
+    def _unreadable(self) -> UpstreamError:
+        """An event we cannot read: it may hold output never seen."""
+        self.meter.is_output_unseen = True
+        return UpstreamError()
 
     def done(self) -> StreamDone:
         return StreamDone(
             id=self.id or f"chatcmpl-{self.route.public_name}",
             created=self.created or int(clock.now()),
             model=self.route.public_name,
-            usage=self.usage(),
             finish_reason=self.finish_reason,
         )

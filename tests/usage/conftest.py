@@ -39,6 +39,13 @@ async def _fresh_admission_state() -> Iterator[None]:
     rebuild.set_pause_source(billing_pause_source)
 
 
+@pytest.fixture(autouse=True)
+def _concurrency_out_of_the_way(settings) -> None:
+    """Requests here are admitted and never settled: the in-flight layer has tests
+    of its own (``test_concurrency_*``), which lower it."""
+    settings.MAX_CONCURRENT_REQUESTS = {"free": 10_000, "paid": 10_000}
+
+
 @pytest.fixture(scope="session")
 def _private_redis() -> Iterator[PrivateRedis | None]:
     if django_settings.REDIS_URL or shutil.which("redis-server") is None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import sync_to_async
 
-from usage import limits
+from usage import limits, liveness
 from usage.days import next_day_start
 from usage.limits import AdmissionRequest
 
@@ -116,10 +116,12 @@ async def test_the_user_layer_counts_every_device_of_one_owner_and_only_owned_de
     assert results[0].layers["user"].remaining == 2
 
 
-async def test_checks_run_in_the_order_of_the_spec(backend, limits_config, budget):
+async def test_checks_run_in_the_order_of_the_spec(backend, limits_config, budget, settings):
     # Every check would refuse; opening them one by one reveals their order.
-    closed = {"device": 0, "ip": 0, "user": 0, "burst": 0, "global_": 0}
+    await limits.admit(request(user="alice"))  # in flight, never settled
+    closed = {"device": 1, "ip": 1, "user": 1, "burst": 1, "global_": 1}
     limits_config(**closed)
+    settings.MAX_CONCURRENT_REQUESTS = {"free": 1, "paid": 1}
     budget("1", device_cap="0.10")
     await pause(reason="maintenance")
 
@@ -133,16 +135,29 @@ async def test_checks_run_in_the_order_of_the_spec(backend, limits_config, budge
         closed[name] = 10
         limits_config(**closed)
     seen.append(await refused_by())
+    settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 2}
+    seen.append(await refused_by())
     budget("1", device_cap="0")
     seen.append(await refused_by())
-    assert seen == ["paused", "device", "ip", "user", "burst", "global", "device_budget", "budget"]
+    assert seen == [
+        "paused",
+        "device",
+        "ip",
+        "user",
+        "burst",
+        "global",
+        "concurrency",
+        "device_budget",
+        "budget",
+    ]
 
 
 @pytest.mark.parametrize(
-    "refusing", ["device", "ip", "user", "burst", "global", "device_budget", "budget"]
+    "refusing",
+    ["device", "ip", "user", "burst", "global", "concurrency", "device_budget", "budget"],
 )
 async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
-    backend, limits_config, budget, refusing
+    backend, limits_config, budget, refusing, settings
 ):
     # The first request fits everything; the second is refused by `refusing` only.
     limits_config(
@@ -152,6 +167,8 @@ async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
         burst=1 if refusing == "burst" else 10,
         global_=1 if refusing == "global" else 10,
     )
+    if refusing == "concurrency":
+        settings.MAX_CONCURRENT_REQUESTS = {"free": 1, "paid": 1}
     budget("1" if refusing == "budget" else "50", "1" if refusing == "device_budget" else "0")
     reserve = USD * 6 // 10  # two of them fit neither $1 cap
     first = await limits.admit(request(user="alice", reserve=reserve))
@@ -255,7 +272,7 @@ async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_
     assert not refused.auto_paused
 
 
-async def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the_next_day(
+async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothing(
     backend, budget, frozen_clock
 ):
     budget("1.00")
@@ -267,11 +284,27 @@ async def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the
 
     refused = await limits.admit(request(reserve=500_000))
     tomorrow = next_day_start(frozen_clock.now())
-    assert (refused.refused_by, refused.auto_paused) == ("budget", True)
+    assert (refused.refused_by, refused.auto_paused) == ("budget", False)
     assert refused.retry_after == tomorrow - frozen_clock.now()
+    # One large request never stops everyone else.
+    assert (await limits.admit(request(device="someone-else", reserve=1))).admitted
+    assert (await limits.budget_state()).pause is None
+
+
+async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_day(
+    backend, budget, frozen_clock, settings
+):
+    budget("1.00")
+    settings.BUDGET_PAUSE_REMAINING_USD = Decimal("0.10")
+    first = await limits.admit(request(reserve=950_000))
+    settled = await limits.settle(first.reservation, actual_micro_usd=900_000)
+    assert settled.is_first and not settled.auto_paused  # $0.10 left: not less than the floor
+    second = await limits.admit(request(reserve=50_000))
+    settled = await limits.settle(second.reservation, actual_micro_usd=1)
+    assert settled.is_first and settled.auto_paused
+    tomorrow = next_day_start(frozen_clock.now())
     paused = await limits.admit(request(device="someone-else", reserve=1))
-    assert (paused.refused_by, paused.auto_paused) == ("paused", False)
-    assert paused.retry_after == tomorrow - frozen_clock.now()
+    assert (paused.refused_by, paused.retry_after) == ("paused", tomorrow - frozen_clock.now())
     state = await limits.budget_state()
     assert state.pause.is_automatic and state.pause.until == tomorrow
 
@@ -282,12 +315,29 @@ async def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the
     assert (await limits.budget_state()).pause is None
 
 
+async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, budget):
+    budget("1.00")
+    first = await limits.admit(request(reserve=USD))
+    assert not (await limits.settle(first.reservation, actual_micro_usd=990_000)).auto_paused
+    second = await limits.admit(request(reserve=10_000))
+    assert (await limits.settle(second.reservation, actual_micro_usd=1)).auto_paused
+
+
+async def test_a_late_settlement_of_yesterday_pauses_nothing_today(backend, budget, frozen_clock):
+    budget("1.00")
+    admission = await limits.admit(request(reserve=USD))
+    frozen_clock.set(next_day_start(frozen_clock.now()) + 5)
+    assert not (await limits.settle(admission.reservation, actual_micro_usd=USD)).auto_paused
+    assert (await limits.admit(request(reserve=1))).admitted
+
+
 async def test_an_automatic_pause_ends_with_resume_service(backend, budget):
     budget("1.00")
-    assert (await limits.admit(request(reserve=2 * USD))).auto_paused
+    first = await limits.admit(request(reserve=USD))
+    assert (await limits.settle(first.reservation, actual_micro_usd=USD)).auto_paused
     assert (await limits.admit(request(reserve=1))).refused_by == "paused"
     await resume()
-    assert (await limits.admit(request(reserve=1))).admitted
+    assert (await limits.admit(request(reserve=0))).admitted
 
 
 async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_clock):
@@ -324,7 +374,7 @@ async def test_settling_twice_or_concurrently_counts_the_cost_once(backend):
     results = await asyncio.gather(
         *(limits.settle(admission.reservation, actual_micro_usd=123_456) for _ in range(10))
     )
-    assert sorted(results) == [False] * 9 + [True]
+    assert sorted(bool(result) for result in results) == [False] * 9 + [True]
     assert not await limits.settle(admission.reservation, actual_micro_usd=123_456)
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (123_456, 0)
@@ -352,39 +402,75 @@ async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(bac
     assert (today.spent_micro_usd, today.reserved_micro_usd) == (0, 0)
 
 
-async def test_a_reservation_never_settled_is_released_after_the_longest_request(
-    backend, budget, frozen_clock
+def as_process(monkeypatch, process_id: str) -> None:
+    """Admissions from now on come from the process ``process_id``."""
+    monkeypatch.setattr(liveness, "process_id", lambda: process_id)
+
+
+async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case(
+    backend, budget, frozen_clock, monkeypatch
 ):
     budget("1.00")
+    as_process(monkeypatch, "crashed")
     crashed = await limits.admit(request(reserve=600_000))  # its process dies: never settled
+    as_process(monkeypatch, "alive")
     assert not (await limits.admit(request(reserve=600_000))).admitted
-    frozen_clock.advance(limits.reservation_seconds() - 1)
-    assert not (await limits.admit(request(reserve=600_000))).admitted
-    frozen_clock.advance(1)
-    late = await limits.admit(request(reserve=600_000))
-    assert late.admitted
+    frozen_clock.advance(liveness.liveness_seconds() - 1)
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (0, 600_000)
-    # A holder that was only slow still settles, and its cost counts once.
+    frozen_clock.advance(1)
+    # Silent for the liveness period: dead. Its worst case is spent, not released.
+    state = await limits.budget_state()
+    assert (state.spent_micro_usd, state.reserved_micro_usd) == (600_000, 0)
+    assert not (await limits.admit(request(reserve=600_000))).admitted
+    assert (await limits.admit(request(reserve=400_000))).admitted
+    # A holder that was only slow still settles: the real cost replaces the worst case, once.
     assert await limits.settle(crashed.reservation, actual_micro_usd=200_000)
     assert not await limits.settle(crashed.reservation, actual_micro_usd=200_000)
     state = await limits.budget_state()
-    assert (state.spent_micro_usd, state.reserved_micro_usd) == (200_000, 600_000)
+    assert (state.spent_micro_usd, state.reserved_micro_usd) == (200_000, 400_000)
 
 
-async def test_a_long_stream_keeps_its_reservation_by_extending_it(backend, budget, frozen_clock):
+async def test_a_reservation_lives_as_long_as_its_process_beats(
+    backend, budget, frozen_clock, monkeypatch
+):
     budget("1.00")
+    as_process(monkeypatch, "streaming")
     stream = await limits.admit(request(reserve=600_000))
-    held_for = limits.reservation_seconds()
-    frozen_clock.advance(held_for / 2)
-    assert await limits.extend_reservation(stream.reservation)
-    frozen_clock.advance(held_for * 0.9)
-    assert not (await limits.admit(request(reserve=600_000))).admitted
+    as_process(monkeypatch, "other")
+    period = liveness.liveness_seconds() / liveness.BEATS_PER_LIVENESS
+    for _ in range(100):  # far longer than any timeout: a stalled reader, an hour-long stream
+        frozen_clock.advance(period)
+        await backend.heartbeat("streaming", frozen_clock.now())
+        assert not (await limits.admit(request(reserve=600_000))).admitted
+    state = await limits.budget_state()
+    assert (state.spent_micro_usd, state.reserved_micro_usd) == (0, 600_000)
     assert await limits.settle(stream.reservation, actual_micro_usd=10)
-    assert not await limits.extend_reservation(stream.reservation)
+    assert (await limits.admit(request(reserve=600_000))).admitted
 
 
-async def test_the_reservation_lifetime_follows_the_upstream_timeout(settings):
-    settings.UPSTREAM_TIMEOUT_SECONDS = 30
-    settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS = 5
-    assert limits.reservation_seconds() == 30 + 5 + limits.RESERVATION_MARGIN_SECONDS
+async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, settings):
+    settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
+    results = await admit_all(request(reserve=1) for _ in range(5))
+    admitted = [a for a in results if a.admitted]
+    assert len(admitted) == 2
+    refused = [a for a in results if not a.admitted]
+    assert {(a.refused_by, a.retry_after) for a in refused} == {("concurrency", 1)}
+    assert (await limits.admit(request(device="dev-2", reserve=1))).admitted
+    assert (await limits.admit(request(tier="paid", device="dev-3"))).admitted
+
+    await limits.settle(admitted[0].reservation, actual_micro_usd=1)
+    assert (await limits.admit(request(reserve=1))).admitted
+    assert (await limits.admit(request(reserve=1))).refused_by == "concurrency"
+
+
+async def test_the_requests_a_dead_process_had_in_flight_free_their_slots(
+    backend, settings, frozen_clock, monkeypatch
+):
+    settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
+    as_process(monkeypatch, "crashed")
+    await admit_all(request(reserve=1) for _ in range(2))
+    as_process(monkeypatch, "alive")
+    assert (await limits.admit(request(reserve=1))).refused_by == "concurrency"
+    frozen_clock.advance(liveness.liveness_seconds())
+    assert (await limits.admit(request(reserve=1))).admitted

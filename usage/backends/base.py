@@ -57,13 +57,30 @@ def device_budget_key(day: str, device_id: str) -> str:
 
 
 def reservation_keys(day: str) -> dict[str, str]:
-    """Open reservations (amount and device), their expiry times, and the expired ones."""
+    """A day's open reservations (amount, device, process), the expired ones (counted as
+    spent at their worst case, remembered for a late settle) and the orphans."""
     return {
         "open": key("budget", day, "resv"),
-        "expiry": key("budget", day, "resv", "exp"),
         "expired": key("budget", day, "resv", "expired"),
         "orphans": key("budget", day, "resv", "orphans"),
     }
+
+
+# Every open reservation of every day, scored by when to check on its process:
+# members are "<day> <request id>". One set for all days, so a reservation a
+# dead process left open yesterday is still found and counted.
+DUE_KEY = key("resv", "due")
+BUDGET_PREFIX = key("budget", "")
+
+
+def process_key(process_id: str) -> str:
+    """The gateway-clock time of a process's last heartbeat (see ``Reservation``)."""
+    return key("proc", process_id)
+
+
+def in_flight_key(device_id: str) -> str:
+    """A device's requests in flight: request id -> process id."""
+    return key("inflight", device_id)
 
 
 def registration_key(ip: str) -> str:
@@ -96,13 +113,20 @@ class PauseState:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A budget reservation held by an admitted request, to be settled once."""
+    """A budget reservation held by an admitted request, to be settled once.
+
+    It lives as long as its process does: the process's heartbeat (one store
+    write every few seconds for all its requests, ``usage.liveness``) keeps
+    it, whatever its client or provider do. Once the process has been silent
+    for ``liveness_seconds`` the reservation expires: it counts as spent at
+    its full amount, and a late settle corrects that to the real cost.
+    """
 
     request_id: str
     device_id: str
     budget_day: str  # YYYY-MM-DD in BUDGET_TIMEZONE, the day the request was admitted in
     amount_micro_usd: int
-    expires_at: float
+    process_id: str  # the process that holds it
     generation: str  # which incarnation of the store admitted it (see settle)
 
 
@@ -119,7 +143,10 @@ class AdmitPlan:
     budget_micro_usd: int
     device_cap_micro_usd: int  # 0 = no cap
     reserve_micro_usd: int
-    expires_at: float  # when the reservation is released if never settled
+    pause_below_micro_usd: int  # pause when less than this is left after settled spend
+    concurrency_limit: int  # the device's requests in flight
+    process_id: str  # the admitting process (its heartbeat keeps the reservation)
+    liveness_seconds: float  # a process silent this long is dead
     next_day_at: float  # start of the next budget day (end of an automatic pause)
     is_peek: bool = False  # read the layers only, take nothing
     expect: Expectation | None = None  # take nothing unless the store still says this
@@ -147,7 +174,7 @@ class Outcome:
     status: str  # "admitted" | "refused" | "not_live" | "stale" (see Expectation)
     refused_by: str | None = None
     is_hard: bool = False  # a budget refusal that waiting for in-flight requests won't cure
-    auto_paused: bool = False
+    auto_paused: bool = False  # this call paused the service (settled spend reached the floor)
     generation: str = ""
     counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # layer -> (count, reset)
     pause: PauseState | None = None
@@ -155,6 +182,26 @@ class Outcome:
 
 NOT_LIVE = Outcome(status="not_live")
 STALE = Outcome(status="stale")
+
+
+@dataclass(frozen=True)
+class SettleTerms:
+    """What a settle needs besides the reservation: the auto-pause rule of today."""
+
+    now: float
+    budget_micro_usd: int
+    pause_below_micro_usd: int
+    next_day_at: float | None  # end of the reservation's day if that is today, else None
+
+
+@dataclass(frozen=True)
+class Settled:
+    is_first: bool  # False: settled already (a second or concurrent call)
+    auto_paused: bool = False  # this settlement paused the service
+
+    def __bool__(self) -> bool:
+        """True when this call settled the reservation."""
+        return self.is_first
 
 
 @dataclass(frozen=True)
@@ -200,18 +247,21 @@ class Backend(ABC):
     async def admit(self, plan: AdmitPlan) -> Outcome: ...
 
     @abstractmethod
-    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
-        """True the first time, False after; None when the counters are not live."""
+    async def settle(
+        self, reservation: Reservation, actual_micro_usd: int, terms: SettleTerms
+    ) -> Settled | None:
+        """None when the counters are not live."""
 
     @abstractmethod
-    async def extend(self, reservation: Reservation, expires_at: float) -> bool: ...
+    async def heartbeat(self, process_id: str, now: float) -> None:
+        """The process is alive at ``now``: its reservations are kept."""
 
     # Budget and pause -------------------------------------------------------
     @abstractmethod
-    async def budget(self, day: str, now: float) -> BudgetFigures | None: ...
+    async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None: ...
 
     @abstractmethod
-    def budget_sync(self, day: str, now: float) -> BudgetFigures | None: ...
+    def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None: ...
 
     @abstractmethod
     def set_pause_sync(self, pause: PauseState | None) -> None: ...

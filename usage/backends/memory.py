@@ -26,6 +26,8 @@ from usage.backends.base import (
     Outcome,
     PauseState,
     Reservation,
+    Settled,
+    SettleTerms,
     Snapshot,
     WindowResult,
     auth_failure_key,
@@ -47,20 +49,12 @@ class _Money:
 class _Day:
     total: _Money = field(default_factory=_Money)
     devices: dict[str, _Money] = field(default_factory=dict)
-    open: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # amount, device, exp
-    expired: dict[str, str] = field(default_factory=dict)  # request id -> device
+    open: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # amount, device, process
+    expired: dict[str, int] = field(default_factory=dict)  # request id -> amount counted
     orphans: set[str] = field(default_factory=set)
 
     def device(self, device_id: str) -> _Money:
         return self.devices.setdefault(device_id, _Money())
-
-    def purge_expired(self, now: float) -> None:
-        for request_id, (amount, device_id, expires_at) in list(self.open.items()):
-            if expires_at <= now:
-                del self.open[request_id]
-                self.total.reserved -= amount
-                self.device(device_id).reserved -= amount
-                self.expired[request_id] = device_id
 
     def spend(self, device_id: str, amount: int) -> None:
         self.total.spent += amount
@@ -81,6 +75,8 @@ class MemoryBackend(Backend):
             self._windows: dict[str, tuple[WindowSpec, BucketWindow]] = {}
             self._logs: dict[str, SlidingLog] = {}
             self._days: dict[str, _Day] = {}
+            self._heartbeats: dict[str, float] = {}  # process id -> gateway-clock time
+            self._in_flight: dict[str, dict[str, str]] = {}  # device -> request id -> process
             self._pause: PauseState | None = None
             self._generation: str | None = None
             self._rebuild_lock: tuple[str, float] | None = None
@@ -109,6 +105,42 @@ class MemoryBackend(Backend):
             for stale in sorted(self._days)[:-DAYS_KEPT]:
                 del self._days[stale]
         return entry
+
+    def _is_alive(self, process_id: str, now: float, liveness: float) -> bool:
+        beat = self._heartbeats.get(process_id)
+        return beat is not None and beat + liveness > now
+
+    def _purge_dead(self, now: float, liveness: float) -> bool:
+        """Reservations of dead processes count as spent at their amount (see redis' purge)."""
+        dead = {
+            process_id for process_id, beat in self._heartbeats.items() if beat + liveness <= now
+        }
+        if not dead:
+            return False  # every admission writes its process's heartbeat first: none is unknown
+        for process_id in dead:
+            del self._heartbeats[process_id]
+        for day in self._days.values():
+            for request_id, (amount, device_id, process_id) in list(day.open.items()):
+                if process_id not in dead:
+                    continue
+                del day.open[request_id]
+                day.total.reserved -= amount
+                day.device(device_id).reserved -= amount
+                day.spend(device_id, amount)
+                day.expired[request_id] = amount
+                self._in_flight.get(device_id, {}).pop(request_id, None)
+        return True
+
+    def _pause_if_spent(
+        self, before: int, after: int, budget: int, floor: int, now: float, next_day_at: float
+    ) -> bool:
+        """Settled spend crossed the floor (see redis' pause_if_spent): pause till tomorrow."""
+        if budget - before < floor or budget - after >= floor:
+            return False
+        if self._current_pause(now) is not None:
+            return False
+        self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
+        return True
 
     def _current_pause(self, now: float) -> PauseState | None:
         pause = self._pause
@@ -165,12 +197,29 @@ class MemoryBackend(Backend):
         day = self._day(plan.budget_day)
         if plan.request_id in day.open:
             raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
+        self._heartbeats[plan.process_id] = now
+        before = day.total.spent
+        auto_paused = self._purge_dead(now, plan.liveness_seconds) and self._pause_if_spent(
+            before,
+            day.total.spent,
+            plan.budget_micro_usd,
+            plan.pause_below_micro_usd,
+            now,
+            plan.next_day_at,
+        )
         pause = self._current_pause(now)
         if pause is not None:
-            return reply("refused", "paused", pause=pause)
+            return reply("refused", "paused", pause=pause, auto_paused=auto_paused)
         for layer in RATE_LAYERS:
             if layer in counts and counts[layer] >= plan.limits[layer]:
                 return reply("refused", layer)
+        in_flight = self._in_flight.setdefault(plan.device_id, {})
+        if len(in_flight) >= plan.concurrency_limit:
+            for request_id, process_id in list(in_flight.items()):
+                if not self._is_alive(process_id, now, plan.liveness_seconds):
+                    del in_flight[request_id]
+            if len(in_flight) >= plan.concurrency_limit:
+                return reply("refused", "concurrency")
         refusal = self._check_budgets(plan, day)
         if refusal is not None:
             return reply("refused", **refusal)
@@ -183,7 +232,8 @@ class MemoryBackend(Backend):
             counts[layer] += 1
         day.total.reserved += plan.reserve_micro_usd
         day.device(plan.device_id).reserved += plan.reserve_micro_usd
-        day.open[plan.request_id] = (plan.reserve_micro_usd, plan.device_id, plan.expires_at)
+        day.open[plan.request_id] = (plan.reserve_micro_usd, plan.device_id, plan.process_id)
+        in_flight[plan.request_id] = plan.process_id
         return reply("admitted")
 
     def _layer_state(
@@ -202,69 +252,76 @@ class MemoryBackend(Backend):
         return result
 
     def _check_budgets(self, plan: AdmitPlan, day: _Day) -> dict[str, Any] | None:
-        """The device's cap, then the global budget; a refusal's fields, or None."""
-        day.purge_expired(plan.now)
+        """The device's cap, then the global budget; a refusal's fields, or None.
+
+        A worst case that does not fit is refused and pauses nothing (SPEC section 2).
+        """
         device = day.device(plan.device_id)
         reserve = plan.reserve_micro_usd
         cap = plan.device_cap_micro_usd
         if cap > 0 and device.spent + device.reserved + reserve > cap:
             return {"refused": "device_budget", "is_hard": device.spent + reserve > cap}
         budget = plan.budget_micro_usd
-        if day.total.spent + day.total.reserved + reserve <= budget:
-            return None
-        # Only a request that would not fit even with nothing else in flight
-        # pauses the service (SPEC section 2).
-        if day.total.spent + reserve <= budget:
-            return {"refused": "budget"}
-        self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, plan.now, plan.next_day_at)
-        return {"refused": "budget", "is_hard": True, "auto_paused": True, "pause": self._pause}
+        if day.total.spent + day.total.reserved + reserve > budget:
+            return {"refused": "budget", "is_hard": day.total.spent + reserve > budget}
+        return None
 
-    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
+    async def settle(
+        self, reservation: Reservation, actual_micro_usd: int, terms: SettleTerms
+    ) -> Settled | None:
         with self._lock:
             if self._generation is None:
                 return None
+            self._in_flight.get(reservation.device_id, {}).pop(reservation.request_id, None)
             day = self._day(reservation.budget_day)
+            charged = actual_micro_usd
             entry = day.open.pop(reservation.request_id, None)
             if entry is not None:
                 amount, device_id, _ = entry
                 day.total.reserved -= amount
                 day.device(device_id).reserved -= amount
-            elif day.expired.pop(reservation.request_id, None) is None:
+            elif reservation.request_id in day.expired:
+                charged -= day.expired.pop(reservation.request_id)
+            else:
                 # Unknown here: settled already, or admitted by a previous
                 # incarnation of the store (restart) whose counters were rebuilt.
                 if reservation.generation == self._generation:
-                    return False
+                    return Settled(is_first=False)
                 if reservation.request_id in day.orphans:
-                    return False
+                    return Settled(is_first=False)
                 day.orphans.add(reservation.request_id)
-            day.spend(reservation.device_id, actual_micro_usd)
-            return True
+            before = day.total.spent
+            day.spend(reservation.device_id, charged)
+            paused = terms.next_day_at is not None and self._pause_if_spent(
+                before,
+                day.total.spent,
+                terms.budget_micro_usd,
+                terms.pause_below_micro_usd,
+                terms.now,
+                terms.next_day_at,
+            )
+            return Settled(is_first=True, auto_paused=paused)
 
-    async def extend(self, reservation: Reservation, expires_at: float) -> bool:
+    async def heartbeat(self, process_id: str, now: float) -> None:
         with self._lock:
-            day = self._days.get(reservation.budget_day)
-            if day is None or reservation.request_id not in day.open:
-                return False
-            amount, device_id, _ = day.open[reservation.request_id]
-            day.open[reservation.request_id] = (amount, device_id, expires_at)
-            return True
+            self._heartbeats[process_id] = now
 
     # --- budget and pause ---------------------------------------------------
 
-    def budget_sync(self, day: str, now: float) -> BudgetFigures | None:
+    def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
         with self._lock:
             if self._generation is None:
                 return None
+            self._purge_dead(now, liveness)
             figures = self._days.get(day)
             if figures is None:
                 return BudgetFigures(0, 0, self._current_pause(now))
-            figures.purge_expired(now)
             return BudgetFigures(
                 figures.total.spent, max(0, figures.total.reserved), self._current_pause(now)
             )
 
-    async def budget(self, day: str, now: float) -> BudgetFigures | None:
-        return self.budget_sync(day, now)
+    async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
+        return self.budget_sync(day, now, liveness)
 
     def set_pause_sync(self, pause: PauseState | None) -> None:
         with self._lock:

@@ -41,6 +41,8 @@ from gateway.store import (
 )
 from gateway.store import mget as store_mget
 from usage.backends.base import (
+    BUDGET_PREFIX,
+    DUE_KEY,
     IP_BLOCK_INDEX_KEY,
     LIVE_KEY,
     NOT_LIVE,
@@ -54,13 +56,16 @@ from usage.backends.base import (
     Outcome,
     PauseState,
     Reservation,
+    Settled,
+    SettleTerms,
     Snapshot,
     WindowResult,
     auth_failure_key,
     budget_key,
     device_budget_key,
-    device_budget_prefix,
+    in_flight_key,
     ip_block_key,
+    process_key,
     reservation_keys,
 )
 from usage.windows import BURST_SECONDS, WindowSpec
@@ -78,6 +83,11 @@ LIVE_TTL_MS = 2 * DAY_MS
 # restores it from billing's database copy should it ever expire.
 PAUSE_TTL_MS = 30 * DAY_MS
 BURST_TTL_MS = 2 * BURST_SECONDS * 1000
+# A heartbeat key only needs to outlive the reservations it vouches for; the
+# liveness decision itself compares the gateway-clock time it holds.
+PROCESS_TTL_MS = DAY_MS
+PROCESS_PREFIX = process_key("")
+IN_FLIGHT_PREFIX = in_flight_key("")
 
 
 def window_ttl_ms(spec: WindowSpec) -> int:
@@ -149,15 +159,15 @@ class RedisBackend(Backend):
 
     async def admit(self, plan: AdmitPlan) -> Outcome:
         layers = list(plan.keys)
-        reservations = reservation_keys(plan.budget_day)
         keys = [
             LIVE_KEY,
             PAUSE_KEY,
             budget_key(plan.budget_day),
             device_budget_key(plan.budget_day, plan.device_id),
-            reservations["open"],
-            reservations["expiry"],
-            reservations["expired"],
+            reservation_keys(plan.budget_day)["open"],
+            DUE_KEY,
+            in_flight_key(plan.device_id),
+            process_key(plan.process_id),
             *(plan.keys[layer] for layer in layers),
         ]
         expect = plan.expect
@@ -171,13 +181,16 @@ class RedisBackend(Backend):
             plan.budget_micro_usd,
             plan.device_cap_micro_usd,
             plan.reserve_micro_usd,
-            repr(plan.expires_at),
+            plan.pause_below_micro_usd,
+            plan.concurrency_limit,
+            repr(plan.liveness_seconds),
             repr(plan.next_day_at),
             window_ttl_ms(plan.day_spec),
             BURST_TTL_MS,
             BUDGET_TTL_MS,
             LIVE_TTL_MS,
             PAUSE_TTL_MS,
+            PROCESS_TTL_MS,
             *(plan.limits[layer] for layer in layers),
         ]
         args = [
@@ -185,9 +198,13 @@ class RedisBackend(Backend):
             plan.request_id,
             plan.device_id,
             "1" if plan.is_peek else "0",
-            device_budget_prefix(plan.budget_day),
+            BUDGET_PREFIX,
             ",".join(layers),
             "" if expect is None else f"{expect.device_version} {expect.epoch} {expect.generation}",
+            plan.budget_day,
+            plan.process_id,
+            PROCESS_PREFIX,
+            IN_FLIGHT_PREFIX,
         ]
         reply = await self._run("admit", keys, args)
         status = _text(reply[0])
@@ -209,41 +226,56 @@ class RedisBackend(Backend):
             pause=_pause_from(reply[5:10]),
         )
 
-    async def settle(self, reservation: Reservation, actual_micro_usd: int) -> bool | None:
+    async def settle(
+        self, reservation: Reservation, actual_micro_usd: int, terms: SettleTerms
+    ) -> Settled | None:
         day = reservation.budget_day
         reservations = reservation_keys(day)
         keys = [
             LIVE_KEY,
             reservations["open"],
-            reservations["expiry"],
+            DUE_KEY,
             reservations["expired"],
             reservations["orphans"],
             budget_key(day),
             device_budget_key(day, reservation.device_id),
+            in_flight_key(reservation.device_id),
+            PAUSE_KEY,
         ]
-        args = [reservation.request_id, str(actual_micro_usd), reservation.generation]
-        result = int(await self._run("settle", keys, [*args, BUDGET_TTL_MS]))
-        return None if result < 0 else result == 1
+        next_day = "-" if terms.next_day_at is None else repr(terms.next_day_at)
+        numbers = [
+            repr(terms.now),
+            terms.budget_micro_usd,
+            terms.pause_below_micro_usd,
+            next_day,
+            PAUSE_TTL_MS,
+        ]
+        args = [
+            reservation.request_id,
+            str(actual_micro_usd),
+            reservation.generation,
+            BUDGET_TTL_MS,
+            day,
+            " ".join(map(str, numbers)),
+        ]
+        result = int(await self._run("settle", keys, args))
+        if result < 0:
+            return None
+        return Settled(is_first=result > 0, auto_paused=result == 2)
 
-    async def extend(self, reservation: Reservation, expires_at: float) -> bool:
-        reservations = reservation_keys(reservation.budget_day)
-        keys = [reservations["open"], reservations["expiry"]]
-        return bool(await self._run("extend", keys, [reservation.request_id, repr(expires_at)]))
+    async def heartbeat(self, process_id: str, now: float) -> None:
+        with _unavailable_on_error():
+            await async_redis().execute(
+                "SET", process_key(process_id), repr(now), "PX", PROCESS_TTL_MS
+            )
 
     # --- budget and pause ---------------------------------------------------
 
     @staticmethod
-    def _budget_call(day: str, now: float) -> tuple[list[str], list[Any]]:
-        reservations = reservation_keys(day)
-        keys = [
-            LIVE_KEY,
-            PAUSE_KEY,
-            budget_key(day),
-            reservations["open"],
-            reservations["expiry"],
-            reservations["expired"],
-        ]
-        return keys, [repr(now), device_budget_prefix(day), BUDGET_TTL_MS]
+    def _budget_call(day: str, now: float, liveness: float) -> tuple[list[str], list[Any]]:
+        keys = [LIVE_KEY, PAUSE_KEY, budget_key(day), DUE_KEY]
+        args = [repr(now), BUDGET_PREFIX, BUDGET_TTL_MS, repr(liveness)]
+        return keys, [*args, PROCESS_PREFIX, IN_FLIGHT_PREFIX]
 
     @staticmethod
     def _budget_figures(reply: Sequence[Any]) -> BudgetFigures | None:
@@ -255,11 +287,13 @@ class RedisBackend(Backend):
             pause=_pause_from(reply[3:8]),
         )
 
-    async def budget(self, day: str, now: float) -> BudgetFigures | None:
-        return self._budget_figures(await self._run("budget", *self._budget_call(day, now)))
+    async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
+        call = self._budget_call(day, now, liveness)
+        return self._budget_figures(await self._run("budget", *call))
 
-    def budget_sync(self, day: str, now: float) -> BudgetFigures | None:
-        return self._budget_figures(self._run_sync("budget", *self._budget_call(day, now)))
+    def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
+        call = self._budget_call(day, now, liveness)
+        return self._budget_figures(self._run_sync("budget", *call))
 
     @staticmethod
     def _pause_args(pause: PauseState | None) -> list[Any]:

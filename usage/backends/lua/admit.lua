@@ -1,19 +1,23 @@
--- Admission: the pause, every rate layer and both budget reservations are
--- checked, in SPEC's order, and taken all together or not at all.
+-- Admission: the pause, every rate layer, the device's requests in flight
+-- and both budget reservations are checked, in SPEC's order, and taken all
+-- together or not at all.
 --
 -- KEYS: 1 live marker, 2 pause, 3 budget of the day, 4 device's budget of
---       the day, 5 open reservations, 6 their expiry times, 7 expired
---       reservations, 8.. one window per layer named in ARGV[6]
+--       the day, 5 open reservations of the day, 6 due reservations (all
+--       days), 7 the device's requests in flight, 8 this process's heartbeat,
+--       9.. one window per layer named in ARGV[6]
 -- ARGV: 1 the numbers, space separated (fewer arguments to encode on the hot
 --         path): now, day bucket seconds, day buckets, burst seconds, budget,
---         device cap (0: none), reserve, reservation expiry, next budget day,
---         window ttl, burst ttl, budget ttl, live ttl, pause ttl, then the
---         limit of each layer
+--         device cap (0: none), reserve, pause floor, concurrency limit,
+--         liveness seconds, next budget day, window ttl, burst ttl, budget
+--         ttl, live ttl, pause ttl, process ttl, then the limit of each layer
 --       2 request id, 3 device id, 4 peek ('1': read only),
---       5 device budget key prefix, 6 layer names (comma separated),
+--       5 budget key prefix, 6 layer names (comma separated),
 --       7 '' or the caller's cached view, "device-version epoch generation";
 --         with a view, three more KEYS follow the windows: the client's IP
 --         block, the device's version and the epoch (Expectation, base.py)
+--       8 budget day, 9 process id, 10 process key prefix, 11 in-flight key
+--         prefix
 -- Returns {'not_live'}, {'stale'} (the cached view moved: nothing taken), or
 --         {status, refused_by, hard, auto_paused, generation, has_pause,
 --          reason, automatic, since, until, "count reset" of each layer}
@@ -27,10 +31,15 @@ for token in string.gmatch(ARGV[1], '%S+') do v[#v + 1] = token end
 local now_text, now = v[1], tonumber(v[1])
 local bucket_seconds, buckets, burst_seconds = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
 local budget, cap, reserve_text = tonumber(v[5]), tonumber(v[6]), v[7]
-local expires_text, next_day_text = v[8], v[9]
-local window_ttl, burst_ttl, budget_ttl, live_ttl, pause_ttl = v[10], v[11], v[12], v[13], v[14]
-local request_id, device_id, device_prefix = ARGV[2], ARGV[3], ARGV[5]
+local floor, concurrency, liveness = tonumber(v[8]), tonumber(v[9]), tonumber(v[10])
+local next_day_text = v[11]
+local window_ttl, burst_ttl, budget_ttl, live_ttl, pause_ttl = v[12], v[13], v[14], v[15], v[16]
+local process_ttl = v[17]
+local request_id, device_id, budget_prefix = ARGV[2], ARGV[3], ARGV[5]
+local day, process, process_prefix, inflight_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local bucket = math.floor(now / bucket_seconds)
+local first_window = 9
+local limit_base = 17
 
 -- A view built from caches: take nothing unless the store still agrees.
 if ARGV[7] ~= '' then
@@ -47,11 +56,12 @@ end
 local names, counts, oldest, limits = {}, {}, {}, {}
 for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name end
 for i, name in ipairs(names) do
-  limits[i] = tonumber(v[14 + i])
+  limits[i] = tonumber(v[limit_base + i])
+  local key = KEYS[first_window - 1 + i]
   if name == 'burst' then
-    counts[i] = log_load(KEYS[7 + i], now, burst_seconds)
+    counts[i] = log_load(key, now, burst_seconds)
   else
-    counts[i], oldest[i] = window_load(KEYS[7 + i], bucket, buckets)
+    counts[i], oldest[i] = window_load(key, bucket, buckets)
   end
 end
 
@@ -70,11 +80,12 @@ local function reply(status, refused_by, hard, auto_paused, pause, refused_index
   for i, name in ipairs(names) do
     local need = 1
     if i == refused_index then need = counts[i] - limits[i] + 1 end
+    local key = KEYS[first_window - 1 + i]
     local reset
     if name == 'burst' then
-      reset = log_reset_at(KEYS[7 + i], counts[i], need, burst_seconds, now)
+      reset = log_reset_at(key, counts[i], need, burst_seconds, now)
     else
-      reset = window_reset_at(KEYS[7 + i], counts[i], oldest[i], need, bucket, buckets,
+      reset = window_reset_at(key, counts[i], oldest[i], need, bucket, buckets,
         bucket_seconds, now)
     end
     layers[#layers + 1] = counts[i]
@@ -89,6 +100,18 @@ if redis.call('HEXISTS', KEYS[5], request_id) == 1 then
   return redis.error_reply('DUPLICATE request id already holds a reservation')
 end
 
+-- This process is alive (it is admitting), then dead processes' reservations
+-- count as spent, which may leave less than the floor: the automatic pause.
+redis.call('SET', KEYS[8], now_text, 'PX', process_ttl)
+local auto_paused = 0
+local before = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
+if purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl) then
+  local after = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
+  if pause_if_spent(KEYS[2], budget, floor, before, after, now_text, next_day_text, pause_ttl) then
+    auto_paused = 1
+  end
+end
+
 -- 1. The pause (an automatic one ends at the next budget day by itself).
 local pause = redis.call('HMGET', KEYS[2], 'reason', 'automatic', 'since', 'until')
 if pause[1] then
@@ -96,7 +119,7 @@ if pause[1] then
     redis.call('DEL', KEYS[2])
   else
     redis.call('PEXPIRE', KEYS[2], pause_ttl)
-    return reply('refused', 'paused', 0, 0, pause, 0)
+    return reply('refused', 'paused', 0, auto_paused, pause, 0)
   end
 end
 
@@ -105,8 +128,22 @@ for i, name in ipairs(names) do
   if counts[i] >= limits[i] then return reply('refused', name, 0, 0, nil, i) end
 end
 
--- 3. The device's daily dollar cap, 4. the global budget.
-purge_expired(KEYS[5], KEYS[6], KEYS[7], KEYS[3], device_prefix, now, budget_ttl)
+-- 3. The device's requests in flight; entries of dead processes are dropped
+-- (their reservations are purged above or on a later call).
+local in_flight = redis.call('HLEN', KEYS[7])
+if in_flight >= concurrency then
+  local entries = redis.call('HGETALL', KEYS[7])
+  for k = 1, #entries, 2 do
+    if not alive_until(process_prefix, entries[k + 1], now, liveness) then
+      redis.call('HDEL', KEYS[7], entries[k])
+      in_flight = in_flight - 1
+    end
+  end
+  if in_flight >= concurrency then return reply('refused', 'concurrency', 0, 0, nil, 0) end
+end
+
+-- 4. The device's daily dollar cap, 5. the global budget. A request whose
+-- worst case does not fit is refused and pauses nothing (SPEC section 2).
 local reserve = tonumber(reserve_text)
 if cap > 0 then
   local money = redis.call('HMGET', KEYS[4], 'spent', 'reserved')
@@ -120,34 +157,27 @@ end
 local money = redis.call('HMGET', KEYS[3], 'spent', 'reserved')
 local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
 if spent + reserved + reserve > budget then
-  -- Only a request that would not fit with nothing else in flight pauses
-  -- the service (until the next budget day); in-flight reservations alone
-  -- only refuse.
-  if spent + reserve > budget then
-    local automatic = {'daily budget exhausted', '1', now_text, next_day_text}
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[2], 'reason', automatic[1], 'automatic', automatic[2],
-      'since', automatic[3], 'until', automatic[4])
-    redis.call('PEXPIRE', KEYS[2], pause_ttl)
-    return reply('refused', 'budget', 1, 1, automatic, 0)
-  end
-  return reply('refused', 'budget', 0, 0, nil, 0)
+  local hard = 0
+  if spent + reserve > budget then hard = 1 end
+  return reply('refused', 'budget', hard, 0, nil, 0)
 end
 
 -- Everything fits: take it all.
 for i, name in ipairs(names) do
+  local key = KEYS[first_window - 1 + i]
   if name == 'burst' then
-    redis.call('ZADD', KEYS[7 + i], now_text, request_id)
-    redis.call('PEXPIRE', KEYS[7 + i], burst_ttl)
+    redis.call('ZADD', key, now_text, request_id)
+    redis.call('PEXPIRE', key, burst_ttl)
   else
-    oldest[i] = window_add(KEYS[7 + i], bucket, counts[i], oldest[i], window_ttl)
+    oldest[i] = window_add(key, bucket, counts[i], oldest[i], window_ttl)
   end
   counts[i] = counts[i] + 1
 end
 redis.call('HINCRBY', KEYS[3], 'reserved', reserve_text)
 redis.call('HINCRBY', KEYS[4], 'reserved', reserve_text)
-redis.call('HSET', KEYS[5], request_id, reserve_text .. ' ' .. device_id)
-redis.call('ZADD', KEYS[6], expires_text, request_id)
-for k = 3, 6 do redis.call('PEXPIRE', KEYS[k], budget_ttl) end
+redis.call('HSET', KEYS[5], request_id, reserve_text .. ' ' .. device_id .. ' ' .. process)
+redis.call('ZADD', KEYS[6], fmt(now + liveness), day .. ' ' .. request_id)
+redis.call('HSET', KEYS[7], request_id, process)
+for k = 3, 7 do redis.call('PEXPIRE', KEYS[k], budget_ttl) end
 redis.call('PEXPIRE', KEYS[1], live_ttl)
 return reply('admitted', '', 0, 0, nil, 0)

@@ -90,22 +90,76 @@ local function decrement(key, field, amount)
   if amount ~= '0' then redis.call('HINCRBY', key, field, '-' .. amount) end
 end
 
--- Release reservations whose holder never settled (a crashed process): their
--- amount leaves `reserved`, and they are remembered so a late settle still
--- counts its cost. Bounded work per call; the rest goes on the next call.
-local function purge_expired(open, expiry, expired, budget, device_prefix, now, ttl)
-  local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', fmt(now), 'LIMIT', 0, 100)
-  for _, id in ipairs(ids) do
+-- A signed whole number as HINCRBY wants it (never in exponent notation).
+local function whole(x)
+  return string.format('%d', x)
+end
+
+-- Is the process alive: has it written a heartbeat (its gateway-clock time)
+-- within `liveness` seconds of `now`? Returns the time it would be declared
+-- dead without another heartbeat, or nil when it is dead already.
+local function alive_until(process_prefix, process, now, liveness)
+  local beat = tonumber(redis.call('GET', process_prefix .. process) or '')
+  if beat and beat + liveness > now then return beat + liveness end
+  return nil
+end
+
+-- Reservations whose process has died expire: their full amount leaves
+-- `reserved` and counts as spent (the provider may have billed all of it),
+-- and they are remembered so a late settle replaces that by the real cost.
+-- A due reservation whose process is alive is checked again when the process
+-- could next be dead. The due set holds "<day> <request id>" for every open
+-- reservation of every day; bounded work per call, the rest on the next one.
+-- Returns true when any spent figure moved.
+local function purge_dead(due, budget_prefix, process_prefix, inflight_prefix, now, liveness, ttl)
+  local members = redis.call('ZRANGEBYSCORE', due, '-inf', fmt(now), 'LIMIT', 0, 100)
+  local moved = false
+  for _, member in ipairs(members) do
+    local day, id = string.match(member, '^(%S+) (.+)$')
+    local open = budget_prefix .. day .. ':resv'
     local entry = redis.call('HGET', open, id)
-    if entry then
-      local amount, owner = string.match(entry, '^(%d+) (.*)$')
-      decrement(budget, 'reserved', amount)
-      decrement(device_prefix .. owner, 'reserved', amount)
-      redis.call('PEXPIRE', device_prefix .. owner, ttl)
-      redis.call('HDEL', open, id)
-      redis.call('HSET', expired, id, owner)
-      redis.call('PEXPIRE', expired, ttl)
+    if not entry then
+      redis.call('ZREM', due, member)
+    else
+      local amount, owner, process = string.match(entry, '^(%d+) (%S+) (%S+)$')
+      local until_at = alive_until(process_prefix, process, now, liveness)
+      if until_at then
+        redis.call('ZADD', due, fmt(until_at), member)
+      else
+        local total = budget_prefix .. day
+        local device = budget_prefix .. day .. ':device:' .. owner
+        local expired = budget_prefix .. day .. ':resv:expired'
+        decrement(total, 'reserved', amount)
+        decrement(device, 'reserved', amount)
+        redis.call('HINCRBY', total, 'spent', amount)
+        redis.call('HINCRBY', device, 'spent', amount)
+        redis.call('PEXPIRE', total, ttl)
+        redis.call('PEXPIRE', device, ttl)
+        redis.call('HDEL', open, id)
+        redis.call('HSET', expired, id, amount .. ' ' .. owner)
+        redis.call('PEXPIRE', expired, ttl)
+        redis.call('HDEL', inflight_prefix .. owner, id)
+        redis.call('ZREM', due, member)
+        moved = true
+      end
     end
-    redis.call('ZREM', expiry, id)
   end
+  return moved
+end
+
+-- The automatic pause: settled spend went from `before` to `after` and left
+-- less than `floor` of the day's budget, for the first time (crossing the
+-- floor: an operator's resume is not undone by the next settlement). Sets it
+-- until the next budget day unless a pause is in force; true when it did.
+local function pause_if_spent(pause_key, budget, floor, before, after, now_text, next_day_text, ttl)
+  if budget - before < floor or budget - after >= floor then return false end
+  local until_text = redis.call('HGET', pause_key, 'until')
+  if until_text and (until_text == '' or tonumber(now_text) < tonumber(until_text)) then
+    return false
+  end
+  redis.call('DEL', pause_key)
+  redis.call('HSET', pause_key, 'reason', 'daily budget exhausted', 'automatic', '1',
+    'since', now_text, 'until', next_day_text)
+  redis.call('PEXPIRE', pause_key, ttl)
+  return true
 end
