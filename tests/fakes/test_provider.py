@@ -794,3 +794,236 @@ def test_it_holds_requests_until_released_then_answers_them_normally(provider):
         provider.wait_for_held(1)
         provider.release_held()
         assert future.result().status_code == 200
+
+
+# ------------------------------------------------------------------ pieces and reasoning
+
+
+def chat_url(fake: FakeProvider, dialect: str) -> str:
+    if dialect == "openai":
+        return fake.openai_base_url + "/chat/completions"
+    return fake.anthropic_base_url + "/v1/messages"
+
+
+def chat_headers(fake: FakeProvider, dialect: str) -> dict[str, str]:
+    if dialect == "openai":
+        return {"Authorization": f"Bearer {fake.keys['openai']}"}
+    return anthropic_headers(fake)
+
+
+def chat_body(text: str, stream: bool = False, **extra: Any) -> dict[str, Any]:
+    """A request body both dialects accept (Anthropic requires max_tokens)."""
+    return {
+        "model": "m",
+        "max_tokens": 100_000,
+        "messages": user(text),
+        "stream": stream,
+        **extra,
+    }
+
+
+def streamed(
+    fake: FakeProvider, dialect: str, body: dict[str, Any]
+) -> list[tuple[str | None, Any]]:
+    """(event name, parsed data) of a whole stream; ``[DONE]`` stays a string."""
+    body = {**body, "stream": True}
+    with httpx.stream(
+        "POST", chat_url(fake, dialect), json=body, headers=chat_headers(fake, dialect)
+    ) as response:
+        assert response.status_code == 200
+        events = sse_events(list(response.iter_lines()))
+    return [(name, data if data == "[DONE]" else json.loads(data)) for name, data in events]
+
+
+def openai_deltas(events: list[tuple[str | None, Any]], key: str) -> list[str]:
+    return [
+        data["choices"][0]["delta"][key]
+        for _, data in events
+        if data != "[DONE]" and data["choices"] and key in data["choices"][0]["delta"]
+    ]
+
+
+def anthropic_deltas(events: list[tuple[str | None, Any]], kind: str) -> list[tuple[int, Any]]:
+    return [
+        (data["index"], data["delta"])
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == kind
+    ]
+
+
+def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider):
+    body = chat_body("hi [[piece:漢]] [[tokens:5]]", stream_options={"include_usage": True})
+    events = streamed(provider, "openai", body)
+    assert openai_deltas(events, "content") == ["", *["漢"] * 5]  # the role chunk, then pieces
+    assert events[-2][1]["usage"]["completion_tokens"] == 5
+    answer = openai_post(provider, chat_body("hi [[piece:漢]] [[tokens:5]]")).json()
+    assert answer["choices"][0]["message"]["content"] == "漢" * 5
+    assert len(answer["choices"][0]["message"]["content"].encode()) == 15
+    assert answer["usage"]["completion_tokens"] == 5
+
+
+def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider):
+    events = streamed(provider, "anthropic", chat_body("[[piece_bytes:7]] [[tokens:3]]"))
+    assert (
+        anthropic_deltas(events, "text_delta")
+        == [(0, {"type": "text_delta", "text": "xxxxxxx"})] * 3
+    )
+    assert events[-2][1]["usage"]["output_tokens"] == 3
+
+
+def test_it_streams_thousands_of_large_pieces_quickly(provider):
+    body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
+    started = time.monotonic()
+    received = 0
+    with httpx.stream(
+        "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
+    ) as response:
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+    elapsed = time.monotonic() - started
+    assert received > 8000 * 4096
+    assert elapsed < 5, f"8000 pieces of 4 KiB took {elapsed:.1f}s"
+
+
+def test_it_cuts_custom_pieces_at_a_stop_sequence(provider):
+    body = chat_body("[[piece:ab]] [[tokens:5]]", stop=["ba"])
+    answer = openai_post(provider, body).json()
+    # "ab|ab|ab..." holds "ba" from offset 1: one byte kept, two tokens generated
+    assert answer["choices"][0]["message"]["content"] == "a"
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] == 2
+
+
+def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider):
+    answer = openai_post(provider, chat_body("[[reasoning:3]] [[tokens:2]]")).json()
+    message = answer["choices"][0]["message"]
+    assert message["reasoning_content"] == "think0 think1 think2 "
+    assert message["content"] == "tok0 tok1 "
+    assert answer["usage"]["completion_tokens"] == 5
+    assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
+    plain = openai_post(provider, chat_body("[[tokens:2]]")).json()
+    assert "reasoning_content" not in plain["choices"][0]["message"]
+    assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+
+
+def test_it_streams_openai_reasoning_deltas_before_the_content(provider):
+    body = chat_body("[[reasoning:2]] [[tokens:2]]", stream_options={"include_usage": True})
+    events = streamed(provider, "openai", body)
+    deltas = [data["choices"][0]["delta"] for _, data in events[1:5]]
+    assert deltas == [
+        {"reasoning_content": "think0 "},
+        {"reasoning_content": "think1 "},
+        {"content": "tok0 "},
+        {"content": "tok1 "},
+    ]
+    usage = events[-2][1]["usage"]
+    assert usage["completion_tokens"] == 4
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 2
+
+
+def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider):
+    message = claude(provider).messages.create(
+        model="claude",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "[[reasoning:3]] [[tokens:2]]"}],
+    )
+    thinking, text = message.content
+    assert thinking.type == "thinking" and text.type == "text"
+    assert thinking.thinking == "think0 think1 think2 "
+    assert thinking.signature
+    assert text.text == "tok0 tok1 "
+    assert message.usage.output_tokens == 5
+
+
+def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(provider):
+    events = streamed(provider, "anthropic", chat_body("[[reasoning:2]] [[tokens:1]]"))
+    assert [(name, data.get("index")) for name, data in events] == [
+        ("message_start", None),
+        ("content_block_start", 0),
+        ("ping", None),
+        ("content_block_delta", 0),
+        ("content_block_delta", 0),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
+        ("message_delta", None),
+        ("message_stop", None),
+    ]
+    assert events[1][1]["content_block"] == {"type": "thinking", "thinking": ""}
+    assert [d for _, d in anthropic_deltas(events, "thinking_delta")] == [
+        {"type": "thinking_delta", "thinking": "think0 "},
+        {"type": "thinking_delta", "thinking": "think1 "},
+    ]
+    assert anthropic_deltas(events, "signature_delta")[0][1]["signature"]
+    assert events[7][1]["content_block"] == {"type": "text", "text": ""}
+    assert events[-2][1]["usage"]["output_tokens"] == 3
+
+
+def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider):
+    with claude(provider).messages.stream(
+        model="claude",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "[[reasoning:2]] [[tokens:1]]"}],
+    ) as stream:
+        final = stream.get_final_message()
+    thinking, text = final.content
+    assert thinking.type == "thinking" and thinking.thinking == "think0 think1 "
+    assert thinking.signature
+    assert text.type == "text" and text.text == "tok0 "
+    assert final.usage.output_tokens == 3
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect):
+    text = "[[hidden_reasoning:7]] [[tokens:2]]"
+    answer = httpx.post(
+        chat_url(provider, dialect), json=chat_body(text), headers=chat_headers(provider, dialect)
+    ).json()
+    events = streamed(provider, dialect, chat_body(text, stream_options={"include_usage": True}))
+    if dialect == "openai":
+        assert "reasoning_content" not in answer["choices"][0]["message"]
+        assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
+        assert answer["usage"]["completion_tokens"] == 9
+        assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 7
+        assert openai_deltas(events, "reasoning_content") == []
+        assert events[-2][1]["usage"]["completion_tokens"] == 9
+    else:
+        assert [block["type"] for block in answer["content"]] == ["text"]
+        assert answer["usage"]["output_tokens"] == 9
+        assert anthropic_deltas(events, "thinking_delta") == []
+        assert events[-2][1]["usage"]["output_tokens"] == 9
+
+
+def test_it_spends_the_token_cap_on_reasoning_first(provider):
+    answer = openai_post(provider, chat_body("[[reasoning:4]] [[tokens:5]]", max_tokens=6)).json()
+    assert answer["choices"][0]["message"]["reasoning_content"] == "think0 think1 think2 think3 "
+    assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 6
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect):
+    body = chat_body("[[reasoning:5]] [[fault:drop_mid_stream:after=2]]", stream=True)
+    lines: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST", chat_url(provider, dialect), json=body, headers=chat_headers(provider, dialect)
+        ) as response,
+    ):
+        lines.extend(response.iter_lines())
+    data = [d for _, d in sse_events(lines)]
+    assert sum(bool(re.search(r'"think\d+ "', d)) for d in data) == 2
+    assert not any("tok0" in d for d in data)
+
+
+def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider):
+    events = streamed(
+        provider, "anthropic", chat_body("[[reasoning:4]] [[fault:error_mid_stream:after=3]]")
+    )
+    assert len(anthropic_deltas(events, "thinking_delta")) == 3
+    assert anthropic_deltas(events, "signature_delta") == []
+    assert events[-1][0] == "error"
