@@ -9,12 +9,45 @@ Deterministic model
 * input tokens  = whitespace-separated words in every text content (string
   content or ``{"type": "text"}`` parts) + the words of the system prompt
   + 3 per message.  Never more than the UTF-8 byte length + 3 per message.
-* output tokens = ``tok0 ``, ``tok1 ``, ... (10 by default; ``[[tokens:N]]`` in
-  the last user message sets N), capped by ``max_tokens`` /
-  ``max_completion_tokens``, cut at the first stop sequence.
-* ``[[tool:NAME]]`` in the last user message, with ``tools`` in the request,
-  answers with a call to NAME whose arguments are sample values built from the
-  tool's JSON schema.
+  Billed by bytes (``FakeProvider.input_billing = "bytes"`` or ``[[bill:bytes]]``):
+  the exact length of the raw request body, which no real tokenizer exceeds.
+* output tokens = one per piece: ``tok0 ``, ``tok1 ``, ... (10 by default), after
+  the reasoning pieces ``think0 ``, ``think1 ``, ... and any hidden reasoning.
+  ``max_tokens`` / ``max_completion_tokens`` caps them all together, spent on
+  hidden reasoning, then reasoning, then the answer (finish ``length`` when
+  anything was cut); the answer is cut at the first stop sequence.
+
+Directives, ``[[kind:arg]]`` in message texts (``arg`` cannot hold ``]``):
+
+=========================  =====================================================
+In the last user message
+``[[tokens:N]]``           N answer pieces
+``[[tool:NAME]]``          with ``tools`` in the request: call NAME with sample
+                           arguments built from its JSON schema (one token per
+                           8-character argument fragment); the cap never cuts
+                           the arguments
+``[[piece:TEXT]]``         every answer piece is TEXT (e.g. ``漢``, 3 bytes), still
+                           one token each; TEXT is taken as is, spaces included
+``[[piece_bytes:K]]``      every answer piece is ``"x" * K`` (K >= 1), one token
+                           each; e.g. 8000 pieces of 4096 bytes make a fast 33 MB
+                           stream
+``[[reasoning:N]]``        N reasoning pieces before the answer, counted in the
+                           output tokens and in ``reasoning_tokens``: OpenAI
+                           ``reasoning_content`` (as DeepSeek), Anthropic a signed
+                           ``thinking`` block before the text block
+``[[hidden_reasoning:N]]`` N reasoning tokens counted (``completion_tokens``,
+                           ``reasoning_tokens``, ``output_tokens``), never sent
+In any text of the request (the first one counts)
+``[[fault:NAME:k=v]]``     a fault (see ``provider.py``)
+``[[bill:bytes]]``         input tokens = raw body bytes for this request;
+                           ``[[bill:words]]`` counts words even when the fake
+                           bills by bytes; any other value is a 400
+``[[id:LABEL]]``           names the request in ``FakeProvider.bills``
+=========================  =====================================================
+
+Later ``tokens`` / ``piece`` / ``piece_bytes`` / ``reasoning`` directives override
+earlier ones (``piece`` and ``piece_bytes`` are one setting).  A non-numeric N or K
+is ignored.  Stop sequences search the answer pieces only, never the reasoning.
 """
 
 from __future__ import annotations
@@ -668,6 +701,69 @@ def anthropic_stream_error(type_: str, message: str) -> bytes:
 
 def anthropic_malformed(model: str) -> dict[str, Any]:
     return {"id": new_id("msg_01"), "type": "message", "role": "assistant", "model": model}
+
+
+# --------------------------------------------------------------------------- broken 200s
+
+
+def _broken_head(
+    plan: AnswerPlan, dialect: Dialect, input_tokens: int, output_tokens: int
+) -> dict[str, Any]:
+    if dialect == "openai":
+        usage = {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
+        return {
+            "id": new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": plan.model,
+            "usage": usage,
+        }
+    return {
+        "id": new_id("msg_01"),
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def _broken_tail(plan: AnswerPlan, dialect: Dialect, text: str) -> tuple[str, Any]:
+    if dialect == "openai":
+        message = {"role": "assistant", "content": text}
+        finish = OPENAI_FINISH[plan.finish]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        return "choices", [choice]
+    return "content", [{"type": "text", "text": text}]
+
+
+def broken_json(
+    plan: AnswerPlan, dialect: Dialect, kind: str, input_tokens: int, output_tokens: int
+) -> bytes:
+    """A 200 body whose provider-shaped ``usage`` comes near the start, then breaks:
+    ``deep`` nests a value ``BROKEN_JSON_DEPTH`` arrays deep, ``surrogate`` puts a lone
+    ``\\ud800`` escape in the text, ``truncated`` cuts the body halfway through what
+    follows the usage."""
+    head = _dumps(_broken_head(plan, dialect, input_tokens, output_tokens))
+    if kind == "surrogate":
+        # ensure_ascii writes the lone surrogate as the escape \ud800, which strict parsers
+        # (orjson) refuse and Python's json accepts.
+        key, value = _broken_tail(plan, dialect, plan.text + "\ud800")
+        tail = json.dumps(value, separators=(",", ":"))
+    else:
+        key, value = _broken_tail(plan, dialect, plan.text)
+        tail = _dumps(value)
+    opening = f'{head[:-1]},"{key}":'
+    if kind == "deep":
+        tail = "[" * BROKEN_JSON_DEPTH + "]" * BROKEN_JSON_DEPTH
+    whole = f"{opening}{tail}}}".encode()
+    if kind == "truncated":
+        start = len(opening.encode())
+        return whole[: start + (len(whole) - start) // 2]
+    return whole
 
 
 CLOUDFLARE_502_HTML = (
