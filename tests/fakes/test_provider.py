@@ -896,6 +896,14 @@ def test_it_cuts_custom_pieces_at_a_stop_sequence(provider):
     assert answer["usage"]["completion_tokens"] == 2
 
 
+def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider):
+    started = time.monotonic()
+    answer = openai_post(provider, chat_body("[[tokens:20000]]", stop=["tok19999"])).json()
+    assert time.monotonic() - started < 2  # a quadratic cut takes seconds here
+    assert answer["choices"][0]["message"]["content"].endswith(" tok19998 ")
+    assert answer["usage"]["completion_tokens"] == 20000
+
+
 def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider):
     answer = openai_post(provider, chat_body("[[reasoning:3]] [[tokens:2]]")).json()
     message = answer["choices"][0]["message"]
