@@ -34,13 +34,53 @@ directive in any message text (a directive wins and leaves the queue alone):
 ``slow_chunks``     stream: sleep ``delay`` seconds (default 0.1) before each content chunk
 ``error_mid_stream`` stream: after ``after`` content chunks (default 2) send the provider's
                     in-stream error event and end the stream
+``broken_json``     200 ``application/json`` (also for stream requests) whose body holds
+                    the provider's ``usage`` near its start - OpenAI
+                    ``"usage":{"prompt_tokens":P,"completion_tokens":C,"total_tokens":P+C}``,
+                    Anthropic ``"usage":{"input_tokens":P,"output_tokens":C}`` - then breaks
+                    by ``kind``: ``deep`` (default) a value nested 1100 arrays deep (orjson
+                    stops at 1024), ``surrogate`` a lone ``\\ud800`` escape in the text
+                    (strict parsers refuse it, Python's json does not), ``truncated`` the body
+                    cut halfway after the usage, Content-Length matching. ``prompt_tokens`` /
+                    ``completion_tokens`` set P / C (default: the answer's own counts)
 ==================  ============================================================
+
+Content chunks are the ones carrying an output token: reasoning pieces count, so
+``after=`` can cut a stream in the middle of its reasoning.
 
 Faults apply after authentication: a request with a wrong key gets its 401 and
 consumes nothing from the queue. Every request, refused or not, is recorded in
 ``requests`` before it is answered. How each streamed answer ended on the fake's
 side is appended to ``stream_endings``: ``"completed"``, or the exception that
-stopped it (``"CancelledError"`` when the client hung up).
+stopped it (``"CancelledError"`` when the client hung up). ``drop_mid_stream`` and
+``error_mid_stream`` end their streams on purpose: ``"completed"``.
+
+Bills
+-----
+``bills`` (a ``Bill`` per request, kept while ``record`` is on, cleared by ``reset()``;
+``wait_for_bills(n)`` waits for streams whose handler is still ending) says what the
+provider would charge. A request is billed when it passed authentication, its body is
+valid, and its fault (if any) is one after which a provider has done the work: none,
+``slow``, ``hold``, ``slow_chunks``, ``drop_mid_stream``, ``error_mid_stream``,
+``malformed`` (the provider's own 200, even without usage) and ``broken_json``. Not billed:
+``http_*`` (refused before any model ran), ``drop`` and ``non_json`` (an edge or network
+failure that says nothing of the model), refused or invalid requests, unknown directives.
+
+* ``input_tokens``: what the fake reports: words, or the raw body's length in bytes while
+  ``input_billing = "bytes"`` (``reset()`` restores ``"words"``) or for a request with
+  ``[[bill:bytes]]``; for ``broken_json`` the P it sent.
+* ``output_tokens``: non-streamed, the whole answer (for ``broken_json`` the C it sent),
+  even when the client left while it was ``slow`` or held. Streamed: the hidden reasoning
+  plus the content chunks (reasoning, text or tool-argument pieces) handed to the open
+  connection before the stream ended however it ended - the one in flight when the client
+  hung up included, so it can exceed what the client read; once every content chunk went
+  out, the reported usage (which holds the tokens of a stop sequence never shown). A
+  stream request cancelled before its stream began (during ``slow`` / ``hold``) bills its
+  hidden reasoning only.
+* ``ending``: ``"answered"`` for one JSON body, the exception name if the handler was
+  stopped before it answered; for streams the same value as ``stream_endings``.
+* ``label``: the first ``[[id:LABEL]]`` in any text of the request, else None.
+* ``body_bytes``: the raw request body's length (also ``RecordedRequest.size``).
 
 Standalone: ``python -m tests.fakes.provider --port 9100 [--host 127.0.0.1] [--record]``.
 """
@@ -83,8 +123,25 @@ FAULTS: frozenset[str] = frozenset(
         "drop_mid_stream",
         "slow_chunks",
         "error_mid_stream",
+        "broken_json",
     }
 )
+# Faults after which the provider has done the work and bills it. The others refuse the
+# request before any model ran (http_*), or look like an edge or network failure that
+# tells nothing of the model (drop, non_json).
+BILLED_FAULTS: frozenset[str] = frozenset(
+    {
+        "slow",
+        "hold",
+        "drop_mid_stream",
+        "slow_chunks",
+        "error_mid_stream",
+        "broken_json",
+        "malformed",
+    }
+)
+# Faults answered with one JSON body even when the request asked for a stream.
+_JSON_FAULTS: frozenset[str] = frozenset({"broken_json", "malformed"})
 PROVIDERS: tuple[str, ...] = ("openai", "digitalocean", "anthropic")
 _PREFIXES: dict[str, str] = {
     "/openai/": "openai",
@@ -101,6 +158,29 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or None when absent / not JSON
     received_at: float  # time.time()
+    size: int  # bytes of the raw body
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What the provider would bill for one request it answered (see ``bills``)."""
+
+    provider: str
+    label: str | None  # the first [[id:LABEL]] in any text of the request
+    input_tokens: int
+    output_tokens: int
+    ending: str  # "answered" (one JSON body), or as in stream_endings
+    body_bytes: int
+
+
+@dataclass
+class _Meter:
+    """The bill of a request being answered; streams update it as pieces go out."""
+
+    input_tokens: int
+    output_tokens: int
+    ending: str = "answered"
+    pieces_out: int = 0  # content events handed to the open connection
 
 
 @dataclass
@@ -134,6 +214,8 @@ class FakeProvider:
         self.anthropic_accepts_bearer = True
         self.requests: list[RecordedRequest] = []
         self.stream_endings: list[str] = []
+        self.bills: list[Bill] = []
+        self._input_billing = "words"
         self._lock = threading.Lock()
         self._faults: list[_QueuedFault] = []
         self._released = threading.Event()
@@ -162,6 +244,18 @@ class FakeProvider:
 
     # ------------------------------------------------------------------ control
 
+    @property
+    def input_billing(self) -> str:
+        """``"words"`` (the default) or ``"bytes"``: report the raw body's length in bytes as
+        the input tokens of every request (a ``[[bill:words|bytes]]`` directive wins)."""
+        return self._input_billing
+
+    @input_billing.setter
+    def input_billing(self, value: str) -> None:
+        if value not in fmt.BILLINGS:
+            raise ValueError(f"unknown input billing {value!r}; known: {fmt.BILLINGS}")
+        self._input_billing = value
+
     def fail_next(
         self, fault: str, *, count: int = 1, provider: str | None = None, **params: Any
     ) -> None:
@@ -172,6 +266,9 @@ class FakeProvider:
             raise ValueError(f"unknown provider {provider!r}; known: {PROVIDERS}")
         if count < 1:
             raise ValueError("count must be >= 1")
+        problem = _directive_problem({}, _Fault(fault, params))
+        if problem is not None:
+            raise ValueError(problem)
         with self._lock:
             self._faults.append(_QueuedFault(fault, provider, dict(params), count))
 
@@ -196,12 +293,27 @@ class FakeProvider:
                 raise TimeoutError(f"{self.held} requests held, expected {count}")
             time.sleep(0.01)
 
+    def wait_for_bills(self, count: int, timeout: float = 10) -> list[Bill]:
+        """The bills once there are ``count`` of them: a stream is billed when its handler
+        ends, which may be just after the client has read its last byte or hung up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.bills) >= count:
+                    return list(self.bills)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.bills)} bills, expected {count}")
+            time.sleep(0.01)
+
     def reset(self) -> None:
-        """Forget recorded requests and queued faults; restore the default keys."""
+        """Forget recorded requests, endings, bills and queued faults; restore the default
+        keys and word-counted input billing."""
         self.hold()
         with self._lock:
             self.requests.clear()
             self.stream_endings.clear()
+            self.bills.clear()
+            self._input_billing = "words"
             self._faults.clear()
             self.keys.clear()
             self.keys.update(DEFAULT_KEYS)
@@ -303,7 +415,9 @@ class FakeProvider:
             for name, value in request.headers.items():
                 key = name.lower()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            entry = RecordedRequest(provider, request.method, path, headers, body, time.time())
+            entry = RecordedRequest(
+                provider, request.method, path, headers, body, time.time(), len(raw)
+            )
             with self._lock:
                 self.requests.append(entry)
 
@@ -318,9 +432,20 @@ class FakeProvider:
         refused = self._authenticate(provider, request)
         if refused is not None:
             return refused
+        return await self._answer(request, provider, dialect, body, len(raw))
 
-        fault: _Fault | None = None
+    async def _answer(
+        self,
+        request: web.Request,
+        provider: str,
+        dialect: fmt.Dialect,
+        body: Any,
+        size: int,
+    ) -> web.StreamResponse:
+        """Answer an authenticated request; bill it, however the answer ends, when the
+        provider would."""
         directive = fmt.fault_directive(body) if isinstance(body, dict) else None
+        fault: _Fault | None = None
         if directive is not None:
             if directive[0] not in FAULTS:
                 return self._invalid(
@@ -330,19 +455,58 @@ class FakeProvider:
         else:
             fault = self._take_fault(provider)
 
+        problem = _validate(body, dialect) or _directive_problem(body, fault)
+        if problem is not None or (fault is not None and fault.name not in BILLED_FAULTS):
+            return await self._respond(request, dialect, body, None, fault, None, problem)
+        assert isinstance(body, dict)
+        billing = fmt.billing_directive(body) or self.input_billing
+        plan = fmt.plan_answer(body, dialect, billed_bytes=size if billing == "bytes" else None)
+        streams = body.get("stream") is True and (fault is None or fault.name not in _JSON_FAULTS)
+        # A stream stops where the client left; a non-streamed answer is generated whole.
+        meter = _Meter(
+            plan.input_tokens, plan.hidden_reasoning_tokens if streams else plan.output_tokens
+        )
+        try:
+            return await self._respond(request, dialect, body, plan, fault, meter, None)
+        except BaseException as exc:
+            if meter.ending == "answered":
+                meter.ending = type(exc).__name__
+            raise
+        finally:
+            if self.record:
+                bill = Bill(
+                    provider,
+                    fmt.label_directive(body),
+                    meter.input_tokens,
+                    meter.output_tokens,
+                    meter.ending,
+                    size,
+                )
+                with self._lock:
+                    self.bills.append(bill)
+
+    async def _respond(
+        self,
+        request: web.Request,
+        dialect: fmt.Dialect,
+        body: Any,
+        plan: fmt.AnswerPlan | None,
+        fault: _Fault | None,
+        meter: _Meter | None,
+        problem: str | None,
+    ) -> web.StreamResponse:
         model = str(body.get("model", "")) if isinstance(body, dict) else ""
         if fault is not None:
             answered = await self._apply_fault(fault, dialect, request, model)
             if answered is not None:
                 return answered
-
-        problem = _validate(body, dialect)
         if problem is not None:
             return self._invalid(dialect, problem)
-        assert isinstance(body, dict)
-        plan = fmt.plan_answer(body, dialect)
+        assert plan is not None and meter is not None and isinstance(body, dict)
+        if fault is not None and fault.name == "broken_json":
+            return self._broken_json(fault, dialect, plan, meter)
         if body.get("stream") is True:
-            return await self._stream(request, dialect, plan, body, fault)
+            return await self._stream(request, dialect, plan, body, fault, meter)
         if dialect == "anthropic":
             payload = fmt.anthropic_message(plan, fmt.new_id("msg_01"))
         else:
@@ -350,6 +514,16 @@ class FakeProvider:
         if fault is not None and fault.name == "drop_mid_stream":
             return await self._send_half(request, payload)
         return _json(payload, 200, dialect)
+
+    def _broken_json(
+        self, fault: _Fault, dialect: fmt.Dialect, plan: fmt.AnswerPlan, meter: _Meter
+    ) -> web.StreamResponse:
+        meter.input_tokens = int(fault.number("prompt_tokens", plan.input_tokens))
+        meter.output_tokens = int(fault.number("completion_tokens", plan.output_tokens))
+        kind = str(fault.params.get("kind", "deep"))
+        data = fmt.broken_json(plan, dialect, kind, meter.input_tokens, meter.output_tokens)
+        headers = {("request-id" if dialect == "anthropic" else "x-request-id"): fmt.new_id("req_")}
+        return web.Response(status=200, body=data, content_type="application/json", headers=headers)
 
     def _authenticate(self, provider: str, request: web.Request) -> web.StreamResponse | None:
         expected = self.keys.get(provider, "")
@@ -416,7 +590,7 @@ class FakeProvider:
         if name == "hold":
             await self._hold(fault.number("seconds", 30.0))
             return None
-        if name in ("drop_mid_stream", "slow_chunks", "error_mid_stream"):
+        if name in ("drop_mid_stream", "slow_chunks", "error_mid_stream", "broken_json"):
             return None
         if name == "drop":
             _close(request)
@@ -499,16 +673,24 @@ class FakeProvider:
         plan: fmt.AnswerPlan,
         body: dict[str, Any],
         fault: _Fault | None,
+        meter: _Meter,
     ) -> web.StreamResponse:
         ending = "completed"
         try:
-            return await self._send_stream(request, dialect, plan, body, fault)
+            return await self._send_stream(request, dialect, plan, body, fault, meter)
         except BaseException as exc:
             ending = type(exc).__name__
             raise
         finally:
             with self._lock:
                 self.stream_endings.append(ending)
+            meter.ending = ending
+            # Every piece out: the plan's count, which holds the tokens of a stop sequence
+            # that were generated but never shown.
+            if meter.pieces_out == plan.content_events:
+                meter.output_tokens = plan.output_tokens
+            else:
+                meter.output_tokens = plan.hidden_reasoning_tokens + meter.pieces_out
 
     async def _send_stream(
         self,
@@ -517,7 +699,10 @@ class FakeProvider:
         plan: fmt.AnswerPlan,
         body: dict[str, Any],
         fault: _Fault | None,
+        meter: _Meter,
     ) -> web.StreamResponse:
+        """Write the stream; ``meter.pieces_out`` counts the content events handed to the
+        open connection, the one in flight when the client hung up included."""
         if dialect == "anthropic":
             events = fmt.anthropic_stream(plan, fmt.new_id("msg_01"))
         else:
@@ -555,6 +740,10 @@ class FakeProvider:
                 if name == "slow_chunks":
                     await asyncio.sleep(delay)
                 sent += 1
+                # aiohttp hands the bytes to the transport before it waits for the buffer
+                # to drain, unless the transport is already closing (then it raises).
+                if _is_open(request):
+                    meter.pieces_out += 1
             await response.write(event.data)
         await response.write_eof()
         return response
@@ -570,6 +759,17 @@ class FakeProvider:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _directive_problem(body: dict[str, Any], fault: _Fault | None) -> str | None:
+    """Why the fake cannot do what the request's directives or its fault ask, if it cannot."""
+    billing = fmt.billing_directive(body)
+    if billing is not None and billing not in fmt.BILLINGS:
+        return f"fake provider: unknown billing {billing!r}; known: {fmt.BILLINGS}"
+    kind = fault.params.get("kind", "deep") if fault and fault.name == "broken_json" else "deep"
+    if kind not in fmt.BROKEN_JSON_KINDS:
+        return f"fake provider: unknown broken_json kind {kind!r}; known: {fmt.BROKEN_JSON_KINDS}"
+    return None
 
 
 def _validate(body: Any, dialect: fmt.Dialect) -> str | None:
@@ -646,6 +846,11 @@ def _stream_headers(dialect: fmt.Dialect) -> dict[str, str]:
         "Cache-Control": "no-cache",
         ("request-id" if dialect == "anthropic" else "x-request-id"): fmt.new_id("req_"),
     }
+
+
+def _is_open(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def _close(request: web.Request) -> None:

@@ -9,16 +9,50 @@ Deterministic model
 * input tokens  = whitespace-separated words in every text content (string
   content or ``{"type": "text"}`` parts) + the words of the system prompt
   + 3 per message.  Never more than the UTF-8 byte length + 3 per message.
-* output tokens = ``tok0 ``, ``tok1 ``, ... (10 by default; ``[[tokens:N]]`` in
-  the last user message sets N), capped by ``max_tokens`` /
-  ``max_completion_tokens``, cut at the first stop sequence.
-* ``[[tool:NAME]]`` in the last user message, with ``tools`` in the request,
-  answers with a call to NAME whose arguments are sample values built from the
-  tool's JSON schema.
+  Billed by bytes (``FakeProvider.input_billing = "bytes"`` or ``[[bill:bytes]]``):
+  the exact length of the raw request body, which no real tokenizer exceeds.
+* output tokens = one per piece: ``tok0 ``, ``tok1 ``, ... (10 by default), after
+  the reasoning pieces ``think0 ``, ``think1 ``, ... and any hidden reasoning.
+  ``max_tokens`` / ``max_completion_tokens`` caps them all together, spent on
+  hidden reasoning, then reasoning, then the answer (finish ``length`` when
+  anything was cut); the answer is cut at the first stop sequence.
+
+Directives, ``[[kind:arg]]`` in message texts (``arg`` cannot hold ``]``):
+
+=========================  =====================================================
+In the last user message
+``[[tokens:N]]``           N answer pieces
+``[[tool:NAME]]``          with ``tools`` in the request: call NAME with sample
+                           arguments built from its JSON schema (one token per
+                           8-character argument fragment); the cap never cuts
+                           the arguments
+``[[piece:TEXT]]``         every answer piece is TEXT (e.g. ``漢``, 3 bytes), still
+                           one token each; TEXT is taken as is, spaces included
+``[[piece_bytes:K]]``      every answer piece is ``"x" * K`` (K >= 1), one token
+                           each; e.g. 8000 pieces of 4096 bytes make a fast 33 MB
+                           stream
+``[[reasoning:N]]``        N reasoning pieces before the answer, counted in the
+                           output tokens and in ``reasoning_tokens``: OpenAI
+                           ``reasoning_content`` (as DeepSeek), Anthropic a signed
+                           ``thinking`` block before the text block
+``[[hidden_reasoning:N]]`` N reasoning tokens counted (``completion_tokens``,
+                           ``reasoning_tokens``, ``output_tokens``), never sent
+In any text of the request (the first one counts)
+``[[fault:NAME:k=v]]``     a fault (see ``provider.py``)
+``[[bill:bytes]]``         input tokens = raw body bytes for this request;
+                           ``[[bill:words]]`` counts words even when the fake
+                           bills by bytes; any other value is a 400
+``[[id:LABEL]]``           names the request in ``FakeProvider.bills``
+=========================  =====================================================
+
+Later ``tokens`` / ``piece`` / ``piece_bytes`` / ``reasoning`` directives override
+earlier ones (``piece`` and ``piece_bytes`` are one setting).  A non-numeric N or K
+is ignored.  Stop sequences search the answer pieces only, never the reasoning.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -33,7 +67,13 @@ DEFAULT_OUTPUT_TOKENS = 10
 PER_MESSAGE_OVERHEAD = 3
 ARGUMENT_FRAGMENT_CHARS = 8
 
-_DIRECTIVE = re.compile(r"\[\[(fault|tokens|tool):([^\]]*)\]\]")
+_DIRECTIVE = re.compile(
+    r"\[\[(fault|tokens|tool|piece_bytes|piece|hidden_reasoning|reasoning|bill|id):([^\]]*)\]\]"
+)
+BILLINGS: tuple[str, ...] = ("words", "bytes")
+BROKEN_JSON_KINDS: tuple[str, ...] = ("deep", "surrogate", "truncated")
+# orjson refuses documents nested deeper than 1024.
+BROKEN_JSON_DEPTH = 1100
 
 OPENAI_FINISH: dict[Finish, str] = {
     "end": "stop",
@@ -110,14 +150,39 @@ def coerce(value: Any) -> Any:
     return value
 
 
+def first_directive(body: dict[str, Any], kind: str) -> str | None:
+    """The argument of the first ``[[kind:ARG]]`` in any text of the request."""
+    for text in request_texts(body):
+        for found, arg in _DIRECTIVE.findall(text):
+            if found == kind:
+                return str(arg)
+    return None
+
+
 def fault_directive(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The first ``[[fault:NAME]]`` / ``[[fault:NAME:k=v,k=v]]`` in any text of the request."""
-    for text in request_texts(body):
-        for kind, arg in _DIRECTIVE.findall(text):
-            if kind == "fault":
-                name, _, raw = arg.partition(":")
-                return name.strip(), _parse_params(raw)
-    return None
+    arg = first_directive(body, "fault")
+    if arg is None:
+        return None
+    name, _, raw = arg.partition(":")
+    return name.strip(), _parse_params(raw)
+
+
+def billing_directive(body: dict[str, Any]) -> str | None:
+    """The first ``[[bill:words]]`` / ``[[bill:bytes]]`` in any text of the request."""
+    arg = first_directive(body, "bill")
+    return None if arg is None else arg.strip()
+
+
+def label_directive(body: dict[str, Any]) -> str | None:
+    """The first ``[[id:LABEL]]`` in any text of the request: names the request in bills."""
+    arg = first_directive(body, "id")
+    return None if arg is None else arg.strip()
+
+
+def _count(arg: str) -> int | None:
+    arg = arg.strip()
+    return int(arg) if arg.isascii() and arg.isdigit() else None
 
 
 def _last_user_message(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -165,10 +230,59 @@ class AnswerPlan:
     finish: Finish = "end"
     stop_sequence: str | None = None
     tool: ToolCallPlan | None = None
+    reasoning: list[str] = field(default_factory=list)
+    hidden_reasoning_tokens: int = 0
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return len(self.reasoning) + self.hidden_reasoning_tokens
+
+    @property
+    def content_events(self) -> int:
+        """Stream events that carry output: reasoning pieces, then text pieces or tool
+        argument fragments."""
+        answer = len(self.tool.fragments) if self.tool else len(self.pieces)
+        return len(self.reasoning) + answer
+
+
+@dataclass
+class _Wanted:
+    """What the directives of the last user message ask the model to produce."""
+
+    tokens: int = DEFAULT_OUTPUT_TOKENS
+    tool: str | None = None
+    piece: str | None = None
+    reasoning: int = 0
+    hidden_reasoning: int = 0
+
+
+def _wanted(body: dict[str, Any]) -> _Wanted:
+    wanted = _Wanted()
+    last_user = _last_user_message(body)
+    for text in content_texts(last_user.get("content")) if last_user else []:
+        for kind, arg in _DIRECTIVE.findall(text):
+            number = _count(arg)
+            if kind == "tokens" and number is not None:
+                wanted.tokens = number
+            elif kind == "tool":
+                wanted.tool = arg.strip()
+            elif kind == "piece" and arg:
+                wanted.piece = arg
+            elif kind == "piece_bytes" and number:
+                wanted.piece = "x" * number
+            elif kind == "reasoning" and number is not None:
+                wanted.reasoning = number
+            elif kind == "hidden_reasoning" and number is not None:
+                wanted.hidden_reasoning = number
+    return wanted
 
 
 def _sample_value(schema: Any) -> Any:
@@ -223,24 +337,60 @@ def _token_cap(body: dict[str, Any], dialect: Dialect) -> int | None:
     return None
 
 
-def plan_answer(body: dict[str, Any], dialect: Dialect) -> AnswerPlan:
-    """Decide what the fake model answers to a (validated) request body."""
+def _fit(wanted: list[int], cap: int | None) -> list[int]:
+    """Spend ``cap`` on the wanted counts in order: reasoning first, as real models do."""
+    if cap is None:
+        return list(wanted)
+    fitted: list[int] = []
+    for count in wanted:
+        fitted.append(min(count, cap))
+        cap -= fitted[-1]
+    return fitted
+
+
+def _cut_at_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], int, str] | None:
+    """The pieces kept before the first stop sequence, the tokens generated up to and
+    including the one that completes it, and the sequence; None when none occurs."""
+    if not stops:
+        return None
+    full = "".join(pieces)
+    hits = [(at, stop) for stop in stops if (at := full.find(stop)) >= 0]
+    if not hits:
+        return None
+    at, stop = min(hits)
+    end = at + len(stop)
+    kept: list[str] = []
+    used = offset = 0
+    for piece in pieces:
+        if offset >= end:
+            break
+        if offset < at:
+            kept.append(piece[: at - offset])
+        offset += len(piece)
+        used += 1
+    return kept, used, stop
+
+
+def plan_answer(
+    body: dict[str, Any], dialect: Dialect, *, billed_bytes: int | None = None
+) -> AnswerPlan:
+    """Decide what the fake model answers to a (validated) request body.
+
+    ``billed_bytes``: report that many input tokens instead of counting words."""
     plan = AnswerPlan(
-        model=str(body.get("model", "")), input_tokens=count_input_tokens(body), output_tokens=0
+        model=str(body.get("model", "")),
+        input_tokens=count_input_tokens(body) if billed_bytes is None else billed_bytes,
+        output_tokens=0,
     )
-    wanted = DEFAULT_OUTPUT_TOKENS
-    tool_name: str | None = None
-    last_user = _last_user_message(body)
-    for text in content_texts(last_user.get("content")) if last_user else []:
-        for kind, arg in _DIRECTIVE.findall(text):
-            if kind == "tokens" and arg.strip().isdigit():
-                wanted = int(arg.strip())
-            elif kind == "tool":
-                tool_name = arg.strip()
+    wanted = _wanted(body)
+    cap = _token_cap(body, dialect)
+    hidden, reasoning, count = _fit([wanted.hidden_reasoning, wanted.reasoning, wanted.tokens], cap)
+    plan.hidden_reasoning_tokens = hidden
+    plan.reasoning = [f"think{i} " for i in range(reasoning)]
 
     schemas = _tool_schemas(body, dialect)
-    if tool_name and schemas and not _is_tool_result_turn(body):
-        arguments = _sample_value({"type": "object", **schemas.get(tool_name, {})})
+    if wanted.tool and schemas and not _is_tool_result_turn(body):
+        arguments = _sample_value({"type": "object", **schemas.get(wanted.tool, {})})
         encoded = _dumps(arguments)
         fragments = [
             encoded[i : i + ARGUMENT_FRAGMENT_CHARS]
@@ -248,34 +398,21 @@ def plan_answer(body: dict[str, Any], dialect: Dialect) -> AnswerPlan:
         ]
         call_id = new_id("call_" if dialect == "openai" else "toolu_01")
         plan.tool = ToolCallPlan(
-            id=call_id, name=tool_name, arguments=arguments, fragments=fragments
+            id=call_id, name=wanted.tool, arguments=arguments, fragments=fragments
         )
         plan.finish = "tool"
-        plan.output_tokens = len(fragments)
+        plan.output_tokens = plan.reasoning_tokens + len(fragments)
         return plan
 
-    cap = _token_cap(body, dialect)
-    count = wanted if cap is None else min(wanted, cap)
-    pieces = [f"tok{i} " for i in range(count)]
-    plan.finish = "length" if cap is not None and wanted > cap else "end"
-    plan.output_tokens = count
-
-    full = "".join(pieces)
-    hits = [(full.find(s), s) for s in _stop_sequences(body, dialect) if s in full]
-    if hits:
-        at, seq = min(hits)
-        # tokens generated up to and including the one that completes the stop sequence
-        end, used = at + len(seq), 0
-        while sum(len(p) for p in pieces[:used]) < end:
-            used += 1
-        kept, cut = full[:at], []
-        for piece in pieces:
-            if not kept:
-                break
-            cut.append(kept[: len(piece)])
-            kept = kept[len(piece) :]
-        pieces, plan.output_tokens = cut, used
-        plan.finish, plan.stop_sequence = "stop_sequence", seq
+    pieces = [wanted.piece] * count if wanted.piece else [f"tok{i} " for i in range(count)]
+    asked = wanted.hidden_reasoning + wanted.reasoning + wanted.tokens
+    plan.finish = "length" if cap is not None and asked > cap else "end"
+    plan.output_tokens = plan.reasoning_tokens + count
+    cut = _cut_at_stop(pieces, _stop_sequences(body, dialect))
+    if cut is not None:
+        pieces, used, stop = cut
+        plan.output_tokens = plan.reasoning_tokens + used
+        plan.finish, plan.stop_sequence = "stop_sequence", stop
     plan.pieces = pieces
     return plan
 
@@ -296,7 +433,7 @@ def _openai_usage(plan: AnswerPlan) -> dict[str, Any]:
         "total_tokens": plan.input_tokens + plan.output_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": plan.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -311,6 +448,8 @@ def openai_completion(plan: AnswerPlan, completion_id: str, created: int) -> dic
         "refusal": None,
         "annotations": [],
     }
+    if plan.reasoning:
+        message["reasoning_content"] = plan.reasoning_text
     if plan.tool:
         message["content"] = None
         message["tool_calls"] = [
@@ -339,12 +478,19 @@ def openai_completion(plan: AnswerPlan, completion_id: str, created: int) -> dic
     }
 
 
+Phase = Literal["pre", "content", "between", "post"]
+
+
 @dataclass(frozen=True)
 class StreamEvent:
-    """One SSE event; ``phase`` tells stream faults where content starts and ends."""
+    """One SSE event; ``phase`` tells stream faults where content starts and ends.
+
+    ``content`` events each carry one output token (a reasoning piece, a text piece or a
+    tool argument fragment); ``between`` events separate the reasoning from the answer
+    and, like ``pre``, are neither counted nor a place where a fault cuts the stream."""
 
     data: bytes
-    phase: Literal["pre", "content", "post"]
+    phase: Phase
 
 
 def openai_stream(
@@ -366,7 +512,7 @@ def openai_stream(
             body["usage"] = None
         return body
 
-    def sse(obj: dict[str, Any], phase: Literal["pre", "content", "post"]) -> StreamEvent:
+    def sse(obj: dict[str, Any], phase: Phase) -> StreamEvent:
         return StreamEvent(f"data: {_dumps(obj)}\n\n".encode(), phase)
 
     events = [
@@ -375,6 +521,7 @@ def openai_stream(
             "pre",
         )
     ]
+    events.extend(sse(chunk({"reasoning_content": piece}), "content") for piece in plan.reasoning)
     if plan.tool:
         head = {
             "index": 0,
@@ -426,19 +573,23 @@ def anthropic_error(type_: str, message: str) -> dict[str, Any]:
     }
 
 
-def anthropic_message(plan: AnswerPlan, message_id: str) -> dict[str, Any]:
-    content: list[dict[str, Any]]
-    if plan.tool:
-        content = [
-            {
-                "type": "tool_use",
-                "id": plan.tool.id,
-                "name": plan.tool.name,
-                "input": plan.tool.arguments,
-            }
-        ]
-    else:
-        content = [{"type": "text", "text": plan.text}]
+def thinking_signature(message_id: str) -> str:
+    """The opaque signature of a thinking block (real ones are base64 too)."""
+    return base64.b64encode(f"fake-thinking:{message_id}".encode()).decode()
+
+
+def _anthropic_usage(plan: AnswerPlan) -> dict[str, Any]:
+    return {
+        "input_tokens": plan.input_tokens,
+        "output_tokens": plan.output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+def _anthropic_envelope(
+    plan: AnswerPlan, message_id: str, content: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "id": message_id,
         "type": "message",
@@ -447,28 +598,77 @@ def anthropic_message(plan: AnswerPlan, message_id: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": ANTHROPIC_STOP[plan.finish],
         "stop_sequence": plan.stop_sequence,
-        "usage": {
-            "input_tokens": plan.input_tokens,
-            "output_tokens": plan.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+        "usage": _anthropic_usage(plan),
     }
 
 
-def _anthropic_event(
-    name: str, data: dict[str, Any], phase: Literal["pre", "content", "post"]
-) -> StreamEvent:
+def anthropic_message(plan: AnswerPlan, message_id: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if plan.reasoning:
+        content.append(
+            {
+                "type": "thinking",
+                "thinking": plan.reasoning_text,
+                "signature": thinking_signature(message_id),
+            }
+        )
+    if plan.tool:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": plan.tool.id,
+                "name": plan.tool.name,
+                "input": plan.tool.arguments,
+            }
+        )
+    else:
+        content.append({"type": "text", "text": plan.text})
+    return _anthropic_envelope(plan, message_id, content)
+
+
+def _anthropic_event(name: str, data: dict[str, Any], phase: Phase) -> StreamEvent:
     return StreamEvent(f"event: {name}\ndata: {_dumps(data)}\n\n".encode(), phase)
 
 
+def _block_events(
+    index: int, block: dict[str, Any], deltas: list[dict[str, Any]], first: bool
+) -> list[StreamEvent]:
+    """content_block_start (+ ping for the first block), a delta per output token,
+    and, after a thinking block, its signature and content_block_stop."""
+    opening: Phase = "pre" if first else "between"
+    start = {"type": "content_block_start", "index": index, "content_block": block}
+    events = [_anthropic_event("content_block_start", start, opening)]
+    if first:
+        events.append(_anthropic_event("ping", {"type": "ping"}, "pre"))
+    events.extend(
+        _anthropic_event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": delta},
+            "content",
+        )
+        for delta in deltas
+    )
+    return events
+
+
 def anthropic_stream(plan: AnswerPlan, message_id: str) -> list[StreamEvent]:
-    """message_start, content_block_start, ping, content_block_delta*, content_block_stop,
-    message_delta (cumulative usage.output_tokens), message_stop."""
-    start = anthropic_message(plan, message_id)
-    start.update(content=[], stop_reason=None, stop_sequence=None)
+    """message_start, [thinking block: content_block_start, ping, thinking_delta*,
+    signature_delta, content_block_stop], content_block_start, (ping,) content_block_delta*,
+    content_block_stop, message_delta (cumulative usage.output_tokens), message_stop."""
+    start = _anthropic_envelope(plan, message_id, [])
+    start.update(stop_reason=None, stop_sequence=None)
     start["usage"] = {**start["usage"], "output_tokens": 1}
     events = [_anthropic_event("message_start", {"type": "message_start", "message": start}, "pre")]
+    index = 0
+    if plan.reasoning:
+        thinking = [{"type": "thinking_delta", "thinking": piece} for piece in plan.reasoning]
+        events += _block_events(0, {"type": "thinking", "thinking": ""}, thinking, first=True)
+        signature = {"type": "signature_delta", "signature": thinking_signature(message_id)}
+        delta = {"type": "content_block_delta", "index": 0, "delta": signature}
+        events.append(_anthropic_event("content_block_delta", delta, "between"))
+        stop = {"type": "content_block_stop", "index": 0}
+        events.append(_anthropic_event("content_block_stop", stop, "between"))
+        index = 1
     if plan.tool:
         block: dict[str, Any] = {
             "type": "tool_use",
@@ -480,25 +680,9 @@ def anthropic_stream(plan: AnswerPlan, message_id: str) -> list[StreamEvent]:
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in plan.pieces]
-    events.append(
-        _anthropic_event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-            "pre",
-        )
-    )
-    events.append(_anthropic_event("ping", {"type": "ping"}, "pre"))
-    for delta in deltas:
-        events.append(
-            _anthropic_event(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": delta},
-                "content",
-            )
-        )
-    events.append(
-        _anthropic_event("content_block_stop", {"type": "content_block_stop", "index": 0}, "post")
-    )
+    events += _block_events(index, block, deltas, first=index == 0)
+    stop = {"type": "content_block_stop", "index": index}
+    events.append(_anthropic_event("content_block_stop", stop, "post"))
     message_delta = {
         "type": "message_delta",
         "delta": {"stop_reason": ANTHROPIC_STOP[plan.finish], "stop_sequence": plan.stop_sequence},
@@ -517,6 +701,69 @@ def anthropic_stream_error(type_: str, message: str) -> bytes:
 
 def anthropic_malformed(model: str) -> dict[str, Any]:
     return {"id": new_id("msg_01"), "type": "message", "role": "assistant", "model": model}
+
+
+# --------------------------------------------------------------------------- broken 200s
+
+
+def _broken_head(
+    plan: AnswerPlan, dialect: Dialect, input_tokens: int, output_tokens: int
+) -> dict[str, Any]:
+    if dialect == "openai":
+        usage = {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
+        return {
+            "id": new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": plan.model,
+            "usage": usage,
+        }
+    return {
+        "id": new_id("msg_01"),
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def _broken_tail(plan: AnswerPlan, dialect: Dialect, text: str) -> tuple[str, Any]:
+    if dialect == "openai":
+        message = {"role": "assistant", "content": text}
+        finish = OPENAI_FINISH[plan.finish]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        return "choices", [choice]
+    return "content", [{"type": "text", "text": text}]
+
+
+def broken_json(
+    plan: AnswerPlan, dialect: Dialect, kind: str, input_tokens: int, output_tokens: int
+) -> bytes:
+    """A 200 body whose provider-shaped ``usage`` comes near the start, then breaks:
+    ``deep`` nests a value ``BROKEN_JSON_DEPTH`` arrays deep, ``surrogate`` puts a lone
+    ``\\ud800`` escape in the text, ``truncated`` cuts the body halfway through what
+    follows the usage."""
+    head = _dumps(_broken_head(plan, dialect, input_tokens, output_tokens))
+    if kind == "surrogate":
+        # ensure_ascii writes the lone surrogate as the escape \ud800, which strict parsers
+        # (orjson) refuse and Python's json accepts.
+        key, value = _broken_tail(plan, dialect, plan.text + "\ud800")
+        tail = json.dumps(value, separators=(",", ":"))
+    else:
+        key, value = _broken_tail(plan, dialect, plan.text)
+        tail = _dumps(value)
+    opening = f'{head[:-1]},"{key}":'
+    if kind == "deep":
+        tail = "[" * BROKEN_JSON_DEPTH + "]" * BROKEN_JSON_DEPTH
+    whole = f"{opening}{tail}}}".encode()
+    if kind == "truncated":
+        start = len(opening.encode())
+        return whole[: start + (len(whole) - start) // 2]
+    return whole
 
 
 CLOUDFLARE_502_HTML = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -12,9 +13,10 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
-from tests.fakes.provider import FakeProvider
+from tests.fakes.provider import Bill, FakeProvider
 
 WEATHER_TOOL_OPENAI = {
     "type": "function",
@@ -794,3 +796,462 @@ def test_it_holds_requests_until_released_then_answers_them_normally(provider):
         provider.wait_for_held(1)
         provider.release_held()
         assert future.result().status_code == 200
+
+
+# ------------------------------------------------------------------ pieces and reasoning
+
+
+def chat_url(fake: FakeProvider, dialect: str) -> str:
+    if dialect == "openai":
+        return fake.openai_base_url + "/chat/completions"
+    return fake.anthropic_base_url + "/v1/messages"
+
+
+def chat_headers(fake: FakeProvider, dialect: str) -> dict[str, str]:
+    if dialect == "openai":
+        return {"Authorization": f"Bearer {fake.keys['openai']}"}
+    return anthropic_headers(fake)
+
+
+def chat_body(text: str, stream: bool = False, **extra: Any) -> dict[str, Any]:
+    """A request body both dialects accept (Anthropic requires max_tokens)."""
+    return {
+        "model": "m",
+        "max_tokens": 100_000,
+        "messages": user(text),
+        "stream": stream,
+        **extra,
+    }
+
+
+def streamed(
+    fake: FakeProvider, dialect: str, body: dict[str, Any]
+) -> list[tuple[str | None, Any]]:
+    """(event name, parsed data) of a whole stream; ``[DONE]`` stays a string."""
+    body = {**body, "stream": True}
+    with httpx.stream(
+        "POST", chat_url(fake, dialect), json=body, headers=chat_headers(fake, dialect)
+    ) as response:
+        assert response.status_code == 200
+        events = sse_events(list(response.iter_lines()))
+    return [(name, data if data == "[DONE]" else json.loads(data)) for name, data in events]
+
+
+def openai_deltas(events: list[tuple[str | None, Any]], key: str) -> list[str]:
+    return [
+        data["choices"][0]["delta"][key]
+        for _, data in events
+        if data != "[DONE]" and data["choices"] and key in data["choices"][0]["delta"]
+    ]
+
+
+def anthropic_deltas(events: list[tuple[str | None, Any]], kind: str) -> list[tuple[int, Any]]:
+    return [
+        (data["index"], data["delta"])
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == kind
+    ]
+
+
+def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider):
+    body = chat_body("hi [[piece:漢]] [[tokens:5]]", stream_options={"include_usage": True})
+    events = streamed(provider, "openai", body)
+    assert openai_deltas(events, "content") == ["", *["漢"] * 5]  # the role chunk, then pieces
+    assert events[-2][1]["usage"]["completion_tokens"] == 5
+    answer = openai_post(provider, chat_body("hi [[piece:漢]] [[tokens:5]]")).json()
+    assert answer["choices"][0]["message"]["content"] == "漢" * 5
+    assert len(answer["choices"][0]["message"]["content"].encode()) == 15
+    assert answer["usage"]["completion_tokens"] == 5
+
+
+def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider):
+    events = streamed(provider, "anthropic", chat_body("[[piece_bytes:7]] [[tokens:3]]"))
+    assert (
+        anthropic_deltas(events, "text_delta")
+        == [(0, {"type": "text_delta", "text": "xxxxxxx"})] * 3
+    )
+    assert events[-2][1]["usage"]["output_tokens"] == 3
+
+
+def test_it_streams_thousands_of_large_pieces_quickly(provider):
+    body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
+    started = time.monotonic()
+    received = 0
+    with httpx.stream(
+        "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
+    ) as response:
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+    elapsed = time.monotonic() - started
+    assert received > 8000 * 4096
+    assert elapsed < 5, f"8000 pieces of 4 KiB took {elapsed:.1f}s"
+
+
+def test_it_cuts_custom_pieces_at_a_stop_sequence(provider):
+    body = chat_body("[[piece:ab]] [[tokens:5]]", stop=["ba"])
+    answer = openai_post(provider, body).json()
+    # "ab|ab|ab..." holds "ba" from offset 1: one byte kept, two tokens generated
+    assert answer["choices"][0]["message"]["content"] == "a"
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] == 2
+
+
+def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider):
+    started = time.monotonic()
+    answer = openai_post(provider, chat_body("[[tokens:20000]]", stop=["tok19999"])).json()
+    assert time.monotonic() - started < 2  # a quadratic cut takes seconds here
+    assert answer["choices"][0]["message"]["content"].endswith(" tok19998 ")
+    assert answer["usage"]["completion_tokens"] == 20000
+
+
+def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider):
+    answer = openai_post(provider, chat_body("[[reasoning:3]] [[tokens:2]]")).json()
+    message = answer["choices"][0]["message"]
+    assert message["reasoning_content"] == "think0 think1 think2 "
+    assert message["content"] == "tok0 tok1 "
+    assert answer["usage"]["completion_tokens"] == 5
+    assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
+    plain = openai_post(provider, chat_body("[[tokens:2]]")).json()
+    assert "reasoning_content" not in plain["choices"][0]["message"]
+    assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+
+
+def test_it_streams_openai_reasoning_deltas_before_the_content(provider):
+    body = chat_body("[[reasoning:2]] [[tokens:2]]", stream_options={"include_usage": True})
+    events = streamed(provider, "openai", body)
+    deltas = [data["choices"][0]["delta"] for _, data in events[1:5]]
+    assert deltas == [
+        {"reasoning_content": "think0 "},
+        {"reasoning_content": "think1 "},
+        {"content": "tok0 "},
+        {"content": "tok1 "},
+    ]
+    usage = events[-2][1]["usage"]
+    assert usage["completion_tokens"] == 4
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 2
+
+
+def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider):
+    message = claude(provider).messages.create(
+        model="claude",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "[[reasoning:3]] [[tokens:2]]"}],
+    )
+    thinking, text = message.content
+    assert thinking.type == "thinking" and text.type == "text"
+    assert thinking.thinking == "think0 think1 think2 "
+    assert thinking.signature
+    assert text.text == "tok0 tok1 "
+    assert message.usage.output_tokens == 5
+
+
+def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(provider):
+    events = streamed(provider, "anthropic", chat_body("[[reasoning:2]] [[tokens:1]]"))
+    assert [(name, data.get("index")) for name, data in events] == [
+        ("message_start", None),
+        ("content_block_start", 0),
+        ("ping", None),
+        ("content_block_delta", 0),
+        ("content_block_delta", 0),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
+        ("message_delta", None),
+        ("message_stop", None),
+    ]
+    assert events[1][1]["content_block"] == {"type": "thinking", "thinking": ""}
+    assert [d for _, d in anthropic_deltas(events, "thinking_delta")] == [
+        {"type": "thinking_delta", "thinking": "think0 "},
+        {"type": "thinking_delta", "thinking": "think1 "},
+    ]
+    assert anthropic_deltas(events, "signature_delta")[0][1]["signature"]
+    assert events[7][1]["content_block"] == {"type": "text", "text": ""}
+    assert events[-2][1]["usage"]["output_tokens"] == 3
+
+
+def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider):
+    with claude(provider).messages.stream(
+        model="claude",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "[[reasoning:2]] [[tokens:1]]"}],
+    ) as stream:
+        final = stream.get_final_message()
+    thinking, text = final.content
+    assert thinking.type == "thinking" and thinking.thinking == "think0 think1 "
+    assert thinking.signature
+    assert text.type == "text" and text.text == "tok0 "
+    assert final.usage.output_tokens == 3
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect):
+    text = "[[hidden_reasoning:7]] [[tokens:2]]"
+    answer = httpx.post(
+        chat_url(provider, dialect), json=chat_body(text), headers=chat_headers(provider, dialect)
+    ).json()
+    events = streamed(provider, dialect, chat_body(text, stream_options={"include_usage": True}))
+    if dialect == "openai":
+        assert "reasoning_content" not in answer["choices"][0]["message"]
+        assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
+        assert answer["usage"]["completion_tokens"] == 9
+        assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 7
+        assert openai_deltas(events, "reasoning_content") == []
+        assert events[-2][1]["usage"]["completion_tokens"] == 9
+    else:
+        assert [block["type"] for block in answer["content"]] == ["text"]
+        assert answer["usage"]["output_tokens"] == 9
+        assert anthropic_deltas(events, "thinking_delta") == []
+        assert events[-2][1]["usage"]["output_tokens"] == 9
+
+
+def test_it_spends_the_token_cap_on_reasoning_first(provider):
+    answer = openai_post(provider, chat_body("[[reasoning:4]] [[tokens:5]]", max_tokens=6)).json()
+    assert answer["choices"][0]["message"]["reasoning_content"] == "think0 think1 think2 think3 "
+    assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 6
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect):
+    body = chat_body("[[reasoning:5]] [[fault:drop_mid_stream:after=2]]", stream=True)
+    lines: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST", chat_url(provider, dialect), json=body, headers=chat_headers(provider, dialect)
+        ) as response,
+    ):
+        lines.extend(response.iter_lines())
+    data = [d for _, d in sse_events(lines)]
+    assert sum(bool(re.search(r'"think\d+ "', d)) for d in data) == 2
+    assert not any("tok0" in d for d in data)
+
+
+def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider):
+    events = streamed(
+        provider, "anthropic", chat_body("[[reasoning:4]] [[fault:error_mid_stream:after=3]]")
+    )
+    assert len(anthropic_deltas(events, "thinking_delta")) == 3
+    assert anthropic_deltas(events, "signature_delta") == []
+    assert events[-1][0] == "error"
+
+
+def test_slow_chunks_also_spaces_the_reasoning_pieces(provider):
+    body = chat_body("[[reasoning:3]] [[tokens:1]] [[fault:slow_chunks:delay=0.15]]")
+    started = time.monotonic()
+    events = streamed(provider, "openai", body)
+    assert len(openai_deltas(events, "reasoning_content")) == 3
+    assert time.monotonic() - started >= 4 * 0.15
+
+
+# ------------------------------------------------------------------ billing
+
+
+def post_raw(fake: FakeProvider, dialect: str, body: dict[str, Any]) -> tuple[httpx.Response, int]:
+    """Post ``body`` as exactly known bytes; return the response and the body's length."""
+    raw = json.dumps(body).encode()
+    headers = {**chat_headers(fake, dialect), "Content-Type": "application/json"}
+    return httpx.post(chat_url(fake, dialect), content=raw, headers=headers), len(raw)
+
+
+def test_it_records_the_size_of_the_raw_body(provider):
+    response, size = post_raw(provider, "openai", chat_body("héllo wörld"))
+    assert response.status_code == 200
+    assert provider.requests[-1].size == size
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(provider, dialect):
+    provider.input_billing = "bytes"
+    answer, size = post_raw(provider, dialect, chat_body("漢字 and more [[tokens:2]]"))
+    usage = answer.json()["usage"]
+    assert usage["prompt_tokens" if dialect == "openai" else "input_tokens"] == size
+    body = chat_body("[[tokens:2]]", stream=True, stream_options={"include_usage": True})
+    raw = json.dumps(body).encode()
+    headers = {**chat_headers(provider, dialect), "Content-Type": "application/json"}
+    with httpx.stream("POST", chat_url(provider, dialect), content=raw, headers=headers) as r:
+        events = [json.loads(d) for _, d in sse_events(list(r.iter_lines())) if d != "[DONE]"]
+    if dialect == "openai":
+        assert events[-1]["usage"]["prompt_tokens"] == len(raw)
+    else:
+        assert events[0]["message"]["usage"]["input_tokens"] == len(raw)
+    provider.reset()
+    assert provider.input_billing == "words"
+    answer, size = post_raw(provider, dialect, chat_body("one two"))
+    assert answer.json()["usage"]["prompt_tokens" if dialect == "openai" else "input_tokens"] == 5
+
+
+def test_a_bill_directive_chooses_the_billing_of_one_request(provider):
+    system = "[[bill:bytes]] be brief"
+    answer, size = post_raw(provider, "anthropic", chat_body("one two", system=system))
+    assert answer.json()["usage"]["input_tokens"] == size
+    answer, _ = post_raw(provider, "anthropic", chat_body("one two"))
+    assert answer.json()["usage"]["input_tokens"] == 2 + 3
+    provider.input_billing = "bytes"
+    answer, _ = post_raw(provider, "openai", chat_body("[[bill:words]] one two"))
+    assert answer.json()["usage"]["prompt_tokens"] == 3 + 3
+
+
+def test_it_refuses_unknown_billings(provider):
+    with pytest.raises(ValueError, match="unknown input billing"):
+        provider.input_billing = "chars"
+    assert provider.input_billing == "words"
+    answer, _ = post_raw(provider, "openai", chat_body("[[bill:chars]]"))
+    assert answer.status_code == 400
+    assert "chars" in answer.json()["error"]["message"]
+    assert provider.bills == []
+
+
+# ------------------------------------------------------------------ broken_json
+
+
+@pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_broken_json_carries_the_usage_then_fails_to_parse(provider, dialect, kind):
+    provider.fail_next("broken_json", kind=kind)
+    answer, _ = post_raw(provider, dialect, chat_body("one two three [[tokens:4]]"))
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    if dialect == "openai":
+        usage = b'"usage":{"prompt_tokens":7,"completion_tokens":4,"total_tokens":11}'
+    else:
+        usage = b'"usage":{"input_tokens":7,"output_tokens":4}'
+    assert usage in answer.content[:200]
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(answer.content)
+
+
+def test_each_broken_json_kind_breaks_in_its_own_way(provider):
+    bodies = {}
+    for kind in ("deep", "surrogate", "truncated"):
+        text = f"[[fault:broken_json:kind={kind}]]"
+        bodies[kind] = openai_post(provider, chat_body(text)).content
+    assert b"[" * 1100 in bodies["deep"]
+    assert json.loads(bodies["surrogate"])["choices"][0]["message"]["content"].endswith("\ud800")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(bodies["truncated"])
+
+
+def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider):
+    provider.fail_next("broken_json", prompt_tokens=123, completion_tokens=45)
+    answer, size = post_raw(provider, "anthropic", chat_body("hi [[id:broken]]", stream=True))
+    assert answer.headers["content-type"].startswith("application/json")
+    assert b'"usage":{"input_tokens":123,"output_tokens":45}' in answer.content
+    assert provider.bills == [Bill("anthropic", "broken", 123, 45, "answered", size)]
+
+
+def test_it_refuses_unknown_broken_json_kinds(provider):
+    with pytest.raises(ValueError, match="broken_json kind"):
+        provider.fail_next("broken_json", kind="sideways")
+    answer = openai_post(provider, chat_body("[[fault:broken_json:kind=sideways]]"))
+    assert answer.status_code == 400
+    assert "sideways" in answer.json()["error"]["message"]
+
+
+# ------------------------------------------------------------------ bills
+
+
+def test_it_bills_an_answer_with_its_label_tokens_and_body_size(provider):
+    answer, size = post_raw(provider, "openai", chat_body("one [[id:alpha]] [[tokens:3]]"))
+    assert answer.status_code == 200
+    assert provider.bills == [Bill("openai", "alpha", 3 + 3, 3, "answered", size)]
+
+
+def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider):
+    body = chat_body("[[id:from-user]]", system="[[id:from-system]]")
+    post_raw(provider, "anthropic", body)
+    (bill,) = provider.bills
+    assert bill.label == "from-system"
+    provider.reset()
+    assert provider.bills == []
+    post_raw(provider, "openai", chat_body("no label"))
+    assert provider.bills[0].label is None
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_bills_a_completed_stream_as_its_usage_says(provider, dialect):
+    body = chat_body(
+        "[[reasoning:2]] [[hidden_reasoning:3]] [[tokens:4]]",
+        stream_options={"include_usage": True},
+        stop=["tok3"],
+        stop_sequences=["tok3"],
+    )
+    events = streamed(provider, dialect, body)
+    usage = events[-2][1]["usage"]
+    reported = usage["completion_tokens" if dialect == "openai" else "output_tokens"]
+    assert reported == 2 + 3 + 4  # the token completing the stop sequence is generated
+    (bill,) = provider.wait_for_bills(1)
+    assert (bill.output_tokens, bill.ending) == (reported, "completed")
+
+
+@pytest.mark.parametrize("fault", ["drop_mid_stream", "error_mid_stream"])
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(provider, dialect, fault):
+    provider.fail_next(fault, after=3)
+    body = chat_body("[[reasoning:2]] [[hidden_reasoning:4]] [[tokens:10]]", stream=True)
+    with (
+        contextlib.suppress(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST", chat_url(provider, dialect), json=body, headers=chat_headers(provider, dialect)
+        ) as response,
+    ):
+        list(response.iter_lines())
+    (bill,) = provider.wait_for_bills(1)
+    assert bill.output_tokens == 4 + 3
+    assert bill.ending == provider.stream_endings[0]
+
+
+def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider):
+    body = chat_body("[[tokens:50]] [[fault:slow_chunks:delay=0.05]]", stream=True)
+    with httpx.stream(
+        "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
+    ) as response:
+        lines = response.iter_lines()
+        contents = 0
+        while contents < 3:
+            contents += '"content":"tok' in next(lines)
+    (bill,) = provider.wait_for_bills(1)
+    assert bill.ending != "completed"
+    assert 3 <= bill.output_tokens <= 10
+    assert provider.stream_endings == [bill.ending]
+
+
+def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(provider):
+    body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
+    with httpx.stream(
+        "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
+    ) as response:
+        chunks = response.iter_raw()  # held: closing it would close the connection
+        received = len(next(chunks))
+        time.sleep(0.5)  # the client stops reading: the fake fills the socket buffers and waits
+        assert provider.bills == []
+        assert provider.stream_endings == []
+    (bill,) = provider.wait_for_bills(1)
+    assert bill.ending == "CancelledError"
+    assert received // 4096 <= bill.output_tokens < 8000
+
+
+def test_it_bills_a_non_streamed_answer_whole_when_the_client_left_while_it_was_slow(provider):
+    with pytest.raises(httpx.ReadTimeout):
+        openai_post(provider, chat_body("[[fault:slow:seconds=5]] [[tokens:4]]"), timeout=0.2)
+    (bill,) = provider.wait_for_bills(1)
+    assert (bill.output_tokens, bill.ending) == (4, "CancelledError")
+
+
+def test_it_bills_only_the_answers_a_provider_would_charge_for(provider):
+    billed = ["slow:seconds=0.01", "hold:seconds=0.01", "malformed", "drop_mid_stream"]
+    unbilled = ["http_500", "http_502", "http_429", "http_529", "http_503", "http_400"]
+    unbilled += ["http_401", "drop", "non_json", "unknown_fault"]
+    for fault in billed + unbilled:
+        with contextlib.suppress(httpx.TransportError):
+            openai_post(provider, chat_body(f"[[fault:{fault}]] [[id:{fault.split(':')[0]}]]"))
+    wrong_key = {"Authorization": "Bearer nope"}
+    httpx.post(chat_url(provider, "openai"), json=chat_body("hi [[id:x]]"), headers=wrong_key)
+    openai_post(provider, {"messages": user("[[id:invalid]]")})
+    bills = provider.wait_for_bills(len(billed))
+    assert [b.label for b in bills] == ["slow", "hold", "malformed", "drop_mid_stream"]
+    assert all(b.ending == "answered" and b.output_tokens == 10 for b in bills)
