@@ -230,7 +230,7 @@ def status_failure(
     meter.is_refused = True
     status = response.status_code
     if status >= 500:
-        meter.reported = salvage(response.content)
+        meter.salvaged = salvage(response.content)
     if status in (401, 403):
         return UpstreamAuthRejected()
     # A 503 that says when to come back is the provider shedding load (OpenAI
@@ -279,7 +279,7 @@ async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Com
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
         # An answer we cannot read: it may hold anything; its usage may still be there.
-        meter.reported = adapter.salvage(content)
+        meter.salvaged = adapter.salvage(content)
         meter.is_output_unseen = True
         raise UpstreamError() from None
     try:

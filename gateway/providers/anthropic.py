@@ -202,7 +202,7 @@ class AnthropicAdapter:
         if usage is not None:
             meter.reported = usage
         content = data.get("content") if isinstance(data, dict) else None
-        if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        if not isinstance(content, list) or not all(_readable(block) for block in content):
             meter.is_output_unseen = True  # an answer we cannot read: it may hold anything
             raise UpstreamError()
         for block in content:
@@ -257,6 +257,18 @@ class AnthropicAdapter:
         return AnthropicStream(route=route, meter=meter, created=int(clock.now()))
 
 
+def _readable(block: Any) -> bool:
+    """A content block in the shape Anthropic documents (unknown types are skipped)."""
+    if not isinstance(block, dict):
+        return False
+    kind = block.get("type")
+    if kind in ("text", "thinking"):
+        return isinstance(block.get(kind), str)
+    if kind == "tool_use":
+        return isinstance(block.get("input", {}), dict) and isinstance(block.get("name", ""), str)
+    return True
+
+
 def _input_tokens(usage: dict[str, Any]) -> int | None:
     counts = [
         usage.get(name)
@@ -305,7 +317,9 @@ class AnthropicStream:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
             raise self._unreadable() from None
-        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise self._unreadable()
+        kind = data.get("type")
         if kind == "message_start":
             return self._start(data.get("message"))
         if kind == "content_block_start":

@@ -66,6 +66,7 @@ class Meter:
 
     reported: Usage | None = None  # the provider's own final figures
     reported_input: int | None = None  # input it reported before the end (message_start)
+    salvaged: Usage | None = None  # counts read out of a body that did not parse
     output_bytes: int = 0  # UTF-8 bytes of all output seen: content, reasoning, tool arguments
     is_sent: bool = False  # the request may have reached the provider
     is_refused: bool = False  # it answered that it did not process it (an error, no usage)
@@ -83,6 +84,15 @@ class Meter:
         """
         if self.reported is not None:
             return self.reported
+        if self.salvaged is not None:
+            # The provider's counts, or text a model wrote to look like them
+            # (an Anthropic tool input is raw JSON): never above the bounds.
+            tokens_out = self.salvaged.tokens_out
+            if self.is_output_unseen or hides_reasoning:
+                tokens_out = output_bound
+            return Usage(
+                min(self.salvaged.tokens_in, input_bound), min(tokens_out, output_bound), False
+            )
         if not self.is_sent or self.is_refused:
             return NO_USAGE
         tokens_in = self.reported_input if self.reported_input is not None else input_bound

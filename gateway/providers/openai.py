@@ -74,21 +74,36 @@ def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
     )
 
 
-def _count_output(message: Any, meter: Meter) -> None:
-    """Every text of an answer's message or delta the provider bills as output:
-    content, reasoning (DeepSeek's ``reasoning_content``) and tool-call arguments."""
+def _count_output(message: Any, meter: Meter) -> bool:
+    """Count every text of an answer's message or delta the provider bills as output
+    (content, reasoning such as DeepSeek's ``reasoning_content``, tool-call names and
+    arguments); False when it is not the shape OpenAI documents (unreadable)."""
     if not isinstance(message, dict):
-        return
+        return False
     for name in ("content", "reasoning_content", "reasoning"):
         text = message.get(name)
-        if isinstance(text, str) and text:
+        if isinstance(text, str):
             meter.count(text)
-    for call in message.get("tool_calls") or ():
+        elif text is not None:
+            return False
+    calls = message.get("tool_calls")
+    if calls is None:
+        return True
+    if not isinstance(calls, list):
+        return False
+    for call in calls:
         function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            for name in ("name", "arguments"):
-                if isinstance(function.get(name), str):
-                    meter.count(function[name])
+        if function is None and isinstance(call, dict):
+            continue  # a stream's later fragment may carry only its index
+        if not isinstance(function, dict):
+            return False
+        for name in ("name", "arguments"):
+            value = function.get(name)
+            if isinstance(value, str):
+                meter.count(value)
+            elif value is not None:
+                return False
+    return True
 
 
 def salvage(content: bytes) -> Usage | None:
@@ -141,8 +156,9 @@ class OpenAIAdapter:
         ):
             meter.is_output_unseen = True  # an answer we cannot read: it may hold anything
             raise UpstreamError()
-        for choice in choices:
-            _count_output(choice.get("message"), meter)
+        if not all(_count_output(choice.get("message"), meter) for choice in choices):
+            meter.is_output_unseen = True
+            raise UpstreamError()
         body = {name: data[name] for name in ANSWER_FIELDS if name in data}
         body["object"] = "chat.completion"
         body["model"] = route.public_name
@@ -190,9 +206,8 @@ class OpenAIStream:
         self.id = self.id or str(chunk.get("id") or "")
         self.created = self.created or int(chunk.get("created") or 0)
         for choice in choices:
-            if not isinstance(choice, dict):
+            if not isinstance(choice, dict) or not _count_output(choice.get("delta"), self.meter):
                 raise self._unreadable()
-            _count_output(choice.get("delta"), self.meter)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         chunk["model"] = self.route.public_name

@@ -30,10 +30,13 @@ HELD = "Hi [[tokens:6666]] [[fault:hold]]"
 
 BUDGET_ENVIRONMENT = {
     "DAILY_BUDGET_USD": "1.00",
+    "BUDGET_PAUSE_REMAINING_USD": "0.05",
     "BUDGET_WARNING_PERCENT": "50",
     "MAX_TOKENS_PAID": str(MAX_TOKENS),
     "DEVICE_DAILY_BUDGET_USD_PAID": "0",
     "UPSTREAM_TIMEOUT_SECONDS": "30",
+    # Twenty at once from one device: the in-flight layer is not the one tested.
+    "MAX_CONCURRENT_REQUESTS_PAID": "50",
 }
 
 

@@ -16,8 +16,11 @@ import httpx
 from django.conf import settings
 from django.core.management import call_command
 
-from billing.pricing import input_token_upper_bound, worst_case_micro_usd
+from billing.pricing import worst_case_micro_usd
 from gateway.models import ModelRoute
+from gateway.routes import Route
+from gateway.upstream import outbound
+from gateway.validation import parse_chat_request
 from tests.fakes.slack import FakeSlack
 from tests.proxy.conftest import Gateway
 from usage.models import UsageRecord
@@ -187,10 +190,23 @@ def usd(amount: Decimal | int) -> float:
 
 
 def worst_case(call: Call, max_tokens: int) -> int:
-    """What the gateway reserves for ``call``, in micro-dollars (same formula, same prices)."""
-    route = ModelRoute.objects.get(public_name=call.body["model"])
+    """What the gateway reserves for ``call``, in micro-dollars: the same upstream body,
+    formula and prices."""
+    row = ModelRoute.objects.get(public_name=call.body["model"])
+    route = Route(
+        public_name=row.public_name,
+        provider=row.provider,
+        provider_model=row.provider_model,
+        input_price_usd=row.input_price_usd,
+        output_price_usd=row.output_price_usd,
+        tiers=row.tiers,
+        created=0,
+        has_hidden_reasoning=row.has_hidden_reasoning,
+    )
+    request = parse_chat_request(json.dumps(call.body).encode())
+    sent = outbound(route, request, max_tokens=max_tokens)
     return worst_case_micro_usd(
-        input_bound_tokens=input_token_upper_bound(call.body["messages"]),
+        input_bound_tokens=sent.input_bound,
         max_output_tokens=max_tokens,
         input_price=route.input_price_usd,
         output_price=route.output_price_usd,

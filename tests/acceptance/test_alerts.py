@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from billing.models import AlertLog, PauseState
 from tests.acceptance.budget import big, budget_alerts, settled, wait_for_budget_alerts
-from tests.acceptance.support import send_all
+from tests.acceptance.support import chat, send_all
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.production_only  # the gateways share the budget counters
@@ -21,9 +21,9 @@ def spend(gateway, token: str, times: int) -> None:
 
 
 def exhaust(gateway, token: str) -> None:
-    """A request that cannot fit even alone: the gateway pauses the service."""
-    (outcome,) = send_all(gateway, [big(token, "Hi")])
-    assert (outcome.status, outcome.code) == (503, "budget_exceeded")
+    """About $0.06 on top of $0.90 leaves less than the $0.05 floor: the gateway pauses."""
+    last = chat(token, "Spend [[tokens:4000]]", model="openai-gpt-5", max_tokens=6000)
+    assert send_all(gateway, [last])[0].status == 200
     wait_for(lambda: PauseState.objects.filter(is_paused=True).exists(), timeout=15, what="pause")
 
 
@@ -40,6 +40,7 @@ def test_check_budget_sends_the_warning_once_and_never_repeats_the_exhausted_ale
     spend(budget_gateway, paid_token, 1)
     settled(3)
     exhaust(budget_gateway, paid_token)
+    settled(4)
     alerts = wait_for_budget_alerts(slack, 2)
     call_command("check_budget")
     call_command("check_budget")
@@ -61,6 +62,7 @@ def test_an_exhausted_alert_that_slack_failed_is_sent_by_the_next_check_budget(
     slack.fail_with_status(500)
     failures = budget_gateway.logs().count("slack alert failed")
     exhaust(budget_gateway, paid_token)
+    settled(4)
     exhausted = AlertLog.objects.filter(kind=AlertLog.Kind.BUDGET_EXHAUSTED)
     # The gateway tried, Slack failed, and the claim was given back for a retry.
     wait_for(

@@ -27,6 +27,7 @@ from tests.acceptance.support import (
     PROCESSES,
     Outcome,
     budget_status,
+    chat,
     codes,
     ledger_cost,
     send_all,
@@ -134,33 +135,51 @@ def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered
     assert until - answered_at <= retry_after <= until - sent_at + 1
 
 
-def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the_next_budget_day(
-    budget_gateway, provider, paid_token, slack, clock
+def test_a_request_that_cannot_fit_is_refused_and_pauses_nothing(
+    budget_gateway, provider, paid_token, clock
 ):
     for _ in range(3):  # about $0.30 each, really spent: $0.90 of $1.00
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200
     settled(3)
 
-    # None of these fits even alone: the first pauses, the others find the pause.
+    # None of these fits, even alone: each is refused until the next budget day...
     sent_at = clock.now()
     outcomes = send_all(budget_gateway, spread([big(paid_token, "Hi")] * 10))
-    assert codes(outcomes) == {(503, "budget_exceeded"): 1, (503, "service_paused"): 9}
+    assert codes(outcomes) == {(503, "budget_exceeded"): 10}
     until = next_day_start(clock.now())
     for outcome in outcomes:
-        assert 0 < int(outcome.headers["retry-after"]) <= until - sent_at + 1
+        assert until - clock.now() <= int(outcome.headers["retry-after"]) <= until - sent_at + 1
+    # ...and one large request never stops everyone else.
+    outcomes = send_all(budget_gateway, spread([small(paid_token)] * PROCESSES))
+    assert [o.status for o in outcomes] == [200] * PROCESSES
+    assert settled(3 + PROCESSES)["paused"] is False
+    assert not PauseState.objects.filter(is_paused=True).exists()
+
+
+def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_budget_day(
+    budget_gateway, provider, paid_token, slack, clock
+):
+    for _ in range(3):  # $0.90 of $1.00: $0.10 left, not less than the $0.05 floor
+        (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
+        assert outcome.status == 200
+    assert settled(3)["paused"] is False
+    # About $0.06 more leaves less than the floor: the service pauses itself.
+    last = chat(paid_token, "Spend [[tokens:4000]]", model="openai-gpt-5", max_tokens=6000)
+    assert send_all(budget_gateway, [last])[0].status == 200
     wait_for(
         lambda: PauseState.objects.filter(is_paused=True).exists(), timeout=15, what="the pause"
     )
+    until = next_day_start(clock.now())
     state = PauseState.objects.get()
     assert state.until.timestamp() == until and state.paused_by == "gateway"
     auto_pauses = BudgetAuditEvent.objects.filter(action=BudgetAuditEvent.Action.AUTO_PAUSE)
     assert auto_pauses.count() == 1
     (alert,) = wait_for_budget_alerts(slack, 1)
     assert "Budget exhausted" in alert and "paused" in alert
-    status = budget_status()
+    status = settled(4)
     assert status["paused"] is True and status["pauseReason"] == "daily budget exhausted"
-    assert status["spentUsd"] <= 1.0
+    assert 0.95 < status["spentUsd"] <= 1.0
 
     # Everyone, on every process, small requests included, until the next budget day.
     for server in range(PROCESSES):
@@ -168,22 +187,21 @@ def test_a_request_that_cannot_fit_even_alone_pauses_the_service_until_the_next_
         (outcome,) = send_all(budget_gateway, [small(paid_token, server)])
         assert_paused_until(outcome, until, sent_at, clock.now())
 
-    # The operator resumes: what fits is served; what cannot fit alone pauses again.
+    # The operator resumes: what fits is served, and its settlement does not pause again.
     call_command("resume_service")
     assert budget_status()["paused"] is False
-    assert [o.status for o in send_all(budget_gateway, [small(paid_token)])] == [200]
-    (outcome,) = send_all(budget_gateway, [big(paid_token, "Hi")])
-    assert (outcome.status, outcome.code) == (503, "budget_exceeded")
-    wait_for(lambda: auto_pauses.count() == 2, timeout=15, what="the second pause")
-    assert send_all(budget_gateway, [small(paid_token)])[0].code == "service_paused"
+    assert [o.status for o in send_all(budget_gateway, [small(paid_token)] * 2)] == [200, 200]
+    settled(6)
+    assert auto_pauses.count() == 1
+    assert send_all(budget_gateway, [big(paid_token, "Hi")])[0].code == "budget_exceeded"
 
-    # The next budget day lifts the pause by itself, with a whole budget.
+    # The next budget day starts with a whole budget.
     clock.advance(until - clock.now() + 1)
     outcomes = send_all(budget_gateway, spread([big(paid_token, "Hi")] * PROCESSES))
     assert [o.status for o in outcomes] == [200] * PROCESSES
-    status = settled(4 + PROCESSES)
+    status = settled(6 + PROCESSES)
     assert status["paused"] is False and status["day"] > alert.split(" for ")[1][:10]
-    # The exhausted alert went out once for the day, though the service paused twice.
+    # The exhausted alert went out once for the day.
     call_command("check_budget")
     assert budget_alerts(slack) == [alert]
     assert all(secret not in alert for secret in ("xoxb-", "hzt_", *provider.keys.values()))

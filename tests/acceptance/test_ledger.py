@@ -77,6 +77,8 @@ def test_after_concurrent_mixed_traffic_the_ledger_the_counters_and_the_report_a
         UPSTREAM_TIMEOUT_SECONDS="2",
         RATE_LIMIT_FREE_DEVICE_PER_DAY="3",
         RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000",
+        MAX_CONCURRENT_REQUESTS_FREE="100",  # all at once: the in-flight layer is not tested here
+        MAX_CONCURRENT_REQUESTS_PAID="100",
     )
     calls, statuses = mixed_traffic(paid_token, free_token)
     outcomes = send_all(gateway, spread(calls))

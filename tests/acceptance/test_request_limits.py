@@ -15,7 +15,10 @@ def test_a_hundred_simultaneous_requests_from_one_device_admit_exactly_its_limit
     start_gateway, provider, free_token
 ):
     gateway = start_gateway(
-        PROCESSES, RATE_LIMIT_FREE_DEVICE_PER_DAY="20", RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000"
+        PROCESSES,
+        RATE_LIMIT_FREE_DEVICE_PER_DAY="20",
+        RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000",
+        MAX_CONCURRENT_REQUESTS_FREE="100",  # the day layer is the one tested
     )
     outcomes = send_all(gateway, spread([chat(free_token) for _ in range(100)]))
 

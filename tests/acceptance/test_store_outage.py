@@ -25,7 +25,11 @@ from tests.usage.conftest import redis_settings
 
 pytestmark = pytest.mark.production_only
 
-LIMITS = {"RATE_LIMIT_FREE_DEVICE_PER_DAY": "20", "RATE_LIMIT_FREE_DEVICE_PER_MINUTE": "1000"}
+LIMITS = {
+    "RATE_LIMIT_FREE_DEVICE_PER_DAY": "20",
+    "RATE_LIMIT_FREE_DEVICE_PER_MINUTE": "1000",
+    "MAX_CONCURRENT_REQUESTS_FREE": "20",  # a few at once from one device
+}
 
 
 @pytest.fixture

@@ -17,18 +17,24 @@ from gateway.providers.base import (
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRejected,
+    Usage,
 )
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     DIGITALOCEAN,
     OPENAI,
     WEATHER_TOOL,
+    call_to,
     chat,
     collect,
     key_for,
     route,
     text_of,
 )
+from tests.gateway.upstream_support import complete_via as complete
+from tests.gateway.upstream_support import stream_via as stream
+
+DEEPSEEK, GPT_5 = "deepseek-r1-distill-llama-70b", "openai-gpt-5"
 
 
 @pytest.fixture
@@ -63,12 +69,19 @@ def sse(*events: tuple[str | None, object]) -> bytes:
     return out
 
 
-async def complete(name, request, max_tokens=100):
-    return await upstream.complete(route(name), request, key=key_for(name), max_tokens=max_tokens)
+def body_for(name, request, max_tokens=100):
+    """The upstream body route ``name``'s adapter builds, parsed."""
+    built = adapter_for(route(name).provider).build_body(
+        route(name), request, max_tokens=max_tokens
+    )
+    return json.loads(built)
 
 
-def stream(name, request, max_tokens=100):
-    return upstream.stream(route(name), request, key=key_for(name), max_tokens=max_tokens)
+def deeply_nested(depth):
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 # --- request building ---------------------------------------------------------------
@@ -76,19 +89,17 @@ def stream(name, request, max_tokens=100):
 
 def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(settings):
     request = chat(max_tokens=20, temperature=0.5, stream=True)
-    openai = adapter_for("openai").build_request(
-        route(OPENAI), request, key=key_for(OPENAI), max_tokens=20
-    )
-    do = adapter_for("digitalocean").build_request(
-        route(DIGITALOCEAN), request, key=key_for(DIGITALOCEAN), max_tokens=20
-    )
-    assert openai.url == f"{settings.PROVIDER_BASE_URLS['openai']}/chat/completions"
-    assert do.url == f"{settings.PROVIDER_BASE_URLS['digitalocean']}/chat/completions"
-    assert openai.body["max_completion_tokens"] == 20 and "max_tokens" not in openai.body
-    assert do.body["max_tokens"] == 20 and "max_completion_tokens" not in do.body
-    for built in (openai, do):
-        assert built.body["stream_options"] == {"include_usage": True}
-        assert built.body["temperature"] == 0.5
+    openai, do = body_for(OPENAI, request, 20), body_for(DIGITALOCEAN, request, 20)
+    assert openai["max_completion_tokens"] == 20 and "max_tokens" not in openai
+    assert do["max_tokens"] == 20 and "max_completion_tokens" not in do
+    for body in (openai, do):
+        assert body["stream_options"] == {"include_usage": True}
+        assert body["temperature"] == 0.5
+    for name in (OPENAI, DIGITALOCEAN):
+        url, headers = adapter_for(route(name).provider).target(key_for(name), stream=True)
+        base = settings.PROVIDER_BASE_URLS[route(name).provider]
+        assert str(url) == f"{base}/chat/completions"
+        assert headers["accept"] == "text/event-stream"
 
 
 def test_anthropic_tool_choice_maps_each_openai_choice():
@@ -121,18 +132,40 @@ def test_anthropic_refuses_tool_call_arguments_that_are_not_a_json_object():
         ]
     )
     with pytest.raises(InvalidRequest):
-        adapter_for("anthropic").build_request(
-            route(ANTHROPIC), request, key=key_for(ANTHROPIC), max_tokens=5
-        )
+        adapter_for("anthropic").build_body(route(ANTHROPIC), request, max_tokens=5)
 
 
-def test_the_key_never_shows_in_a_built_request_repr():
-    built = adapter_for("anthropic").build_request(
-        route(ANTHROPIC), chat(), key=key_for(ANTHROPIC), max_tokens=5
+def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admission():
+    # Validation limits the client's JSON to 64 levels, but arguments are a
+    # string there; Anthropic's tool_use.input is that string parsed, 300 deep.
+    arguments = json.dumps(deeply_nested(300))
+    call = {"id": "t", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    request = chat(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "t", "content": "x"},
+        ]
     )
-    assert built.headers["x-api-key"] == key_for(ANTHROPIC).reveal()
-    assert key_for(ANTHROPIC).reveal() not in repr(key_for(ANTHROPIC))
-    assert key_for(ANTHROPIC).reveal() not in f"{key_for(ANTHROPIC)}"
+    adapter_for("anthropic").check_request(request)  # a JSON object: accepted so far
+    with pytest.raises(InvalidRequest) as caught:
+        upstream.outbound(route(ANTHROPIC), request, max_tokens=5)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_request")
+    assert body_for(OPENAI, request)["messages"][1]["tool_calls"][0]["function"] == {
+        "name": "f",
+        "arguments": arguments,  # OpenAI takes the string as it is
+    }
+
+
+def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr():
+    key = key_for(ANTHROPIC)
+    _, headers = adapter_for("anthropic").target(key, stream=False)
+    body = adapter_for("anthropic").build_body(route(ANTHROPIC), chat(), max_tokens=5)
+    assert headers["x-api-key"] == key.reveal()
+    assert headers["accept"] == "application/json"
+    assert key.reveal().encode() not in body
+    assert key.reveal() not in repr(key)
+    assert key.reveal() not in f"{key}"
 
 
 # --- Anthropic answers ----------------------------------------------------------------
@@ -194,7 +227,8 @@ async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
             },
         )
     )
-    answer = await complete(ANTHROPIC, chat(tools=[WEATHER_TOOL]))
+    call = call_to(ANTHROPIC, chat(tools=[WEATHER_TOOL]))
+    answer = await call.complete()
     message = answer.body["choices"][0]["message"]
     assert answer.body["model"] == ANTHROPIC
     assert message["content"] == "Checking."
@@ -205,8 +239,10 @@ async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
             "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
         }
     ]
-    assert (answer.usage.tokens_in, answer.usage.tokens_out) == (35, 12)
-    assert answer.body["usage"]["total_tokens"] == 47
+    # Cached input is input; the usage is the provider's.
+    assert call.billed == Usage(35, 12, True)
+    # Seen output, should the usage be lost: thinking, text, the tool's name and input.
+    assert call.meter.output_bytes == len("hmm" + "Checking." + "get_weather" + '{"city":"Oslo"}')
 
 
 async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_usage(
@@ -292,7 +328,8 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
             200, content=body, headers={"content-type": "text/event-stream"}
         )
     )
-    chunks, done = await collect(stream(ANTHROPIC, chat(stream=True, tools=[WEATHER_TOOL])))
+    call = call_to(ANTHROPIC, chat(stream=True, tools=[WEATHER_TOOL]))
+    chunks, done = await collect(call.stream())
     deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert text_of(chunks) == "Hello"
@@ -310,11 +347,14 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     assert json.loads(arguments) == {"city": "Rome"}
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert {chunk["id"] for chunk in chunks} == {"msg_7"}
+    assert done.finish_reason == "tool_calls"
     # Output counts are cumulative: the last one (15) is the total, not 1 + 9 + 15.
-    assert (done.usage.tokens_in, done.usage.tokens_out, done.usage.is_reported) == (25, 15, True)
+    assert call.billed == Usage(25, 15, True)
 
 
-async def test_an_anthropic_error_event_is_overloaded_mid_stream(provider_answers):
+async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_was_seen(
+    provider_answers,
+):
     body = sse(
         (
             "message_start",
@@ -337,14 +377,58 @@ async def test_an_anthropic_error_event_is_overloaded_mid_stream(provider_answer
         ),
     )
     provider_answers(lambda request: httpx.Response(200, content=body))
-    events = stream(ANTHROPIC, chat(stream=True))
+    call = call_to(ANTHROPIC, chat(stream=True))
     seen = []
-    with pytest.raises(UpstreamOverloaded) as caught:
-        async for event in events:
+    with pytest.raises(UpstreamOverloaded):
+        async for event in call.stream():
             seen.append(event)
     assert text_of(seen) == "abc"
-    assert (caught.value.usage.tokens_in, caught.value.usage.tokens_out) == (8, 1)
-    assert not caught.value.usage.is_reported
+    # Input as message_start reported it, output the 3 bytes seen (not its "output_tokens": 1).
+    assert call.billed == Usage(8, 3, False)
+
+
+async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
+    provider_answers,
+):
+    thinking = "Let me think: 東京 or Kyoto"
+    body = sse(
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {"id": "m", "usage": {"input_tokens": 8, "output_tokens": 1}},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": thinking},
+            },
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta"}},
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "text_delta", "text": "Tokyo"},
+            },
+        ),
+    )  # and the stream is cut off: no message_delta, so no usage
+    provider_answers(lambda request: httpx.Response(200, content=body))
+    call = call_to(ANTHROPIC, chat(stream=True))
+    seen = []
+    with pytest.raises(UpstreamError):
+        async for event in call.stream():
+            seen.append(event)
+    assert text_of(seen) == "Tokyo"
+    assert "東京" not in json.dumps(seen, ensure_ascii=False)
+    assert call.billed == Usage(8, len(thinking.encode()) + len("Tokyo"), False)
 
 
 # --- OpenAI-compatible answers ----------------------------------------------------------
@@ -376,55 +460,122 @@ async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_co
         (None, "[DONE]"),
     )
     provider_answers(lambda request: httpx.Response(200, content=body))
-    chunks, done = await collect(stream(OPENAI, chat(stream=True)))
+    call = call_to(OPENAI, chat(stream=True))
+    chunks, done = await collect(call.stream())
     assert len(chunks) == 3
     assert {chunk["model"] for chunk in chunks} == {OPENAI}
     assert all("usage" not in chunk for chunk in chunks)
-    assert (done.usage.tokens_in, done.usage.tokens_out, done.usage.is_reported) == (11, 2, True)
+    assert call.billed == Usage(11, 2, True)
     assert done.finish_reason == "stop"
 
 
-async def test_an_openai_stream_without_usage_is_estimated_from_its_deltas(provider_answers):
+async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_bytes(
+    provider_answers,
+):
     body = sse(
-        (None, openai_chunk({"content": "a"})),
-        (None, openai_chunk({"content": "b"})),
-        (None, openai_chunk({"content": "c"}, finish="stop")),
+        (None, openai_chunk({"content": "Hello"})),
+        (None, openai_chunk({"content": " wor"})),
+        (None, openai_chunk({"content": "ld"}, finish="stop")),
     )
     provider_answers(lambda request: httpx.Response(200, content=body))
-    _, done = await collect(stream(DIGITALOCEAN, chat(stream=True)))
-    assert done.usage.tokens_out == 3
-    assert done.usage.tokens_in > 0
-    assert not done.usage.is_reported
+    call = call_to(DIGITALOCEAN, chat(stream=True))
+    await collect(call.stream())
+    assert call.billed == Usage(call.outbound.input_bound, len("Hello world"), False)
 
 
-async def test_an_openai_stream_ending_before_any_finish_is_an_upstream_error(provider_answers):
-    body = sse((None, openai_chunk({"content": "a"})), (None, openai_chunk({"content": "b"})))
+async def test_deepseek_reasoning_content_deltas_are_billed_as_output(provider_answers):
+    body = sse(
+        (None, openai_chunk({"role": "assistant", "reasoning_content": "The user "})),
+        (None, openai_chunk({"reasoning_content": "greets me."})),
+        (None, openai_chunk({"content": "Hi!"}, finish="stop")),
+    )
     provider_answers(lambda request: httpx.Response(200, content=body))
-    with pytest.raises(UpstreamError) as caught:
-        await collect(stream(OPENAI, chat(stream=True)))
-    assert caught.value.usage.tokens_out == 2
+    call = call_to(DEEPSEEK, chat(stream=True))
+    await collect(call.stream())
+    assert call.billed == Usage(call.outbound.input_bound, len("The user greets me.Hi!"), False)
 
 
-async def test_an_answer_without_usage_is_estimated(provider_answers):
+async def test_an_openai_stream_ending_before_any_finish_fails_costing_the_bytes_seen(
+    provider_answers,
+):
+    body = sse((None, openai_chunk({"content": "ab"})), (None, openai_chunk({"content": "cd"})))
+    provider_answers(lambda request: httpx.Response(200, content=body))
+    call = call_to(OPENAI, chat(stream=True))
+    with pytest.raises(UpstreamError):
+        await collect(call.stream())
+    assert call.billed == Usage(call.outbound.input_bound, 4, False)
+
+
+ANTHROPIC_START = (
+    "message_start",
+    {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 8}}},
+)
+ANTHROPIC_TEXT = (
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "abc"}},
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "before"),
+    [
+        (OPENAI, [(None, openai_chunk({"content": "abc"}))]),
+        (ANTHROPIC, [ANTHROPIC_START, ANTHROPIC_TEXT]),
+    ],
+    ids=["openai", "anthropic"],
+)
+async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
+    provider_answers, name, before
+):
+    # What it held is unknown: it may be output never seen.
+    provider_answers(lambda request: httpx.Response(200, content=sse(*before, (None, "{oops"))))
+    call = call_to(name, chat(stream=True))
+    with pytest.raises(UpstreamError):
+        await collect(call.stream())
+    tokens_in = 8 if name == ANTHROPIC else call.outbound.input_bound
+    assert call.billed == Usage(tokens_in, call.outbound.max_tokens, False)
+
+
+def answer_of(message, **fields):
+    """An OpenAI chat.completion body of one choice."""
+    choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
+    return {"id": "x", "choices": [choice], **fields}
+
+
+async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(provider_answers):
+    provider_answers(lambda request: httpx.Response(200, json=answer_of({"content": "abcdefgh"})))
+    call = call_to(DIGITALOCEAN, chat())
+    answer = await call.complete()
+    assert call.billed == Usage(call.outbound.input_bound, 8, False)
+    assert "usage" not in answer.body  # the proxy adds the billed usage at settlement
+
+
+async def test_output_is_counted_in_utf8_bytes_not_characters(provider_answers):
+    text = "你好，世界"  # 5 characters, 15 bytes
+    tool_call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '"é"'}}
     provider_answers(
         lambda request: httpx.Response(
-            200,
-            json={
-                "id": "x",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "abcdefgh"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            },
+            200, json=answer_of({"content": text, "tool_calls": [tool_call]})
         )
     )
-    answer = await complete(DIGITALOCEAN, chat())
-    assert answer.usage.tokens_out == 2
-    assert not answer.usage.is_reported
-    assert answer.body["usage"]["completion_tokens"] == 2
+    call = call_to(OPENAI, chat())
+    await call.complete()
+    assert call.billed.tokens_out == 15 + len("f") + len('"é"'.encode())
+
+
+async def test_a_route_with_hidden_reasoning_costs_its_whole_output_bound_when_usage_is_unknown(
+    provider_answers,
+):
+    usage = {"prompt_tokens": 9, "completion_tokens": 70}
+    answers = iter([answer_of({"content": "ok"}), answer_of({"content": "ok"}, usage=usage)])
+    provider_answers(lambda request: httpx.Response(200, json=next(answers)))
+    assert route(GPT_5).has_hidden_reasoning and not route(OPENAI).has_hidden_reasoning
+    unknown, reported = call_to(GPT_5, chat()), call_to(GPT_5, chat())
+    await unknown.complete()
+    await reported.complete()
+    # "ok" is all it showed; the reasoning it billed for is never shown.
+    assert unknown.billed == unknown.whole_bound
+    assert reported.billed == Usage(9, 70, True)
 
 
 async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answers):
@@ -446,7 +597,7 @@ async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answer
         )
     )
     answer = await complete(OPENAI, chat())
-    assert set(answer.body) == {"id", "object", "created", "model", "choices", "usage"}
+    assert set(answer.body) == {"id", "object", "created", "model", "choices"}
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -492,6 +643,108 @@ async def test_a_3xx_is_an_upstream_error(provider_answers):
     with pytest.raises(UpstreamError) as caught:
         await complete(OPENAI, chat())
     assert type(caught.value) is UpstreamError
+
+
+# --- usage salvaged from a body that does not parse ---------------------------------------
+
+
+def test_openai_usage_is_salvaged_past_its_nested_details():
+    content = (
+        b'{"id": "x", "usage": {"prompt_tokens_details": {"cached_tokens": 3}, '
+        b'"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}, "choices": [{"mess'
+    )
+    assert adapter_for("openai").salvage(content) == Usage(20, 7, True)
+
+
+def test_anthropic_usage_is_salvaged_with_cached_input_counted_as_input():
+    content = (
+        b'{"id": "m", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 4, '
+        b'"cache_read_input_tokens": 6, "output_tokens": 3}, "content": [{"type": "te'
+    )
+    assert adapter_for("anthropic").salvage(content) == Usage(20, 3, True)
+
+
+def test_salvage_takes_the_largest_counts_of_several_usage_objects():
+    content = (
+        b'{"usage": {"prompt_tokens": 3, "completion_tokens": 40}, '
+        b'"x": {"usage": {"prompt_tokens": 30, "completion_tokens": 4}}, "choi'
+    )
+    assert adapter_for("openai").salvage(content) == Usage(30, 40, True)
+
+
+def test_salvage_ignores_usage_the_model_wrote_inside_a_string():
+    written = json.dumps({"usage": {"prompt_tokens": 999999, "completion_tokens": 999999}})
+    text = json.dumps(f"Here is some JSON: {written}").encode()
+    assert adapter_for("openai").salvage(b'{"choices": [{"message": {"content": ' + text) is None
+    content = b'{"choices": [{"message": {"content": ' + text + b'}}], "usage": {'
+    content += b'"prompt_tokens": 5, "completion_tokens": 6}, "x'
+    assert adapter_for("openai").salvage(content) == Usage(5, 6, True)
+
+
+def test_salvage_finds_nothing_without_both_counts():
+    assert adapter_for("openai").salvage(b'{"usage": {"prompt_tokens": 5}, "x') is None
+    assert adapter_for("anthropic").salvage(b'{"usage": {"output_tokens": 5}, "x') is None
+    assert adapter_for("anthropic").salvage(b"<html>502 Bad Gateway</html>") is None
+
+
+async def test_a_200_that_does_not_parse_is_billed_its_salvaged_input_and_the_whole_output_bound(
+    provider_answers,
+):
+    broken = b'{"id": "x", "usage": {"prompt_tokens": 7, "completion_tokens": 9}, "choices": [{'
+    provider_answers(lambda request: httpx.Response(200, content=broken))
+    call = call_to(OPENAI, chat())
+    with pytest.raises(UpstreamError) as caught:
+        await call.complete()
+    assert type(caught.value) is UpstreamError
+    # The provider may have produced output the gateway could not see (SPEC).
+    assert call.billed == Usage(7, call.outbound.max_tokens, False)
+
+
+async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_reservation(
+    provider_answers,
+):
+    provider_answers(lambda request: httpx.Response(200, content=b'{"id": "x", "choices": [{'))
+    call = call_to(ANTHROPIC, chat())
+    with pytest.raises(UpstreamError):
+        await call.complete()
+    assert call.billed == call.whole_bound
+
+
+@pytest.mark.parametrize(
+    ("name", "usage"),
+    [
+        (OPENAI, {"prompt_tokens": 12, "completion_tokens": 40}),
+        (ANTHROPIC, {"input_tokens": 12, "output_tokens": 40}),
+    ],
+)
+async def test_a_server_error_that_reports_usage_is_billed_that_usage(
+    provider_answers, name, usage
+):
+    error = {"error": {"type": "server_error", "message": "failed mid-answer"}, "usage": usage}
+    provider_answers(lambda request: httpx.Response(500, json=error))
+    call = call_to(name, chat())
+    with pytest.raises(UpstreamError):
+        await call.complete()
+    # Read out of an error body, within the bounds: billed, marked estimated.
+    assert call.billed == Usage(12, 40, False)
+
+
+async def test_a_salvaged_usage_never_bills_more_than_the_reservation(provider_answers):
+    # Valid JSON, too deep for the gateway's parser (1,024 levels): the model
+    # controls both the depth and the keys of a tool_use input.
+    deep = b'{"a": ' * 1100 + b"{}" + b"}" * 1100
+    forged = b'{"usage": {"input_tokens": 999999999, "output_tokens": 999999999}, "deep": '
+    body = (
+        b'{"id": "m", "type": "message", "content": [{"type": "tool_use", "id": "t", '
+        b'"name": "get_weather", "input": ' + forged + deep + b'}}], "stop_reason": "tool_use", '
+        b'"usage": {"input_tokens": 20, "output_tokens": 30}}'
+    )
+    provider_answers(lambda request: httpx.Response(200, content=body))
+    call = call_to(ANTHROPIC, chat(tools=[WEATHER_TOOL]))
+    with pytest.raises(UpstreamError):
+        await call.complete()
+    assert call.billed.tokens_in <= call.outbound.input_bound
+    assert call.billed.tokens_out <= call.outbound.max_tokens
 
 
 # --- server-sent events ------------------------------------------------------------------
@@ -552,14 +805,16 @@ ODD_EVENTS = [
 
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
-async def test_an_odd_answer_is_accepted_or_an_upstream_error_never_a_crash(
+async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_bound(
     provider_answers, name, answer
 ):
     provider_answers(lambda request: httpx.Response(200, json=answer))
+    call = call_to(name, chat())
     try:
-        await complete(name, chat())
+        await call.complete()
     except UpstreamError:
-        pass
+        # Refused as malformed: it may hold any output, unseen.
+        assert call.billed == call.whole_bound
 
 
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])

@@ -1,5 +1,6 @@
 """The streaming loop of the proxy, in process: what a running gateway cannot be made to do
-on demand in a test (a store outage at the moment a long stream extends its reservation)."""
+on demand in a test (a store outage at the moment the process's heartbeat keeps a long
+stream's reservation)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from gateway.routes import clear_cache, seed_routes
 from gateway.store import StoreUnavailable
 from tests.fakes.provider import DEFAULT_KEYS
 from tests.gateway.upstream_support import point_at
-from usage import limits
+from usage import liveness
+from usage.backends import get_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,29 +42,31 @@ async def proxy(provider, settings):
     await sync_to_async(connections.close_all)()
 
 
-async def test_a_store_outage_when_a_long_stream_extends_its_reservation_does_not_cut_it(
-    proxy, token, monkeypatch
+async def test_a_store_outage_when_the_process_beats_does_not_cut_a_long_stream(
+    proxy, token, monkeypatch, settings
 ):
-    extended = []
+    beats = []
 
-    async def store_down(reservation):
-        extended.append(reservation)
+    async def store_down(process_id, now):
+        beats.append(process_id)
         raise StoreUnavailable()
 
-    # Extend at every chunk, and fail each time.
-    monkeypatch.setattr(limits, "reservation_seconds", lambda: 0.0)
-    monkeypatch.setattr(limits, "extend_reservation", store_down)
+    # Beat every 0.1 s while the stream runs (0.5 s), and fail each time.
+    settings.RESERVATION_LIVENESS_SECONDS = 0.3
+    monkeypatch.setattr(get_backend(), "heartbeat", store_down)
     response = await proxy.post(
         "/v1/chat/completions",
         json={
             "model": "llama3-8b-instruct",
             "stream": True,
-            "messages": [{"role": "user", "content": "Count [[tokens:5]]"}],
+            "messages": [
+                {"role": "user", "content": "Count [[tokens:5]] [[fault:slow_chunks:delay=0.1]]"}
+            ],
         },
         headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 200
-    assert extended
+    assert beats == [liveness.process_id()] * len(beats) and len(beats) >= 2
     assert '"error"' not in response.text
     assert "tok4 " in response.text
     assert response.text.endswith("data: [DONE]\n\n")

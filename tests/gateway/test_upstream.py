@@ -8,6 +8,7 @@ import json
 import pytest
 from aiohttp import web
 
+from gateway.providers.base import Usage
 from tests.fakes.provider import FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
@@ -16,6 +17,7 @@ from tests.gateway.upstream_support import (
     OPENAI,
     TEN_TOKENS,
     WEATHER_TOOL,
+    call_to,
     chat,
     collect,
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
@@ -123,12 +125,14 @@ async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_seque
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_the_body_is_sent_whole_with_its_content_length(fake, name):
-    await complete(name, chat())
-    await collect(stream(name, chat(stream=True)))
-    for sent in fake.requests_for(route(name).provider)[-2:]:
-        assert sent.body["messages"]  # the whole JSON body arrived
-        assert int(sent.headers["content-length"]) > 0
+async def test_the_body_sent_is_exactly_the_one_the_input_bound_was_computed_from(fake, name):
+    answered, streamed = call_to(name, chat()), call_to(name, chat(stream=True))
+    await answered.complete()
+    await collect(streamed.stream())
+    received_pair = fake.requests_for(route(name).provider)[-2:]
+    for call, sent in zip((answered, streamed), received_pair, strict=True):
+        assert sent.body == json.loads(call.outbound.body)
+        assert int(sent.headers["content-length"]) == len(call.outbound.body)
         assert "transfer-encoding" not in sent.headers
 
 
@@ -159,25 +163,28 @@ async def test_a_cookie_the_provider_sets_is_never_sent_back(cookie_provider):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_usage(fake, name):
-    answer = await complete(name, chat("one two three"))
+async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_usage_metered(
+    fake, name
+):
+    sent = call_to(name, chat("one two three"))
+    answer = await sent.complete()
     body = answer.body
     assert body["object"] == "chat.completion"
     assert body["model"] == name
     assert body["choices"][0]["message"] == {**body["choices"][0]["message"], "role": "assistant"}
     assert body["choices"][0]["message"]["content"] == TEN_TOKENS
     assert body["choices"][0]["finish_reason"] == "stop"
-    # The fake counts words plus 3 per message.
-    assert (answer.usage.tokens_in, answer.usage.tokens_out) == (6, 10)
-    assert answer.usage.is_reported
-    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 10, "total_tokens": 16}
+    # The fake counts words plus 3 per message; the proxy adds "usage" at settlement.
+    assert sent.billed == Usage(6, 10, True)
+    assert "usage" not in body
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_hitting_max_tokens_is_finish_reason_length(fake, name):
-    answer = await complete(name, chat("hello [[tokens:50]]"), max_tokens=5)
+    sent = call_to(name, chat("hello [[tokens:50]]"), max_tokens=5)
+    answer = await sent.complete()
     assert answer.body["choices"][0]["finish_reason"] == "length"
-    assert answer.usage.tokens_out == 5
+    assert sent.billed.tokens_out == 5
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
@@ -283,17 +290,18 @@ async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stream_yields_openai_chunks_then_the_usage(fake, name):
-    chunks, done = await collect(stream(name, chat("one two three", stream=True)))
+async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_usage(fake, name):
+    sent = call_to(name, chat("one two three", stream=True))
+    chunks, done = await collect(sent.stream())
     assert text_of(chunks) == TEN_TOKENS
     assert {chunk["model"] for chunk in chunks} == {name}
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert all("usage" not in chunk for chunk in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    assert (done.usage.tokens_in, done.usage.tokens_out, done.usage.is_reported) == (6, 10, True)
+    assert sent.billed == Usage(6, 10, True)
     assert done.model == name
-    usage_chunk = done.usage_chunk(0.000123)
+    usage_chunk = done.usage_chunk(sent.billed, 0.000123)
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"] == {
         "prompt_tokens": 6,
@@ -313,15 +321,16 @@ async def test_openai_compatible_streams_always_ask_for_usage(fake, name):
 async def test_anthropic_stream_output_usage_is_the_last_cumulative_count_not_a_sum(fake):
     # message_start reports output_tokens 1, message_delta the total (10):
     # summing would give 11.
-    _, done = await collect(stream(ANTHROPIC, chat(stream=True)))
-    assert done.usage.tokens_out == 10
+    sent = call_to(ANTHROPIC, chat(stream=True))
+    await collect(sent.stream())
+    assert sent.billed.tokens_out == 10
     assert received(fake, ANTHROPIC).body["stream"] is True
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake, name):
-    request = chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL], stream=True)
-    chunks, done = await collect(stream(name, request))
+    sent = call_to(name, chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL], stream=True))
+    chunks, _ = await collect(sent.stream())
     deltas = [
         call
         for chunk in chunks
@@ -333,7 +342,9 @@ async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake, name):
     arguments = "".join(delta["function"].get("arguments") or "" for delta in deltas)
     assert json.loads(arguments) == {"city": "tok", "days": 1}
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert done.usage.is_reported
+    assert sent.billed.is_reported
+    # Seen output, should the usage be lost: the tool's name and its arguments.
+    assert sent.meter.output_bytes == len("get_weather") + len(arguments)
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)

@@ -1,5 +1,6 @@
 """The upstream client against the fake provider's faults: every fault mapped to
-SPEC's error with the right usage, cancellation, and the one retry with a fresh key."""
+SPEC's error and to what it may cost (SPEC: "What a request costs when the
+provider's usage is unknown"), cancellation, and the one retry with a fresh key."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ from gateway.providers.base import (
     UpstreamOverloaded,
     UpstreamRejected,
     UpstreamTimeout,
+    Usage,
 )
-from gateway.validation import estimate_input_tokens
 from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     ONE_ROUTE_PER_PROVIDER,
     OPENAI,
     TEN_TOKENS,
+    Call,
+    call_to,
     chat,
     collect,
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
@@ -33,7 +36,6 @@ from tests.gateway.upstream_support import (
     text_of,
 )
 from tests.gateway.upstream_support import complete_via as complete
-from tests.gateway.upstream_support import stream_via as stream
 
 # --- faults ---------------------------------------------------------------------------
 
@@ -48,35 +50,69 @@ def streamed(fault, **params):
     return chat(f"hello [[fault:{fault}{suffix}]]", stream=True)
 
 
-FAULTS = [
+async def failure_of(call: Call) -> UpstreamError:
+    """The error ``call`` ends with, streamed or not (its request says which)."""
+    with pytest.raises(UpstreamError) as caught:
+        if call.outbound.request.stream:
+            await collect(call.stream())
+        else:
+            await call.complete()
+    return caught.value
+
+
+# The provider says it did not process the request: SPEC's "what costs nothing".
+REFUSALS = [
     ("http_500", UpstreamError, 502, "upstream_error"),
     ("http_502", UpstreamError, 502, "upstream_error"),
     ("http_429", UpstreamOverloaded, 503, "upstream_overloaded"),
     ("http_529", UpstreamOverloaded, 503, "upstream_overloaded"),
     ("http_400", UpstreamRejected, 400, "upstream_rejected"),
     ("http_401", UpstreamAuthRejected, 502, "upstream_error"),
-    ("non_json", UpstreamError, 502, "upstream_error"),
-    ("malformed", UpstreamError, 502, "upstream_error"),
-    ("drop", UpstreamError, 502, "upstream_error"),
 ]
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-@pytest.mark.parametrize(("fault", "error", "status", "code"), FAULTS, ids=[f[0] for f in FAULTS])
-async def test_each_fault_before_any_output_maps_to_its_error_and_costs_nothing(
+@pytest.mark.parametrize(
+    ("fault", "error", "status", "code"), REFUSALS, ids=[f[0] for f in REFUSALS]
+)
+async def test_each_refusal_maps_to_its_error_and_costs_nothing(
     fake, name, fault, error, status, code
 ):
     for request in (directive(fault), streamed(fault)):
-        with pytest.raises(UpstreamError) as caught:
-            if request.stream:
-                await collect(stream(name, request))
-            else:
-                await complete(name, request)
-        assert type(caught.value) is error
-        assert (caught.value.status, caught.value.code) == (status, code)
-        assert caught.value.usage == NO_USAGE
-        body = json.dumps(caught.value.payload())
+        call = call_to(name, request)
+        failure = await failure_of(call)
+        assert type(failure) is error
+        assert (failure.status, failure.code) == (status, code)
+        assert call.meter.is_refused
+        assert call.billed == NO_USAGE
+        body = json.dumps(failure.payload())
         assert fake.keys[route(name).provider] not in body
+
+
+@pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
+@pytest.mark.parametrize("fault", ["non_json", "malformed"])
+async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault):
+    # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
+    for request in (directive(fault), streamed(fault)):
+        call = call_to(name, request)
+        failure = await failure_of(call)
+        assert type(failure) is UpstreamError
+        assert (failure.status, failure.code) == (502, "upstream_error")
+        assert call.billed == call.whole_bound
+
+
+@pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
+async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_unseen_output(
+    fake, name
+):
+    # The request reached the provider. Not streamed, it may have generated the
+    # whole answer; streamed, it produced nothing before the drop.
+    answered = call_to(name, directive("drop"))
+    assert type(await failure_of(answered)) is UpstreamError
+    assert answered.billed == answered.whole_bound
+    streamed_call = call_to(name, streamed("drop"))
+    assert type(await failure_of(streamed_call)) is UpstreamError
+    assert streamed_call.billed == Usage(streamed_call.outbound.input_bound, 0, False)
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
@@ -108,18 +144,15 @@ async def test_a_wrong_key_is_auth_rejected(fake):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_slow_provider_is_a_timeout_charged_its_estimated_input(fake, settings, name):
+async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fake, settings, name):
+    # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
     for request in (directive("slow", seconds=2), streamed("slow", seconds=2)):
-        with pytest.raises(UpstreamTimeout) as caught:
-            if request.stream:
-                await collect(stream(name, request))
-            else:
-                await complete(name, request)
-        assert (caught.value.status, caught.value.code) == (504, "upstream_timeout")
-        usage = caught.value.usage
-        assert (usage.tokens_in, usage.tokens_out) == (estimate_input_tokens(request), 0)
-        assert not usage.is_reported
+        call = call_to(name, request)
+        failure = await failure_of(call)
+        assert type(failure) is UpstreamTimeout
+        assert (failure.status, failure.code) == (504, "upstream_timeout")
+        assert call.billed == call.whole_bound
 
 
 async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(fake, settings):
@@ -130,19 +163,20 @@ async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(f
         "openai": f"http://127.0.0.1:{free_port()}/v1",
     }
     for request in (chat(), chat(stream=True)):
-        with pytest.raises(UpstreamError) as caught:
-            if request.stream:
-                await collect(stream(OPENAI, request))
-            else:
-                await complete(OPENAI, request)
-        assert type(caught.value) is UpstreamError
-        assert caught.value.usage == NO_USAGE
+        call = call_to(OPENAI, request)
+        assert type(await failure_of(call)) is UpstreamError
+        assert not call.meter.is_sent
+        assert call.billed == NO_USAGE
 
 
-async def test_a_body_cut_in_half_is_an_upstream_error(fake):
-    with pytest.raises(UpstreamError) as caught:
-        await complete(OPENAI, directive("drop_mid_stream"))
-    assert type(caught.value) is UpstreamError
+@pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
+async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_reservation(
+    fake, name
+):
+    # The half that arrived is never parsed: the output it holds is unseen.
+    call = call_to(name, directive("drop_mid_stream"))
+    assert type(await failure_of(call)) is UpstreamError
+    assert call.billed == call.whole_bound
 
 
 async def consume_until_error(events):
@@ -153,43 +187,43 @@ async def consume_until_error(events):
     return chunks, caught.value
 
 
+def input_billed(call: Call) -> int:
+    """The input a failed stream costs: Anthropic's own count from message_start
+    (the fake counts 2 words + 3 for the message), else the input bound."""
+    return 5 if call.outbound.route.public_name == ANTHROPIC else call.outbound.input_bound
+
+
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stream_dropped_midway_fails_after_its_chunks_with_the_usage_so_far(fake, name):
-    request = streamed("drop_mid_stream", after=3)
-    chunks, error = await consume_until_error(stream(name, request))
+async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(fake, name):
+    call = call_to(name, streamed("drop_mid_stream", after=3))
+    chunks, error = await consume_until_error(call.stream())
     assert type(error) is UpstreamError
     assert text_of(chunks) == "tok0 tok1 tok2 "
-    # Estimated: at least a token per delta and per 4 characters (15 here).
-    assert error.usage.tokens_out == 4
-    assert not error.usage.is_reported
-    if name == ANTHROPIC:
-        # Reported by message_start: the fake counts 2 words + 3 for the message.
-        assert error.usage.tokens_in == 5
-    else:
-        assert error.usage.tokens_in == estimate_input_tokens(request)
+    # No token is shorter than a byte: 15 bytes seen bound the output billed.
+    assert call.billed == Usage(input_billed(call), 15, False)
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_slow_chunks_beyond_the_read_timeout_are_an_upstream_timeout(fake, settings, name):
+async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_whole_output(
+    fake, settings, name
+):
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.2
-    chunks, error = await consume_until_error(stream(name, streamed("slow_chunks", delay=1)))
+    call = call_to(name, streamed("slow_chunks", delay=1))
+    chunks, error = await consume_until_error(call.stream())
     assert type(error) is UpstreamTimeout
-    assert error.usage.tokens_in > 0
-    assert not error.usage.is_reported
-    # Nothing streamed yet but the role chunk; Anthropic's message_start already
-    # counted one output token.
+    # Nothing streamed yet but the role chunk; the provider goes on generating.
     assert text_of(chunks) == ""
-    assert error.usage.tokens_out == (1 if name == ANTHROPIC else 0)
+    assert call.billed == Usage(input_billed(call), call.outbound.max_tokens, False)
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(fake, name):
-    chunks, error = await consume_until_error(stream(name, streamed("error_mid_stream", after=2)))
+    call = call_to(name, streamed("error_mid_stream", after=2))
+    chunks, error = await consume_until_error(call.stream())
     assert text_of(chunks) == "tok0 tok1 "
     expected = UpstreamOverloaded if name == ANTHROPIC else UpstreamError
     assert type(error) is expected
-    assert error.usage.tokens_out == 3  # two deltas, 10 characters
-    assert not error.usage.is_reported
+    assert call.billed == Usage(input_billed(call), 10, False)  # two deltas, 10 bytes
 
 
 # --- cancellation -----------------------------------------------------------------------
@@ -225,12 +259,15 @@ async def watched(settings):
 async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name):
     # 50 chunks 0.2 s apart: ten seconds of answer if nobody hangs up.
     request = chat("hello [[tokens:50]] [[fault:slow_chunks:delay=0.2]]", stream=True)
-    events = stream(name, request)
+    call = call_to(name, request)
+    events = call.stream()
     chunks = [await anext(events) for _ in range(3)]
     assert "tok1 " in text_of(chunks)
     await events.aclose()
     assert await asyncio.to_thread(watched.stream_ended.wait, 5)
     assert watched.outcome != "completed"
+    # What the client left with is what the provider produced so far.
+    assert call.meter.output_bytes == len(text_of(chunks))
 
 
 # --- one retry with a fresh key -----------------------------------------------------------
@@ -251,32 +288,39 @@ def sent_keys(fake):
 
 
 async def test_a_refused_key_is_refetched_and_the_completion_retried_once(fake, stale_openai_key):
-    answer = await upstream.complete_with_key_retry(route(OPENAI), chat(), max_tokens=10, epoch=0)
+    call = call_to(OPENAI, chat(), max_tokens=10)
+    answer = await upstream.complete_with_key_retry(call.outbound, meter=call.meter, epoch=0)
     assert answer.body["choices"][0]["message"]["content"]
     assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
+    # Billed as the second attempt reported it.
+    assert call.billed == Usage(5, 10, True)
 
 
 async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chunk(
     fake, stale_openai_key
 ):
-    events = upstream.stream_with_key_retry(
-        route(OPENAI), chat(stream=True), max_tokens=10, epoch=0
-    )
-    chunks, done = await collect(events)
+    call = call_to(OPENAI, chat(stream=True), max_tokens=10)
+    events = upstream.stream_with_key_retry(call.outbound, meter=call.meter, epoch=0)
+    chunks, _ = await collect(events)
     assert text_of(chunks) == TEN_TOKENS
-    assert done.usage.is_reported
+    assert call.billed == Usage(5, 10, True)
     assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
 
 
 async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(fake, settings):
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-wrong-0123456789abcdef"}
+    answered = call_to(OPENAI, chat(), max_tokens=10)
     with pytest.raises(UpstreamAuthRejected) as caught:
-        await upstream.complete_with_key_retry(route(OPENAI), chat(), max_tokens=10, epoch=0)
+        await upstream.complete_with_key_retry(answered.outbound, meter=answered.meter, epoch=0)
     assert (caught.value.status, caught.value.code) == (502, "upstream_error")
+    streamed_call = call_to(OPENAI, chat(stream=True), max_tokens=10)
     with pytest.raises(UpstreamAuthRejected):
         await collect(
-            upstream.stream_with_key_retry(route(OPENAI), chat(stream=True), max_tokens=10, epoch=0)
+            upstream.stream_with_key_retry(
+                streamed_call.outbound, meter=streamed_call.meter, epoch=0
+            )
         )
     assert len(sent_keys(fake)) == 4
     assert "sk-wrong" not in json.dumps(caught.value.payload())
+    assert answered.billed == streamed_call.billed == NO_USAGE

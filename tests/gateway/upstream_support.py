@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from gateway import keys, upstream
 from gateway.keys import ProviderKey
-from gateway.providers.base import StreamDone
+from gateway.providers.base import Completion, Meter, Outbound, StreamDone, StreamEvent, Usage
 from gateway.routes import SEED_ROUTES, Route
 from gateway.validation import ChatRequest, parse_chat_request
 from tests.fakes.provider import DEFAULT_KEYS, FakeProvider, RecordedRequest
@@ -29,6 +30,7 @@ ROUTES = {
             if allowed
         ),
         created=1_750_000_000,
+        has_hidden_reasoning=seed.get("has_hidden_reasoning", False),
     )
     for seed in SEED_ROUTES
 }
@@ -38,7 +40,7 @@ ONE_ROUTE_PER_PROVIDER = (OPENAI, DIGITALOCEAN, ANTHROPIC)
 # The fake's default answer.
 TEN_TOKENS = "".join(f"tok{i} " for i in range(10))
 
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -79,9 +81,13 @@ async def collect(events: Any) -> tuple[list[dict[str, Any]], StreamDone]:
     return chunks, done
 
 
-def text_of(chunks: list[dict[str, Any]]) -> str:
+def text_of(events: Iterable[StreamEvent]) -> str:
+    """The content the chunks among ``events`` carry."""
     return "".join(
-        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
+        choice["delta"].get("content") or ""
+        for event in events
+        if not isinstance(event, StreamDone)
+        for choice in event["choices"]
     )
 
 
@@ -123,9 +129,50 @@ def last_request(fake: FakeProvider, name: str) -> RecordedRequest:
     return fake.requests_for(ROUTES[name].provider)[-1]
 
 
-async def complete_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Any:
-    return await upstream.complete(ROUTES[name], request, key=key_for(name), max_tokens=max_tokens)
+@dataclass(slots=True)
+class Call:
+    """One request to a route's provider: its exact upstream body and bounds
+    (``outbound``) and what the provider may bill for it (``meter``), which
+    stays readable after the request fails."""
+
+    outbound: Outbound
+    meter: Meter = field(default_factory=Meter)
+
+    async def complete(self) -> Completion:
+        key = key_for(self.outbound.route.public_name)
+        return await upstream.complete(self.outbound, key=key, meter=self.meter)
+
+    def stream(self) -> AsyncGenerator[StreamEvent, None]:
+        key = key_for(self.outbound.route.public_name)
+        return upstream.stream(self.outbound, key=key, meter=self.meter)
+
+    @property
+    def billed(self) -> Usage:
+        """What the settlement bills: SPEC's rule, read off the meter."""
+        return self.meter.usage(
+            input_bound=self.outbound.input_bound,
+            output_bound=self.outbound.max_tokens,
+            hides_reasoning=self.outbound.route.has_hidden_reasoning,
+        )
+
+    @property
+    def whole_bound(self) -> Usage:
+        """The reservation's worst case, estimated: what an unseen output costs."""
+        return Usage(self.outbound.input_bound, self.outbound.max_tokens, False)
 
 
-def stream_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Any:
-    return upstream.stream(ROUTES[name], request, key=key_for(name), max_tokens=max_tokens)
+def call_to(name: str, request: ChatRequest, max_tokens: int = 100) -> Call:
+    """A request to route ``name`` built as the proxy builds it, not yet sent."""
+    return Call(upstream.outbound(ROUTES[name], request, max_tokens=max_tokens))
+
+
+async def complete_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Completion:
+    """The answer only, for tests that do not look at what it costs."""
+    return await call_to(name, request, max_tokens).complete()
+
+
+def stream_via(
+    name: str, request: ChatRequest, max_tokens: int = 100
+) -> AsyncGenerator[StreamEvent, None]:
+    """The events only, for tests that do not look at what the stream costs."""
+    return call_to(name, request, max_tokens).stream()

@@ -85,7 +85,7 @@ def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_f
 
 
 @pytest.mark.parametrize("model", ROUTES)
-def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged_its_input(
+def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged_its_worst_case(
     start_gateway, paid_token, model
 ):
     gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5")
@@ -102,7 +102,8 @@ def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged
     assert json.loads(events[-2])["error"]["code"] == "upstream_timeout"
     (record,) = ledger(1)
     assert record.status == "upstream_timeout" and record.is_estimated
-    assert record.tokens_in > 0
+    # The provider may still be generating: the whole output bound (the paid tier's cap).
+    assert record.tokens_in > 0 and record.tokens_out == 8192
     assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
 
 
@@ -148,8 +149,12 @@ def test_a_gateway_stopped_mid_stream_still_leaves_the_streams_usage_record(
     gateway.servers[0].stop()
     reader.join(30)
     (record,) = ledger(1)
-    assert record.status == "client_disconnected" and record.is_estimated
-    assert 0 < record.tokens_out < 400
+    # The worker's graceful shutdown ran out of time and cancelled the stream.
+    assert record.status == "interrupted" and record.is_estimated
+    (bill,) = provider.wait_for_bills(1)
+    assert bill.ending != "completed"
+    # Never less than the provider bills (each of its tokens is at least a byte),
+    # and well short of the whole answer.
+    assert bill.output_tokens <= record.tokens_out < len("tok399 ") * 400
+    assert record.tokens_in >= bill.input_tokens
     assert record.cost_usd == cost_usd("openai-gpt-4o", record.tokens_in, record.tokens_out)
-    wait_for(lambda: provider.stream_endings, timeout=5, what="the provider's stream to end")
-    assert provider.stream_endings != ["completed"]

@@ -52,6 +52,7 @@ class _Day:
     open: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # amount, device, process
     expired: dict[str, int] = field(default_factory=dict)  # request id -> amount counted
     orphans: set[str] = field(default_factory=set)
+    is_floor_paused: bool = False  # the automatic pause fired for this day
 
     def device(self, device_id: str) -> _Money:
         return self.devices.setdefault(device_id, _Money())
@@ -110,13 +111,13 @@ class MemoryBackend(Backend):
         beat = self._heartbeats.get(process_id)
         return beat is not None and beat + liveness > now
 
-    def _purge_dead(self, now: float, liveness: float) -> bool:
+    def _purge_dead(self, now: float, liveness: float) -> None:
         """Reservations of dead processes count as spent at their amount (see redis' purge)."""
         dead = {
             process_id for process_id, beat in self._heartbeats.items() if beat + liveness <= now
         }
         if not dead:
-            return False  # every admission writes its process's heartbeat first: none is unknown
+            return  # every admission writes its process's heartbeat first: none is unknown
         for process_id in dead:
             del self._heartbeats[process_id]
         for day in self._days.values():
@@ -129,14 +130,14 @@ class MemoryBackend(Backend):
                 day.spend(device_id, amount)
                 day.expired[request_id] = amount
                 self._in_flight.get(device_id, {}).pop(request_id, None)
-        return True
 
     def _pause_if_spent(
-        self, before: int, after: int, budget: int, floor: int, now: float, next_day_at: float
+        self, day: _Day, budget: int, floor: int, now: float, next_day_at: float
     ) -> bool:
-        """Settled spend crossed the floor (see redis' pause_if_spent): pause till tomorrow."""
-        if budget - before < floor or budget - after >= floor:
+        """Less than the floor left, once a day (see redis' pause_if_spent): pause till tomorrow."""
+        if budget - day.total.spent >= floor or day.is_floor_paused:
             return False
+        day.is_floor_paused = True
         if self._current_pause(now) is not None:
             return False
         self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
@@ -198,14 +199,9 @@ class MemoryBackend(Backend):
         if plan.request_id in day.open:
             raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
         self._heartbeats[plan.process_id] = now
-        before = day.total.spent
-        auto_paused = self._purge_dead(now, plan.liveness_seconds) and self._pause_if_spent(
-            before,
-            day.total.spent,
-            plan.budget_micro_usd,
-            plan.pause_below_micro_usd,
-            now,
-            plan.next_day_at,
+        self._purge_dead(now, plan.liveness_seconds)
+        auto_paused = self._pause_if_spent(
+            day, plan.budget_micro_usd, plan.pause_below_micro_usd, now, plan.next_day_at
         )
         pause = self._current_pause(now)
         if pause is not None:
@@ -290,11 +286,9 @@ class MemoryBackend(Backend):
                 if reservation.request_id in day.orphans:
                     return Settled(is_first=False)
                 day.orphans.add(reservation.request_id)
-            before = day.total.spent
             day.spend(reservation.device_id, charged)
             paused = terms.next_day_at is not None and self._pause_if_spent(
-                before,
-                day.total.spent,
+                day,
                 terms.budget_micro_usd,
                 terms.pause_below_micro_usd,
                 terms.now,

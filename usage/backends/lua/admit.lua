@@ -103,13 +103,10 @@ end
 -- This process is alive (it is admitting), then dead processes' reservations
 -- count as spent, which may leave less than the floor: the automatic pause.
 redis.call('SET', KEYS[8], now_text, 'PX', process_ttl)
+purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl)
 local auto_paused = 0
-local before = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
-if purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl) then
-  local after = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
-  if pause_if_spent(KEYS[2], budget, floor, before, after, now_text, next_day_text, pause_ttl) then
-    auto_paused = 1
-  end
+if pause_if_spent(KEYS[2], KEYS[3], budget, floor, now_text, next_day_text, pause_ttl) then
+  auto_paused = 1
 end
 
 -- 1. The pause (an automatic one ends at the next budget day by itself).

@@ -147,12 +147,14 @@ local function purge_dead(due, budget_prefix, process_prefix, inflight_prefix, n
   return moved
 end
 
--- The automatic pause: settled spend went from `before` to `after` and left
--- less than `floor` of the day's budget, for the first time (crossing the
--- floor: an operator's resume is not undone by the next settlement). Sets it
--- until the next budget day unless a pause is in force; true when it did.
-local function pause_if_spent(pause_key, budget, floor, before, after, now_text, next_day_text, ttl)
-  if budget - before < floor or budget - after >= floor then return false end
+-- The automatic pause: settled spend left less than `floor` of the day's
+-- budget. It fires once per budget day (a flag in the day's budget hash), so
+-- an operator's resume is not undone by the next settlement. Sets it until
+-- the next budget day unless a pause is in force; true when it did.
+local function pause_if_spent(pause_key, budget_key, budget, floor, now_text, next_day_text, ttl)
+  local money = redis.call('HMGET', budget_key, 'spent', 'floor_paused')
+  if budget - (tonumber(money[1]) or 0) >= floor or money[2] then return false end
+  redis.call('HSET', budget_key, 'floor_paused', '1')
   local until_text = redis.call('HGET', pause_key, 'until')
   if until_text and (until_text == '' or tonumber(now_text) < tonumber(until_text)) then
     return false

@@ -38,18 +38,16 @@ else
     redis.call('PEXPIRE', KEYS[5], ARGV[4])
   end
 end
-local before = tonumber(redis.call('HGET', KEYS[6], 'spent') or '0')
-local after = before
 if charged ~= '0' then
-  after = redis.call('HINCRBY', KEYS[6], 'spent', charged)
+  redis.call('HINCRBY', KEYS[6], 'spent', charged)
   redis.call('HINCRBY', KEYS[7], 'spent', charged)
 end
 redis.call('PEXPIRE', KEYS[6], ARGV[4])
 redis.call('PEXPIRE', KEYS[7], ARGV[4])
 local n = {}
 for token in string.gmatch(ARGV[6], '%S+') do n[#n + 1] = token end
-if n[4] ~= '-' and pause_if_spent(KEYS[9], tonumber(n[2]), tonumber(n[3]), before, after,
-    n[1], n[4], n[5]) then
+if n[4] ~= '-' and pause_if_spent(KEYS[9], KEYS[6], tonumber(n[2]), tonumber(n[3]), n[1], n[4],
+    n[5]) then
   return 2
 end
 return 1
