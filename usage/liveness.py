@@ -3,12 +3,13 @@
 A reservation lives as long as its request (SPEC section 2), whatever the
 client or the provider do: a stalled reader, a slow first token, a stream of
 an hour. So it has no deadline of its own; it names the process holding it,
-and the process writes one heartbeat (its gateway-clock time) for all of
-them every ``liveness_seconds() / 3`` while it holds any: one store write a
-few seconds apart, not a timer per request. Admission writes one too. A
-process silent for ``liveness_seconds()`` is dead: the next admission counts
-its reservations as spent at their worst case (``purge_dead`` in the Lua
-scripts, ``MemoryBackend._purge_dead``), and a late settle corrects them.
+and the process renews one heartbeat for all of them every
+``liveness_seconds() / 3`` while it holds any: one store write a few seconds
+apart, not a timer per request. Admission writes one too. A process silent
+for ``liveness_seconds()`` of real time (a Redis key's PX; the gateway clock,
+which tests move, is not a process's life) is dead: the next admission
+counts its reservations as spent at their worst case (``purge_dead`` in the
+Lua scripts, ``MemoryBackend._purge_dead``), and a late settle corrects them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import uuid
 
 from django.conf import settings
 
-from gateway import clock
 from gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ async def _beat() -> None:
         if _held <= 0:
             return
         try:
-            await get_backend().heartbeat(process_id(), clock.now())
+            await get_backend().heartbeat(process_id(), liveness_seconds())
         except GatewayError:
             # The store is down: nothing can expire in it either; beat again soon.
             logger.warning("could not write this process's heartbeat")

@@ -407,18 +407,28 @@ def as_process(monkeypatch, process_id: str) -> None:
     monkeypatch.setattr(liveness, "process_id", lambda: process_id)
 
 
+# Liveness is real time (a process does not die of a moved gateway clock): short here.
+LIVENESS = 0.3
+
+
+async def outlive(frozen_clock, seconds: float = LIVENESS) -> None:
+    """Let ``seconds`` pass, in real time and on the gateway clock."""
+    await asyncio.sleep(seconds)
+    frozen_clock.advance(seconds)
+
+
 async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case(
-    backend, budget, frozen_clock, monkeypatch
+    backend, budget, frozen_clock, monkeypatch, settings
 ):
+    settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
     as_process(monkeypatch, "crashed")
     crashed = await limits.admit(request(reserve=600_000))  # its process dies: never settled
     as_process(monkeypatch, "alive")
     assert not (await limits.admit(request(reserve=600_000))).admitted
-    frozen_clock.advance(liveness.liveness_seconds() - 1)
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (0, 600_000)
-    frozen_clock.advance(1)
+    await outlive(frozen_clock)
     # Silent for the liveness period: dead. Its worst case is spent, not released.
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (600_000, 0)
@@ -432,17 +442,22 @@ async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case
 
 
 async def test_a_reservation_lives_as_long_as_its_process_beats(
-    backend, budget, frozen_clock, monkeypatch
+    backend, budget, frozen_clock, monkeypatch, settings
 ):
+    settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
     as_process(monkeypatch, "streaming")
     stream = await limits.admit(request(reserve=600_000))
     as_process(monkeypatch, "other")
-    period = liveness.liveness_seconds() / liveness.BEATS_PER_LIVENESS
-    for _ in range(100):  # far longer than any timeout: a stalled reader, an hour-long stream
-        frozen_clock.advance(period)
-        await backend.heartbeat("streaming", frozen_clock.now())
+    for _ in range(10):  # ten liveness periods: a stalled reader, an hour-long stream
+        await backend.heartbeat("streaming", LIVENESS)
+        await outlive(frozen_clock, LIVENESS / 2)
+        await backend.heartbeat("streaming", LIVENESS)
+        await outlive(frozen_clock, LIVENESS / 2)
         assert not (await limits.admit(request(reserve=600_000))).admitted
+    # The gateway clock jumping a day ahead does not kill a beating process.
+    frozen_clock.advance(86400 / 2)
+    assert not (await limits.admit(request(reserve=600_000))).admitted
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (0, 600_000)
     assert await limits.settle(stream.reservation, actual_micro_usd=10)
@@ -467,10 +482,11 @@ async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, sett
 async def test_the_requests_a_dead_process_had_in_flight_free_their_slots(
     backend, settings, frozen_clock, monkeypatch
 ):
+    settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
     as_process(monkeypatch, "crashed")
     await admit_all(request(reserve=1) for _ in range(2))
     as_process(monkeypatch, "alive")
     assert (await limits.admit(request(reserve=1))).refused_by == "concurrency"
-    frozen_clock.advance(liveness.liveness_seconds())
+    await outlive(frozen_clock)
     assert (await limits.admit(request(reserve=1))).admitted

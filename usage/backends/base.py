@@ -74,7 +74,7 @@ BUDGET_PREFIX = key("budget", "")
 
 
 def process_key(process_id: str) -> str:
-    """The gateway-clock time of a process's last heartbeat (see ``Reservation``)."""
+    """Exists while the process is alive (see ``Reservation``)."""
     return key("proc", process_id)
 
 
@@ -118,8 +118,9 @@ class Reservation:
     It lives as long as its process does: the process's heartbeat (one store
     write every few seconds for all its requests, ``usage.liveness``) keeps
     it, whatever its client or provider do. Once the process has been silent
-    for ``liveness_seconds`` the reservation expires: it counts as spent at
-    its full amount, and a late settle corrects that to the real cost.
+    for ``liveness_seconds`` of real time the reservation expires: it counts
+    as spent at its full amount, and a late settle corrects that to the real
+    cost.
     """
 
     request_id: str
@@ -146,7 +147,7 @@ class AdmitPlan:
     pause_below_micro_usd: int  # pause when less than this is left after settled spend
     concurrency_limit: int  # the device's requests in flight
     process_id: str  # the admitting process (its heartbeat keeps the reservation)
-    liveness_seconds: float  # a process silent this long is dead
+    liveness_seconds: float  # a process silent this long (real time) is dead
     next_day_at: float  # start of the next budget day (end of an automatic pause)
     is_peek: bool = False  # read the layers only, take nothing
     expect: Expectation | None = None  # take nothing unless the store still says this
@@ -253,8 +254,8 @@ class Backend(ABC):
         """None when the counters are not live."""
 
     @abstractmethod
-    async def heartbeat(self, process_id: str, now: float) -> None:
-        """The process is alive at ``now``: its reservations are kept."""
+    async def heartbeat(self, process_id: str, liveness: float) -> None:
+        """The process is alive for another ``liveness`` seconds of real time."""
 
     # Budget and pause -------------------------------------------------------
     @abstractmethod

@@ -76,7 +76,7 @@ class MemoryBackend(Backend):
             self._windows: dict[str, tuple[WindowSpec, BucketWindow]] = {}
             self._logs: dict[str, SlidingLog] = {}
             self._days: dict[str, _Day] = {}
-            self._heartbeats: dict[str, float] = {}  # process id -> gateway-clock time
+            self._heartbeats: dict[str, float] = {}  # process id -> time.monotonic() of its beat
             self._in_flight: dict[str, dict[str, str]] = {}  # device -> request id -> process
             self._pause: PauseState | None = None
             self._generation: str | None = None
@@ -107,12 +107,14 @@ class MemoryBackend(Backend):
                 del self._days[stale]
         return entry
 
-    def _is_alive(self, process_id: str, now: float, liveness: float) -> bool:
+    # Liveness is real time, as redis' heartbeat keys (PX): see usage.liveness.
+    def _is_alive(self, process_id: str, liveness: float) -> bool:
         beat = self._heartbeats.get(process_id)
-        return beat is not None and beat + liveness > now
+        return beat is not None and beat + liveness > time.monotonic()
 
-    def _purge_dead(self, now: float, liveness: float) -> None:
+    def _purge_dead(self, liveness: float) -> None:
         """Reservations of dead processes count as spent at their amount (see redis' purge)."""
+        now = time.monotonic()
         dead = {
             process_id for process_id, beat in self._heartbeats.items() if beat + liveness <= now
         }
@@ -198,8 +200,8 @@ class MemoryBackend(Backend):
         day = self._day(plan.budget_day)
         if plan.request_id in day.open:
             raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
-        self._heartbeats[plan.process_id] = now
-        self._purge_dead(now, plan.liveness_seconds)
+        self._heartbeats[plan.process_id] = time.monotonic()
+        self._purge_dead(plan.liveness_seconds)
         auto_paused = self._pause_if_spent(
             day, plan.budget_micro_usd, plan.pause_below_micro_usd, now, plan.next_day_at
         )
@@ -212,7 +214,7 @@ class MemoryBackend(Backend):
         in_flight = self._in_flight.setdefault(plan.device_id, {})
         if len(in_flight) >= plan.concurrency_limit:
             for request_id, process_id in list(in_flight.items()):
-                if not self._is_alive(process_id, now, plan.liveness_seconds):
+                if not self._is_alive(process_id, plan.liveness_seconds):
                     del in_flight[request_id]
             if len(in_flight) >= plan.concurrency_limit:
                 return reply("refused", "concurrency")
@@ -296,9 +298,9 @@ class MemoryBackend(Backend):
             )
             return Settled(is_first=True, auto_paused=paused)
 
-    async def heartbeat(self, process_id: str, now: float) -> None:
+    async def heartbeat(self, process_id: str, liveness: float) -> None:
         with self._lock:
-            self._heartbeats[process_id] = now
+            self._heartbeats[process_id] = time.monotonic()
 
     # --- budget and pause ---------------------------------------------------
 
@@ -306,7 +308,7 @@ class MemoryBackend(Backend):
         with self._lock:
             if self._generation is None:
                 return None
-            self._purge_dead(now, liveness)
+            self._purge_dead(liveness)
             figures = self._days.get(day)
             if figures is None:
                 return BudgetFigures(0, 0, self._current_pause(now))

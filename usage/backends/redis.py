@@ -83,11 +83,12 @@ LIVE_TTL_MS = 2 * DAY_MS
 # restores it from billing's database copy should it ever expire.
 PAUSE_TTL_MS = 30 * DAY_MS
 BURST_TTL_MS = 2 * BURST_SECONDS * 1000
-# A heartbeat key only needs to outlive the reservations it vouches for; the
-# liveness decision itself compares the gateway-clock time it holds.
-PROCESS_TTL_MS = DAY_MS
 PROCESS_PREFIX = process_key("")
 IN_FLIGHT_PREFIX = in_flight_key("")
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def window_ttl_ms(spec: WindowSpec) -> int:
@@ -190,7 +191,7 @@ class RedisBackend(Backend):
             BUDGET_TTL_MS,
             LIVE_TTL_MS,
             PAUSE_TTL_MS,
-            PROCESS_TTL_MS,
+            _milliseconds(plan.liveness_seconds),
             *(plan.limits[layer] for layer in layers),
         ]
         args = [
@@ -263,10 +264,10 @@ class RedisBackend(Backend):
             return None
         return Settled(is_first=result > 0, auto_paused=result == 2)
 
-    async def heartbeat(self, process_id: str, now: float) -> None:
+    async def heartbeat(self, process_id: str, liveness: float) -> None:
         with _unavailable_on_error():
             await async_redis().execute(
-                "SET", process_key(process_id), repr(now), "PX", PROCESS_TTL_MS
+                "SET", process_key(process_id), "1", "PX", _milliseconds(liveness)
             )
 
     # --- budget and pause ---------------------------------------------------

@@ -10,7 +10,8 @@
 --         path): now, day bucket seconds, day buckets, burst seconds, budget,
 --         device cap (0: none), reserve, pause floor, concurrency limit,
 --         liveness seconds, next budget day, window ttl, burst ttl, budget
---         ttl, live ttl, pause ttl, process ttl, then the limit of each layer
+--         ttl, live ttl, pause ttl, heartbeat ttl (the liveness in ms), then
+--         the limit of each layer
 --       2 request id, 3 device id, 4 peek ('1': read only),
 --       5 budget key prefix, 6 layer names (comma separated),
 --       7 '' or the caller's cached view, "device-version epoch generation";
@@ -102,7 +103,7 @@ end
 
 -- This process is alive (it is admitting), then dead processes' reservations
 -- count as spent, which may leave less than the floor: the automatic pause.
-redis.call('SET', KEYS[8], now_text, 'PX', process_ttl)
+redis.call('SET', KEYS[8], '1', 'PX', process_ttl)
 purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl)
 local auto_paused = 0
 if pause_if_spent(KEYS[2], KEYS[3], budget, floor, now_text, next_day_text, pause_ttl) then
@@ -131,7 +132,7 @@ local in_flight = redis.call('HLEN', KEYS[7])
 if in_flight >= concurrency then
   local entries = redis.call('HGETALL', KEYS[7])
   for k = 1, #entries, 2 do
-    if not alive_until(process_prefix, entries[k + 1], now, liveness) then
+    if not is_alive(process_prefix, entries[k + 1]) then
       redis.call('HDEL', KEYS[7], entries[k])
       in_flight = in_flight - 1
     end

@@ -95,20 +95,18 @@ local function whole(x)
   return string.format('%d', x)
 end
 
--- Is the process alive: has it written a heartbeat (its gateway-clock time)
--- within `liveness` seconds of `now`? Returns the time it would be declared
--- dead without another heartbeat, or nil when it is dead already.
-local function alive_until(process_prefix, process, now, liveness)
-  local beat = tonumber(redis.call('GET', process_prefix .. process) or '')
-  if beat and beat + liveness > now then return beat + liveness end
-  return nil
+-- Is the process alive? Its heartbeat key lives `liveness` seconds of real
+-- time (PX) after its last beat: a process's life is not the gateway clock's
+-- business (tests move that clock; a process does not die of it).
+local function is_alive(process_prefix, process)
+  return redis.call('EXISTS', process_prefix .. process) == 1
 end
 
 -- Reservations whose process has died expire: their full amount leaves
 -- `reserved` and counts as spent (the provider may have billed all of it),
 -- and they are remembered so a late settle replaces that by the real cost.
--- A due reservation whose process is alive is checked again when the process
--- could next be dead. The due set holds "<day> <request id>" for every open
+-- A due reservation whose process is alive is checked again a liveness
+-- period later. The due set holds "<day> <request id>" for every open
 -- reservation of every day; bounded work per call, the rest on the next one.
 -- Returns true when any spent figure moved.
 local function purge_dead(due, budget_prefix, process_prefix, inflight_prefix, now, liveness, ttl)
@@ -122,9 +120,8 @@ local function purge_dead(due, budget_prefix, process_prefix, inflight_prefix, n
       redis.call('ZREM', due, member)
     else
       local amount, owner, process = string.match(entry, '^(%d+) (%S+) (%S+)$')
-      local until_at = alive_until(process_prefix, process, now, liveness)
-      if until_at then
-        redis.call('ZADD', due, fmt(until_at), member)
+      if is_alive(process_prefix, process) then
+        redis.call('ZADD', due, fmt(now + liveness), member)
       else
         local total = budget_prefix .. day
         local device = budget_prefix .. day .. ':device:' .. owner
