@@ -134,6 +134,7 @@ LAYER_BY_CODE = {
     "user_rate_limit_exceeded": "user",
     "burst_rate_limit_exceeded": "burst",
     "global_rate_limit_exceeded": "global",
+    "concurrency_limit_exceeded": "concurrency",
     "device_budget_exceeded": "device_budget",
     "budget_exceeded": "budget",
     "registration_rate_limit_exceeded": "registration",

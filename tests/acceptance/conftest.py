@@ -16,7 +16,7 @@ import pytest
 from tests.acceptance.budget import BUDGET_ENVIRONMENT
 from tests.acceptance.support import PROCESSES, SLACK_CHANNEL, SLACK_TOKEN, slack_environment
 from tests.fakes.slack import FakeSlack, start_fake_slack
-from tests.proxy.conftest import Gateway, free_token, paid_token, start_gateway  # noqa: F401
+from tests.proxy.conftest import Gateway, free_token, gateway, paid_token, start_gateway  # noqa: F401
 
 
 @pytest.fixture(scope="session")

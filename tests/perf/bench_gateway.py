@@ -67,6 +67,8 @@ def gateway_env(upstream_url: str, database_url: str, redis_url: str) -> dict[st
     for tier in ("FREE", "PAID"):
         for layer in ("DEVICE_PER_DAY", "IP_PER_DAY", "USER_PER_DAY", "DEVICE_PER_MINUTE"):
             env[f"RATE_LIMIT_{tier}_{layer}"] = UNLIMITED
+        # The load comes from one device at up to 64 connections.
+        env[f"MAX_CONCURRENT_REQUESTS_{tier}"] = UNLIMITED
     return env
 
 

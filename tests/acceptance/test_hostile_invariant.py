@@ -1,0 +1,174 @@
+"""Issue 14's invariant: hostile traffic on two gateway processes never spends past the
+budget or a device's cap, and every request the provider saw is in the ledger once.
+
+Paid and free devices send, all at once: normal and streamed answers,
+readers that stall, pipelined requests reset before their answer, clients
+leaving mid-stream, provider timeouts, answers that do not parse, and large
+JSON schemas. The budget and the paid caps are small enough to bind. Once it
+is over: spent <= budget, each device's spend <= its cap, the ledger's sum is
+the spent counter, nothing stays reserved, and the ledger holds exactly one
+record per request the provider received.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.acceptance.support import budget_status, ledger_cost, usd
+from tests.proxy.support import bearer, chat_body
+from tests.support.processes import wait_for
+from tests.support.raw_http import RawClient, request_bytes
+from usage.models import UsageRecord
+
+pytestmark = pytest.mark.production_only  # two processes sharing the counters
+
+BUDGET = Decimal("0.30")
+PAID_CAP = Decimal("0.10")  # about one gpt-4o worst case (8192 output tokens at $10/1M)
+FREE_CAP = Decimal("0.01")
+ENVIRONMENT = {
+    "DAILY_BUDGET_USD": str(BUDGET),
+    "DEVICE_DAILY_BUDGET_USD_PAID": str(PAID_CAP),
+    "DEVICE_DAILY_BUDGET_USD_FREE": str(FREE_CAP),
+    "STREAM_IDLE_TIMEOUT_SECONDS": "3",
+    "UPSTREAM_TIMEOUT_SECONDS": "2",
+    "RATE_LIMIT_FREE_DEVICE_PER_MINUTE": "1000",
+    "RATE_LIMIT_PAID_DEVICE_PER_MINUTE": "1000",
+}
+GPT = "openai-gpt-4o"
+FLOOD = "Flood [[tokens:8192]] [[piece_bytes:4096]]"
+SLOW_STREAM = "Hi [[tokens:30]] [[fault:slow_chunks:delay=3]]"
+TRICKLE = "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
+
+
+def user(text: str, **fields: object) -> dict:
+    return chat_body(messages=[{"role": "user", "content": text}], **fields)
+
+
+def plain(url: str, token: str, body: dict) -> None:
+    httpx.post(f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30)
+
+
+def leave_early(url: str, token: str, body: dict) -> None:
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30
+    ) as response:
+        for index, _line in enumerate(response.iter_lines()):
+            if index >= 3:
+                return
+
+
+def stall(url: str, token: str, body: dict) -> None:
+    """Send, read the first bytes, then read nothing until the gateway gives up."""
+    client = RawClient(url)
+    client.post(body, token)
+    try:
+        client.read_until(b"\r\n", timeout=10)
+        client.sock.settimeout(12)
+        client.sock.recv(1)  # blocks: the gateway ends the stream after its idle timeout
+    except OSError:
+        pass
+    finally:
+        client.reset()
+
+
+def pipeline_and_reset(url: str, token: str, body: dict) -> None:
+    client = RawClient(url)
+    flood = user(FLOOD)
+    path = "/v1/chat/completions"
+    client.send(request_bytes(url, path, flood, token), request_bytes(url, path, body, token))
+    try:
+        client.read_until(b"\r\n", timeout=10)
+    except OSError:
+        pass
+    threading.Event().wait(1.5)  # the second request gets admitted behind the unread answer
+    client.reset()
+
+
+def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[[], None]]:
+    schema = {"name": "big", "schema": {"enum": ["x" * 100] * 1_000}}  # ~100 KB forwarded
+    schema_format = {"type": "json_schema", "json_schema": schema}
+    calls: list[tuple[Callable[[str, str, dict], None], str, dict]] = []
+    for token in paid:
+        calls += [
+            (plain, token, user("Hi [[tokens:20]]", model=GPT)),
+            (plain, token, user("Hi [[tokens:20]]", model=GPT, stream=True)),
+            (stall, token, user(FLOOD, model=GPT, stream=True)),
+            # Its first word would come after the reset: the provider produces nothing unseen.
+            (pipeline_and_reset, token, user(SLOW_STREAM, model=GPT, stream=True)),
+            (
+                leave_early,
+                token,
+                user(TRICKLE, stream=True),
+            ),
+            (plain, token, user("Slow [[fault:slow:seconds=4]]", model=GPT)),
+            (plain, token, user("[[tokens:500]] [[fault:broken_json]]", model=GPT)),
+            (plain, token, user("Hi", model=GPT, max_tokens=1, response_format=schema_format)),
+        ]
+    for token in free:
+        calls += [
+            (plain, token, user("Hi [[tokens:20]]")),
+            (stall, token, user(FLOOD, stream=True)),
+            (
+                leave_early,
+                token,
+                user(TRICKLE, stream=True),
+            ),
+            (plain, token, user("[[tokens:50]] [[fault:broken_json:kind=truncated]]")),
+            (plain, token, user("Slow [[fault:slow:seconds=4]]", stream=True)),
+        ]
+    return [
+        (lambda call=call, url=urls[index % len(urls)]: call[0](url, call[1], call[2]))
+        for index, call in enumerate(calls)
+    ]
+
+
+def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record_each(
+    start_gateway, provider, make_device, settings
+):
+    settings.DAILY_BUDGET_USD = BUDGET
+    provider.input_billing = "bytes"
+    gateway = start_gateway(2, **ENVIRONMENT)
+    paid = [make_device("approved", tier="paid", name=f"paid {n}") for n in range(4)]
+    free = [make_device("approved", name=f"free {n}") for n in range(3)]
+    work = traffic(
+        [server.url for server in gateway.servers],
+        [device.token for device in paid],
+        [device.token for device in free],
+    )
+    with ThreadPoolExecutor(max_workers=len(work)) as pool:
+        for future in [pool.submit(job) for job in work]:
+            future.result(timeout=60)
+
+    # Everything the provider received is settled and in the ledger, once.
+    wait_for(
+        lambda: UsageRecord.objects.count() >= len(provider.requests),
+        timeout=30,
+        what="a record for every request the provider received",
+    )
+    wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=30, what="nothing reserved")
+    records = list(UsageRecord.objects.all())
+    assert len(records) == len(provider.requests) == len({r.request_id for r in records})
+    assert {r.status for r in records} >= {"ok", "client_disconnected", "upstream_timeout"}
+
+    status = budget_status()
+    spent = ledger_cost(records)
+    assert status["spentUsd"] == usd(spent)
+    assert spent <= BUDGET
+    for device in paid + free:
+        cap = PAID_CAP if device in paid else FREE_CAP
+        assert ledger_cost([r for r in records if r.device_id == device.device.id]) <= cap
+    # The traffic wanted more than the budget: the limits above are what held it.
+    assert spent > BUDGET / 2, spent
+    # And, provider by provider, nothing was billed less than the provider bills.
+    bills = provider.wait_for_bills(len(records))
+    for name in ("openai", "digitalocean"):
+        mine = [r for r in records if r.provider == name]
+        theirs = [b for b in bills if b.provider == name]
+        assert sum(r.tokens_in for r in mine) >= sum(b.input_tokens for b in theirs)
+        assert sum(r.tokens_out for r in mine) >= sum(b.output_tokens for b in theirs)
