@@ -28,8 +28,10 @@ from usage.models import UsageRecord
 
 pytestmark = pytest.mark.production_only  # two processes sharing the counters
 
-BUDGET = Decimal("0.30")
-PAID_CAP = Decimal("0.10")  # about one gpt-4o worst case (8192 output tokens at $10/1M)
+# A gpt-4o worst case is about $0.083 (8192 output tokens at $10 per 1M): each
+# paid device wants about $0.58 of worst cases, far past its cap; four caps, past the budget.
+BUDGET = Decimal("0.70")
+PAID_CAP = Decimal("0.30")
 FREE_CAP = Decimal("0.01")
 ENVIRONMENT = {
     "DAILY_BUDGET_USD": str(BUDGET),
@@ -50,8 +52,17 @@ def user(text: str, **fields: object) -> dict:
     return chat_body(messages=[{"role": "user", "content": text}], **fields)
 
 
-def plain(url: str, token: str, body: dict) -> None:
-    httpx.post(f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30)
+REFUSED_BY_MONEY = ("device_budget_exceeded", "budget_exceeded")
+
+
+def plain(url: str, token: str, body: dict) -> str | None:
+    """The error code of the answer, if any."""
+    response = httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30
+    )
+    if response.status_code == 200:
+        return None
+    return str(response.json()["error"]["code"])
 
 
 def leave_early(url: str, token: str, body: dict) -> None:
@@ -90,10 +101,10 @@ def pipeline_and_reset(url: str, token: str, body: dict) -> None:
     client.reset()
 
 
-def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[[], None]]:
-    schema = {"name": "big", "schema": {"enum": ["x" * 100] * 1_000}}  # ~100 KB forwarded
+def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[[], object]]:
+    schema = {"name": "big", "schema": {"enum": ["x" * 100] * 600}}  # ~60 KB forwarded: $0.15
     schema_format = {"type": "json_schema", "json_schema": schema}
-    calls: list[tuple[Callable[[str, str, dict], None], str, dict]] = []
+    calls: list[tuple[Callable[[str, str, dict], object], str, dict]] = []
     for token in paid:
         calls += [
             (plain, token, user("Hi [[tokens:20]]", model=GPT)),
@@ -142,8 +153,7 @@ def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record
         [device.token for device in free],
     )
     with ThreadPoolExecutor(max_workers=len(work)) as pool:
-        for future in [pool.submit(job) for job in work]:
-            future.result(timeout=60)
+        answers = [future.result(timeout=60) for future in [pool.submit(job) for job in work]]
 
     # Everything the provider received is settled and in the ledger, once.
     wait_for(
@@ -154,7 +164,8 @@ def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=30, what="nothing reserved")
     records = list(UsageRecord.objects.all())
     assert len(records) == len(provider.requests) == len({r.request_id for r in records})
-    assert {r.status for r in records} >= {"ok", "client_disconnected", "upstream_timeout"}
+    # Which hostile requests got in depends on who reached the caps first; some always do.
+    assert {r.status for r in records} - {"ok"}, "no hostile request was admitted"
 
     status = budget_status()
     spent = ledger_cost(records)
@@ -163,8 +174,8 @@ def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record
     for device in paid + free:
         cap = PAID_CAP if device in paid else FREE_CAP
         assert ledger_cost([r for r in records if r.device_id == device.device.id]) <= cap
-    # The traffic wanted more than the budget: the limits above are what held it.
-    assert spent > BUDGET / 2, spent
+    # The traffic wanted more than the caps and the budget allow: they held it.
+    assert any(answer in REFUSED_BY_MONEY for answer in answers), answers
     # And, provider by provider, nothing was billed less than the provider bills.
     bills = provider.wait_for_bills(len(records))
     for name in ("openai", "digitalocean"):
