@@ -292,29 +292,70 @@ def _start_message(
     }
 
 
-async def _send_within(send: Send, message: Mapping[str, Any]) -> None:
-    """``send``, unless the client reads nothing for ``STREAM_IDLE_TIMEOUT_SECONDS``.
+class _IdleGuard:
+    """Ends a response whose client reads nothing for ``STREAM_IDLE_TIMEOUT_SECONDS``.
 
     A server's ``send`` waits while the socket's buffer is full: a client
     that stops reading (or pipelines requests and reads no answer) would hold
-    the request, its provider stream and its concurrency slot for ever.
+    the request, its provider stream and its concurrency slot for ever. One
+    timer per response, not one per send (a stream sends thousands): it
+    cancels the sending task when a send has been pending that long.
     """
-    try:
-        async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_SECONDS):
+
+    __slots__ = ("_handle", "_idle", "_loop", "_since", "_task", "is_stalled")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._idle = float(settings.STREAM_IDLE_TIMEOUT_SECONDS)
+        self._since: float | None = None
+        self.is_stalled = False
+        self._handle = self._loop.call_later(self._idle, self._check)
+
+    def _check(self) -> None:
+        since = self._since
+        if since is not None and self._loop.time() - since >= self._idle:
+            self.is_stalled = True
+            self._task.cancel()
+            return
+        wake = self._loop.time() + self._idle if since is None else since + self._idle
+        self._handle = self._loop.call_at(wake, self._check)
+
+    async def send(self, send: Send, message: Mapping[str, Any]) -> None:
+        self._since = self._loop.time()
+        try:
             await send(message)
-    except TimeoutError:
+        finally:
+            self._since = None
+
+    def stalled(self) -> ClientDisconnected:
+        """The cancellation was this guard's: the task goes on, the client is gone."""
+        self._task.uncancel()
         _abandoned.set(True)
-        raise ClientDisconnected() from None
+        return ClientDisconnected()
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 async def _send(request: LeanRequest, response: Response, send: Send) -> None:
     headers = response.headers
     if not any(name == b"content-length" for name, _ in headers):
         headers = [*headers, (b"content-length", str(len(response.body)).encode())]
-    await _send_within(
-        send, _start_message(request, response.status, headers, response.content_type)
-    )
-    await _send_within(send, {"type": "http.response.body", "body": response.body})
+    guard = _IdleGuard()
+    try:
+        await guard.send(
+            send, _start_message(request, response.status, headers, response.content_type)
+        )
+        await guard.send(send, {"type": "http.response.body", "body": response.body})
+    except asyncio.CancelledError:
+        if not guard.is_stalled:
+            raise
+        raise guard.stalled() from None
+    finally:
+        guard.close()
 
 
 async def _send_stream(request: LeanRequest, response: StreamResponse, send: Send) -> None:
@@ -323,9 +364,9 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
     The body has been read, so the next ASGI message is ``http.disconnect``
     and arrives only if the client goes away. A watcher waits for it and
     cancels the send loop. A client that reads nothing for
-    ``STREAM_IDLE_TIMEOUT_SECONDS`` is treated as gone. Either way the
-    producer is closed here; what it must finish (closing the upstream
-    request, settling) the endpoint deferred.
+    ``STREAM_IDLE_TIMEOUT_SECONDS`` is treated as gone (``_IdleGuard``).
+    Either way the producer is closed here; what it must finish (closing
+    the upstream request, settling) the endpoint deferred.
     """
     loop_task = asyncio.current_task()
     assert loop_task is not None
@@ -337,22 +378,24 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
 
     headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"), *response.headers]
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    guard = _IdleGuard()
     events = response.events
     try:
-        await _send_within(
+        await guard.send(
             send, _start_message(request, response.status, headers, b"text/event-stream")
         )
         async for event in events:
-            await _send_within(
-                send, {"type": "http.response.body", "body": event, "more_body": True}
-            )
-        await _send_within(send, {"type": "http.response.body", "body": b""})
+            await guard.send(send, {"type": "http.response.body", "body": event, "more_body": True})
+        await guard.send(send, {"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
+        if guard.is_stalled:
+            raise guard.stalled() from None
         if not watcher.done() or watcher.cancelled():
             raise  # cancelled by the server (shutdown), not by the client
         loop_task.uncancel()
         raise ClientDisconnected() from None
     finally:
+        guard.close()
         watcher.cancel()
         aclose = getattr(events, "aclose", None)
         if aclose is not None:

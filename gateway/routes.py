@@ -154,20 +154,22 @@ def _load_routes() -> dict[str, Route]:
             connection.close()
 
 
+def route_of(row: Any) -> Route:
+    """The hot path's copy of a ``ModelRoute`` row."""
+    return Route(
+        public_name=row.public_name,
+        provider=row.provider,
+        provider_model=row.provider_model,
+        input_price_usd=row.input_price_usd,
+        output_price_usd=row.output_price_usd,
+        tiers=row.tiers,
+        created=int(row.created_at.timestamp()),
+        has_hidden_reasoning=row.has_hidden_reasoning,
+    )
+
+
 def _rows_to_routes(rows: Any) -> dict[str, Route]:
-    return {
-        row.public_name: Route(
-            public_name=row.public_name,
-            provider=row.provider,
-            provider_model=row.provider_model,
-            input_price_usd=row.input_price_usd,
-            output_price_usd=row.output_price_usd,
-            tiers=row.tiers,
-            created=int(row.created_at.timestamp()),
-            has_hidden_reasoning=row.has_hidden_reasoning,
-        )
-        for row in rows
-    }
+    return {row.public_name: route_of(row) for row in rows}
 
 
 async def _current_epoch() -> int:

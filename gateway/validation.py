@@ -404,33 +404,3 @@ def check_tier_cap(request: ChatRequest, tier: str, route: object = None) -> int
 def effective_max_tokens(request: ChatRequest, tier: str) -> int:
     """The request's ``max_tokens``, or the tier cap when it sent none (no check)."""
     return request.max_tokens if request.max_tokens is not None else settings.MAX_TOKENS[tier]
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part["text"] for part in content)
-    return ""
-
-
-def input_text_bytes(request: ChatRequest) -> int:
-    """UTF-8 bytes of every text the model reads: contents, tool calls and tool definitions."""
-    total = 0
-    for message in request.messages:
-        total += len(_text_of(message.get("content")).encode())
-        for call in message.get("tool_calls") or ():
-            total += len(call["function"]["name"].encode())
-            total += len(call["function"]["arguments"].encode())
-    if request.tools:
-        total += len(orjson.dumps(request.tools))
-    return total
-
-
-def estimate_input_tokens(request: ChatRequest) -> int:
-    """A rough input-token count (about 4 bytes a token) for when a provider reports none.
-
-    An estimate for charging a failed request, not the worst-case bound the
-    budget reserves (billing's pricing owns that).
-    """
-    return math.ceil(input_text_bytes(request) / 4) + 4 * len(request.messages) + 3

@@ -18,7 +18,7 @@ from django.core.management import call_command
 
 from billing.pricing import worst_case_micro_usd
 from gateway.models import ModelRoute
-from gateway.routes import Route
+from gateway.routes import route_of
 from gateway.upstream import outbound
 from gateway.validation import parse_chat_request
 from tests.fakes.slack import FakeSlack
@@ -192,17 +192,7 @@ def usd(amount: Decimal | int) -> float:
 def worst_case(call: Call, max_tokens: int) -> int:
     """What the gateway reserves for ``call``, in micro-dollars: the same upstream body,
     formula and prices."""
-    row = ModelRoute.objects.get(public_name=call.body["model"])
-    route = Route(
-        public_name=row.public_name,
-        provider=row.provider,
-        provider_model=row.provider_model,
-        input_price_usd=row.input_price_usd,
-        output_price_usd=row.output_price_usd,
-        tiers=row.tiers,
-        created=0,
-        has_hidden_reasoning=row.has_hidden_reasoning,
-    )
+    route = route_of(ModelRoute.objects.get(public_name=call.body["model"]))
     request = parse_chat_request(json.dumps(call.body).encode())
     sent = outbound(route, request, max_tokens=max_tokens)
     return worst_case_micro_usd(

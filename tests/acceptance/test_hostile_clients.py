@@ -30,7 +30,7 @@ from tests.acceptance.support import (
 )
 from tests.fakes.provider import Bill, FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import assert_refused, bearer, chat_body, post, remaining
+from tests.proxy.support import assert_refused, chat_body, leave_after, post, remaining
 from tests.proxy.test_upstream_http import cost_usd
 from tests.support.processes import wait_for
 from tests.support.raw_http import RawClient, request_bytes
@@ -235,30 +235,13 @@ def test_large_schemas_at_once_never_spend_past_the_budget(start_gateway, provid
 # --- 4. Disconnects and mid-stream failures bill what the provider reported or produced ----
 
 
-def leave_after(gateway: Gateway, token: str, body: dict, chunks: int) -> None:
-    """Read ``chunks`` data lines of a stream, then hang up."""
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body,
-        headers=bearer(token),
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        seen = 0
-        for line in response.iter_lines():
-            seen += line.startswith("data: ")
-            if seen >= chunks:
-                return
-
-
 def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
     start_gateway, provider, paid_token
 ):
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     text = "word " * 18_000 + "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
-    leave_after(gateway, paid_token, stream_body(text, model="anthropic-claude-4-sonnet"), 2)
+    leave_after(gateway.url, paid_token, stream_body(text, model="anthropic-claude-4-sonnet"), 2)
     (record,) = ledger(1)
     (bill,) = provider.wait_for_bills(1)
     assert record.status == "client_disconnected"

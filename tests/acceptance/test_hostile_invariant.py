@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.acceptance.support import budget_status, ledger_cost, usd
-from tests.proxy.support import bearer, chat_body
+from tests.proxy.support import bearer, chat_body, leave_after
 from tests.support.processes import wait_for
 from tests.support.raw_http import RawClient, request_bytes
 from usage.models import UsageRecord
@@ -66,12 +66,7 @@ def plain(url: str, token: str, body: dict) -> str | None:
 
 
 def leave_early(url: str, token: str, body: dict) -> None:
-    with httpx.stream(
-        "POST", f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30
-    ) as response:
-        for index, _line in enumerate(response.iter_lines()):
-            if index >= 3:
-                return
+    leave_after(url, token, body, 3)
 
 
 def stall(url: str, token: str, body: dict) -> None:

@@ -352,25 +352,21 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     assert call.billed == Usage(25, 15, True)
 
 
+def message_start(tokens_in: int) -> tuple[str, dict]:
+    usage = {"input_tokens": tokens_in, "output_tokens": 1}
+    return "message_start", {"type": "message_start", "message": {"id": "m", "usage": usage}}
+
+
+def block_delta(index: int, delta: dict) -> tuple[str, dict]:
+    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+
+
 async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_was_seen(
     provider_answers,
 ):
     body = sse(
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {"id": "m", "usage": {"input_tokens": 8, "output_tokens": 1}},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "abc"},
-            },
-        ),
+        message_start(8),
+        block_delta(0, {"type": "text_delta", "text": "abc"}),
         (
             "error",
             {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
@@ -392,33 +388,10 @@ async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
 ):
     thinking = "Let me think: 東京 or Kyoto"
     body = sse(
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {"id": "m", "usage": {"input_tokens": 8, "output_tokens": 1}},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "thinking_delta", "thinking": thinking},
-            },
-        ),
-        (
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta"}},
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "text_delta", "text": "Tokyo"},
-            },
-        ),
+        message_start(8),
+        block_delta(0, {"type": "thinking_delta", "thinking": thinking}),
+        block_delta(0, {"type": "signature_delta"}),
+        block_delta(1, {"type": "text_delta", "text": "Tokyo"}),
     )  # and the stream is cut off: no message_delta, so no usage
     provider_answers(lambda request: httpx.Response(200, content=body))
     call = call_to(ANTHROPIC, chat(stream=True))

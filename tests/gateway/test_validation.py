@@ -11,8 +11,6 @@ from gateway.validation import (
     MaxTokensExceeded,
     check_tier_cap,
     effective_max_tokens,
-    estimate_input_tokens,
-    input_text_bytes,
     parse_chat_request,
 )
 
@@ -273,11 +271,25 @@ def test_a_64_bit_max_tokens_is_valid_json_and_exceeds_the_cap():
         check_tier_cap(request, "paid")
 
 
-def test_the_input_estimate_grows_with_the_text():
-    short = parse_chat_request(body())
-    long = parse_chat_request(body(messages=[{"role": "user", "content": "é" * 4000}]))
-    assert input_text_bytes(long) == 8000
-    assert estimate_input_tokens(long) > estimate_input_tokens(short) > 0
+def nested(depth: int) -> object:
+    """A value ``depth`` levels deep (objects and arrays alternating)."""
+    value: object = "leaf"
+    for level in range(depth):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def test_a_body_nested_64_levels_deep_passes_and_65_is_invalid():
+    # The body object is level 1, so a field's value may be 63 levels deep.
+    assert parse_chat_request(body(metadata=nested(63)))
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(body(metadata=nested(64)))
+    assert "64 levels" in caught.value.payload()["error"]["message"]
+
+
+def test_a_wide_body_with_many_brackets_is_not_deep():
+    many = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}] * 500
+    assert len(parse_chat_request(body(messages=many)).messages) == 500
 
 
 def test_the_parsed_request_serialises_back_to_json():

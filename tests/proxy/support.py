@@ -54,6 +54,19 @@ def post(
     )
 
 
+def leave_after(url: str, token: str, body: Mapping[str, Any], lines: int) -> None:
+    """Stream ``body`` from the gateway at ``url``, read ``lines`` data lines, hang up."""
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=dict(body), headers=bearer(token), timeout=30
+    ) as response:
+        assert response.status_code == 200, response.status_code
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data: ")
+            if seen >= lines:
+                return
+
+
 def chat_body(**fields: Any) -> dict[str, Any]:
     fields.setdefault("model", "llama3-8b-instruct")
     fields.setdefault("messages", HELLO)

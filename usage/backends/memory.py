@@ -112,14 +112,14 @@ class MemoryBackend(Backend):
         beat = self._heartbeats.get(process_id)
         return beat is not None and beat + liveness > time.monotonic()
 
-    def _purge_dead(self, liveness: float) -> None:
+    def _purge_dead(self, liveness: float) -> bool:
         """Reservations of dead processes count as spent at their amount (see redis' purge)."""
         now = time.monotonic()
         dead = {
             process_id for process_id, beat in self._heartbeats.items() if beat + liveness <= now
         }
         if not dead:
-            return  # every admission writes its process's heartbeat first: none is unknown
+            return False  # every admission writes its process's heartbeat first: none is unknown
         for process_id in dead:
             del self._heartbeats[process_id]
         for day in self._days.values():
@@ -132,6 +132,7 @@ class MemoryBackend(Backend):
                 day.spend(device_id, amount)
                 day.expired[request_id] = amount
                 self._in_flight.get(device_id, {}).pop(request_id, None)
+        return True
 
     def _pause_if_spent(
         self, day: _Day, budget: int, floor: int, now: float, next_day_at: float
@@ -164,6 +165,9 @@ class MemoryBackend(Backend):
         for ip, until in list(self._blocks.items()):
             if until <= now:
                 del self._blocks[ip]
+        for device_id, in_flight in list(self._in_flight.items()):
+            if not in_flight:
+                del self._in_flight[device_id]
 
     # --- admission ----------------------------------------------------------
 
@@ -201,8 +205,7 @@ class MemoryBackend(Backend):
         if plan.request_id in day.open:
             raise ValueError(f"request id {plan.request_id!r} already holds a reservation")
         self._heartbeats[plan.process_id] = time.monotonic()
-        self._purge_dead(plan.liveness_seconds)
-        auto_paused = self._pause_if_spent(
+        auto_paused = self._purge_dead(plan.liveness_seconds) and self._pause_if_spent(
             day, plan.budget_micro_usd, plan.pause_below_micro_usd, now, plan.next_day_at
         )
         pause = self._current_pause(now)

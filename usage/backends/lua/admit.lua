@@ -104,9 +104,9 @@ end
 -- This process is alive (it is admitting), then dead processes' reservations
 -- count as spent, which may leave less than the floor: the automatic pause.
 redis.call('SET', KEYS[8], '1', 'PX', process_ttl)
-purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl)
 local auto_paused = 0
-if pause_if_spent(KEYS[2], KEYS[3], budget, floor, now_text, next_day_text, pause_ttl) then
+if purge_dead(KEYS[6], budget_prefix, process_prefix, inflight_prefix, now, liveness, budget_ttl)
+    and pause_if_spent(KEYS[2], KEYS[3], budget, floor, now_text, next_day_text, pause_ttl) then
   auto_paused = 1
 end
 
