@@ -299,36 +299,30 @@ class _IdleGuard:
     that stops reading (or pipelines requests and reads no answer) would hold
     the request, its provider stream and its concurrency slot for ever. One
     timer per response, not one per send (a stream sends thousands): it
-    cancels the sending task when a send has been pending that long.
+    cancels the sending task when a send has been pending that long. The
+    sender marks each send with ``since = loop.time()`` and clears it after.
     """
 
-    __slots__ = ("_handle", "_idle", "_loop", "_since", "_task", "is_stalled")
+    __slots__ = ("_handle", "_idle", "_task", "is_stalled", "loop", "since")
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self._idle = float(settings.STREAM_IDLE_TIMEOUT_SECONDS)
-        self._since: float | None = None
+        self.since: float | None = None
         self.is_stalled = False
-        self._handle = self._loop.call_later(self._idle, self._check)
+        self._handle = self.loop.call_later(self._idle, self._check)
 
     def _check(self) -> None:
-        since = self._since
-        if since is not None and self._loop.time() - since >= self._idle:
+        since = self.since
+        if since is not None and self.loop.time() - since >= self._idle:
             self.is_stalled = True
             self._task.cancel()
             return
-        wake = self._loop.time() + self._idle if since is None else since + self._idle
-        self._handle = self._loop.call_at(wake, self._check)
-
-    async def send(self, send: Send, message: Mapping[str, Any]) -> None:
-        self._since = self._loop.time()
-        try:
-            await send(message)
-        finally:
-            self._since = None
+        wake = self.loop.time() + self._idle if since is None else since + self._idle
+        self._handle = self.loop.call_at(wake, self._check)
 
     def stalled(self) -> ClientDisconnected:
         """The cancellation was this guard's: the task goes on, the client is gone."""
@@ -346,10 +340,9 @@ async def _send(request: LeanRequest, response: Response, send: Send) -> None:
         headers = [*headers, (b"content-length", str(len(response.body)).encode())]
     guard = _IdleGuard()
     try:
-        await guard.send(
-            send, _start_message(request, response.status, headers, response.content_type)
-        )
-        await guard.send(send, {"type": "http.response.body", "body": response.body})
+        guard.since = guard.loop.time()
+        await send(_start_message(request, response.status, headers, response.content_type))
+        await send({"type": "http.response.body", "body": response.body})
     except asyncio.CancelledError:
         if not guard.is_stalled:
             raise
@@ -379,14 +372,18 @@ async def _send_stream(request: LeanRequest, response: StreamResponse, send: Sen
     headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"), *response.headers]
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     guard = _IdleGuard()
+    clock = guard.loop.time
     events = response.events
     try:
-        await guard.send(
-            send, _start_message(request, response.status, headers, b"text/event-stream")
-        )
+        guard.since = clock()
+        await send(_start_message(request, response.status, headers, b"text/event-stream"))
+        guard.since = None
         async for event in events:
-            await guard.send(send, {"type": "http.response.body", "body": event, "more_body": True})
-        await guard.send(send, {"type": "http.response.body", "body": b""})
+            guard.since = clock()
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            guard.since = None
+        guard.since = clock()
+        await send({"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if guard.is_stalled:
             raise guard.stalled() from None

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from billing.pricing import micro_to_usd, worst_case_micro_usd
+from billing.pricing import worst_case_micro_usd
 from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from gateway import store
@@ -218,16 +218,12 @@ async def _forward(
     return await _complete(request, settlement, headers, epoch)
 
 
-def _cost_header(cost_micro: int) -> str:
-    return f"{micro_to_usd(cost_micro):.6f}"
-
-
 async def _fail(settlement: Settlement, error: GatewayError, headers: dict[str, str]) -> None:
     """Settle a request that failed before any output; its error response is still an
     admitted one: it carries the rate-limit headers and what it cost."""
-    cost = await settlement.close(ledger_status(error))
+    await settlement.close(ledger_status(error))
     error.extra_headers.update(headers)
-    error.extra_headers["X-Request-Cost-USD"] = _cost_header(cost)
+    error.extra_headers["X-Request-Cost-USD"] = settlement.cost_text
 
 
 async def _complete(
@@ -248,10 +244,10 @@ async def _complete(
         settlement.meter.is_output_unseen = True
         raise
     _upstream_time(request, upstream_started)
-    cost = await settlement.close("ok")
+    await settlement.close("ok")
     body = completion.body
     body["usage"] = usage_payload(settlement.billed_usage())
-    return json_response(body, headers={**headers, "X-Request-Cost-USD": _cost_header(cost)})
+    return json_response(body, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
 
 
 def _upstream_time(request: LeanRequest, started: float) -> None:
@@ -295,8 +291,8 @@ async def _stream_body(
         await settlement.close(ledger_status(error))
         yield b"data: " + orjson.dumps(error.payload()) + b"\n\n" + DONE
         return
-    cost = await settlement.close("ok")
+    await settlement.close("ok")
     if settlement.outbound.request.include_usage:
-        chunk = event.usage_chunk(settlement.billed_usage(), cost_usd=float(micro_to_usd(cost)))
+        chunk = event.usage_chunk(settlement.billed_usage(), cost_usd=float(settlement.cost_text))
         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     yield DONE

@@ -88,6 +88,7 @@ class Settlement:
         self.log = log  # the request's access-line fields: tokens and cost go there
         self.meter = Meter()
         self.usage: Usage | None = None  # what was billed, once closed
+        self.cost_text = ""  # its cost in USD with six places, once closed
         self._closing: asyncio.Task[int] | None = None
         liveness.hold()
 
@@ -120,10 +121,10 @@ class Settlement:
         route = self.route
         usage = self.usage = self.billed_usage()
         cost = cost_of(route, usage)
+        cost_usd = micro_to_usd(cost)
+        self.cost_text = f"{cost_usd:.6f}"
         self.log.update(
-            tokens_in=usage.tokens_in,
-            tokens_out=usage.tokens_out,
-            cost_usd=f"{micro_to_usd(cost):.6f}",
+            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=self.cost_text
         )
         try:
             await usage_record_write(
@@ -137,7 +138,7 @@ class Settlement:
                     tier=self.device.tier,
                     tokens_in=usage.tokens_in,
                     tokens_out=usage.tokens_out,
-                    cost_usd=micro_to_usd(cost),
+                    cost_usd=cost_usd,
                     is_estimated=not usage.is_reported,
                     status=status,
                     is_streamed=self.outbound.request.stream,

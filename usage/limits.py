@@ -26,6 +26,7 @@ stores it, so counters rebuilt from the ledger match.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -135,7 +136,9 @@ class BudgetState:
         return self.pause is not None
 
 
+@functools.lru_cache(maxsize=64)
 def micro_usd(amount: Decimal) -> int:
+    # Cached: every admission converts the same few settings.
     return int(amount * 1_000_000)
 
 
@@ -215,6 +218,9 @@ def _admission(plan: AdmitPlan, outcome: Outcome) -> Admission:
             amount_micro_usd=plan.reserve_micro_usd,
             process_id=plan.process_id,
             generation=outcome.generation,
+            day_ends_at=plan.next_day_at,
+            budget_micro_usd=plan.budget_micro_usd,
+            pause_below_micro_usd=plan.pause_below_micro_usd,
         )
         return Admission(True, None, False, layers, reservation, None)
     refused_by = outcome.refused_by
@@ -273,13 +279,12 @@ async def admit(request: AdmissionRequest) -> Admission:
 
 def _settle_terms(reservation: Reservation) -> SettleTerms:
     now = clock.now()
-    day = date.fromisoformat(reservation.budget_day)
-    is_today = budget_day(now) == day
     return SettleTerms(
         now=now,
-        budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
-        pause_below_micro_usd=pause_below_micro_usd(),
-        next_day_at=day_end(day) if is_today else None,
+        budget_micro_usd=reservation.budget_micro_usd,
+        pause_below_micro_usd=reservation.pause_below_micro_usd,
+        # A late settle of yesterday pauses nothing today.
+        next_day_at=reservation.day_ends_at if now < reservation.day_ends_at else None,
     )
 
 

@@ -74,21 +74,30 @@ def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
     )
 
 
+_OUTPUT_TEXTS = frozenset({"content", "reasoning_content", "reasoning"})
+
+
 def _count_output(message: Any, meter: Meter) -> bool:
     """Count every text of an answer's message or delta the provider bills as output
     (content, reasoning such as DeepSeek's ``reasoning_content``, tool-call names and
-    arguments); False when it is not the shape OpenAI documents (unreadable)."""
-    if not isinstance(message, dict):
+    arguments); False when it is not the shape OpenAI documents (unreadable).
+
+    Runs for every streamed delta: one pass over its few fields.
+    """
+    if message.__class__ is not dict:
         return False
-    for name in ("content", "reasoning_content", "reasoning"):
-        text = message.get(name)
-        if isinstance(text, str):
-            meter.count(text)
-        elif text is not None:
+    for name, value in message.items():
+        if name in _OUTPUT_TEXTS:
+            if value.__class__ is str:
+                meter.output_bytes += len(value) if value.isascii() else len(value.encode())
+            elif value is not None:
+                return False
+        elif name == "tool_calls" and value is not None and not _count_calls(value, meter):
             return False
-    calls = message.get("tool_calls")
-    if calls is None:
-        return True
+    return True
+
+
+def _count_calls(calls: Any, meter: Meter) -> bool:
     if not isinstance(calls, list):
         return False
     for call in calls:

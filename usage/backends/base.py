@@ -129,6 +129,10 @@ class Reservation:
     amount_micro_usd: int
     process_id: str  # the process that holds it
     generation: str  # which incarnation of the store admitted it (see settle)
+    # The auto-pause terms of its day, as admission read them (see SettleTerms).
+    day_ends_at: float = 0.0
+    budget_micro_usd: int = 0
+    pause_below_micro_usd: int = 0
 
 
 @dataclass(frozen=True)
