@@ -121,6 +121,9 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
             "GATEWAY_TEST_CLOCK_FILE": str(CLOCK_FILE),
             "USAGE_SPOOL_DIR": settings.USAGE_SPOOL_DIR,
             "ADMIN_REQUIRE_2FA": "true" if settings.ADMIN_REQUIRE_2FA else "false",
+            # Many gateways live at once in a run (see GatewayServers): a small
+            # pool each keeps them under PostgreSQL's max_connections.
+            "DATABASE_POOL_SIZE": "4",
         }
     )
     if settings.REDIS_URL:
@@ -130,7 +133,14 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
 
 
 class GatewayServers:
-    """Starts gateway processes; identical requests reuse running ones for the session."""
+    """Starts gateway processes; identical requests reuse running ones for the session.
+
+    At most ``MAX_GROUPS`` environments stay running: starting another stops
+    the one used longest ago, so a long run does not exhaust PostgreSQL's
+    connections with idle gateways.
+    """
+
+    MAX_GROUPS = 6
 
     def __init__(self) -> None:
         self._running: dict[tuple[int, frozenset[tuple[str, str]]], list[GatewayServer]] = {}
@@ -140,10 +150,15 @@ class GatewayServers:
             pytest.skip("several gateway processes share state only on the production profile")
         environment = gateway_environment(**env)
         key = (count, frozenset(environment.items()))
-        servers = self._running.get(key)
+        servers = self._running.pop(key, None)
         if servers is None or not all(server.is_running() for server in servers):
+            for server in servers or ():
+                server.stop()
+            while len(self._running) >= self.MAX_GROUPS:
+                for server in self._running.pop(next(iter(self._running))):
+                    server.stop()
             servers = [start_gateway(environment) for _ in range(count)]
-            self._running[key] = servers
+        self._running[key] = servers  # last: the most recently used
         return servers
 
     def stop_all(self) -> None:

@@ -8,6 +8,7 @@ reads the money back the way an operator would: ``budget_status``,
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -17,6 +18,8 @@ from tests.acceptance.budget import BUDGET_ENVIRONMENT
 from tests.acceptance.support import PROCESSES, SLACK_CHANNEL, SLACK_TOKEN, slack_environment
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.proxy.conftest import Gateway, free_token, gateway, paid_token, start_gateway  # noqa: F401
+from tests.support.processes import PrivateRedis
+from tests.usage.conftest import redis_settings
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +47,17 @@ def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
     settings.SLACK_BOT_TOKEN = SLACK_TOKEN
     settings.SLACK_CHANNEL = SLACK_CHANNEL
     return fake
+
+
+@pytest.fixture
+def private_redis(settings) -> Iterator[PrivateRedis]:
+    """A Redis of this test's own, for the gateways and for this process's commands."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis().start()
+    redis_settings(settings, server.url)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -241,7 +241,8 @@ def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     text = "word " * 18_000 + "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
-    leave_after(gateway.url, paid_token, stream_body(text, model="anthropic-claude-4-sonnet"), 2)
+    body = stream_body(text, model="anthropic-claude-4-sonnet")
+    assert leave_after(gateway.url, paid_token, body, 2) == 200
     (record,) = ledger(1)
     (bill,) = provider.wait_for_bills(1)
     assert record.status == "client_disconnected"
@@ -307,12 +308,13 @@ def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, pai
 # --- 7. A store error at settlement -----------------------------------------------------
 
 
-@pytest.mark.production_only  # stops Redis's EVALSHA for the gateways
+@pytest.mark.production_only  # the gateways' store is a Redis
 def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_ledger(
-    start_gateway, provider, paid_token, settings
+    start_gateway, provider, paid_token, private_redis
 ):
-    gateway = start_gateway(1, **HOSTILE)
-    store = redis.Redis.from_url(settings.REDIS_URL)
+    # A Redis of its own: EVALSHA is refused there for everyone for a while.
+    gateway = start_gateway(1, REDIS_URL=private_redis.url, **HOSTILE)
+    store = redis.Redis.from_url(private_redis.url)
     provider.hold()
     sender = threading.Thread(
         target=post,

@@ -65,8 +65,8 @@ def plain(url: str, token: str, body: dict) -> str | None:
     return str(response.json()["error"]["code"])
 
 
-def leave_early(url: str, token: str, body: dict) -> None:
-    leave_after(url, token, body, 3)
+def leave_early(url: str, token: str, body: dict) -> int:
+    return leave_after(url, token, body, 3)
 
 
 def stall(url: str, token: str, body: dict) -> None:

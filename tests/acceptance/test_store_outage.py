@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
 
@@ -19,9 +17,8 @@ from tests.acceptance.support import (
     usd,
 )
 from tests.proxy.conftest import ledger
-from tests.support.processes import PrivateRedis, wait_for
+from tests.support.processes import wait_for
 from tests.support.store import forget_store_counters
-from tests.usage.conftest import redis_settings
 
 pytestmark = pytest.mark.production_only
 
@@ -30,17 +27,6 @@ LIMITS = {
     "RATE_LIMIT_FREE_DEVICE_PER_MINUTE": "1000",
     "MAX_CONCURRENT_REQUESTS_FREE": "20",  # a few at once from one device
 }
-
-
-@pytest.fixture
-def private_redis(settings):
-    """A Redis of this test's own, for the gateways and for this process's commands."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis().start()
-    redis_settings(settings, server.url)
-    yield server
-    server.stop()
 
 
 def spending(token: str) -> Call:

@@ -54,17 +54,23 @@ def post(
     )
 
 
-def leave_after(url: str, token: str, body: Mapping[str, Any], lines: int) -> None:
-    """Stream ``body`` from the gateway at ``url``, read ``lines`` data lines, hang up."""
+def leave_after(url: str, token: str, body: Mapping[str, Any], lines: int) -> int:
+    """Stream ``body`` from the gateway at ``url``, read ``lines`` data lines, hang up.
+
+    Returns the response's status (a refusal is read whole).
+    """
     with httpx.stream(
         "POST", f"{url}/v1/chat/completions", json=dict(body), headers=bearer(token), timeout=30
     ) as response:
-        assert response.status_code == 200, response.status_code
+        if response.status_code != 200:
+            response.read()
+            return response.status_code
         seen = 0
         for line in response.iter_lines():
             seen += line.startswith("data: ")
             if seen >= lines:
-                return
+                break
+        return response.status_code
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:
