@@ -1,9 +1,10 @@
 """gunicorn's configuration file: gunicorn reads ./gunicorn.conf.py by default.
 
 The worker settings stay on the command line (Dockerfile ``CMD``); this file
-only adds the server hooks that prometheus-client's multiprocess mode needs
-(see gateway/metrics.py). Each worker records its counters in files named
-after its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all.
+adds the server hooks that prometheus-client's multiprocess mode needs (see
+gateway/metrics.py; each worker records its counters in files named after
+its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all), and
+one safety setting below.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+# Trust no one's X-Forwarded-For at the server, whatever the worker class
+# (uvicorn's workers read this; its default trusts loopback peers and
+# rewrites the client address). The gateway reads the forwarded header
+# itself, from TRUSTED_PROXIES only (usage.ipguard, gateway.serving).
+forwarded_allow_ips = ""
 
 
 def _metrics_dir() -> Path | None:

@@ -9,6 +9,7 @@ so start-up and graceful shutdown hooks run under uvicorn and gunicorn.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 
 django_application = get_asgi_application()
 
-from gateway import lifecycle  # noqa: E402  (needs Django set up)
+from gateway import lifecycle, serving  # noqa: E402  (needs Django set up)
 from gateway.metrics import metrics_endpoint  # noqa: E402
 from gateway.proxy import chat_completions, models  # noqa: E402
 
@@ -52,6 +53,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if not serving.is_checked():
+        # Once per process, on the first call (lifespan or request).
+        serving.disarm_proxy_headers(sys._getframe(1))
     if scope["type"] == "http":
         handler = LEAN_ROUTES.get(scope["path"])
         if handler is not None:

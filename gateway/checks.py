@@ -63,9 +63,27 @@ def metrics_of_one_worker_only(**kwargs: Any) -> list[Warning]:
     return []
 
 
+def server_trusting_forwarded_headers(**kwargs: Any) -> list[Warning]:
+    if settings.SERVER_FORWARDED_ALLOW_IPS and not settings.TRUSTED_PROXIES:
+        return [
+            Warning(
+                "FORWARDED_ALLOW_IPS tells uvicorn and gunicorn to rewrite the client "
+                "address from X-Forwarded-For, while TRUSTED_PROXIES is empty: clients "
+                "could pick their own address (per-IP limits, blocks, the admin lockout).",
+                hint="Unset FORWARDED_ALLOW_IPS and start uvicorn with --no-proxy-headers "
+                "(gunicorn.conf.py sets forwarded_allow_ips to nothing); the gateway reads "
+                "the forwarded header itself from TRUSTED_PROXIES. A server that rewrites "
+                "anyway is disarmed at start-up (gateway.serving).",
+                id="hanzo.W005",
+            )
+        ]
+    return []
+
+
 def register() -> None:
     register_check(in_process_store_with_several_workers)
     # A deployment check: the embedded profile is SQLite with DEBUG off by design.
     register_check(sqlite_without_debug, deploy=True)
     register_check(pepper_derived_from_secret_key, Tags.security, deploy=True)
     register_check(metrics_of_one_worker_only, deploy=True)
+    register_check(server_trusting_forwarded_headers, Tags.security, deploy=True)

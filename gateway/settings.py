@@ -401,6 +401,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 # --- Abuse guard -------------------------------------------------------------
 
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES", [])
+# The one header believed from a trusted proxy (usage.ipguard).
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="X-Forwarded-For")
+_CLIENT_IP_HEADERS = {"x-forwarded-for": "X-Forwarded-For", "x-real-ip": "X-Real-IP"}
+if CLIENT_IP_HEADER.lower() not in _CLIENT_IP_HEADERS:
+    raise ImproperlyConfigured(
+        f"CLIENT_IP_HEADER must be X-Forwarded-For or X-Real-IP, got {CLIENT_IP_HEADER!r}"
+    )
+CLIENT_IP_HEADER = _CLIENT_IP_HEADERS[CLIENT_IP_HEADER.lower()]
+# Read by uvicorn and gunicorn (they trust it to rewrite client addresses),
+# never by the gateway: check hanzo.W005 warns when it is set without TRUSTED_PROXIES.
+SERVER_FORWARDED_ALLOW_IPS = env.str("FORWARDED_ALLOW_IPS", default="")
 SUSPICIOUS_IPS_PER_DEVICE_PER_DAY = _positive_int("SUSPICIOUS_IPS_PER_DEVICE_PER_DAY", 20)
 AUTH_FAILURES_PER_IP_PER_HOUR = _positive_int("AUTH_FAILURES_PER_IP_PER_HOUR", 100)
 IP_BLOCK_MINUTES = _positive_int("IP_BLOCK_MINUTES", 15)

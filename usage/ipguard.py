@@ -1,14 +1,19 @@
-"""Who is the client: the socket peer, or what trusted proxies say it is.
+"""Who is the client: the socket peer, or what a trusted proxy says it is.
 
-``X-Forwarded-For`` is believed only when the socket peer is inside
-``TRUSTED_PROXIES``; then the header (every line, joined) is walked from the
-right past trusted addresses, skipping entries that are not IP addresses,
-and the first untrusted address is the client. A client cannot inject an
-address by sending its own header: entries left of the first untrusted one
-are never read. A trusted proxy that sends ``X-Real-IP`` instead (nginx's
-usual ``proxy_set_header X-Real-IP $remote_addr``) is believed too, when
-there is no usable ``X-Forwarded-For``. IPv6 clients are counted per /64
-(one subscriber usually holds a whole /64), see ``limit_key``.
+Exactly one header is believed, ``CLIENT_IP_HEADER`` (``X-Forwarded-For`` or
+``X-Real-IP``), and only when the socket peer is inside ``TRUSTED_PROXIES``;
+any other forwarding header a client sends is never read, so a client
+cannot pick its address behind a proxy that sets the other one.
+
+``X-Forwarded-For`` (every line, joined) is walked from the right past
+trusted addresses; the first untrusted address is the client. An entry that
+is not an IP address (``unknown``, garbage) ends the walk at the address
+before it: whatever is left of it may be the client's own words. Entries
+left of the first untrusted address are never read. ``X-Real-IP`` is the
+proxy's own statement of the client. IPv6 clients are counted per /64 (one
+subscriber usually holds a whole /64), see ``limit_key``.
+
+The server must hand over the real socket peer: see ``gateway.serving``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from django.http import HttpRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CLIENT_IP_HEADERS = ("X-Forwarded-For", "X-Real-IP")
 
 
 @lru_cache(maxsize=8)
@@ -45,51 +51,44 @@ def _parse(value: str) -> IPAddress | None:
     return address
 
 
-def client_ip(
-    peer: str | None, forwarded_for: Iterable[str] = (), real_ip: str | None = None
-) -> str:
-    """The client's address given the socket peer, every X-Forwarded-For line and X-Real-IP."""
+def client_ip(peer: str | None, header_lines: Iterable[str] = ()) -> str:
+    """The client's address given the socket peer and every line of ``CLIENT_IP_HEADER``."""
     peer_address = _parse(peer or "")
     if peer_address is None:
         return "0.0.0.0"  # noqa: S104 (a placeholder address, never bound)
     trusted = _trusted(tuple(settings.TRUSTED_PROXIES))
     if not trusted or not any(peer_address in network for network in trusted):
         return str(peer_address)
-    entries = [entry for line in forwarded_for for entry in line.split(",")]
+    if settings.CLIENT_IP_HEADER == "X-Real-IP":
+        lines = list(header_lines)
+        # One value from the proxy; several lines mean someone else added one.
+        stated = _parse(lines[0]) if len(lines) == 1 else None
+        return str(stated or peer_address)
+    entries = [entry for line in header_lines for entry in line.split(",")]
     client: IPAddress | None = None
     for entry in reversed(entries):
         address = _parse(entry)
         if address is None:
-            continue  # garbage between proxies: skip it, keep walking
+            break  # not an address: what is left of it cannot be believed
         client = address
         if not any(address in network for network in trusted):
             break
-    if client is None:
-        client = _parse(real_ip or "") or peer_address
-    return str(client)
+    return str(client or peer_address)
 
 
 def client_ip_from_scope(scope: Mapping[str, Any]) -> str:
     """Client address of an ASGI HTTP scope (the lean handler)."""
     peer = scope.get("client")
-    forwarded: list[str] = []
-    real_ip = None
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"x-real-ip":
-            real_ip = value.decode("latin-1")
-    return client_ip(peer[0] if peer else None, forwarded, real_ip)
+    wanted = settings.CLIENT_IP_HEADER.lower().encode("latin-1")
+    lines = [value.decode("latin-1") for name, value in scope["headers"] if name == wanted]
+    return client_ip(peer[0] if peer else None, lines)
 
 
 def client_ip_from_request(request: HttpRequest) -> str:
-    """Client address of a Django request (every line of the header arrives joined)."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    return client_ip(
-        request.META.get("REMOTE_ADDR"),
-        [forwarded] if forwarded else [],
-        request.META.get("HTTP_X_REAL_IP"),
-    )
+    """Client address of a Django request (every line of a header arrives joined)."""
+    meta_key = "HTTP_" + settings.CLIENT_IP_HEADER.upper().replace("-", "_")
+    value = request.META.get(meta_key)
+    return client_ip(request.META.get("REMOTE_ADDR"), [value] if value else [])
 
 
 @lru_cache(maxsize=65536)  # parsed several times per request; clients repeat

@@ -15,7 +15,9 @@ from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_for
 pytestmark = pytest.mark.production_only
 
 
-def start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_gunicorn(
+    env: dict[str, str], *, worker_class: str = "gateway.workers.GatewayWorker", workers: int = 2
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = (ARTIFACTS / f"gunicorn-{port}.log").open("wb")
@@ -26,11 +28,11 @@ def start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
             "gunicorn",
             "gateway.asgi:application",
             "--worker-class",
-            "gateway.workers.GatewayWorker",
+            worker_class,
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "2",
+            str(workers),
             "--graceful-timeout",
             "5",
             "--no-control-socket",

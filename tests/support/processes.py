@@ -74,7 +74,11 @@ class GatewayServer:
                 self.process.wait()
 
 
-def start_gateway(env: dict[str, str], *, startup_timeout: float = 30) -> GatewayServer:
+def start_gateway(
+    env: dict[str, str], *, startup_timeout: float = 30, proxy_headers: bool = False
+) -> GatewayServer:
+    """``uvicorn gateway.asgi:application`` as `make serve` runs it; ``proxy_headers``:
+    as a careless operator would (uvicorn's default, trusting loopback's X-Forwarded-For)."""
     port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = ARTIFACTS / f"gateway-{port}.log"
@@ -93,7 +97,7 @@ def start_gateway(env: dict[str, str], *, startup_timeout: float = 30) -> Gatewa
             # As `make serve` and the gunicorn worker run it: uvicorn would
             # otherwise believe X-Forwarded-For from loopback peers (every test
             # client) and hide the socket peer that TRUSTED_PROXIES judges.
-            "--no-proxy-headers",
+            *([] if proxy_headers else ["--no-proxy-headers"]),
             "--lifespan",
             "on",
             "--timeout-graceful-shutdown",
