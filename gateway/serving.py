@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from types import FrameType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def disarm_proxy_headers(frame: FrameType | None) -> None:
         return
     _checked = True
     while frame is not None:
-        middleware = frame.f_locals.get("self")
+        middleware: Any = frame.f_locals.get("self")
         if type(middleware).__name__ == _MIDDLEWARE:
             hosts = getattr(middleware, "trusted_hosts", None)
             if hosts is None or not _trusts_someone(hosts):
