@@ -47,17 +47,13 @@ CHANGE_DEVICES = Ability(
     ("devices.change_device",),
     "approve, reject, suspend or revoke devices",
 )
-PAUSE_SERVICE = Ability(
-    "pause_service", ("billing.pause_service",), "pause or resume the service"
-)
+PAUSE_SERVICE = Ability("pause_service", ("billing.pause_service",), "pause or resume the service")
 VIEW_IP_BLOCKS = Ability(
     "view_ip_blocks",
     ("usage.view_blockednetwork", "usage.change_blockednetwork"),
     "see blocked IP addresses",
 )
-LIFT_IP_BLOCKS = Ability(
-    "lift_ip_blocks", ("usage.change_blockednetwork",), "lift IP blocks"
-)
+LIFT_IP_BLOCKS = Ability("lift_ip_blocks", ("usage.change_blockednetwork",), "lift IP blocks")
 ABILITIES = (VIEW_DEVICES, CHANGE_DEVICES, PAUSE_SERVICE, VIEW_IP_BLOCKS, LIFT_IP_BLOCKS)
 
 
