@@ -2,8 +2,10 @@
 
 Every view needs ``gateway.permissions.is_verified_staff`` (staff, plus the
 TOTP second factor when ADMIN_REQUIRE_2FA is on); anyone else is sent to the
-admin login. Writes go through the devices and billing services with the
-staff user as actor and the client IP, so each leaves its audit record.
+admin login. Each form also needs its ability (``gateway.permissions``:
+403 without it), and the page shows only the forms the user may send.
+Writes go through the devices and billing services with the staff user as
+actor and the client IP, so each leaves its audit record.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from devices import services
 from devices.models import Device
 from devices.selectors import device_get
 from gateway.errors import GatewayError
-from gateway.permissions import is_verified_staff
+from gateway.permissions import (
+    CHANGE_DEVICES,
+    PAUSE_SERVICE,
+    abilities_of,
+    is_verified_staff,
+    requires,
+)
 from usage.ipguard import client_ip_from_request
 
 View = Callable[..., HttpResponse]
@@ -38,8 +46,10 @@ def staff_only(view: View) -> View:
 @staff_only
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
+    may = abilities_of(request.user)
     data = dashboard_overview()
     context = {
+        "may": may,
         "overview": data,
         "gauge": charts.gauge(data.spend),
         "by_day": charts.column_chart(data.by_day),
@@ -62,6 +72,7 @@ def _act(request: HttpRequest, action: Callable[[], Any], done: str) -> HttpResp
 
 
 @staff_only
+@requires(CHANGE_DEVICES)
 @require_POST
 def approve(request: HttpRequest, device_id: str) -> HttpResponse:
     tier = request.POST.get("tier") or None
@@ -78,6 +89,7 @@ def approve(request: HttpRequest, device_id: str) -> HttpResponse:
 
 
 @staff_only
+@requires(CHANGE_DEVICES)
 @require_POST
 def reject(request: HttpRequest, device_id: str) -> HttpResponse:
     return _act(
@@ -92,6 +104,7 @@ def reject(request: HttpRequest, device_id: str) -> HttpResponse:
 
 
 @staff_only
+@requires(PAUSE_SERVICE)
 @require_POST
 def pause(request: HttpRequest) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()[:500]
@@ -107,6 +120,7 @@ def pause(request: HttpRequest) -> HttpResponse:
 
 
 @staff_only
+@requires(PAUSE_SERVICE)
 @require_POST
 def resume(request: HttpRequest) -> HttpResponse:
     return _act(

@@ -2,7 +2,8 @@
 
 Device pages are read-only: status, tier and owner change only through the
 actions, which call the services (so each change is audited and every
-gateway process hears of it). The token hash is never shown anywhere.
+gateway process hears of it). The token hash is never shown anywhere, nor
+filtered, searched or sorted on (``gateway.admin_secrets``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from devices.errors import iso_z
 from devices.models import AuditEvent, Device, OwnerAccount
 from devices.selectors import effective_status_q
 from gateway import clock
+from gateway.admin_secrets import SecretFieldsAdmin
 from gateway.errors import GatewayError
 from usage.ipguard import client_ip_from_request
 
@@ -97,7 +99,8 @@ class AuditEventInline(admin.TabularInline):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(SecretFieldsAdmin):
+    secret_fields = ("token_hash",)
     list_display = (
         "id",
         "name",

@@ -1,9 +1,12 @@
 """Staff-only JSON API for devices (SPEC section 3): one view per operation.
 
 Authentication is the admin's session (with its CSRF protection on writes),
-permission ``IsAdminUser`` (staff): both come from REST_FRAMEWORK's defaults.
+permission ``gateway.permissions.IsVerifiedStaff``: both come from
+REST_FRAMEWORK's defaults. Each view names the ability it needs
+(``required_ability``): the list needs the device model's view or change
+permission, every action its change permission, as in the Django admin.
 Errors are OpenAI-shaped by ``gateway.errors_drf``: 404 unknown device, 409
-illegal transition, 400 bad input, 401/403 not staff.
+illegal transition, 400 bad input, 401/403 not staff or not permitted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from devices import services
 from devices.models import Device
 from devices.selectors import device_detail, device_get, device_list
 from gateway.errors import PermissionDenied
+from gateway.permissions import CHANGE_DEVICES, VIEW_DEVICES
 from usage.ipguard import client_ip_from_request
 
 
@@ -69,12 +73,14 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dic
 
 
 def _actor(request: Request) -> AbstractBaseUser:
-    if not isinstance(request.user, AbstractBaseUser):  # IsAdminUser already ensured it
+    if not isinstance(request.user, AbstractBaseUser):  # IsVerifiedStaff already ensured it
         raise PermissionDenied()
     return request.user
 
 
 class DeviceListApi(APIView):
+    required_ability = VIEW_DEVICES
+
     @extend_schema_serializer(component_name="DeviceListQuery")
     class InputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
@@ -94,6 +100,8 @@ class DeviceListApi(APIView):
 
 
 class DeviceApproveApi(APIView):
+    required_ability = CHANGE_DEVICES
+
     @extend_schema_serializer(component_name="DeviceApproval")
     class InputSerializer(serializers.Serializer):
         tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
@@ -120,6 +128,8 @@ class DeviceApproveApi(APIView):
 
 
 class DeviceRejectApi(APIView):
+    required_ability = CHANGE_DEVICES
+
     OutputSerializer = DeviceOutputSerializer
 
     @extend_schema(
@@ -138,6 +148,8 @@ class DeviceRejectApi(APIView):
 
 
 class DeviceRevokeApi(APIView):
+    required_ability = CHANGE_DEVICES
+
     OutputSerializer = DeviceOutputSerializer
 
     @extend_schema(
@@ -156,6 +168,8 @@ class DeviceRevokeApi(APIView):
 
 
 class DeviceSuspendApi(APIView):
+    required_ability = CHANGE_DEVICES
+
     @extend_schema_serializer(component_name="DeviceSuspension")
     class InputSerializer(serializers.Serializer):
         # Positivity and the upper bound are the service's rules (one place).

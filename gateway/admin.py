@@ -6,7 +6,9 @@ from django.contrib import admin
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from gateway.admin_secrets import SecretFieldsAdmin
 from gateway.models import ModelRoute
 from gateway.store import bump_epoch
 
@@ -50,3 +52,53 @@ class ModelRouteAdmin(admin.ModelAdmin):
             for route in queryset:
                 route.is_enabled = is_enabled
                 route.save(update_fields=["is_enabled", "updated_at"])
+
+
+class TOTPDeviceAdmin(SecretFieldsAdmin):
+    """Staff authenticators, without their seeds (SPEC: TOTP secrets are never shown back).
+
+    Replaces django-otp's admin, which shows the seed as hex and a QR code
+    page; neither exists here. Devices are enrolled (and replaced) only with
+    ``manage.py enroll_totp``, which shows the seed once; here they can be
+    renamed, disabled or deleted.
+    """
+
+    secret_fields = ("key",)
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed",)
+    search_fields = ("user__username", "name")
+    fields = (
+        "user",
+        "name",
+        "confirmed",
+        "created_at",
+        "last_used_at",
+        "digits",
+        "step",
+        "tolerance",
+        "drift",
+        "throttling_failure_timestamp",
+        "throttling_failure_count",
+    )
+    readonly_fields = (
+        "user",
+        "created_at",
+        "last_used_at",
+        "digits",
+        "step",
+        "tolerance",
+        "drift",
+        "throttling_failure_timestamp",
+        "throttling_failure_count",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a seed made here would have to be shown: enroll_totp instead
+
+
+# django-otp registers its own admin when its app's admin module is imported,
+# before or after this one depending on INSTALLED_APPS: ours replaces it either
+# way (django-otp ignores AlreadyRegistered).
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+admin.site.register(TOTPDevice, TOTPDeviceAdmin)

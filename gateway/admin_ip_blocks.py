@@ -3,6 +3,9 @@
 The blocks live in the shared store (``usage.guard``): this page lists them
 with ``list_ip_blocks()`` and lifts one with ``lift_ip_block(ip)``. Networks
 blocked by hand are ``usage.BlockedNetwork`` rows, edited in their own admin.
+Seeing the page needs the view or change permission of that model, lifting
+a block its change permission (``gateway.permissions``), as editing one of
+its rows does.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from gateway import clock
+from gateway.permissions import LIFT_IP_BLOCKS, VIEW_IP_BLOCKS, ensure_staff_may
 from usage import guard
 
 
 def ip_blocks_view(request: HttpRequest, *, context: dict[str, Any]) -> HttpResponse:
     if request.method == "POST":
+        ensure_staff_may(request.user, LIFT_IP_BLOCKS)
         ip = request.POST.get("ip", "").strip()
         if ip and guard.lift_ip_block(ip):
             messages.success(request, f"Lifted the block on {ip}.")
         else:
             messages.warning(request, f"{ip or 'That address'} was not blocked.")
         return redirect("admin:ip_blocks")
+    ensure_staff_may(request.user, VIEW_IP_BLOCKS)
     now = clock.now()
     blocks = [
         {

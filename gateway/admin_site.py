@@ -22,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from gateway.admin_ip_blocks import ip_blocks_view
 from gateway.login_guard import record_second_factor_failure
-from gateway.permissions import is_verified_staff
+from gateway.permissions import abilities_of, is_verified_staff
 
 TWO_FACTOR_INVALID_LOGIN = (
     "Please enter the correct %(username)s, password and authentication code for a staff account."
@@ -110,6 +110,10 @@ class GatewayAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return is_verified_staff(request.user)
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        # The gateway's own pages show only the controls the user may use.
+        return {**super().each_context(request), "may": abilities_of(request.user)}
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
         def ip_blocks(request: HttpRequest) -> HttpResponse:

@@ -13,7 +13,7 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from gateway import checks, clock
+        from gateway import checks, clock, login_guard  # noqa: F401 (connects its receiver)
 
         # Python warnings go through the configured handlers too, so a JSON
         # log stays one JSON object per line and redaction applies to them.

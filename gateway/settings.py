@@ -221,9 +221,11 @@ LOGIN_URL = "admin:login"
 SESSION_COOKIE_AGE = 12 * 3600
 
 # Brute-force protection on the admin login (django-axes): after
-# ADMIN_LOGIN_FAILURE_LIMIT failures (wrong password or wrong TOTP code) from
-# one username at one client IP, that pair is refused with 429 for
-# ADMIN_LOGIN_COOLOFF_MINUTES. Attempts live in the database, so every worker
+# ADMIN_LOGIN_FAILURE_LIMIT failures (wrong password or wrong TOTP code)
+# against one user name (from anywhere), or from one client network (an IPv4
+# address, an IPv6 /64; any user names), logins of that user name or from that
+# network are refused with 429 for ADMIN_LOGIN_COOLOFF_MINUTES
+# (gateway/login_guard.py). Attempts live in the database, so every worker
 # sees them.
 AUTHENTICATION_BACKENDS = [
     "gateway.login_guard.LoginGuardBackend",
@@ -232,9 +234,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = _positive_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = "gateway.login_guard.cool_off"
 ADMIN_LOGIN_COOLOFF_MINUTES = _positive_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15)
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_CLIENT_IP_CALLABLE = "usage.ipguard.client_ip_from_request"
-AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "gateway.login_guard.client_network"
+AXES_RESET_ON_SUCCESS = False  # gateway.login_guard.forget_own_failures instead
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False

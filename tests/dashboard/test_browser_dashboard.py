@@ -14,7 +14,7 @@ from tests.dashboard.conftest import screenshot
 from tests.dashboard.support import record_usage, register_device
 from tests.proxy.conftest import provider_environment
 from tests.support.processes import wait_for
-from tests.support.staff import STAFF_PASSWORD, make_staff, totp_code
+from tests.support.staff import OPERATOR_PERMISSIONS, STAFF_PASSWORD, make_staff, totp_code
 from usage.models import UsageRecord
 
 MODELS = [
@@ -80,7 +80,7 @@ def log_in(page, base_url: str, device) -> None:
 
 
 def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_page):
-    _, otp_device = make_staff("ops", for_servers=True)
+    _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     registered = httpx.post(
         f"{server.url}/v1/devices/register",
         json={"deviceName": "Grace's workstation", "platform": "linux", "version": "2.0.1"},
@@ -126,7 +126,7 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
 
 
 def test_the_dashboard_fits_a_phone_screen(server, browser_page):
-    _, otp_device = make_staff("ops", for_servers=True)
+    _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     register_device("Grace's phone")
     fill_ledger()
     page = browser_page

@@ -7,10 +7,12 @@ the code an authenticator app would show now.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
@@ -19,6 +21,12 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from gateway.totp import totp_device_enroll
 
 STAFF_PASSWORD = "correct horse battery staple 42"
+# What an operator ("ops") holds: every ability of gateway.permissions.
+OPERATOR_PERMISSIONS = (
+    "devices.change_device",
+    "billing.pause_service",
+    "usage.change_blockednetwork",
+)
 
 
 def totp_code(device: TOTPDevice, *, steps_from_now: int = 0) -> str:
@@ -35,9 +43,14 @@ def wrong_code(device: TOTPDevice) -> str:
 
 
 def make_staff(
-    username: str = "ops", *, is_staff: bool = True, enrol: bool = True, for_servers: bool = False
+    username: str = "ops",
+    *,
+    is_staff: bool = True,
+    enrol: bool = True,
+    for_servers: bool = False,
+    permissions: Iterable[str] = (),
 ):
-    """A user with STAFF_PASSWORD and (``enrol``) a TOTP device.
+    """A user with STAFF_PASSWORD, ``permissions`` ("app.codename") and (``enrol``) a TOTP device.
 
     ``for_servers``: hashed with Django's default hasher, which gateway
     server processes check (this process may use a fast test hasher).
@@ -47,8 +60,18 @@ def make_staff(
     else:
         password = make_password(STAFF_PASSWORD)
     user = get_user_model().objects.create(username=username, password=password, is_staff=is_staff)
+    grant(user, *permissions)
     device = totp_device_enroll(user=user) if enrol else None
     return user, device
+
+
+def grant(user, *permissions: str) -> None:
+    """Give ``user`` these Django permissions ("app.codename")."""
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
 
 
 def verified_client(user, device: TOTPDevice | None) -> Client:
@@ -70,7 +93,8 @@ def fast_password_hashing(settings):
 
 @pytest.fixture
 def staff_user(db):
-    return make_staff("ops")
+    """An operator: staff with a TOTP device and OPERATOR_PERMISSIONS."""
+    return make_staff("ops", permissions=OPERATOR_PERMISSIONS)
 
 
 @pytest.fixture
