@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from billing.models import BudgetAuditEvent
@@ -411,3 +412,13 @@ def test_an_admin_list_never_answers_a_question_about_a_token_hash(staff_session
         # Refused whatever the value: a list that answered would differ between the two.
         assert [answer.status_code for answer in answers] == [400, 400], (url, lookup)
         assert not any(device.pk in answer.text for answer in answers), (url, lookup)
+
+
+def test_the_user_list_never_answers_a_question_about_a_password_hash(staff_session):
+    # Django's own UserAdmin refuses these; pinned here beside the token hash.
+    root = staff_session("root", superuser=True)
+    stored = User.objects.get(username="root").password
+    for lookup in ("password__startswith", "password", "password__regex"):
+        for value in (stored[:12], "x"):
+            answer = root.get("/admin/auth/user/", params={lookup: value})
+            assert answer.status_code == 400, (lookup, value)
