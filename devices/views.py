@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from devices.auth import device_required
 from devices.services import device_register, has_control_characters
 from gateway.db import run_sync
-from gateway.errors import InvalidRequest, RequestTooLarge
+from gateway.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from usage import guard
 from usage.ipguard import client_ip_from_request
 
@@ -26,7 +26,10 @@ REGISTERED_MESSAGE = (
 )
 
 
-@csrf_exempt  # a public API authenticated by nothing a browser sends by itself
+# No cookie authenticates it, so CSRF tokens protect nothing here; what keeps a
+# web page from registering devices through its visitors' browsers is the
+# JSON-only body (_json_object).
+@csrf_exempt
 @require_POST
 async def register(request: HttpRequest) -> JsonResponse:
     ip = client_ip_from_request(request)
@@ -55,6 +58,10 @@ async def me(request: HttpRequest) -> JsonResponse:
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:
+    # A page on another origin can make a browser send text/plain, form or
+    # multipart bodies without a CORS preflight, but never application/json.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType()
     limit = settings.MAX_REQUEST_BYTES
     try:
         declared = int(request.headers.get("Content-Length") or 0)
