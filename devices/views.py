@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
@@ -15,6 +14,7 @@ from devices.auth import device_required
 from devices.services import device_register, has_control_characters
 from gateway.db import run_sync
 from gateway.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from gateway.validation import parse_json_body
 from usage import guard
 from usage.ipguard import client_ip_from_request
 
@@ -75,10 +75,7 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
         raise RequestTooLarge() from None
     if len(body) > limit:
         raise RequestTooLarge()
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON") from None
+    data = parse_json_body(body)
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")
     return data

@@ -301,7 +301,7 @@ REST_FRAMEWORK = {
     # Staff only, second factor included when ADMIN_REQUIRE_2FA is on.
     "DEFAULT_PERMISSION_CLASSES": ["gateway.permissions.IsVerifiedStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
