@@ -65,7 +65,6 @@ class ChatRequest:
     frequency_penalty: float | None = None
     seed: int | None = None
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +121,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     n = data.get("n")
     if n is not None and (type(n) is not int or n != 1):
         raise _invalid("Only 'n': 1 is supported", "n")
+    # Checked as OpenAI checks it, then dropped: providers get the device's
+    # opaque id instead (devices.tokens.end_user_id), never the client's.
+    _optional_string(data, "user")
     return ChatRequest(
         model=model,
         messages=_messages(data.get("messages")),
@@ -138,7 +140,6 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         frequency_penalty=_optional_number(data, "frequency_penalty", -2, 2),
         seed=_seed(data.get("seed")),
         response_format=_response_format(data.get("response_format")),
-        user=_optional_string(data, "user"),
     )
 
 
