@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -133,7 +133,7 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
-def _escaped_lines(lines: Callable[[], Iterable[str]]) -> Iterator[str]:
+def _escaped_lines(lines: Callable[[], Iterable[str]]) -> Generator[str, None, None]:
     for line in lines():
         yield escape_controls(line.removesuffix("\n")) + "\n"
 
