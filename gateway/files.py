@@ -2,10 +2,11 @@
 
 The embedded profile's ``var/`` holds the SQLite database (staff sessions,
 TOTP seeds, token hashes), the generated ``SECRET_KEY``, the store's epoch
-and the usage spool (device ids, client IPs, costs) (SPEC section 1). Each
-is created owner-only from the start, with explicit modes whatever the
-umask, and ``protect_local_files`` tightens at start-up what an older
-install, a copy or a restored backup left open.
+and the usage spool (device ids, client IPs, costs); SPEC section 1 wants
+them readable by their owner only. Each is created owner-only from the
+start, with explicit modes whatever the umask, and ``protect_local_files``
+tightens at start-up what an older install, a copy or a restored backup
+left open.
 
 No Django import here: settings use it before Django is set up.
 """
