@@ -52,6 +52,28 @@ def token_hash(token: str) -> str:
     return hmac.new(pepper, token.encode(), hashlib.sha256).hexdigest()
 
 
+@lru_cache(maxsize=4)
+def _end_user_key(pepper: bytes) -> bytes:
+    return hmac.new(pepper, b"hanzo-end-user-id", hashlib.sha256).digest()
+
+
+@lru_cache(maxsize=16384)  # a miss costs one HMAC; the hot path asks once per request
+def _end_user_id(key: bytes, device_id: str) -> str:
+    return hmac.new(key, device_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def end_user_id(device_id: str) -> str:
+    """The opaque end-user id providers get for this device's requests.
+
+    Providers attribute abuse to it (OpenAI's ``user``, Anthropic's
+    ``metadata.user_id``), so a client must not choose it: a keyed hash of
+    the device id (128 bits, under a key derived from the pepper), stable
+    per device on every worker, and naming nothing outside the gateway.
+    """
+    pepper = _pepper(settings.TOKEN_PEPPER, settings.SECRET_KEY)
+    return _end_user_id(_end_user_key(pepper), device_id)
+
+
 def token_prefix(token: str) -> str:
     """What the admin shows to tell tokens apart: 48 of the 256 bits, harmless."""
     return token[: len(TOKEN_PREFIX) + 8]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
@@ -14,7 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 from devices.auth import device_required
 from devices.services import device_register, has_control_characters
 from gateway.db import run_sync
-from gateway.errors import InvalidRequest, RequestTooLarge
+from gateway.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from gateway.validation import parse_json_body
 from usage import guard
 from usage.ipguard import client_ip_from_request
 
@@ -26,7 +26,10 @@ REGISTERED_MESSAGE = (
 )
 
 
-@csrf_exempt  # a public API authenticated by nothing a browser sends by itself
+# No cookie authenticates it, so CSRF tokens protect nothing here; what keeps a
+# web page from registering devices through its visitors' browsers is the
+# JSON-only body (_json_object).
+@csrf_exempt
 @require_POST
 async def register(request: HttpRequest) -> JsonResponse:
     ip = client_ip_from_request(request)
@@ -55,6 +58,10 @@ async def me(request: HttpRequest) -> JsonResponse:
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:
+    # A page on another origin can make a browser send text/plain, form or
+    # multipart bodies without a CORS preflight, but never application/json.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType()
     limit = settings.MAX_REQUEST_BYTES
     try:
         declared = int(request.headers.get("Content-Length") or 0)
@@ -68,10 +75,7 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
         raise RequestTooLarge() from None
     if len(body) > limit:
         raise RequestTooLarge()
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON") from None
+    data = parse_json_body(body)
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")
     return data

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
@@ -13,7 +15,7 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from gateway import checks, clock, login_guard  # noqa: F401 (connects its receiver)
+        from gateway import checks, clock, files, login_guard  # noqa: F401 (login_guard connects its receiver)
 
         # Python warnings go through the configured handlers too, so a JSON
         # log stays one JSON object per line and redaction applies to them.
@@ -21,6 +23,21 @@ class GatewayConfig(AppConfig):
 
         checks.register()
         clock.configure(settings.GATEWAY_TEST_CLOCK_FILE)
+        # Before any connection: SQLite would create a missing database with
+        # the umask's mode.
+        files.protect_local_files(
+            var_dir=Path(settings.VAR_DIR),
+            sqlite_database=_sqlite_file(settings.DATABASES["default"]),
+            spool_dir=Path(settings.USAGE_SPOOL_DIR),
+        )
+
+
+def _sqlite_file(database: dict[str, Any]) -> Path | None:
+    """The SQLite database's file, if the database is one and lives in a file."""
+    name = str(database.get("NAME") or "")
+    if database["ENGINE"] != "django.db.backends.sqlite3" or name in ("", ":memory:"):
+        return None
+    return None if name.startswith("file:") else Path(name)
 
 
 class GatewayAdminConfig(admin_apps.AdminConfig):

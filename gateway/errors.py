@@ -86,6 +86,12 @@ class RequestTooLarge(GatewayError):
     message = "Request body too large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "Content-Type must be application/json"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     code = "invalid_credentials"
@@ -139,6 +145,7 @@ def error_for_status(status: int) -> GatewayError:
         404: NotFound,
         405: MethodNotAllowed,
         413: RequestTooLarge,
+        415: UnsupportedMediaType,
         429: RateLimited,
         503: ServiceUnavailable,
     }

@@ -20,7 +20,7 @@ _DRF_CODES = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.ParseError: "invalid_request",
     exceptions.ValidationError: "invalid_request",
-    exceptions.UnsupportedMediaType: "invalid_request",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "rate_limit_exceeded",
 }
 

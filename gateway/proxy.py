@@ -27,6 +27,7 @@ from django.conf import settings
 from billing.pricing import worst_case_micro_usd
 from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
+from devices.tokens import end_user_id
 from gateway import store
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.lean import (
@@ -155,7 +156,9 @@ async def _prepare(
         model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
     )
     # The exact bytes the provider will get: the budget's input bound is theirs.
-    return outbound(route, prepared.request, max_tokens=prepared.max_tokens)
+    return outbound(
+        route, prepared.request, max_tokens=prepared.max_tokens, end_user=end_user_id(device.id)
+    )
 
 
 async def _admit(

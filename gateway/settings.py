@@ -18,13 +18,18 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway import __version__
+from gateway.files import create_private, private_directory
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
+
+# Local state: the embedded profile's database and generated secret key, the
+# usage spool, the store's epoch. Owner-only, like all it holds (gateway.files).
+# A relative path is taken from the project directory.
+VAR_DIR = BASE_DIR / env.str("VAR_DIR", default="var")
 
 
 def _decimal(name: str, default: str) -> Decimal:
@@ -72,9 +77,7 @@ WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=1)
 def _embedded_secret_key() -> str:
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(50))
+        create_private(private_directory(VAR_DIR) / "secret_key", secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -162,7 +165,7 @@ else:
 
 _default_db: dict[str, Any] = DATABASES["default"]
 if _default_db["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    private_directory(VAR_DIR)
     # WAL lets readers and one writer work at once; IMMEDIATE transactions and
     # a busy timeout make concurrent writers wait instead of failing with
     # "database is locked". The test database is a file too, so gateway
@@ -303,7 +306,7 @@ REST_FRAMEWORK = {
     # Staff only, second factor included when ADMIN_REQUIRE_2FA is on.
     "DEFAULT_PERMISSION_CLASSES": ["gateway.permissions.IsVerifiedStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import threading
 import weakref
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from django.conf import settings
 
 from gateway.errors import ServiceUnavailable
+from gateway.files import private_directory, write_private
 from gateway.redis_pipe import PipelinedRedis
 
 PREFIX = "{hz}"
@@ -153,12 +153,9 @@ _file_lock = threading.Lock()
 
 def _bump_file_epoch() -> None:
     path = _epoch_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     with _file_lock:
-        current = _read_file_epoch()
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(str(current + 1))
-        os.replace(temporary, path)
+        write_private(path, str(_read_file_epoch() + 1))
 
 
 _last_epoch = 0

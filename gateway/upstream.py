@@ -143,12 +143,14 @@ async def close_clients() -> None:
 lifecycle.on_shutdown(close_clients)
 
 
-def outbound(route: Route, request: ChatRequest, *, max_tokens: int) -> Outbound:
+def outbound(route: Route, request: ChatRequest, *, max_tokens: int, end_user: str) -> Outbound:
     """The exact upstream body for ``request`` and its input bound (before admission).
 
+    ``end_user`` is the device's opaque id (``devices.tokens.end_user_id``).
     InvalidRequest (400) when the body cannot be encoded.
     """
-    body = adapter_for(route.provider).build_body(route, request, max_tokens=max_tokens)
+    adapter = adapter_for(route.provider)
+    body = adapter.build_body(route, request, max_tokens=max_tokens, end_user=end_user)
     bound = input_token_bound(body, messages=len(request.messages), tools=len(request.tools or ()))
     return Outbound(route, request, body, max_tokens, bound)
 

@@ -4,7 +4,8 @@ Everything a client can send is either understood and normalised here or
 refused with 400 ``invalid_request``; nothing raises anything else (orjson
 refuses NaN/Infinity, numbers that overflow a double, invalid UTF-8, lone
 surrogates and nesting deeper than 1024). Only known parameters survive, so
-only they can be forwarded upstream.
+only they can be forwarded upstream. ``parse_json_body`` is every JSON
+request body's parser, the chat's and the Django views' alike.
 
 SPEC's order of checks: ``parse_chat_request`` (400 invalid_request) before
 ``routes.resolve`` (404 model_not_found, 403 model_not_allowed) before
@@ -64,7 +65,6 @@ class ChatRequest:
     frequency_penalty: float | None = None
     seed: int | None = None
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +90,26 @@ def _invalid(message: str, param: str | None = None) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
+def parse_json_body(body: bytes) -> Any:
+    """A request body's JSON; InvalidRequest (400) when it is not JSON or nests
+    deeper than ``MAX_NESTING``. Every JSON request body goes through here: the
+    chat's, registration's and the admin API's (``gateway.parsers``)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise _invalid("The request body is not valid JSON") from None
+    # Brackets inside strings count too: an upper bound that skips the walk
+    # for every body that cannot be that deep.
+    if body.count(b"{") + body.count(b"[") > MAX_NESTING and nested_deeper(data, MAX_NESTING):
+        raise _invalid(f"The request body is nested deeper than {MAX_NESTING} levels")
+    return data
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
+    data = parse_json_body(body)
     if not isinstance(data, dict):
         raise _invalid("The request body must be a JSON object")
-    if body.count(b"{") + body.count(b"[") > MAX_NESTING and _nested_deeper(data, MAX_NESTING):
-        raise _invalid(f"The request body is nested deeper than {MAX_NESTING} levels")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("'model' must be a non-empty string", "model")
@@ -111,6 +121,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     n = data.get("n")
     if n is not None and (type(n) is not int or n != 1):
         raise _invalid("Only 'n': 1 is supported", "n")
+    # Checked as OpenAI checks it, then dropped: providers get the device's
+    # opaque id instead (devices.tokens.end_user_id), never the client's.
+    _optional_string(data, "user")
     return ChatRequest(
         model=model,
         messages=_messages(data.get("messages")),
@@ -127,11 +140,10 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         frequency_penalty=_optional_number(data, "frequency_penalty", -2, 2),
         seed=_seed(data.get("seed")),
         response_format=_response_format(data.get("response_format")),
-        user=_optional_string(data, "user"),
     )
 
 
-def _nested_deeper(value: Any, limit: int) -> bool:
+def nested_deeper(value: Any, limit: int) -> bool:
     """Is any object or array more than ``limit`` levels deep (the top level is 1)?
 
     Iterative, so a deep body cannot exhaust the interpreter's stack; only

@@ -50,6 +50,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections
 
+from gateway.files import FILE_MODE, open_private_append, private_directory
+
 logger = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
@@ -105,12 +107,11 @@ def _process_state() -> _ProcessSpool:
 
 
 def _open_segment(state: _ProcessSpool, setting: str) -> _Segment:
-    directory = Path(setting)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_directory(Path(setting))
     name = f"usage-{state.pid}-{time.time_ns()}-{next(state.counter)}"
     temporary = directory / f"{name}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-    fd = os.open(temporary, flags, 0o600)
+    fd = os.open(temporary, flags, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         path = directory / f"{name}{SEGMENT_SUFFIX}"
@@ -187,7 +188,7 @@ def _quarantine(path: Path, lines: list[bytes]) -> None:
     if not lines:
         return
     target = path.with_name(path.name + REJECTED_SUFFIX)
-    with target.open("ab") as stream:
+    with open(open_private_append(target), "ab") as stream:
         stream.writelines(lines)
         stream.flush()
         os.fsync(stream.fileno())

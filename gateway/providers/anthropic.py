@@ -161,12 +161,15 @@ class AnthropicAdapter:
             for call in message.get("tool_calls") or ():
                 _tool_use(call)
 
-    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
+    def build_body(
+        self, route: Route, request: ChatRequest, *, max_tokens: int, end_user: str
+    ) -> bytes:
         system, messages = translate_messages(request.messages)
         body: dict[str, Any] = {
             "model": route.provider_model,
             "max_tokens": max_tokens,
             "messages": messages,
+            "metadata": {"user_id": end_user},
         }
         if system is not None:
             body["system"] = system
@@ -176,8 +179,6 @@ class AnthropicAdapter:
             body["top_p"] = request.top_p
         if request.stop:
             body["stop_sequences"] = request.stop
-        if request.user:
-            body["metadata"] = {"user_id": request.user}
         body.update(translate_tools(request))
         if request.stream:
             body["stream"] = True

@@ -324,8 +324,11 @@ class Adapter(Protocol):
         """Refuse (InvalidRequest) what this provider cannot take; runs before admission."""
         ...
 
-    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
-        """The exact upstream body; InvalidRequest when it cannot be encoded."""
+    def build_body(
+        self, route: Route, request: ChatRequest, *, max_tokens: int, end_user: str
+    ) -> bytes:
+        """The exact upstream body, naming ``end_user`` as the provider's end-user id (never
+        the client's own ``user``); InvalidRequest when it cannot be encoded."""
         ...
 
     def target(self, key: ProviderKey, *, stream: bool) -> tuple[httpx.URL, httpx.Headers]:

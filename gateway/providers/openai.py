@@ -46,7 +46,6 @@ FORWARDED = (
     "frequency_penalty",
     "seed",
     "response_format",
-    "user",
 )
 # Top-level fields of an answer that reach the client (the rest is dropped).
 ANSWER_FIELDS = ("id", "object", "created", "choices", "system_fingerprint")
@@ -127,7 +126,9 @@ class OpenAIAdapter:
     def check_request(self, request: ChatRequest) -> None:
         """Everything validation accepts is forwarded as it is."""
 
-    def build_body(self, route: Route, request: ChatRequest, *, max_tokens: int) -> bytes:
+    def build_body(
+        self, route: Route, request: ChatRequest, *, max_tokens: int, end_user: str
+    ) -> bytes:
         body: dict[str, Any] = {
             "model": route.provider_model,
             "messages": request.messages,
@@ -137,6 +138,7 @@ class OpenAIAdapter:
             value = getattr(request, name)
             if value is not None:
                 body[name] = value
+        body["user"] = end_user
         if request.stream:
             # Always ask for usage: the gateway bills from it, whatever the client wants.
             body["stream"] = True

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.management import call_command
 
 from billing.pricing import worst_case_micro_usd
+from devices.models import Device
+from devices.tokens import end_user_id, token_hash
 from gateway.models import ModelRoute
 from gateway.routes import route_of
 from gateway.upstream import outbound
@@ -194,7 +196,8 @@ def worst_case(call: Call, max_tokens: int) -> int:
     formula and prices."""
     route = route_of(ModelRoute.objects.get(public_name=call.body["model"]))
     request = parse_chat_request(json.dumps(call.body).encode())
-    sent = outbound(route, request, max_tokens=max_tokens)
+    device = Device.objects.get(token_hash=token_hash(call.token))
+    sent = outbound(route, request, max_tokens=max_tokens, end_user=end_user_id(device.pk))
     return worst_case_micro_usd(
         input_bound_tokens=sent.input_bound,
         max_output_tokens=max_tokens,

@@ -18,7 +18,13 @@ from billing.pricing import (
 )
 from gateway.upstream import outbound
 from gateway.validation import parse_chat_request
-from tests.gateway.upstream_support import DIGITALOCEAN, ONE_ROUTE_PER_PROVIDER, OPENAI, route
+from tests.gateway.upstream_support import (
+    DIGITALOCEAN,
+    END_USER,
+    ONE_ROUTE_PER_PROVIDER,
+    OPENAI,
+    route,
+)
 
 # SPEC section 6: USD per 1M input / output tokens.
 PRICES = {
@@ -194,7 +200,7 @@ def input_bound(messages: list[dict], name: str, tools: list | None = None) -> i
     """The input bound of the body the gateway sends upstream on route ``name``."""
     body = {"model": name, "messages": messages, **({"tools": tools} if tools else {})}
     request = parse_chat_request(json.dumps(body).encode())
-    return outbound(route(name), request, max_tokens=16).input_bound
+    return outbound(route(name), request, max_tokens=16, end_user=END_USER).input_bound
 
 
 def _string_bytes(value: object) -> int:
@@ -214,7 +220,8 @@ def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tok
         pairs = [_random_message(rng) for _ in range(rng.randrange(1, 12))]
         messages = [message for message, _ in pairs]
         body = {"model": name, "messages": messages}
-        sent = outbound(route(name), parse_chat_request(json.dumps(body).encode()), max_tokens=16)
+        request = parse_chat_request(json.dumps(body).encode())
+        sent = outbound(route(name), request, max_tokens=16, end_user=END_USER)
         # No tokenizer emits more tokens than bytes; chat templates add a few
         # tokens per message (OpenAI 3-4, Llama 3 five) and a few per request.
         text_bytes = _string_bytes(json.loads(sent.body))

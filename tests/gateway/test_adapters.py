@@ -22,6 +22,7 @@ from gateway.providers.base import (
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     DIGITALOCEAN,
+    END_USER,
     OPENAI,
     WEATHER_TOOL,
     call_to,
@@ -72,7 +73,7 @@ def sse(*events: tuple[str | None, object]) -> bytes:
 def body_for(name, request, max_tokens=100):
     """The upstream body route ``name``'s adapter builds, parsed."""
     built = adapter_for(route(name).provider).build_body(
-        route(name), request, max_tokens=max_tokens
+        route(name), request, max_tokens=max_tokens, end_user=END_USER
     )
     return json.loads(built)
 
@@ -132,7 +133,9 @@ def test_anthropic_refuses_tool_call_arguments_that_are_not_a_json_object():
         ]
     )
     with pytest.raises(InvalidRequest):
-        adapter_for("anthropic").build_body(route(ANTHROPIC), request, max_tokens=5)
+        adapter_for("anthropic").build_body(
+            route(ANTHROPIC), request, max_tokens=5, end_user=END_USER
+        )
 
 
 def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admission():
@@ -149,7 +152,7 @@ def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admissi
     )
     adapter_for("anthropic").check_request(request)  # a JSON object: accepted so far
     with pytest.raises(InvalidRequest) as caught:
-        upstream.outbound(route(ANTHROPIC), request, max_tokens=5)
+        upstream.outbound(route(ANTHROPIC), request, max_tokens=5, end_user=END_USER)
     assert (caught.value.status, caught.value.code) == (400, "invalid_request")
     assert body_for(OPENAI, request)["messages"][1]["tool_calls"][0]["function"] == {
         "name": "f",
@@ -160,7 +163,9 @@ def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admissi
 def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr():
     key = key_for(ANTHROPIC)
     _, headers = adapter_for("anthropic").target(key, stream=False)
-    body = adapter_for("anthropic").build_body(route(ANTHROPIC), chat(), max_tokens=5)
+    body = adapter_for("anthropic").build_body(
+        route(ANTHROPIC), chat(), max_tokens=5, end_user=END_USER
+    )
     assert headers["x-api-key"] == key.reveal()
     assert headers["accept"] == "application/json"
     assert key.reveal().encode() not in body

@@ -37,6 +37,8 @@ ROUTES = {
 # One route per wire format and key: OpenAI, DigitalOcean, Anthropic.
 OPENAI, DIGITALOCEAN, ANTHROPIC = "openai-gpt-4o", "llama3-8b-instruct", "anthropic-claude-4-sonnet"
 ONE_ROUTE_PER_PROVIDER = (OPENAI, DIGITALOCEAN, ANTHROPIC)
+# What the proxy sends as the provider's end-user id (devices.tokens.end_user_id's shape).
+END_USER = "0123456789abcdef0123456789abcdef"
 # The fake's default answer.
 TEN_TOKENS = "".join(f"tok{i} " for i in range(10))
 
@@ -163,7 +165,7 @@ class Call:
 
 def call_to(name: str, request: ChatRequest, max_tokens: int = 100) -> Call:
     """A request to route ``name`` built as the proxy builds it, not yet sent."""
-    return Call(upstream.outbound(ROUTES[name], request, max_tokens=max_tokens))
+    return Call(upstream.outbound(ROUTES[name], request, max_tokens=max_tokens, end_user=END_USER))
 
 
 async def complete_via(name: str, request: ChatRequest, max_tokens: int = 100) -> Completion:

@@ -84,8 +84,9 @@ def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
 def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_nothing(
     start_gateway, free_token
 ):
-    # 20 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way.
-    gateway = start_gateway(DEVICE_DAILY_BUDGET_USD_FREE="0.00002")
+    # 30 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way:
+    # the small request's worst case (about 230 tokens) fits, 1000 more do not.
+    gateway = start_gateway(DEVICE_DAILY_BUDGET_USD_FREE="0.00003")
     before = remaining(gateway, free_token)
     response = post(gateway, chat_body(max_tokens=1000), token=free_token)
     assert_refused(response, 429, "device_budget_exceeded")
