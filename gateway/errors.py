@@ -18,6 +18,7 @@ STATUS_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -84,6 +85,12 @@ class RequestTooLarge(GatewayError):
     status = 413
     code = "request_too_large"
     message = "Request body too large"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time"
 
 
 class AuthenticationFailed(GatewayError):

@@ -3,13 +3,13 @@
 Django's request machinery costs about a millisecond per request, so
 ``/v1/chat/completions`` and ``/v1/models`` are plain ASGI endpoints. This
 module takes over what Django's handler and middleware did for them: request
-ids and the access line, the size cap before the body is read, CORS exactly
-as django-cors-headers answers it, OpenAI-shaped errors for every failure
-(a bug is a JSON 500 with the request id, never a traceback), streaming with
-client-disconnect and stalled-reader detection, and background work held by
-reference. What an endpoint must finish whatever happens (a request's
+ids and the access line, CORS exactly as django-cors-headers answers it,
+OpenAI-shaped errors for every failure (a bug is a JSON 500 with the request
+id, never a traceback), streaming with client-disconnect and stalled-reader
+detection, and background work held by reference. What an endpoint must finish whatever happens (a request's
 settlement) it hands to ``LeanRequest.defer``: run once the exchange is over,
-however it ended.
+however it ended. The body's size and time limits are ``gateway.bodies``',
+in front of every path.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import orjson
 from django.conf import settings
 
 from gateway import lifecycle
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed
 from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
 logger = logging.getLogger("gateway.errors")
@@ -123,23 +123,15 @@ class LeanRequest:
             except Exception:
                 logger.exception("deferred work of %s failed", self.request_id)
 
-    async def body(self, limit: int | None = None) -> bytes:
-        """The whole body; 413 ``request_too_large`` before reading past ``limit``."""
-        limit = settings.MAX_REQUEST_BYTES if limit is None else limit
-        declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(f"Request body exceeds {limit} bytes")
+    async def body(self) -> bytes:
+        """The whole body. ``receive`` is ``gateway.bodies``': a body too large
+        or too slow raises its 413 or 408 here."""
         chunks: list[bytes] = []
-        size = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"Request body exceeds {limit} bytes")
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
@@ -235,6 +227,24 @@ def lean_endpoint(
         return app
 
     return decorate
+
+
+async def send_error(
+    scope: Scope, receive: Receive, send: Send, error: GatewayError, *, started: float
+) -> None:
+    """Answer ``error`` as a lean endpoint would (request id, CORS, the access line)
+    for a request that began at ``started`` and that no endpoint took:
+    ``gateway.bodies``' refusals on Django's paths."""
+    request = LeanRequest(scope, receive)
+    request.started = started
+    request.log["code"] = error.code
+    status = error.status
+    try:
+        await _send(request, error_response(error), send)
+    except ClientDisconnected:
+        status = 499
+    finally:
+        _observe(request, status, time.monotonic() - started)
 
 
 def _observe(request: LeanRequest, status: int, duration: float) -> None:

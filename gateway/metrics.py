@@ -116,6 +116,7 @@ ROUTE_NAMES = {
 LAYER_BY_CODE = {
     "ip_blocked": "ip_guard",
     "request_too_large": "validation",
+    "request_timeout": "validation",
     "invalid_request": "validation",
     "max_tokens_exceeded": "validation",
     "invalid_credentials": "auth",

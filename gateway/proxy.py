@@ -28,7 +28,7 @@ from billing.pricing import worst_case_micro_usd
 from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from gateway import store
-from gateway.errors import GatewayError, RequestTooLarge
+from gateway.errors import GatewayError
 from gateway.lean import (
     LeanRequest,
     Response,
@@ -81,17 +81,15 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     ip = client_ip_from_scope(request.scope)
     request.log["client_ip"] = ip
     body: bytes | None = None
-    too_large: RequestTooLarge | None = None
     view = _cached_view(request, ip)
     if view is not None:
         # From the caches, with one round trip before the upstream call: the
         # admission script itself confirms the view (or takes nothing). Any
-        # error before it is answered the usual way below, in SPEC's order.
+        # error before it is answered the usual way below, in SPEC's order (a
+        # body refused here is refused again when read there).
         try:
             body = await request.body()
             prepared = await _prepare(request, view.device, body, view.expect.epoch)
-        except RequestTooLarge as error:
-            too_large, prepared = error, None
         except GatewayError:
             prepared = None
         if prepared is not None:
@@ -108,10 +106,8 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
         for field in _CACHED_VIEW_LOG_FIELDS:
             request.log.pop(field, None)  # the usual path says again what it finds
     await _guard(ip, request.headers)
-    if too_large is not None:
-        raise too_large
     if body is None:
-        body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
+        body = await request.body()  # 413 or 408 here (gateway.bodies)
     device = await authenticate(request.headers, ip=ip)
     epoch = store.last_read_epoch()
     prepared = await _prepare(request, device, body, epoch)

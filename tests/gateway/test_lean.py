@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from gateway import lifecycle
+from gateway.bodies import bound_bodies
 from gateway.errors import RateLimited
 from gateway.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
 from gateway.lifecycle import finish
@@ -24,7 +25,7 @@ settled: list[str] = []
 
 @lean_endpoint("POST")
 async def echo(request: LeanRequest):
-    body = await request.body(limit=64)
+    body = await request.body()
     if body == b"limited":
         raise RateLimited("slow down", retry_after=7, limit=5)
     if body == b"bug":
@@ -70,8 +71,10 @@ async def record_settlement(request_id: str) -> None:
 
 
 @pytest.fixture
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=echo), base_url="http://test")
+def client(settings) -> httpx.AsyncClient:
+    settings.MAX_REQUEST_BYTES = 64
+    transport = httpx.ASGITransport(app=bound_bodies(echo))
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 async def test_it_answers_json_with_a_request_id(client):
@@ -107,9 +110,11 @@ async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, ca
 
 
 async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
+    assert (await client.post("/x", content=b"x" * 64)).json() == {"size": 64}
     declared = await client.post("/x", content=b"x" * 65)
     assert declared.status_code == 413
     assert declared.json()["error"]["code"] == "request_too_large"
+    assert declared.headers["connection"] == "close"
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
@@ -192,7 +197,7 @@ async def test_after_response_work_starts_once_the_response_is_sent():
         await defers(scope, receive, sending)
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         assert (await client.post("/", content=b"")).status_code == 200
     await lifecycle._drain_background()
     assert events_seen == ["endpoint returned", "response sent", "after-response work ran"]

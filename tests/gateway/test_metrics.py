@@ -80,6 +80,7 @@ def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 SPEC_CODES = {
     "ip_blocked": "ip_guard",
     "request_too_large": "validation",
+    "request_timeout": "validation",
     "invalid_credentials": "auth",
     "device_pending_approval": "auth",
     "device_rejected": "auth",
