@@ -3,10 +3,11 @@
 Django's request machinery costs about a millisecond per request, so
 ``/v1/chat/completions`` and ``/v1/models`` are plain ASGI endpoints. This
 module takes over what Django's handler and middleware did for them: request
-ids and the access line, CORS exactly as django-cors-headers answers it,
-OpenAI-shaped errors for every failure (a bug is a JSON 500 with the request
-id, never a traceback), streaming with client-disconnect and stalled-reader
-detection, and background work held by reference. What an endpoint must finish whatever happens (a request's
+ids and the access line, the ``Host`` check against ``ALLOWED_HOSTS``, CORS
+exactly as django-cors-headers answers it, OpenAI-shaped errors for every
+failure (a bug is a JSON 500 with the request id, never a traceback),
+streaming with client-disconnect and stalled-reader detection, and background
+work held by reference. What an endpoint must finish whatever happens (a request's
 settlement) it hands to ``LeanRequest.defer``: run once the exchange is over,
 however it ended. The body's size and time limits are ``gateway.bodies``',
 in front of every path.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,9 +27,11 @@ from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.http.request import split_domain_port, validate_host
 
 from gateway import lifecycle
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed
+from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed
 from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
 logger = logging.getLogger("gateway.errors")
@@ -187,6 +191,38 @@ def _is_preflight(request: LeanRequest) -> bool:
     return request.method == "OPTIONS" and "access-control-request-method" in request.headers
 
 
+# --- Host (judged as Django's HttpRequest.get_host judges it) -----------------
+
+
+def _raw_host(request: LeanRequest) -> str:
+    headers = request.headers
+    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+        return headers["x-forwarded-host"]
+    if "host" in headers:
+        return headers["host"]
+    server = request.scope.get("server")
+    return str(server[0]) if server else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _is_allowed_host(host: str) -> bool:
+    """Whether ``host`` (port included) passes ``ALLOWED_HOSTS``; remembered per value,
+    a bounded number of them, as a client may send any."""
+    allowed_hosts = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed_hosts)
+
+
+def _forget_hosts(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"):
+        _is_allowed_host.cache_clear()
+
+
+setting_changed.connect(_forget_hosts)
+
+
 # --- The endpoint wrapper ----------------------------------------------------
 
 
@@ -267,6 +303,9 @@ async def _respond(
     endpoint: Endpoint, request: LeanRequest, methods: tuple[str, ...], allowed: str
 ) -> Response | StreamResponse:
     try:
+        # Before anything else: a request for another site (DNS rebinding) gets nothing.
+        if not _is_allowed_host(_raw_host(request)):
+            raise InvalidRequest("Invalid Host header")
         if _is_preflight(request):
             return Response(200, b"", [(b"content-length", b"0")], content_type=b"text/plain")
         if request.method not in methods:

@@ -124,6 +124,28 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
     assert undeclared.status_code == 413
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
+async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host):
+    response = await client.get("/x", headers={"Host": host})  # a wrong method too
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Invalid Host header",
+        "type": "invalid_request_error",
+        "code": "invalid_request",
+    }
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
+    for host in ["localhost", "LOCALHOST:8000", "127.0.0.1:1234"]:
+        response = await client.post("/x", content=b"a", headers={"Host": host})
+        assert response.status_code == 200, host
+    settings.ALLOWED_HOSTS = [".example.com"]
+    assert (await client.post("/x", content=b"a", headers={"Host": "localhost"})).status_code == 400
+    response = await client.post("/x", content=b"a", headers={"Host": "api.example.com:443"})
+    assert response.status_code == 200
+
+
 async def test_a_wrong_method_is_405_with_allow(client):
     response = await client.get("/x")
     assert response.status_code == 405
