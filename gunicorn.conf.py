@@ -1,8 +1,8 @@
 """gunicorn's configuration file: gunicorn reads ./gunicorn.conf.py by default.
 
 The worker settings stay on the command line (Dockerfile ``CMD``); this file
-only adds the server hooks that prometheus-client's multiprocess mode needs
-(see gateway/metrics.py). Each worker records its counters in files named
+adds the cap on connections per worker and the server hooks that
+prometheus-client's multiprocess mode needs (see gateway/metrics.py). Each worker records its counters in files named
 after its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all.
 """
 
@@ -11,6 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+
+# Connections one worker serves at once (gateway.workers.GatewayWorker makes it
+# uvicorn's limit_concurrency); past it the worker answers 503 at once, so
+# slow clients cannot pile up in a worker without bound. 1000: the size of
+# the worker's provider connection pool (gateway.upstream.LIMITS), so each
+# request it takes can be forwarded at once.
+worker_connections = 1000
 
 
 def _metrics_dir() -> Path | None:
