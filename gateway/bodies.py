@@ -22,7 +22,9 @@ Django reads the body before anything else, so a refusal leaves Django's
 handler before it answered, and ``bound_bodies`` answers it. Either answer
 closes the connection: the rest of the body is never read.
 
-On the hot path this costs no task: one timer while the body is read.
+On the hot path this costs no task and no timer per request: the deadlines
+of the bodies being read are checked by one periodic call per event loop
+(``_Deadlines``), which runs only while there are such bodies.
 """
 
 from __future__ import annotations
@@ -46,13 +48,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Sent with a refusal: the server closes the connection instead of reading
 # (and discarding) the rest of the body to reuse it.
 _CLOSE = {"Connection": "close"}
+# How often the bodies being read are checked: a 408 comes at most this late.
+SWEEP_SECONDS = 0.5
 
 
 class BoundedBody:
     """``receive`` for one request: a body too large or too slow is refused."""
 
     __slots__ = (
-        "_deadline",
         "_is_complete",
         "_is_expired",
         "_limit",
@@ -60,6 +63,8 @@ class BoundedBody:
         "_scope",
         "_size",
         "_waiter",
+        "_watch",
+        "deadline",
         "refusal",
         "started",
     )
@@ -68,8 +73,9 @@ class BoundedBody:
         self._scope = scope
         self._receive = receive
         self.started = time.monotonic()
+        self.deadline = 0.0
         self.refusal: GatewayError | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        self._watch: _Deadlines | None = None
         self._waiter: asyncio.Task[Any] | None = None
         self._is_complete = False
         self._is_expired = False
@@ -81,7 +87,7 @@ class BoundedBody:
             return await self._receive()  # after the body only http.disconnect comes
         if self.refusal is not None:
             raise self.refusal
-        if self._deadline is None:
+        if self._watch is None:
             self._begin()
         elif self._is_expired:
             raise self._refuse(self._timeout())
@@ -91,7 +97,7 @@ class BoundedBody:
         try:
             message = await self._receive()
         except asyncio.CancelledError:
-            # The deadline cancelled this wait (``_expire``): the task goes on
+            # The deadline cancelled this wait (``expire``): the task goes on
             # to answer 408, unless something else cancelled it too.
             if not self._is_expired or waiter.uncancel() > 0:
                 raise
@@ -115,24 +121,25 @@ class BoundedBody:
                 if value.isdigit() and int(value) > self._limit:
                     raise self._refuse(self._too_large())
                 break
-        remaining = self.started + settings.REQUEST_BODY_TIMEOUT_SECONDS - time.monotonic()
-        self._deadline = asyncio.get_running_loop().call_later(max(0.0, remaining), self._expire)
+        self.deadline = self.started + settings.REQUEST_BODY_TIMEOUT_SECONDS
+        self._watch = _Deadlines.of(asyncio.get_running_loop())
+        self._watch.add(self)
 
-    def _expire(self) -> None:
-        # Between two reads the next one refuses; during one, cancel the wait.
+    def expire(self) -> None:
+        """The deadline passed: the next read refuses, or the one under way is cancelled."""
         self._is_expired = True
         if self._waiter is not None:
             self._waiter.cancel()
 
     def _finish(self) -> None:
         self._is_complete = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        if self._watch is not None:
+            self._watch.discard(self)
 
     def _refuse(self, error: GatewayError) -> GatewayError:
         self.refusal = error
-        if self._deadline is not None:
-            self._deadline.cancel()
+        if self._watch is not None:
+            self._watch.discard(self)
         return error
 
     def _too_large(self) -> RequestTooLarge:
@@ -141,6 +148,47 @@ class BoundedBody:
     def _timeout(self) -> RequestTimeout:
         seconds = settings.REQUEST_BODY_TIMEOUT_SECONDS
         return RequestTimeout(f"Request body not received within {seconds:g} s", headers=_CLOSE)
+
+
+class _Deadlines:
+    """The bodies being read on one event loop, and the periodic call that expires them.
+
+    Most bodies have fully arrived when first read and leave at once; the
+    call runs only while some are left, every ``SWEEP_SECONDS``.
+    """
+
+    _current: _Deadlines | None = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reading: dict[BoundedBody, None] = {}
+        self.sweep_handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        # One loop per server process; tests start others, and a body keeps
+        # the _Deadlines it joined, so replacing the current one loses none.
+        current = cls._current
+        if current is None or current.loop is not loop:
+            current = cls._current = cls(loop)
+        return current
+
+    def add(self, body: BoundedBody) -> None:
+        self.reading[body] = None
+        if self.sweep_handle is None:
+            self.sweep_handle = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def discard(self, body: BoundedBody) -> None:
+        self.reading.pop(body, None)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for body in [body for body in self.reading if body.deadline <= now]:
+            del self.reading[body]
+            body.expire()
+        self.sweep_handle = None
+        if self.reading:
+            self.sweep_handle = self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
 
 def bound_bodies(app: ASGIApp) -> ASGIApp:
