@@ -2,8 +2,9 @@
 
 The worker settings stay on the command line (Dockerfile ``CMD``); this file
 adds the cap on connections per worker and the server hooks that
-prometheus-client's multiprocess mode needs (see gateway/metrics.py). Each worker records its counters in files named
-after its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all.
+prometheus-client's multiprocess mode needs (see gateway/metrics.py). Each
+worker records its counters in files named after its pid in
+``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ ids and the access line, the ``Host`` check against ``ALLOWED_HOSTS``, CORS
 exactly as django-cors-headers answers it, OpenAI-shaped errors for every
 failure (a bug is a JSON 500 with the request id, never a traceback),
 streaming with client-disconnect and stalled-reader detection, and background
-work held by reference. What an endpoint must finish whatever happens (a request's
-settlement) it hands to ``LeanRequest.defer``: run once the exchange is over,
-however it ended. The body's size and time limits are ``gateway.bodies``',
-in front of every path.
+work held by reference. What an endpoint must finish whatever happens (a
+request's settlement) it hands to ``LeanRequest.defer``: run once the
+exchange is over, however it ended. The body's size and time limits are
+``gateway.bodies``', in front of every path.
 """
 
 from __future__ import annotations
