@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 # Connections one worker serves at once (gateway.workers.GatewayWorker makes it
 # uvicorn's limit_concurrency); past it the worker answers 503 at once, so
 # slow clients cannot pile up in a worker without bound. 1000: the size of
