@@ -85,6 +85,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # --no-control-socket: gunicorn 25.1+ would otherwise try to create a control
 #   socket under $HOME (/app), which the app user cannot write.
 # --worker-tmp-dir /dev/shm: worker heartbeats on tmpfs, not the overlay fs.
+# Connections per worker: worker_connections in gunicorn.conf.py (1000), which
+#   the worker class applies as uvicorn's limit_concurrency.
 # No --forwarded-allow-ips: the app evaluates X-Forwarded-For itself against
 #   TRUSTED_PROXIES. No access log here: the app logs one line per request.
 # exec: gunicorn becomes PID 1 and receives docker's SIGTERM directly.

@@ -9,6 +9,9 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hanzo
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# Connections `make serve` takes at once; past it uvicorn answers 503 (the
+# same cap as gunicorn.conf.py's worker_connections, for the same reason).
+LIMIT_CONCURRENCY ?= 1000
 # `make bench`: seconds per measurement and runs per measurement (medians).
 BENCH_SECONDS ?= 4
 BENCH_REPEAT ?= 3
@@ -27,7 +30,7 @@ install: $(VENV)/.installed
 serve: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers
+	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers --limit-concurrency $(LIMIT_CONCURRENCY)
 
 ## test: the whole suite, once per profile (starts PostgreSQL and Redis if they are down)
 test: install services test-embedded test-production

@@ -1,10 +1,10 @@
 """gunicorn's configuration file: gunicorn reads ./gunicorn.conf.py by default.
 
 The worker settings stay on the command line (Dockerfile ``CMD``); this file
-adds the server hooks that prometheus-client's multiprocess mode needs (see
+adds the cap on connections per worker, one safety setting, and the server
+hooks that prometheus-client's multiprocess mode needs (see
 gateway/metrics.py; each worker records its counters in files named after
-its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all), and
-one safety setting below.
+its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all).
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ from typing import Any
 # rewrites the client address). The gateway reads the forwarded header
 # itself, from TRUSTED_PROXIES only (usage.ipguard, gateway.serving).
 forwarded_allow_ips = ""
+
+# Connections one worker serves at once (gateway.workers.GatewayWorker makes it
+# uvicorn's limit_concurrency); past it the worker answers 503 at once, so
+# slow clients cannot pile up in a worker without bound. 1000: the size of
+# the worker's provider connection pool (gateway.upstream.LIMITS), so each
+# request it takes can be forwarded at once.
+worker_connections = 1000
 
 
 def _metrics_dir() -> Path | None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -13,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from devices.auth import device_required
 from devices.services import device_register, has_control_characters
 from gateway.db import run_sync
-from gateway.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from gateway.errors import InvalidRequest, UnsupportedMediaType
 from gateway.validation import parse_json_body
 from usage import guard
 from usage.ipguard import client_ip_from_request
@@ -62,20 +60,8 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     # multipart bodies without a CORS preflight, but never application/json.
     if request.content_type != "application/json":
         raise UnsupportedMediaType()
-    limit = settings.MAX_REQUEST_BYTES
-    try:
-        declared = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        raise InvalidRequest("Invalid Content-Length header") from None
-    if declared > limit:
-        raise RequestTooLarge()
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise RequestTooLarge() from None
-    if len(body) > limit:
-        raise RequestTooLarge()
-    data = parse_json_body(body)
+    # The body is at most MAX_REQUEST_BYTES: gateway.bodies refused a larger one.
+    data = parse_json_body(request.body)
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")
     return data

@@ -1,9 +1,11 @@
 """ASGI entry point: ``gateway.asgi:application``.
 
 Django serves everything except the hot path, which DESIGN.md routes to a
-lean ASGI handler ahead of Django's (registered in ``LEAN_ROUTES``). The
-router also speaks the lifespan protocol, which Django's handler does not,
-so start-up and graceful shutdown hooks run under uvicorn and gunicorn.
+lean ASGI handler ahead of Django's (registered in ``LEAN_ROUTES``). In
+front of both, every request body is read through ``gateway.bodies`` (its
+size and time limits). The router also speaks the lifespan protocol, which
+Django's handler does not, so start-up and graceful shutdown hooks run under
+uvicorn and gunicorn.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django_application = get_asgi_application()
 
 from gateway import lifecycle, serving  # noqa: E402  (needs Django set up)
+from gateway.bodies import bound_bodies  # noqa: E402
 from gateway.metrics import metrics_endpoint  # noqa: E402
 from gateway.proxy import chat_completions, models  # noqa: E402
 
@@ -52,16 +55,21 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _route(scope: Scope, receive: Receive, send: Send) -> None:
+    await LEAN_ROUTES.get(scope["path"], django_application)(scope, receive, send)
+
+
+_http = bound_bodies(_route)
+
+
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if not serving.is_checked():
         # Once per process, on the first call (lifespan or request).
         serving.disarm_proxy_headers(sys._getframe(1))
     if scope["type"] == "http":
-        handler = LEAN_ROUTES.get(scope["path"])
-        if handler is not None:
-            await handler(scope, receive, send)
-            return
-    elif scope["type"] == "lifespan":
+        await _http(scope, receive, send)
+        return
+    if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
     await django_application(scope, receive, send)

@@ -18,6 +18,7 @@ STATUS_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -90,6 +91,12 @@ class UnsupportedMediaType(GatewayError):
     status = 415
     code = "unsupported_media_type"
     message = "Content-Type must be application/json"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time"
 
 
 class AuthenticationFailed(GatewayError):

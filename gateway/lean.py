@@ -3,19 +3,21 @@
 Django's request machinery costs about a millisecond per request, so
 ``/v1/chat/completions`` and ``/v1/models`` are plain ASGI endpoints. This
 module takes over what Django's handler and middleware did for them: request
-ids and the access line, the size cap before the body is read, CORS exactly
-as django-cors-headers answers it, OpenAI-shaped errors for every failure
-(a bug is a JSON 500 with the request id, never a traceback), streaming with
-client-disconnect and stalled-reader detection, and background work held by
-reference. What an endpoint must finish whatever happens (a request's
-settlement) it hands to ``LeanRequest.defer``: run once the exchange is over,
-however it ended.
+ids and the access line, the ``Host`` check against ``ALLOWED_HOSTS``, CORS
+exactly as django-cors-headers answers it, OpenAI-shaped errors for every
+failure (a bug is a JSON 500 with the request id, never a traceback),
+streaming with client-disconnect and stalled-reader detection, and background
+work held by reference. What an endpoint must finish whatever happens (a
+request's settlement) it hands to ``LeanRequest.defer``: run once the
+exchange is over, however it ended. The body's size and time limits are
+``gateway.bodies``', in front of every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,9 +27,11 @@ from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.http.request import split_domain_port, validate_host
 
 from gateway import lifecycle
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, RequestTooLarge
+from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed
 from gateway.logs import REQUEST_FIELDS, log_request, new_request_id, request_id_var
 
 logger = logging.getLogger("gateway.errors")
@@ -123,23 +127,15 @@ class LeanRequest:
             except Exception:
                 logger.exception("deferred work of %s failed", self.request_id)
 
-    async def body(self, limit: int | None = None) -> bytes:
-        """The whole body; 413 ``request_too_large`` before reading past ``limit``."""
-        limit = settings.MAX_REQUEST_BYTES if limit is None else limit
-        declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(f"Request body exceeds {limit} bytes")
+    async def body(self) -> bytes:
+        """The whole body. ``receive`` is ``gateway.bodies``': a body too large
+        or too slow raises its 413 or 408 here."""
         chunks: list[bytes] = []
-        size = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"Request body exceeds {limit} bytes")
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
@@ -195,6 +191,38 @@ def _is_preflight(request: LeanRequest) -> bool:
     return request.method == "OPTIONS" and "access-control-request-method" in request.headers
 
 
+# --- Host (judged as Django's HttpRequest.get_host judges it) -----------------
+
+
+def _raw_host(request: LeanRequest) -> str:
+    headers = request.headers
+    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+        return headers["x-forwarded-host"]
+    if "host" in headers:
+        return headers["host"]
+    server = request.scope.get("server")
+    return str(server[0]) if server else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _is_allowed_host(host: str) -> bool:
+    """Whether ``host`` (port included) passes ``ALLOWED_HOSTS``; remembered per value,
+    a bounded number of them, as a client may send any."""
+    allowed_hosts = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed_hosts)
+
+
+def _forget_hosts(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"):
+        _is_allowed_host.cache_clear()
+
+
+setting_changed.connect(_forget_hosts)
+
+
 # --- The endpoint wrapper ----------------------------------------------------
 
 
@@ -237,6 +265,24 @@ def lean_endpoint(
     return decorate
 
 
+async def send_error(
+    scope: Scope, receive: Receive, send: Send, error: GatewayError, *, started: float
+) -> None:
+    """Answer ``error`` as a lean endpoint would (request id, CORS, the access line)
+    for a request that began at ``started`` and that no endpoint took:
+    ``gateway.bodies``' refusals on Django's paths."""
+    request = LeanRequest(scope, receive)
+    request.started = started
+    request.log["code"] = error.code
+    status = error.status
+    try:
+        await _send(request, error_response(error), send)
+    except ClientDisconnected:
+        status = 499
+    finally:
+        _observe(request, status, time.monotonic() - started)
+
+
 def _observe(request: LeanRequest, status: int, duration: float) -> None:
     from gateway import metrics  # metrics serves its endpoint through this module
 
@@ -257,6 +303,9 @@ async def _respond(
     endpoint: Endpoint, request: LeanRequest, methods: tuple[str, ...], allowed: str
 ) -> Response | StreamResponse:
     try:
+        # Before anything else: a request for another site (DNS rebinding) gets nothing.
+        if not _is_allowed_host(_raw_host(request)):
+            raise InvalidRequest("Invalid Host header")
         if _is_preflight(request):
             return Response(200, b"", [(b"content-length", b"0")], content_type=b"text/plain")
         if request.method not in methods:

@@ -10,8 +10,9 @@ recorded per worker but computed when scraped, by the providers registered
 with ``add_scrape_source``.
 
 ``/metrics`` answers only socket peers inside ``METRICS_ALLOWED_IPS`` and
-never a request that came through a proxy (it carries ``X-Forwarded-For``):
-nginx denies the path too.
+never a request that came through a proxy (it carries ``X-Forwarded-For``,
+``X-Real-IP`` or ``Forwarded``, whatever ``CLIENT_IP_HEADER`` says): nginx
+denies the path too.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ ROUTE_NAMES = {
 LAYER_BY_CODE = {
     "ip_blocked": "ip_guard",
     "request_too_large": "validation",
+    "request_timeout": "validation",
     "invalid_request": "validation",
     "max_tokens_exceeded": "validation",
     "invalid_credentials": "auth",
@@ -205,8 +207,11 @@ class _Snapshot:
         return self.families
 
 
+_PROXY_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded")
+
+
 def _peer_allowed(request: LeanRequest) -> bool:
-    if "x-forwarded-for" in request.headers or "x-real-ip" in request.headers:
+    if any(name in request.headers for name in _PROXY_HEADERS):
         return False
     client = request.scope.get("client")
     if not client:

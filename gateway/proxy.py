@@ -29,7 +29,7 @@ from devices.auth import AuthenticatedDevice, authenticate, cached_device, recor
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.tokens import end_user_id
 from gateway import store
-from gateway.errors import GatewayError, RequestTooLarge
+from gateway.errors import GatewayError
 from gateway.lean import (
     LeanRequest,
     Response,
@@ -82,17 +82,15 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     ip = client_ip_from_scope(request.scope)
     request.log["client_ip"] = ip
     body: bytes | None = None
-    too_large: RequestTooLarge | None = None
     view = _cached_view(request, ip)
     if view is not None:
         # From the caches, with one round trip before the upstream call: the
         # admission script itself confirms the view (or takes nothing). Any
-        # error before it is answered the usual way below, in SPEC's order.
+        # error before it is answered the usual way below, in SPEC's order (a
+        # body refused here is refused again when read there).
         try:
             body = await request.body()
             prepared = await _prepare(request, view.device, body, view.expect.epoch)
-        except RequestTooLarge as error:
-            too_large, prepared = error, None
         except GatewayError:
             prepared = None
         if prepared is not None:
@@ -109,10 +107,8 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
         for field in _CACHED_VIEW_LOG_FIELDS:
             request.log.pop(field, None)  # the usual path says again what it finds
     await _guard(ip, request.headers)
-    if too_large is not None:
-        raise too_large
     if body is None:
-        body = await request.body()  # 413 before reading past MAX_REQUEST_BYTES
+        body = await request.body()  # 413 or 408 here (gateway.bodies)
     device = await authenticate(request.headers, ip=ip)
     epoch = store.last_read_epoch()
     prepared = await _prepare(request, device, body, epoch)

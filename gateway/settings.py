@@ -396,6 +396,8 @@ MAX_TOKENS = {
     "paid": _positive_int("MAX_TOKENS_PAID", 8192),
 }
 MAX_REQUEST_BYTES = _positive_int("MAX_REQUEST_BYTES", 1048576)
+# A body not fully arrived this long after its request began gets 408 (SPEC: 30 s).
+REQUEST_BODY_TIMEOUT_SECONDS = env.float("REQUEST_BODY_TIMEOUT_SECONDS", default=30.0)
 MAX_CONCURRENT_REQUESTS = {
     "free": _positive_int("MAX_CONCURRENT_REQUESTS_FREE", 2),
     "paid": _positive_int("MAX_CONCURRENT_REQUESTS_PAID", 10),

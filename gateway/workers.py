@@ -20,3 +20,10 @@ class GatewayWorker(UvicornWorker):
         "proxy_headers": False,
         "lifespan": "on",
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # gunicorn's cap on simultaneous clients per worker (worker_connections,
+        # set in gunicorn.conf.py), which uvicorn's worker would ignore: past it
+        # uvicorn answers 503 at once instead of taking on more.
+        self.config.limit_concurrency = self.cfg.worker_connections

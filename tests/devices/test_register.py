@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
 import pytest
+from asgiref.sync import async_to_sync
 
 from devices import views
 from devices.models import AuditEvent, Device
 from devices.tokens import token_hash
+from gateway.asgi import application
 from gateway.errors import RateLimited
 from tests.devices.support import REGISTRATION, assert_error
 
@@ -95,10 +98,17 @@ def test_a_body_that_is_not_a_json_object_is_a_400(client, body):
     assert_error(post(client, body, CONTENT_TYPE="application/json"), 400, "invalid_request")
 
 
-def test_a_body_over_the_size_cap_is_a_413(client, settings):
+def test_a_body_over_the_size_cap_is_a_413(settings):
+    """Through the ASGI application, whose body limit (gateway.bodies) is the one there is."""
     settings.MAX_REQUEST_BYTES = 200
-    body = {**REGISTRATION, "padding": "x" * 300}
-    assert_error(post(client, body), 413, "request_too_large")
+
+    async def register(body: dict[str, str]) -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as asgi:
+            return await asgi.post(URL, json=body)
+
+    response = async_to_sync(register)({**REGISTRATION, "padding": "x" * 300})
+    assert_error(response, 413, "request_too_large")
     assert not Device.objects.exists()
 
 

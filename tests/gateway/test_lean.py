@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from gateway import lifecycle
+from gateway.bodies import bound_bodies
 from gateway.errors import RateLimited
 from gateway.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
 from gateway.lifecycle import finish
@@ -24,7 +25,7 @@ settled: list[str] = []
 
 @lean_endpoint("POST")
 async def echo(request: LeanRequest):
-    body = await request.body(limit=64)
+    body = await request.body()
     if body == b"limited":
         raise RateLimited("slow down", retry_after=7, limit=5)
     if body == b"bug":
@@ -70,8 +71,10 @@ async def record_settlement(request_id: str) -> None:
 
 
 @pytest.fixture
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=echo), base_url="http://test")
+def client(settings) -> httpx.AsyncClient:
+    settings.MAX_REQUEST_BYTES = 64
+    transport = httpx.ASGITransport(app=bound_bodies(echo))
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 async def test_it_answers_json_with_a_request_id(client):
@@ -107,9 +110,11 @@ async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, ca
 
 
 async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
+    assert (await client.post("/x", content=b"x" * 64)).json() == {"size": 64}
     declared = await client.post("/x", content=b"x" * 65)
     assert declared.status_code == 413
     assert declared.json()["error"]["code"] == "request_too_large"
+    assert declared.headers["connection"] == "close"
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
@@ -117,6 +122,28 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
 
     undeclared = await client.post("/x", content=chunks())
     assert undeclared.status_code == 413
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
+async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host):
+    response = await client.get("/x", headers={"Host": host})  # a wrong method too
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Invalid Host header",
+        "type": "invalid_request_error",
+        "code": "invalid_request",
+    }
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
+    for host in ["localhost", "LOCALHOST:8000", "127.0.0.1:1234"]:
+        response = await client.post("/x", content=b"a", headers={"Host": host})
+        assert response.status_code == 200, host
+    settings.ALLOWED_HOSTS = [".example.com"]
+    assert (await client.post("/x", content=b"a", headers={"Host": "localhost"})).status_code == 400
+    response = await client.post("/x", content=b"a", headers={"Host": "api.example.com:443"})
+    assert response.status_code == 200
 
 
 async def test_a_wrong_method_is_405_with_allow(client):
@@ -192,7 +219,7 @@ async def test_after_response_work_starts_once_the_response_is_sent():
         await defers(scope, receive, sending)
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         assert (await client.post("/", content=b"")).status_code == 200
     await lifecycle._drain_background()
     assert events_seen == ["endpoint returned", "response sent", "after-response work ran"]

@@ -29,7 +29,7 @@ __all__ = ["fake_slack", "fresh_store_clients", "private_redis"]  # fixtures
 
 def client(peer: str = "127.0.0.1") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=application, client=(peer, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 async def test_metrics_are_served_to_an_allowed_peer_in_prometheus_format():
@@ -80,6 +80,7 @@ def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 SPEC_CODES = {
     "ip_blocked": "ip_guard",
     "request_too_large": "validation",
+    "request_timeout": "validation",
     "invalid_credentials": "auth",
     "device_pending_approval": "auth",
     "device_rejected": "auth",

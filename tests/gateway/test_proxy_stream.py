@@ -35,7 +35,7 @@ async def proxy(provider, settings):
     keys.clear_cache()
     clear_cache()
     transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
     await upstream.close_clients()
     # Give back the connections the handler's database threads opened.

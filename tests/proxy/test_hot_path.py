@@ -69,7 +69,7 @@ async def warm(provider, make_device, settings):
     registered = await sync_to_async(make_device)("approved", tier="paid")
     transport = httpx.ASGITransport(app=application, client=(CLIENT_IP, 5000))
     headers = {"Authorization": f"Bearer {registered.token}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
 
         async def post(**kwargs):
             # The previous request's settlement runs after its response: let
