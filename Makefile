@@ -44,8 +44,9 @@ test-production: install services
 	ADMIN_REQUIRE_2FA=false \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff and mypy
+## lint: the import rule (import-linter, see pyproject.toml), ruff and mypy
 lint: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
@@ -53,10 +54,10 @@ lint: install
 services:
 	@bash scripts/services.sh
 
-## bench: the hot-path benchmark (tests/perf, not part of the test suite); see docs/benchmarks.md
+## bench: the hot-path benchmark (bench/, not part of the test suite); see docs/benchmarks.md
 bench: install services
 	env -u DATABASE_URL -u REDIS_URL BENCH_SECONDS=$(BENCH_SECONDS) BENCH_REPEAT=$(BENCH_REPEAT) \
-	$(PY) -m tests.perf.bench_run
+	$(PY) -m bench.bench_run
 
 clean:
 	rm -rf $(VENV) staticfiles var .mypy_cache .ruff_cache tests/artifacts

@@ -3,7 +3,7 @@
 The worker settings stay on the command line (Dockerfile ``CMD``); this file
 adds the cap on connections per worker, one safety setting, and the server
 hooks that prometheus-client's multiprocess mode needs (see
-gateway/metrics.py; each worker records its counters in files named after
+gateway/core/metrics.py; each worker records its counters in files named after
 its pid in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them all).
 """
 
@@ -22,7 +22,7 @@ forwarded_allow_ips = ""
 # Connections one worker serves at once (gateway.workers.GatewayWorker makes it
 # uvicorn's limit_concurrency); past it the worker answers 503 at once, so
 # slow clients cannot pile up in a worker without bound. 1000: the size of
-# the worker's provider connection pool (gateway.upstream.LIMITS), so each
+# the worker's provider connection pool (gateway.proxy.upstream.LIMITS), so each
 # request it takes can be forwarded at once.
 worker_connections = 1000
 

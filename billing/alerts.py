@@ -12,7 +12,7 @@ unique constraint. If Slack then fails, the row is deleted again so the
 next ``check_budget`` (cron, every minute) retries.
 
 Messages are built from fixed text and escaped values, then passed through
-gateway.logs.redact as a last guard: no key, token or token hash leaves.
+gateway.core.logs.redact as a last guard: no key, token or token hash leaves.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from django.db import IntegrityError, connections, transaction
 
 from billing.models import AlertLog
 from billing.pricing import micro_to_usd
-from gateway import clock, metrics
-from gateway.logs import redact
+from gateway.core import clock, metrics
+from gateway.core.logs import redact
 
 logger = logging.getLogger(__name__)
 

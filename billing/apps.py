@@ -9,15 +9,18 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from billing import alerts, budget, metrics, receivers
-        from devices.signals import device_registered
-        from gateway import lifecycle
-        from gateway import metrics as gateway_metrics
+        from devices.signals import device_auto_suspended, device_registered
+        from gateway.core import lifecycle
+        from gateway.core import metrics as gateway_metrics
         from usage import rebuild
 
         # The store asks the database for the pause when it rebuilds its
         # counters, and (embedded profile) when another process changed it.
         rebuild.set_pause_source(budget.stored_pause)
         device_registered.connect(receivers.on_device_registered, dispatch_uid="billing-new-device")
+        device_auto_suspended.connect(
+            receivers.on_device_auto_suspended, dispatch_uid="billing-suspicious-device"
+        )
         # Alerts queued before shutdown are delivered (or logged) before exit.
         lifecycle.on_shutdown(alerts.shutdown)
         # Budget gauges, computed when /metrics is scraped.

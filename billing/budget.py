@@ -15,20 +15,14 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from billing.pricing import usd_to_micro
-from gateway import clock
+from gateway.core import clock
 from usage import limits
 from usage.backends.base import PauseState as StorePause
-from usage.days import budget_day
-from usage.days import day_start as budget_day_start
-from usage.days import next_day_start as next_budget_day_start
 
 __all__ = [
-    "budget_day",
-    "budget_day_start",
     "current_spend",
     "daily_budget_micro",
     "mirror_pause_state",
-    "next_budget_day_start",
     "stored_pause",
 ]
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from prometheus_client.core import GaugeMetricFamily
 
-from gateway.errors import GatewayError
-from gateway.metrics import gauge
+from gateway.core.errors import GatewayError
+from gateway.core.metrics import gauge
+from gateway.core.money import usd_float
 from usage import limits
-
-MICRO = 1_000_000
 
 
 async def budget_gauges() -> list[GaugeMetricFamily]:
@@ -57,4 +56,4 @@ async def budget_gauges() -> list[GaugeMetricFamily]:
 
 
 def _usd(micro: int) -> float:
-    return micro / MICRO
+    return usd_float(micro)

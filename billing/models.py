@@ -26,7 +26,7 @@ class PauseState(models.Model):
             models.CheckConstraint(condition=models.Q(id=1), name="pause_state_single_row"),
         ]
         # Staff pause and resume the service from the dashboard with this
-        # (gateway.permissions.PAUSE_SERVICE); the row itself is never edited by hand.
+        # (gateway.core.permissions.PAUSE_SERVICE); the row itself is never edited by hand.
         permissions = [("pause_service", "Can pause and resume the service")]
 
     def __str__(self) -> str:

@@ -1,5 +1,7 @@
 """The cost of a request, in integer micro-dollars (1e-6 USD). No floats.
 
+(Conversions and formats: ``gateway.core.money``, re-exported here for callers.)
+
 A route prices input and output tokens in USD per 1M tokens, which is exactly
 micro-dollars per token: 0.50 USD / 1M tokens = 0.5 micro-dollars a token.
 A request's cost is computed exactly (in integers, over the prices' common
@@ -16,10 +18,9 @@ counts and the rounding is the same).
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-MICRO_PER_USD = 1_000_000
-SIX_PLACES = Decimal("0.000001")
+from gateway.core.money import MICRO_PER_USD, SIX_PLACES, micro_to_usd, usd_number, usd_to_micro
 
 # Input-token bound (see input_token_bound). Every tokenizer our providers
 # use (tiktoken's byte-level BPE for OpenAI, Llama 3's BPE, Anthropic's)
@@ -35,32 +36,6 @@ PER_REQUEST_OVERHEAD_TOKENS = 64
 PER_MESSAGE_OVERHEAD_TOKENS = 16
 TOOLS_OVERHEAD_TOKENS = 1024
 PER_TOOL_OVERHEAD_TOKENS = 32
-
-
-def usd_to_micro(value: Decimal | int) -> int:
-    """USD -> micro-dollars, to the nearest micro-dollar (exact for *_usd fields)."""
-    if isinstance(value, float):
-        raise TypeError("money is never a float")
-    micro = (Decimal(value) * MICRO_PER_USD).to_integral_value(rounding=ROUND_HALF_UP)
-    return int(micro)
-
-
-def micro_to_usd(micro: int) -> Decimal:
-    """Micro-dollars -> USD with exactly six decimal places."""
-    return (Decimal(int(micro)) / MICRO_PER_USD).quantize(SIX_PLACES)
-
-
-def usd_number(value: Decimal) -> float:
-    """A USD amount as a JSON number that prints exactly to six places.
-
-    A double holds any decimal of up to 15 significant digits exactly enough
-    that its shortest repr is that decimal; six places leave nine integer
-    digits (a billion dollars), which no report here reaches.
-    """
-    quantized = Decimal(value).quantize(SIX_PLACES)
-    if abs(quantized) >= Decimal(10) ** 9:
-        raise ValueError("amount too large to print exactly as a JSON number")
-    return float(quantized)
 
 
 def _price(value: Decimal | int | str) -> tuple[int, int]:
@@ -129,3 +104,15 @@ def input_token_bound(body: bytes, *, messages: int, tools: int = 0) -> int:
     if tools:
         total += TOOLS_OVERHEAD_TOKENS + PER_TOOL_OVERHEAD_TOKENS * tools
     return total
+
+
+__all__ = [
+    "MICRO_PER_USD",
+    "SIX_PLACES",
+    "cost_micro_usd",
+    "input_token_bound",
+    "micro_to_usd",
+    "usd_number",
+    "usd_to_micro",
+    "worst_case_micro_usd",
+]

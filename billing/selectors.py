@@ -17,9 +17,9 @@ from typing import Any
 
 from django.db.models import Count, F, Q, QuerySet, Sum
 
-from billing.budget import budget_day, budget_day_start
 from billing.models import BudgetAuditEvent, DailyRollup, PauseState, PrunedDay
 from billing.pricing import SIX_PLACES, usd_number
+from usage.days import budget_day, day_start
 from usage.models import UsageRecord
 
 ZERO = Decimal("0.000000")
@@ -33,8 +33,8 @@ def pause_state_get() -> PauseState:
 
 def auto_paused_on(day: date) -> bool:
     """Whether the gateway paused itself for an exhausted budget during budget ``day``."""
-    start = datetime.fromtimestamp(budget_day_start(day), tz=UTC)
-    end = datetime.fromtimestamp(budget_day_start(day + timedelta(days=1)), tz=UTC)
+    start = datetime.fromtimestamp(day_start(day), tz=UTC)
+    end = datetime.fromtimestamp(day_start(day + timedelta(days=1)), tz=UTC)
     return BudgetAuditEvent.objects.filter(
         action=BudgetAuditEvent.Action.AUTO_PAUSE, created_at__gte=start, created_at__lt=end
     ).exists()

@@ -12,7 +12,8 @@ from django.db.models import Count, Sum
 
 from billing import budget
 from billing.models import BudgetAuditEvent, DailyRollup, PauseState, PrunedDay
-from gateway import clock
+from gateway.core import clock
+from usage.days import next_day_start
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def budget_auto_pause(*, reason: str, actor: str = "gateway") -> PauseState:
     Sending the budget-exhausted alert is the caller's (billing.alerts), so
     this stays a pure state change.
     """
-    until = datetime.fromtimestamp(budget.next_budget_day_start(clock.now()), tz=UTC)
+    until = datetime.fromtimestamp(next_day_start(clock.now()), tz=UTC)
     return _set_pause(
         action=BudgetAuditEvent.Action.AUTO_PAUSE, reason=reason, actor=actor, until=until, ip=None
     )

@@ -13,13 +13,14 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.budget import budget_day, current_spend, daily_budget_micro
+from billing.budget import current_spend, daily_budget_micro
 from billing.models import BudgetAuditEvent, PauseState
 from billing.pricing import usd_to_micro
 from billing.selectors import UsageRow, pause_state_get, usage_groups
 from devices.models import AuditEvent, Device
 from devices.selectors import device_list
-from gateway import clock
+from gateway.core import clock
+from usage.days import budget_day
 
 HISTORY_DAYS = 30
 TOP_DEVICES = 10

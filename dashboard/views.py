@@ -1,8 +1,8 @@
 """The staff dashboard (SPEC section 3): one page, and the forms it posts.
 
-Every view needs ``gateway.permissions.is_verified_staff`` (staff, plus the
+Every view needs ``gateway.core.permissions.is_verified_staff`` (staff, plus the
 TOTP second factor when ADMIN_REQUIRE_2FA is on); anyone else is sent to the
-admin login. Each form also needs its ability (``gateway.permissions``:
+admin login. Each form also needs its ability (``gateway.core.permissions``:
 403 without it), and the page shows only the forms the user may send.
 Writes go through the devices and billing services with the staff user as
 actor and the client IP, so each leaves its audit record.
@@ -26,8 +26,8 @@ from dashboard.selectors import dashboard_overview
 from devices import services
 from devices.models import Device
 from devices.selectors import device_get
-from gateway.errors import GatewayError
-from gateway.permissions import (
+from gateway.core.errors import GatewayError
+from gateway.core.permissions import (
     CHANGE_DEVICES,
     PAUSE_SERVICE,
     abilities_of,

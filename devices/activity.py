@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway import clock
+from gateway.core import clock
 
 FLUSH_SECONDS = 30
 

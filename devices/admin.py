@@ -3,7 +3,7 @@
 Device pages are read-only: status, tier and owner change only through the
 actions, which call the services (so each change is audited and every
 gateway process hears of it). The token hash is never shown anywhere, nor
-filtered, searched or sorted on (``gateway.admin_secrets``).
+filtered, searched or sorted on (``gateway.core.admin_secrets``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from devices import services
 from devices.errors import iso_z
 from devices.models import AuditEvent, Device, OwnerAccount
 from devices.selectors import effective_status_q
-from gateway import clock
-from gateway.admin_secrets import SecretFieldsAdmin
-from gateway.errors import GatewayError
+from gateway.core import clock
+from gateway.core.admin_secrets import SecretFieldsAdmin
+from gateway.core.errors import GatewayError
 from usage.ipguard import client_ip_from_request
 
 DEVICE_FIELDS = (

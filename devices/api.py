@@ -1,11 +1,11 @@
 """Staff-only JSON API for devices (SPEC section 3): one view per operation.
 
 Authentication is the admin's session (with its CSRF protection on writes),
-permission ``gateway.permissions.IsVerifiedStaff``: both come from
+permission ``gateway.core.permissions.IsVerifiedStaff``: both come from
 REST_FRAMEWORK's defaults. Each view names the ability it needs
 (``required_ability``): the list needs the device model's view or change
 permission, every action its change permission, as in the Django admin.
-Errors are OpenAI-shaped by ``gateway.errors_drf``: 404 unknown device, 409
+Errors are OpenAI-shaped by ``gateway.core.errors_drf``: 404 unknown device, 409
 illegal transition, 400 bad input, 401/403 not staff or not permitted.
 """
 
@@ -23,8 +23,8 @@ from rest_framework.views import APIView
 from devices import services
 from devices.models import Device
 from devices.selectors import device_detail, device_get, device_list
-from gateway.errors import PermissionDenied
-from gateway.permissions import CHANGE_DEVICES, VIEW_DEVICES
+from gateway.core.errors import PermissionDenied
+from gateway.core.permissions import CHANGE_DEVICES, VIEW_DEVICES
 from usage.ipguard import client_ip_from_request
 
 

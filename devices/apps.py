@@ -9,8 +9,8 @@ class DevicesConfig(AppConfig):
 
     def ready(self) -> None:
         from devices import housekeeping, metrics
-        from gateway import lifecycle
-        from gateway import metrics as gateway_metrics
+        from gateway.core import lifecycle
+        from gateway.core import metrics as gateway_metrics
 
         lifecycle.on_startup(housekeeping.start)
         lifecycle.on_shutdown(housekeeping.stop)

@@ -6,7 +6,7 @@ Bearer <token>`` (the token alone names its device, so OpenAI SDKs work).
 The hot path must not query the database, yet must honour a revoke on the
 very next request in every process. So each process caches what it read
 about a device, keyed by token hash, together with the device's version and
-the global epoch from the shared store (``gateway.store.read_versions``: one
+the global epoch from the shared store (``gateway.core.store.read_versions``: one
 Redis round trip). Services bump the version on commit; an entry whose
 versions moved is reloaded (one query). An entry is trusted only when those
 versions were read *before* the database row: a change committed between
@@ -39,10 +39,10 @@ from devices.selectors import device_for_token_hash
 from devices.services import CACHE_MAX_AGE_SECONDS
 from devices.suspicious import note_device_ip_soon
 from devices.tokens import looks_like_device_id, looks_like_token, token_hash
-from gateway import clock
-from gateway.db import run_sync
-from gateway.errors import AuthenticationFailed
-from gateway.store import EPOCH_KEY, device_version_key, read_versions
+from gateway.core import clock
+from gateway.core.db import run_sync
+from gateway.core.errors import AuthenticationFailed
+from gateway.core.store import EPOCH_KEY, device_version_key, read_versions
 from usage import guard
 
 logger = logging.getLogger(__name__)

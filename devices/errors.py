@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.errors import GatewayError, NotFound, PermissionDenied
+from gateway.core.errors import GatewayError, NotFound, PermissionDenied
 
 
 def iso_z(moment: datetime) -> str:

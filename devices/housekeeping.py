@@ -1,6 +1,6 @@
 """A background task in each gateway process: flush last-seen, record ended suspensions.
 
-Started and stopped by the ASGI lifespan (``gateway.lifecycle``); the task
+Started and stopped by the ASGI lifespan (``gateway.core.lifecycle``); the task
 is held by reference and awaited at shutdown, after a final flush.
 """
 
@@ -12,8 +12,8 @@ import logging
 
 from devices import activity
 from devices.services import device_end_expired_suspensions, device_record_activity
-from gateway.db import run_sync
-from gateway.errors import ServiceUnavailable
+from gateway.core.db import run_sync
+from gateway.core.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

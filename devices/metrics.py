@@ -6,9 +6,9 @@ from prometheus_client.core import GaugeMetricFamily
 
 from devices.models import Device
 from devices.selectors import device_counts_by_status
-from gateway.db import run_sync
-from gateway.errors import GatewayError
-from gateway.metrics import gauge
+from gateway.core.db import run_sync
+from gateway.core.errors import GatewayError
+from gateway.core.metrics import gauge
 
 DATABASE_UP = "1 when the database answers."
 

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from devices.tokens import new_device_id
-from gateway import clock
+from gateway.core import clock
 
 
 class OwnerAccount(models.Model):

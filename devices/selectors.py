@@ -10,7 +10,7 @@ from django.db.models import Case, CharField, Count, F, Q, QuerySet, Value, When
 from devices.errors import DeviceNotFound, iso_z
 from devices.models import Device
 from devices.tokens import looks_like_device_id
-from gateway import clock
+from gateway.core import clock
 
 Status = Device.Status
 

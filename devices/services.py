@@ -36,9 +36,9 @@ from devices.errors import DeviceNotFound, InvalidTransition, iso_z
 from devices.models import AuditEvent, Device, OwnerAccount
 from devices.signals import device_registered
 from devices.tokens import new_token, token_hash, token_prefix
-from gateway import clock
-from gateway.errors import InvalidRequest
-from gateway.store import bump_device_version
+from gateway.core import clock
+from gateway.core.errors import InvalidRequest
+from gateway.core.store import bump_device_version
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Hooks other apps connect to (billing's alerts send new registrations to Slack)."""
+"""Hooks other apps connect to (billing's alerts send them to Slack): devices never
+import billing, billing hears devices through these."""
 
 from __future__ import annotations
 
@@ -9,3 +10,7 @@ from django.dispatch import Signal
 # registration. Receivers run in the request's thread, so anything slow (a
 # Slack call) must be handed off, not done inline.
 device_registered = Signal()
+
+# Sent when a device was suspended automatically, with ``device=<Device>``
+# and ``reason=<str>``, by ``send_robust``, after the suspension committed.
+device_auto_suspended = Signal()

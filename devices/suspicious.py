@@ -30,16 +30,16 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from billing import alerts
-from billing.budget import budget_day, next_budget_day_start
 from devices.errors import InvalidTransition
 from devices.models import Device
 from devices.services import device_suspend
-from gateway import clock, store
-from gateway.db import run_sync
-from gateway.errors import ServiceUnavailable
-from gateway.lifecycle import spawn
-from gateway.redis_pipe import LuaScript
+from devices.signals import device_auto_suspended
+from gateway.core import clock, store
+from gateway.core.db import run_sync
+from gateway.core.errors import ServiceUnavailable
+from gateway.core.lifecycle import spawn
+from gateway.core.redis_pipe import LuaScript
+from usage.days import budget_day, next_day_start
 from usage.ipguard import limit_key
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ async def _add(device_id: str, address: str, day: date, threshold: int, now: flo
     if not settings.REDIS_URL:
         return _add_in_process(device_id, address, day, threshold)
     # The set outlives its day by an hour, for requests admitted at midnight.
-    ttl = int(next_budget_day_start(now) - now) + 3600
+    ttl = int(next_day_start(now) - now) + 3600
     key = _set_key(device_id, day)
     return int(await store.async_redis().evalsha(_NOTE_SCRIPT, [key], [address, threshold, ttl]))
 
@@ -187,7 +187,7 @@ async def _suspend(device_id: str, address: str, day: date, threshold: int, *, i
         return
     if device is not None:
         logger.warning("device %s auto-suspended: %s", device_id, reason)
-        alerts.alert_suspicious_device(device_id=device.pk, name=device.name, reason=reason)
+        device_auto_suspended.send_robust(sender=Device, device=device, reason=reason)
 
 
 def _suspend_approved_device(device_id: str, reason: str, ip: str) -> Device | None:

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from devices.auth import device_required
 from devices.services import device_register, has_control_characters
-from gateway.db import run_sync
-from gateway.errors import InvalidRequest, UnsupportedMediaType
-from gateway.validation import parse_json_body
+from gateway.core.db import run_sync
+from gateway.core.errors import InvalidRequest, UnsupportedMediaType
+from gateway.core.jsonbody import parse_json_body
 from usage import guard
 from usage.ipguard import client_ip_from_request
 
@@ -60,7 +60,7 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     # multipart bodies without a CORS preflight, but never application/json.
     if request.content_type != "application/json":
         raise UnsupportedMediaType()
-    # The body is at most MAX_REQUEST_BYTES: gateway.bodies refused a larger one.
+    # The body is at most MAX_REQUEST_BYTES: gateway.proxy.bodies refused a larger one.
     data = parse_json_body(request.body)
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")

@@ -8,9 +8,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from gateway.admin_secrets import SecretFieldsAdmin
+from gateway.core.admin_secrets import SecretFieldsAdmin
+from gateway.core.store import bump_epoch
 from gateway.models import ModelRoute
-from gateway.store import bump_epoch
 
 
 @admin.register(ModelRoute)

@@ -15,7 +15,8 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from gateway import checks, clock, files, login_guard  # noqa: F401 (login_guard connects its receiver)
+        from gateway import checks
+        from gateway.core import clock, files
 
         # Python warnings go through the configured handlers too, so a JSON
         # log stays one JSON object per line and redaction applies to them.
@@ -47,8 +48,8 @@ class GatewayAdminConfig(admin_apps.AdminConfig):
 
     def ready(self) -> None:
         super().ready()
-        from gateway import admin_checks
+        from gateway.staff import admin_checks
 
         admin_checks.register()
 
-    default_site = "gateway.admin_site.GatewayAdminSite"
+    default_site = "gateway.staff.admin_site.GatewayAdminSite"

@@ -2,7 +2,7 @@
 
 Django serves everything except the hot path, which DESIGN.md routes to a
 lean ASGI handler ahead of Django's (registered in ``LEAN_ROUTES``). In
-front of both, every request body is read through ``gateway.bodies`` (its
+front of both, every request body is read through ``gateway.proxy.bodies`` (its
 size and time limits). The router also speaks the lifespan protocol, which
 Django's handler does not, so start-up and graceful shutdown hooks run under
 uvicorn and gunicorn.
@@ -21,10 +21,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 
 django_application = get_asgi_application()
 
-from gateway import lifecycle, serving  # noqa: E402  (needs Django set up)
-from gateway.bodies import bound_bodies  # noqa: E402
-from gateway.metrics import metrics_endpoint  # noqa: E402
-from gateway.proxy import chat_completions, models  # noqa: E402
+from gateway import serving  # noqa: E402  (needs Django set up)
+from gateway.core import lifecycle  # noqa: E402
+from gateway.proxy.bodies import bound_bodies  # noqa: E402
+from gateway.proxy.endpoints import chat_completions, models  # noqa: E402
+from gateway.proxy.metrics_endpoint import metrics_endpoint  # noqa: E402
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

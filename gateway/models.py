@@ -6,14 +6,14 @@ from typing import Any
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 
-from gateway.store import bump_epoch
+from gateway.core.store import bump_epoch
 
 
 class ModelRoute(models.Model):
     """A public model name clients ask for, and where and at what price it is served.
 
     Editable in the admin; the hot path never reads this table directly but a
-    per-process copy (``gateway.routes``) that every save invalidates.
+    per-process copy (``gateway.proxy.routes``) that every save invalidates.
     """
 
     class Provider(models.TextChoices):
@@ -60,7 +60,7 @@ class ModelRoute(models.Model):
     def __str__(self) -> str:
         return self.public_name
 
-    # Every process keeps a copy of the route table (gateway.routes) and
+    # Every process keeps a copy of the route table (gateway.proxy.routes) and
     # reloads it when the global epoch moves: any change made through the ORM
     # (admin, shell, seed) bumps it once committed. QuerySet.update() bypasses
     # this; use save() or call bump_epoch() yourself.

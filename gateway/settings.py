@@ -18,7 +18,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway import __version__
-from gateway.files import create_private, private_directory
+from gateway.core.files import create_private, private_directory
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 
 # Local state: the embedded profile's database and generated secret key, the
-# usage spool, the store's epoch. Owner-only, like all it holds (gateway.files).
+# usage spool, the store's epoch. Owner-only, like all it holds (gateway.core.files).
 # A relative path is taken from the project directory.
 VAR_DIR = BASE_DIR / env.str("VAR_DIR", default="var")
 
@@ -115,12 +115,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "gateway.middleware.RequestContextMiddleware",
+    "gateway.core.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "gateway.security.ContentSecurityPolicyMiddleware",
+    "gateway.staff.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "gateway.middleware.ApiErrorMiddleware",
+    "gateway.core.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -228,18 +228,18 @@ SESSION_COOKIE_AGE = 12 * 3600
 # against one user name (from anywhere), or from one client network (an IPv4
 # address, an IPv6 /64; any user names), logins of that user name or from that
 # network are refused with 429 for ADMIN_LOGIN_COOLOFF_MINUTES
-# (gateway/login_guard.py). Attempts live in the database, so every worker
+# (gateway/staff/login_guard.py). Attempts live in the database, so every worker
 # sees them.
 AUTHENTICATION_BACKENDS = [
-    "gateway.login_guard.LoginGuardBackend",
+    "gateway.staff.login_guard.LoginGuardBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = _positive_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = "gateway.login_guard.cool_off"
+AXES_COOLOFF_TIME = "gateway.staff.login_guard.cool_off"
 ADMIN_LOGIN_COOLOFF_MINUTES = _positive_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "gateway.login_guard.client_network"
-AXES_RESET_ON_SUCCESS = False  # gateway.login_guard.forget_own_failures instead
+AXES_CLIENT_IP_CALLABLE = "gateway.staff.login_guard.client_network"
+AXES_RESET_ON_SUCCESS = False  # gateway.staff.login_guard.forget_own_failures instead
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
@@ -304,16 +304,16 @@ CORS_PREFLIGHT_MAX_AGE = 600
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     # Staff only, second factor included when ADMIN_REQUIRE_2FA is on.
-    "DEFAULT_PERMISSION_CLASSES": ["gateway.permissions.IsVerifiedStaff"],
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.core.permissions.IsVerifiedStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "gateway.errors_drf.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["gateway.core.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "gateway.core.errors_drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# GET /openapi.json (gateway/openapi.py): the admin API generated from the DRF
-# views, the client API merged in from gateway/openapi.yaml.
+# GET /openapi.json (gateway/proxy/openapi.py): the admin API generated from the DRF
+# views, the client API merged in from gateway/proxy/openapi.yaml.
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hanzo AI Gateway",
     "DESCRIPTION": (
@@ -326,7 +326,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "gateway.openapi.merge_client_api",
+        "gateway.proxy.openapi.merge_client_api",
     ],
 }
 
@@ -448,13 +448,13 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "gateway.core.logs.RequestIdFilter"}},
     "formatters": {
         "text": {
-            "()": "gateway.logs.RedactingFormatter",
+            "()": "gateway.core.logs.RedactingFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
         },
-        "json": {"()": "gateway.logs.JsonFormatter"},
+        "json": {"()": "gateway.core.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {
@@ -522,6 +522,6 @@ USAGE_SPOOL_DIR = env.str("USAGE_SPOOL_DIR", default=str(VAR_DIR / "spool"))
 # --- Tests -------------------------------------------------------------------
 
 # A file holding a clock offset in seconds, so tests can move time inside the
-# gateway server processes they start (see gateway.clock). Never set it in
+# gateway server processes they start (see gateway.core.clock). Never set it in
 # production.
 GATEWAY_TEST_CLOCK_FILE: str | None = env.str("GATEWAY_TEST_CLOCK_FILE", default="") or None

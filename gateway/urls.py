@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from gateway import health, openapi, views
+from gateway.proxy import health, openapi, views
 
 urlpatterns = [
     path("health", health.health, name="health"),

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-from gateway import clock as gateway_clock
+from gateway.core import clock as gateway_clock
 from tests.support.processes import GatewayServer, base_environment, start_gateway
 
 pytest_plugins = ["tests.fakes.conftest_plugin", "tests.support.personas"]

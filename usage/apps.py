@@ -17,7 +17,7 @@ def _blocklist_changed(**kwargs: Any) -> None:
 def _bump_epoch() -> None:
     from redis.exceptions import RedisError
 
-    from gateway.store import bump_epoch
+    from gateway.core.store import bump_epoch
 
     try:
         bump_epoch()
@@ -33,8 +33,8 @@ class UsageConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from gateway import lifecycle
-        from usage import spool
+        from gateway.core import lifecycle
+        from usage import services, spool  # noqa: F401 (services names the spool's sink)
         from usage.models import BlockedNetwork
 
         # Served processes replay what earlier ones left in the spool and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import PermissionDenied, RateLimited, ServiceUnavailable
+from gateway.core.errors import PermissionDenied, RateLimited, ServiceUnavailable
 
 
 class IpBlocked(PermissionDenied):

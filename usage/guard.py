@@ -25,8 +25,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from gateway import clock
-from gateway.errors import ServiceUnavailable
+from gateway.core import clock
+from gateway.core.errors import ServiceUnavailable
 from usage.backends import get_backend
 from usage.backends.base import IpBlock, registration_key
 from usage.errors import IpBlocked, RegistrationRateLimited

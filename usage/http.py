@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from usage.errors import (
     LAYER_ERRORS,
     BudgetExceeded,

@@ -26,7 +26,6 @@ stores it, so counters rebuilt from the ledger match.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -35,8 +34,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
-from gateway import clock
-from gateway.store import StoreUnavailable, bump_epoch
+from gateway.core import clock
+from gateway.core.money import usd_to_micro
+from gateway.core.store import StoreUnavailable, bump_epoch
 from usage import liveness
 from usage.backends import get_backend
 from usage.backends.base import (
@@ -136,10 +136,8 @@ class BudgetState:
         return self.pause is not None
 
 
-@functools.lru_cache(maxsize=64)
 def micro_usd(amount: Decimal) -> int:
-    # Cached: every admission converts the same few settings.
-    return int(amount * 1_000_000)
+    return usd_to_micro(amount)
 
 
 def pause_below_micro_usd() -> int:

@@ -21,7 +21,7 @@ import uuid
 
 from django.conf import settings
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 

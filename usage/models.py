@@ -6,7 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from gateway import clock
+from gateway.core import clock
 
 
 class UsageRecord(models.Model):

@@ -39,9 +39,10 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.db.models import Sum
 
-from gateway import clock
-from gateway.errors import ServiceUnavailable
-from gateway.store import StoreUnavailable, read_versions
+from gateway.core import clock
+from gateway.core.errors import ServiceUnavailable
+from gateway.core.money import usd_to_micro
+from gateway.core.store import StoreUnavailable, read_versions
 from usage.backends.base import Backend, PauseState, Snapshot, layer_keys
 from usage.days import budget_day
 from usage.models import UsageRecord
@@ -72,7 +73,7 @@ def set_pause_source(source: PauseSource | None) -> None:
 
 
 def _micro(amount: Decimal | None) -> int:
-    return int((amount or Decimal(0)) * 1_000_000)
+    return usd_to_micro(amount or Decimal(0))
 
 
 def _identity(ip: str) -> str:

@@ -232,3 +232,6 @@ def usage_record_write_now(record: UsageRecordData) -> None:
         spool.append(record.to_line())
         spool.sync()
         logger.warning("usage ledger: database unavailable, %s spooled", record.request_id)
+
+
+spool.set_sink(usage_record_lines_insert)

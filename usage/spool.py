@@ -50,7 +50,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections
 
-from gateway.files import FILE_MODE, open_private_append, private_directory
+from gateway.core.files import FILE_MODE, open_private_append, private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -314,10 +314,20 @@ def _replay_orphans(state: _ProcessSpool, sink: Sink) -> int:
     return inserted
 
 
-def _default_sink() -> Sink:
-    from usage.services import usage_record_lines_insert
+# Where flushed lines go: ``usage.services`` names its insert here when it is
+# imported (the spool is the layer below it and never imports it).
+_sink: Sink | None = None
 
-    return usage_record_lines_insert
+
+def set_sink(sink: Sink) -> None:
+    global _sink
+    _sink = sink
+
+
+def _default_sink() -> Sink:
+    if _sink is None:
+        raise RuntimeError("usage.services sets the spool's sink when it is imported")
+    return _sink
 
 
 def flush(

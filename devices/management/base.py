@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from devices.models import Device
 from devices.selectors import device_get
 from devices.tokens import looks_like_device_id
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 
 def find_device(device_id: str) -> Device:

@@ -2,7 +2,7 @@
 
 import devices.tokens
 import django.db.models.deletion
-import gateway.clock
+import gateway.core.clock
 from django.conf import settings
 from django.db import migrations, models
 
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(max_length=150, unique=True)),
-                ('created_at', models.DateTimeField(default=gateway.clock.utcnow)),
+                ('created_at', models.DateTimeField(default=gateway.core.clock.utcnow)),
             ],
             options={
                 'ordering': ['name'],

@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 def seed(apps, schema_editor):
-    from gateway.routes import seed_routes
+    from gateway.proxy.routes import seed_routes
 
     seed_routes(apps.get_model("gateway", "ModelRoute"))
 

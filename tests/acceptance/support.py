@@ -20,9 +20,9 @@ from billing.pricing import worst_case_micro_usd
 from devices.models import Device
 from devices.tokens import end_user_id, token_hash
 from gateway.models import ModelRoute
-from gateway.routes import route_of
-from gateway.upstream import outbound
-from gateway.validation import parse_chat_request
+from gateway.proxy.routes import route_of
+from gateway.proxy.upstream import outbound
+from gateway.proxy.validation import parse_chat_request
 from tests.fakes.slack import FakeSlack
 from tests.proxy.conftest import Gateway
 from usage.models import UsageRecord

@@ -11,13 +11,13 @@ import pytest
 from django.core.management import call_command
 
 from billing import alerts
-from billing.budget import budget_day
 from billing.models import AlertLog
 from billing.services import budget_auto_pause
 from tests.billing.factories import create_records
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT
 from tests.support.store import forget_store_counters
+from usage.days import budget_day
 
 SESSION_TOKEN = "hzt_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"
 PROVIDER_KEY = "sk-proj-" + "Zx9" * 16

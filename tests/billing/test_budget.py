@@ -11,14 +11,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from billing import budget
-from billing.budget import budget_day, budget_day_start, current_spend, next_budget_day_start
+from billing.budget import current_spend
 from billing.models import BudgetAuditEvent, PauseState
 from billing.selectors import pause_state_get
 from billing.services import budget_auto_pause, budget_pause, budget_resume
-from gateway import store
+from gateway.core import store
 from tests.billing.factories import create_records
 from tests.support.store import forget_store_counters
 from usage import limits
+from usage.days import budget_day, day_start, next_day_start
 
 
 def _ts(text: str) -> float:
@@ -43,18 +44,16 @@ def test_the_budget_day_follows_the_budget_timezone(settings):
     settings.BUDGET_TIMEZONE = "America/Los_Angeles"
     assert budget_day(_ts("2026-11-26T07:59:59+00:00")) == date(2026, 11, 25)
     assert budget_day(_ts("2026-11-26T08:00:00+00:00")) == date(2026, 11, 26)
-    assert next_budget_day_start(_ts("2026-11-26T07:59:59+00:00")) == _ts(
-        "2026-11-26T08:00:00+00:00"
-    )
+    assert next_day_start(_ts("2026-11-26T07:59:59+00:00")) == _ts("2026-11-26T08:00:00+00:00")
 
 
 def test_a_budget_day_across_a_dst_change_has_its_real_length(settings):
     settings.BUDGET_TIMEZONE = "Europe/Berlin"
     noon = _ts("2026-03-29T12:00:00+02:00")  # clocks went forward at 02:00
     assert budget_day(noon) == date(2026, 3, 29)
-    assert next_budget_day_start(noon) - budget_day_start(date(2026, 3, 29)) == 23 * 3600
+    assert next_day_start(noon) - day_start(date(2026, 3, 29)) == 23 * 3600
     autumn = _ts("2026-10-25T12:00:00+01:00")
-    assert next_budget_day_start(autumn) - budget_day_start(date(2026, 10, 25)) == 25 * 3600
+    assert next_day_start(autumn) - day_start(date(2026, 10, 25)) == 25 * 3600
 
 
 def test_the_next_budget_day_always_starts_after_now_and_within_a_day(settings):
@@ -62,7 +61,7 @@ def test_the_next_budget_day_always_starts_after_now_and_within_a_day(settings):
     start = _ts("2026-01-01T00:00:00+00:00")
     for hour in range(0, 24 * 400, 7):
         ts = start + hour * 3600 + 123.5
-        following = next_budget_day_start(ts)
+        following = next_day_start(ts)
         assert ts < following <= ts + 25 * 3600
         assert budget_day(following) == budget_day(ts) + timedelta(days=1)
         assert budget_day(following - 0.001) == budget_day(ts)
@@ -120,7 +119,7 @@ def test_a_pause_needs_a_reason():
 def test_the_automatic_pause_lasts_until_the_next_budget_day(clock, settings):
     settings.BUDGET_TIMEZONE = "UTC"
     state = budget_auto_pause(reason="daily budget exhausted")
-    day_ends = datetime.fromtimestamp(next_budget_day_start(clock.now()), tz=UTC)
+    day_ends = datetime.fromtimestamp(next_day_start(clock.now()), tz=UTC)
     assert state.until == day_ends
     assert BudgetAuditEvent.objects.get().action == "auto_pause"
     assert current_spend()[2] is True

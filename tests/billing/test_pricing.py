@@ -16,8 +16,8 @@ from billing.pricing import (
     usd_to_micro,
     worst_case_micro_usd,
 )
-from gateway.upstream import outbound
-from gateway.validation import parse_chat_request
+from gateway.proxy.upstream import outbound
+from gateway.proxy.validation import parse_chat_request
 from tests.gateway.upstream_support import (
     DIGITALOCEAN,
     END_USER,

@@ -12,10 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Sum
 
-from billing.budget import budget_day
 from billing.models import DailyRollup
 from billing.services import rollup_day
 from tests.billing.factories import create_records, record_data
+from usage.days import budget_day
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db

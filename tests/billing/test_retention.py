@@ -10,12 +10,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing.budget import budget_day
 from billing.models import DailyRollup, PrunedDay
 from billing.selectors import usage_stats
 from billing.services import usage_day_seal
 from tests.billing.factories import create_records
 from tests.billing.test_reports import _json_report, _random_ledger
+from usage.days import budget_day
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db

@@ -7,14 +7,14 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from billing.budget import budget_day
-from gateway import clock
-from gateway.routes import seed_routes
+from gateway.core import clock
+from gateway.proxy.routes import seed_routes
 from tests.dashboard.conftest import screenshot
 from tests.dashboard.support import record_usage, register_device
 from tests.proxy.conftest import provider_environment
 from tests.support.processes import wait_for
 from tests.support.staff import OPERATOR_PERMISSIONS, STAFF_PASSWORD, make_staff, totp_code
+from usage.days import budget_day
 from usage.models import UsageRecord
 
 MODELS = [

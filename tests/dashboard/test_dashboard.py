@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from billing.budget import budget_day
 from billing.models import BudgetAuditEvent
 from billing.selectors import pause_state_get
 from devices.models import AuditEvent, Device
-from gateway import clock as gateway_clock
+from gateway.core import clock as gateway_clock
 from tests.dashboard.support import record_usage, register_device
 from tests.support.staff import verified_client
+from usage.days import budget_day
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.db.backends.utils import CursorWrapper
 from django.test import Client
 
 from devices import activity, auth
-from gateway import store
+from gateway.core import store
 from tests.fakes.slack import fake_slack  # noqa: F401  (fixture)
 
 

@@ -33,8 +33,8 @@ def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-u
 
 
 def in_thread(function):  # type: ignore[no-untyped-def]
-    """``sync_to_async`` that gives the thread's connection back (see gateway.db.run_sync)."""
-    from gateway.db import run_sync
+    """``sync_to_async`` that gives the thread's connection back (see gateway.core.db.run_sync)."""
+    from gateway.core.db import run_sync
 
     async def call(*args, **kwargs):  # type: ignore[no-untyped-def]
         return await run_sync(function, *args, **kwargs)

@@ -5,7 +5,7 @@ import pytest
 from devices import activity, housekeeping
 from devices.auth import authenticate
 from devices.models import Device
-from gateway.errors import ServiceUnavailable
+from gateway.core.errors import ServiceUnavailable
 from tests.devices.support import in_thread
 
 pytestmark = [

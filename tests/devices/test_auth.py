@@ -5,9 +5,9 @@ import pytest
 from devices import auth, services
 from devices.auth import AuthenticatedDevice, authenticate
 from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspended
-from gateway import store
-from gateway.errors import AuthenticationFailed
-from gateway.store import StoreUnavailable
+from gateway.core import store
+from gateway.core.errors import AuthenticationFailed
+from gateway.core.store import StoreUnavailable
 from tests.devices.support import in_thread
 
 pytestmark = [

@@ -11,7 +11,7 @@ from devices import views
 from devices.models import AuditEvent, Device
 from devices.tokens import token_hash
 from gateway.asgi import application
-from gateway.errors import RateLimited
+from gateway.core.errors import RateLimited
 from tests.devices.support import REGISTRATION, assert_error
 
 pytestmark = pytest.mark.django_db
@@ -99,7 +99,7 @@ def test_a_body_that_is_not_a_json_object_is_a_400(client, body):
 
 
 def test_a_body_over_the_size_cap_is_a_413(settings):
-    """Through the ASGI application, whose body limit (gateway.bodies) is the one there is."""
+    """Through the ASGI application, whose body limit (gateway.proxy.bodies) is the one there is."""
     settings.MAX_REQUEST_BYTES = 200
 
     async def register(body: dict[str, str]) -> httpx.Response:

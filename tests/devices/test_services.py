@@ -10,9 +10,9 @@ from devices.errors import InvalidTransition
 from devices.models import AuditEvent, Device, OwnerAccount
 from devices.signals import device_registered
 from devices.tokens import token_hash
-from gateway import clock
-from gateway.errors import InvalidRequest
-from gateway.store import read_versions
+from gateway.core import clock
+from gateway.core.errors import InvalidRequest
+from gateway.core.store import read_versions
 from tests.devices.support import in_thread
 
 pytestmark = pytest.mark.django_db

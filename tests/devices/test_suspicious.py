@@ -8,11 +8,11 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from billing import alerts
-from billing.budget import budget_day, next_budget_day_start
 from devices import auth, services, suspicious
 from devices.errors import DeviceSuspended
 from devices.models import AuditEvent, Device
-from gateway import store
+from gateway.core import store
+from usage.days import budget_day, next_day_start
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -89,7 +89,7 @@ async def test_it_triggers_once_a_day_even_after_an_operator_reapproves(make_dev
 async def test_the_count_starts_again_on_the_next_budget_day(make_device, clock):
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT))
-    clock.advance(next_budget_day_start(clock.now()) - clock.now() + 1)
+    clock.advance(next_day_start(clock.now()) - clock.now() + 1)
     await note_all(device.pk, ips(LIMIT, start=50))
     assert await state(device.pk) == ("approved", [])
     await suspicious.note_device_ip(device.pk, "198.51.100.99")
@@ -159,7 +159,7 @@ async def test_the_redis_set_stops_at_one_past_the_limit_and_expires_after_its_d
     redis = store.async_redis()
     assert await redis.execute("SCARD", key) == LIMIT + 1
     ttl = await redis.execute("TTL", key)
-    day_left = next_budget_day_start(clock.now()) - clock.now()
+    day_left = next_day_start(clock.now()) - clock.now()
     assert day_left < ttl <= day_left + 3600 + 1
 
 

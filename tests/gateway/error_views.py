@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views.decorators.http import require_POST
 
-from gateway.errors import RateLimited
+from gateway.core.errors import RateLimited
 
 
 def explode(request: HttpRequest) -> HttpResponse:

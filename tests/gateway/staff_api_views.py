@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateway.permissions import IsVerifiedStaff
+from gateway.core.permissions import IsVerifiedStaff
 
 
 class StaffOnly(APIView):

@@ -7,11 +7,11 @@ import json
 import httpx
 import pytest
 
-from gateway import upstream
-from gateway.errors import InvalidRequest
-from gateway.providers import adapter_for
-from gateway.providers.anthropic import translate_tools
-from gateway.providers.base import (
+from gateway.core.errors import InvalidRequest
+from gateway.proxy import upstream
+from gateway.proxy.providers import adapter_for
+from gateway.proxy.providers.anthropic import translate_tools
+from gateway.proxy.providers.base import (
     SSEDecoder,
     SSEEvent,
     UpstreamError,

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
-from gateway import clock
+from gateway.core import clock
 from tests.support.staff import verified_client
 from usage import guard as usage_guard
 from usage.errors import IpBlocked

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from devices.models import Device
-from gateway.admin_secrets import SecretFieldsAdmin
+from gateway.core.admin_secrets import SecretFieldsAdmin
 
 
 def errors_of(**options: object) -> list[str]:

@@ -1,4 +1,4 @@
-"""gateway.bodies in-process: the deadline's cancellation and the reads around it.
+"""gateway.proxy.bodies in-process: the deadline's cancellation and the reads around it.
 (The attacks over HTTP are in tests/hardening/test_bodies.py.)"""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.bodies import SWEEP_SECONDS, BoundedBody
-from gateway.errors import RequestTimeout, RequestTooLarge
+from gateway.core.errors import RequestTimeout, RequestTooLarge
+from gateway.proxy.bodies import SWEEP_SECONDS, BoundedBody
 
 SCOPE: dict[str, Any] = {"type": "http", "headers": [(b"content-length", b"10")]}
 

@@ -50,7 +50,7 @@ def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details
 
 
 def _formatter():
-    from gateway.logs import RedactingFormatter
+    from gateway.core.logs import RedactingFormatter
 
     handler = logging.Handler()
     handler.setFormatter(RedactingFormatter("%(message)s"))
@@ -88,7 +88,7 @@ def test_non_api_paths_keep_django_pages(client):
     ],
 )
 def test_the_error_type_follows_the_status_as_spec_says(status, expected):
-    from gateway.errors import error_for_status, error_type_for
+    from gateway.core.errors import error_for_status, error_type_for
 
     assert error_type_for(status) == expected
     assert error_for_status(status).payload()["error"]["type"] == expected

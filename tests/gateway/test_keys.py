@@ -17,10 +17,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from moto.server import ThreadedMotoServer
 
-from gateway import keys, secrets_aws
-from gateway.keys import ProviderKey, ProviderKeyUnavailable
-from gateway.logs import RedactingFormatter
-from gateway.store import read_versions
+from gateway.core import secrets_aws
+from gateway.core.logs import RedactingFormatter
+from gateway.core.store import read_versions
+from gateway.proxy import keys
+from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
 from tests.support.processes import ROOT, free_port
 
 OLD_KEY = "old-openai-key-a1b2c3d4e5f6"

@@ -12,11 +12,11 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway import lifecycle
-from gateway.bodies import bound_bodies
-from gateway.errors import RateLimited
-from gateway.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
-from gateway.lifecycle import finish
+from gateway.core import lifecycle
+from gateway.core.errors import RateLimited
+from gateway.core.lifecycle import finish
+from gateway.proxy.bodies import bound_bodies
+from gateway.proxy.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
 from tests.support.processes import free_port, wait_for
 
 closed_streams: list[str] = []

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from gateway import logs
-from gateway.logs import (
+from gateway.core import logs
+from gateway.core.logs import (
     JsonFormatter,
     RedactingFormatter,
     new_request_id,

@@ -17,7 +17,7 @@ from billing.services import budget_pause
 from devices.selectors import device_counts_by_status
 from gateway import checks
 from gateway.asgi import application
-from gateway.metrics import REQUESTS, observe_request, render
+from gateway.core.metrics import REQUESTS, observe_request, render
 from tests.devices.conftest import fresh_store_clients
 from tests.fakes.slack import fake_slack
 from tests.support.processes import ROOT

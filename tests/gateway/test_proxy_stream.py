@@ -9,10 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from gateway import keys, upstream
 from gateway.asgi import application
-from gateway.routes import clear_cache, seed_routes
-from gateway.store import StoreUnavailable
+from gateway.core.store import StoreUnavailable
+from gateway.proxy import keys, upstream
+from gateway.proxy.routes import clear_cache, seed_routes
 from tests.fakes.provider import DEFAULT_KEYS
 from tests.gateway.upstream_support import point_at
 from usage import liveness

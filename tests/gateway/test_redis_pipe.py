@@ -1,4 +1,4 @@
-"""The hot path's pipelined Redis client (gateway.redis_pipe).
+"""The hot path's pipelined Redis client (gateway.core.redis_pipe).
 
 Against the real Redis of the production profile, and against a small fake
 RESP server for what a real one will not do on demand: stall, answer late,
@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_pipe import LuaScript, PipelinedRedis
+from gateway.core.redis_pipe import LuaScript, PipelinedRedis
 
 
 def _client(url: str, timeout: float = 2) -> PipelinedRedis:
@@ -81,7 +81,7 @@ async def test_an_error_reply_is_a_response_error_and_the_connection_stays_usabl
 
 @real
 async def test_the_url_selects_the_database():
-    from gateway.store import sync_redis
+    from gateway.core.store import sync_redis
 
     key = f"{{hz}}:test-pipe-db:{uuid.uuid4().hex}"
     client = _client(str(settings.REDIS_URL))
@@ -249,7 +249,7 @@ async def test_a_malformed_reply_drops_the_connection_instead_of_misreading_it()
 
 
 async def test_the_commands_of_one_loop_turn_go_out_in_one_write_and_are_answered_in_order():
-    from gateway.redis_pipe import _Protocol
+    from gateway.core.redis_pipe import _Protocol
 
     class Transport:
         writes: list[bytes] = []

@@ -9,11 +9,11 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.db import connection
 
-from gateway import routes
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.store import read_versions
 from gateway.models import ModelRoute
-from gateway.store import read_versions
-from gateway.validation import prepare_chat
+from gateway.proxy import routes
+from gateway.proxy.validation import prepare_chat
 
 # SPEC section 6, written out independently of the seed data.
 SPEC_ROUTES = {

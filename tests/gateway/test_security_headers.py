@@ -46,7 +46,7 @@ def test_embedded_pages_work_over_plain_http_without_hsts_or_secure_cookies():
 
 
 def test_the_deploy_check_warns_when_production_runs_without_two_factor(settings):
-    from gateway.admin_checks import two_factor_off_in_production
+    from gateway.staff.admin_checks import two_factor_off_in_production
 
     settings.GATEWAY_PROFILE = "production"
     settings.ADMIN_REQUIRE_2FA = False

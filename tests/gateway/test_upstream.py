@@ -8,7 +8,7 @@ import json
 import pytest
 from aiohttp import web
 
-from gateway.providers.base import Usage
+from gateway.proxy.providers.base import Usage
 from tests.fakes.provider import FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,

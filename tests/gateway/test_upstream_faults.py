@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from gateway import keys, upstream
-from gateway.providers.base import (
+from gateway.proxy import keys, upstream
+from gateway.proxy.providers.base import (
     NO_USAGE,
     UpstreamAuthRejected,
     UpstreamError,

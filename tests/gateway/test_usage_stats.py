@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.budget import budget_day
 from tests.billing.factories import create_records
+from usage.days import budget_day
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,8 @@ import json
 import orjson
 import pytest
 
-from gateway.errors import GatewayError, InvalidRequest
-from gateway.validation import (
+from gateway.core.errors import GatewayError, InvalidRequest
+from gateway.proxy.validation import (
     ChatRequest,
     MaxTokensExceeded,
     check_tier_cap,

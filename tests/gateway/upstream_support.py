@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gateway import keys, upstream
-from gateway.keys import ProviderKey
-from gateway.providers.base import Completion, Meter, Outbound, StreamDone, StreamEvent, Usage
-from gateway.routes import SEED_ROUTES, Route
-from gateway.validation import ChatRequest, parse_chat_request
+from gateway.proxy import keys, upstream
+from gateway.proxy.keys import ProviderKey
+from gateway.proxy.providers.base import Completion, Meter, Outbound, StreamDone, StreamEvent, Usage
+from gateway.proxy.routes import SEED_ROUTES, Route
+from gateway.proxy.validation import ChatRequest, parse_chat_request
 from tests.fakes.provider import DEFAULT_KEYS, FakeProvider, RecordedRequest
 
 ROUTES = {

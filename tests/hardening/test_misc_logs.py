@@ -16,7 +16,7 @@ import sys
 
 import httpx
 
-from gateway.logs import JsonFormatter, RedactingFormatter
+from gateway.core.logs import JsonFormatter, RedactingFormatter
 from tests.support.processes import wait_for
 
 # CR LF, then a tab, ESC, DEL, NEL (C1) and LINE SEPARATOR.
@@ -64,7 +64,13 @@ def test_an_exception_message_cannot_forge_a_line_inside_a_traceback():
     except ValueError:
         exc_info = sys.exc_info()
     record = logging.LogRecord(
-        "gateway.errors", logging.ERROR, __file__, 1, "Unhandled exception on %s", ("/v1/x",), None
+        "gateway.core.errors",
+        logging.ERROR,
+        __file__,
+        1,
+        "Unhandled exception on %s",
+        ("/v1/x",),
+        None,
     )
     record.exc_info = exc_info
     record.request_id = "req_0"

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.routes import seed_routes
+from gateway.proxy.routes import seed_routes
 from tests.fakes.provider import FakeProvider
 from tests.support.processes import GatewayServer, wait_for
 from usage.models import UsageRecord

@@ -157,7 +157,7 @@ def spool_text() -> str:
 def redis_text() -> str:
     if not settings.REDIS_URL:
         return ""
-    from gateway.store import sync_redis
+    from gateway.core.store import sync_redis
 
     client = sync_redis()
     parts = []

@@ -8,10 +8,12 @@ from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 
 from devices import services
-from gateway import lifecycle, proxy, store
 from gateway.asgi import application
-from gateway.redis_pipe import PipelinedRedis
-from gateway.routes import seed_routes
+from gateway.core import lifecycle, store
+from gateway.core.redis_pipe import PipelinedRedis
+from gateway.proxy import endpoints as proxy
+from gateway.proxy import upstream
+from gateway.proxy.routes import seed_routes
 from tests.proxy.conftest import provider_environment
 from usage import guard
 from usage.models import BlockedNetwork
@@ -83,6 +85,8 @@ async def warm(provider, make_device, settings):
         yield registered, post
     await lifecycle._drain_background()
     await store.close_async_clients()
+    # The pooled provider sessions belong to this test's event loop.
+    await upstream.close_clients()
 
 
 async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the_upstream(

@@ -18,10 +18,10 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from gateway.totp import totp_device_enroll
+from gateway.staff.totp import totp_device_enroll
 
 STAFF_PASSWORD = "correct horse battery staple 42"
-# What an operator ("ops") holds: every ability of gateway.permissions.
+# What an operator ("ops") holds: every ability of gateway.core.permissions.
 OPERATOR_PERMISSIONS = (
     "devices.change_device",
     "billing.pause_service",

@@ -10,7 +10,7 @@ from usage.backends import reset_memory_backend
 def forget_store_counters() -> None:
     """Empty the store as a Redis restart would: counters are rebuilt from the ledger."""
     if settings.REDIS_URL:
-        from gateway.store import sync_redis
+        from gateway.core.store import sync_redis
 
         sync_redis().flushdb()
     else:

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import connections
 
-from gateway import store
+from gateway.core import store
 from tests.support.processes import PrivateRedis
 from usage import guard, rebuild
 from usage.backends import get_backend, reset_memory_backend
@@ -96,7 +96,7 @@ class FrozenClock:
     def __init__(self, monkeypatch, start: float) -> None:
         from types import SimpleNamespace
 
-        from gateway import clock as gateway_clock
+        from gateway.core import clock as gateway_clock
 
         self._now = start
         monkeypatch.setattr(gateway_clock, "time", SimpleNamespace(time=lambda: self._now))

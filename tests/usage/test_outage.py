@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
-from gateway.store import StoreUnavailable, sync_redis
+from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT, PrivateRedis
 from tests.usage.conftest import redis_settings

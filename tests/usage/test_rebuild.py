@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import sync_to_async
 
-from gateway.store import bump_epoch
+from gateway.core.store import bump_epoch
 from usage import limits, rebuild
 from usage.backends.base import PauseState
 from usage.days import budget_day

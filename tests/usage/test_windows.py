@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from gateway.store import sync_redis
+from gateway.core.store import sync_redis
 from tests.usage.conftest import START
 from usage import limits
 from usage.backends.base import layer_keys, reservation_keys

@@ -7,7 +7,7 @@ Lua script in Redis, one lock in this process. Backends never read settings
 or the clock themselves: the plan carries ``now``, so tests can move time and
 every process agrees on what "now" was for a decision.
 
-Keys are built here, from ``gateway.store.key``, for both backends (the
+Keys are built here, from ``gateway.core.store.key``, for both backends (the
 in-process one uses them as dictionary keys), so a key's name is defined once.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from gateway.store import key
+from gateway.core.store import key
 from usage.windows import WindowSpec
 
 LAYERS = ("device", "ip", "user", "burst", "global")

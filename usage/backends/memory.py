@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store import read_versions
+from gateway.core.store import read_versions
 from usage.backends.base import (
     NOT_LIVE,
     RATE_LAYERS,

@@ -3,7 +3,7 @@
 Each script is the shared helpers (``lua/common.lua``) plus the operation,
 which falls back to loading the script on ``NOSCRIPT`` (a restarted or
 flushed Redis): nothing to re-register by hand. Async code runs them on
-the pipelined client (``gateway.store.async_redis``); the few operator
+the pipelined client (``gateway.core.store.async_redis``); the few operator
 operations (budget figures for a command, pause and resume, IP
 blocks in the admin) use django-redis's synchronous connection through
 redis-py's ``Script``.
@@ -31,15 +31,15 @@ from typing import Any, cast
 from redis.commands.core import Script
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.redis_pipe import LuaScript
-from gateway.store import (
+from gateway.core.redis_pipe import LuaScript
+from gateway.core.store import (
     EPOCH_KEY,
     StoreUnavailable,
     async_redis,
     device_version_key,
     sync_redis,
 )
-from gateway.store import mget as store_mget
+from gateway.core.store import mget as store_mget
 from usage.backends.base import (
     BUDGET_PREFIX,
     DUE_KEY,

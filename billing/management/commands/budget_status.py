@@ -5,10 +5,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing.budget import budget_day, current_spend, daily_budget_micro
+from billing.budget import current_spend, daily_budget_micro
 from billing.pricing import micro_to_usd, usd_number
 from billing.selectors import pause_state_get
-from gateway import clock
+from gateway.core import clock
+from usage.days import budget_day
 
 
 class Command(BaseCommand):

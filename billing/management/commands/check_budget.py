@@ -5,11 +5,12 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from billing import alerts
-from billing.budget import budget_day, current_spend, daily_budget_micro
+from billing.budget import current_spend, daily_budget_micro
 from billing.models import AlertLog
 from billing.pricing import micro_to_usd
 from billing.selectors import auto_paused_on
-from gateway import clock
+from gateway.core import clock
+from usage.days import budget_day
 
 SENDERS = {
     AlertLog.Kind.BUDGET_WARNING.value: alerts.alert_budget_warning,

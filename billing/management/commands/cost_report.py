@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.budget import budget_day
 from billing.reports import RENDERERS, cost_report, month_bounds
-from gateway import clock
+from gateway.core import clock
+from usage.days import budget_day
 
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 

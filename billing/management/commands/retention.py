@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.budget import budget_day
 from billing.services import LedgerMismatch, usage_prune
-from gateway import clock
+from gateway.core import clock
+from usage.days import budget_day
 from usage.models import UsageRecord
 
 DEFAULT_DAYS = 400

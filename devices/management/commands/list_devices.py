@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from devices.models import Device
 from devices.selectors import device_list, device_summary
-from gateway import clock
+from gateway.core import clock
 
 COLUMNS = ("id", "name", "platform", "status", "tier", "user", "ip", "lastSeenAt")
 MAX_CELL = 32

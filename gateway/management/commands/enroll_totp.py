@@ -13,7 +13,7 @@ import segno
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway.totp import AlreadyEnrolled, totp_device_enroll
+from gateway.staff.totp import AlreadyEnrolled, totp_device_enroll
 
 
 class Command(BaseCommand):

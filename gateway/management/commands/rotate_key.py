@@ -10,9 +10,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from redis.exceptions import RedisError
 
-from gateway import keys
-from gateway.secrets_aws import SecretsStoreUnavailable, secret_name
-from gateway.store import bump_epoch
+from gateway.core.secrets_aws import SecretsStoreUnavailable, secret_name
+from gateway.core.store import bump_epoch
+from gateway.proxy import keys
 
 ENV_NAMES = {
     "openai": "OPENAI_API_KEY",

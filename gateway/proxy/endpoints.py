@@ -1,0 +1,297 @@
+"""The hot path: ``POST /v1/chat/completions`` and ``GET /v1/models`` as lean ASGI endpoints.
+
+Every check runs in SPEC's order (IP guard, size cap, authentication,
+validation, route and tier rules, the exact upstream body and its input
+bound, then one atomic admission with the budget reservation), the request
+is forwarded with the provider's key, and its ``Settlement`` (opened at
+admission, closed exactly once on every path) replaces the reservation with
+what it cost and writes the one usage record. No ORM call and no thread hop
+on a warm request before the upstream call, and one Redis round trip: with
+warm caches (the device, the blocklist) the admission script confirms them
+itself (``usage.limits.Expectation``) instead of a read before it; when
+anything moved it takes nothing and the request is checked again the usual
+way, with the store's values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from billing.pricing import worst_case_micro_usd
+from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
+from devices.auth import prefetch_keys as auth_prefetch_keys
+from devices.tokens import end_user_id
+from gateway.core import store
+from gateway.core.errors import GatewayError
+from gateway.core.lifecycle import spawn
+from gateway.proxy.lean import (
+    LeanRequest,
+    Response,
+    StreamResponse,
+    encode_headers,
+    json_response,
+    lean_endpoint,
+)
+from gateway.proxy.providers import adapter_for
+from gateway.proxy.providers.base import Outbound, StreamDone, UpstreamError, usage_payload
+from gateway.proxy.routes import models_for_tier, models_payload
+from gateway.proxy.settlement import Settlement, ledger_status, record_auto_pause
+from gateway.proxy.upstream import complete_with_key_retry, outbound, stream_with_key_retry
+from gateway.proxy.validation import prepare_chat
+from usage import guard, limits
+from usage.http import rate_limit_headers, refusal_error
+from usage.ipguard import client_ip_from_scope, limit_key
+
+logger = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def _guard(ip: str, headers: Mapping[str, str]) -> None:
+    """The IP guard; its and authentication's store reads are made here in one
+    round trip (gateway.core.store.prefetch)."""
+    await store.prefetch([*guard.prefetch_keys(ip), *auth_prefetch_keys(headers)])
+    await guard.check_ip(ip)
+
+
+async def _caller(request: LeanRequest) -> tuple[str, AuthenticatedDevice, int]:
+    """IP guard then authentication; returns (client ip, device, store epoch)."""
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    await _guard(ip, request.headers)
+    device = await authenticate(request.headers, ip=ip)
+    request.log["device_id"] = device.id
+    return ip, device, store.last_read_epoch()
+
+
+@lean_endpoint("GET")
+async def models(request: LeanRequest) -> Response:
+    _ip, device, epoch = await _caller(request)
+    return json_response(models_payload(await models_for_tier(device.tier, epoch=epoch)))
+
+
+@lean_endpoint("POST")
+async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    body: bytes | None = None
+    view = _cached_view(request, ip)
+    if view is not None:
+        # From the caches, with one round trip before the upstream call: the
+        # admission script itself confirms the view (or takes nothing). Any
+        # error before it is answered the usual way below, in SPEC's order (a
+        # body refused here is refused again when read there).
+        try:
+            body = await request.body()
+            prepared = await _prepare(request, view.device, body, view.expect.epoch)
+        except GatewayError:
+            prepared = None
+        if prepared is not None:
+            try:
+                admitted = await _admit(request, view.device, ip, prepared, view.expect)
+            except limits.StaleView:
+                pass  # something changed since the caches were filled
+            except GatewayError:
+                record_use(view.device.id, ip)  # refused by a limit, the view confirmed
+                raise
+            else:
+                record_use(view.device.id, ip)
+                return await _forward(request, admitted, view.expect.epoch)
+        for field in _CACHED_VIEW_LOG_FIELDS:
+            request.log.pop(field, None)  # the usual path says again what it finds
+    await _guard(ip, request.headers)
+    if body is None:
+        body = await request.body()  # 413 or 408 here (gateway.proxy.bodies)
+    device = await authenticate(request.headers, ip=ip)
+    epoch = store.last_read_epoch()
+    prepared = await _prepare(request, device, body, epoch)
+    admitted = await _admit(request, device, ip, prepared)
+    return await _forward(request, admitted, epoch)
+
+
+_CACHED_VIEW_LOG_FIELDS = ("device_id", "model", "provider", "is_streamed")
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedView:
+    device: AuthenticatedDevice
+    expect: limits.Expectation
+
+
+def _cached_view(request: LeanRequest, ip: str) -> _CachedView | None:
+    """The caller as this process's caches see it, if they can say (Redis only)."""
+    if not settings.REDIS_URL:
+        return None
+    cached = cached_device(request.headers)
+    blocklist = guard.cached_view(ip)
+    if cached is None or blocklist is None:
+        return None
+    device, (device_version, epoch) = cached
+    identity, blocklist_epoch, generation = blocklist
+    if blocklist_epoch != epoch:
+        return None
+    return _CachedView(device, limits.Expectation(identity, device_version, epoch, generation))
+
+
+async def _prepare(
+    request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
+) -> Outbound:
+    request.log["device_id"] = device.id
+    prepared = await prepare_chat(body, device.tier, epoch=epoch)
+    route = prepared.route
+    # What only this provider refuses is refused here too, before it costs a request.
+    adapter_for(route.provider).check_request(prepared.request)
+    request.log.update(
+        model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
+    )
+    # The exact bytes the provider will get: the budget's input bound is theirs.
+    return outbound(
+        route, prepared.request, max_tokens=prepared.max_tokens, end_user=end_user_id(device.id)
+    )
+
+
+async def _admit(
+    request: LeanRequest,
+    device: AuthenticatedDevice,
+    ip: str,
+    upstream: Outbound,
+    expect: limits.Expectation | None = None,
+) -> tuple[Settlement, limits.Admission]:
+    route = upstream.route
+    worst_case = worst_case_micro_usd(
+        input_bound_tokens=upstream.input_bound,
+        max_output_tokens=upstream.max_tokens,
+        input_price=route.input_price_usd,
+        output_price=route.output_price_usd,
+    )
+    admission = await limits.admit(
+        limits.AdmissionRequest(
+            request_id=request.request_id,
+            device_id=device.id,
+            ip=limit_key(ip),
+            user_id=device.owner_id,
+            tier=device.tier,
+            reserve_micro_usd=worst_case,
+            expect=expect,
+        )
+    )
+    if not admission.admitted or admission.reservation is None:
+        request.log["layer"] = admission.refused_by
+        if admission.auto_paused:
+            spawn(record_auto_pause())
+        raise refusal_error(admission)
+    settlement = Settlement(
+        request_id=request.request_id,
+        device=device,
+        ip=ip,
+        outbound=upstream,
+        reservation=admission.reservation,
+        started=request.started,
+        log=request.log,
+    )
+    # Closed on every path the code below does not close it on.
+    request.defer(lambda end: settlement.close(_END_STATUS.get(end, "interrupted")))
+    return settlement, admission
+
+
+# How a request the proxy did not settle itself ended (LeanRequest.defer).
+_END_STATUS = {"client_disconnected": "client_disconnected"}
+
+
+async def _forward(
+    request: LeanRequest,
+    admitted: tuple[Settlement, limits.Admission],
+    epoch: int,
+) -> Response | StreamResponse:
+    settlement, admission = admitted
+    headers = rate_limit_headers(admission=admission)
+    if settlement.outbound.request.stream:
+        return await _stream(request, settlement, headers, epoch)
+    return await _complete(request, settlement, headers, epoch)
+
+
+async def _fail(settlement: Settlement, error: GatewayError, headers: dict[str, str]) -> None:
+    """Settle a request that failed before any output; its error response is still an
+    admitted one: it carries the rate-limit headers and what it cost."""
+    await settlement.close(ledger_status(error))
+    error.extra_headers.update(headers)
+    error.extra_headers["X-Request-Cost-USD"] = settlement.cost_text
+
+
+async def _complete(
+    request: LeanRequest, settlement: Settlement, headers: dict[str, str], epoch: int
+) -> Response:
+    upstream_started = time.monotonic()
+    try:
+        completion = await complete_with_key_retry(
+            settlement.outbound, meter=settlement.meter, epoch=epoch
+        )
+    except GatewayError as error:
+        _upstream_time(request, upstream_started)
+        await _fail(settlement, error, headers)
+        raise
+    except BaseException:
+        # Cancelled (shutdown) or a bug with the answer still to come: the
+        # provider may finish it and bill output never seen here.
+        settlement.meter.is_output_unseen = True
+        raise
+    _upstream_time(request, upstream_started)
+    await settlement.close("ok")
+    body = completion.body
+    body["usage"] = usage_payload(settlement.billed_usage())
+    return json_response(body, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
+
+
+def _upstream_time(request: LeanRequest, started: float) -> None:
+    request.log["upstream_ms"] = round((time.monotonic() - started) * 1000, 1)
+
+
+async def _stream(
+    request: LeanRequest, settlement: Settlement, headers: dict[str, str], epoch: int
+) -> StreamResponse:
+    events = stream_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    # Closing the upstream stream cancels the provider's work; it runs before
+    # the settlement (deferred earlier), so the meter is final when it closes.
+    request.defer(lambda end: events.aclose())
+    upstream_started = time.monotonic()
+    try:
+        # The first event decides the HTTP status: a provider that fails
+        # before any output is a plain error response, not a broken stream.
+        first = await anext(events)
+    except GatewayError as error:
+        await events.aclose()
+        _upstream_time(request, upstream_started)
+        await _fail(settlement, error, headers)
+        raise
+    _upstream_time(request, upstream_started)
+    body = _stream_body(settlement, first, events)
+    return StreamResponse(body, headers=encode_headers(headers))
+
+
+async def _stream_body(
+    settlement: Settlement, first: Any, events: AsyncGenerator[Any, None]
+) -> AsyncIterator[bytes]:
+    """The events as SSE, then the usage chunk and ``[DONE]``. A client that leaves
+    (or stops reading) closes this early; the deferred close settles it then."""
+    event = first
+    try:
+        while not isinstance(event, StreamDone):
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+            event = await anext(events)
+    except UpstreamError as error:
+        await events.aclose()
+        await settlement.close(ledger_status(error))
+        yield b"data: " + orjson.dumps(error.payload()) + b"\n\n" + DONE
+        return
+    await settlement.close("ok")
+    if settlement.outbound.request.include_usage:
+        chunk = event.usage_chunk(settlement.billed_usage(), cost_usd=float(settlement.cost_text))
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield DONE

@@ -1,0 +1,245 @@
+"""The route table: which public model names exist, where they go, who may use them.
+
+The hot path never queries the database for a route. Each process keeps the
+enabled routes in memory, loaded on first use and reloaded when the global
+epoch (``gateway.core.store``) has moved since the load; saving a route bumps it
+(see ``ModelRoute.save``), so an admin edit is seen by every process on its
+next request. The epoch is the one the caller already read for the request
+(``read_versions``); without it, ``resolve`` reads it itself.
+
+Prices are USD per million tokens, which is also micro-dollars per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from gateway.core.errors import NotFound, PermissionDenied
+from gateway.core.store import read_versions
+
+TIERS = ("free", "paid")
+
+# SPEC section 6, with the providers' own model ids.
+SEED_ROUTES: tuple[dict[str, Any], ...] = (
+    {
+        "public_name": "llama3.3-70b-instruct",
+        "provider": "digitalocean",
+        "provider_model": "llama3.3-70b-instruct",
+        "input_price_usd": Decimal("0.50"),
+        "output_price_usd": Decimal("0.50"),
+        "is_free_tier": True,
+        "is_paid_tier": True,
+    },
+    {
+        "public_name": "llama3-8b-instruct",
+        "provider": "digitalocean",
+        "provider_model": "llama3-8b-instruct",
+        "input_price_usd": Decimal("0.10"),
+        "output_price_usd": Decimal("0.10"),
+        "is_free_tier": True,
+        "is_paid_tier": True,
+    },
+    {
+        "public_name": "deepseek-r1-distill-llama-70b",
+        "provider": "digitalocean",
+        "provider_model": "deepseek-r1-distill-llama-70b",
+        "input_price_usd": Decimal("0.50"),
+        "output_price_usd": Decimal("0.50"),
+        "is_free_tier": True,
+        "is_paid_tier": True,
+    },
+    {
+        "public_name": "anthropic-claude-4-sonnet",
+        "provider": "anthropic",
+        "provider_model": "claude-sonnet-4-20250514",
+        "input_price_usd": Decimal("3.00"),
+        "output_price_usd": Decimal("15.00"),
+        "is_free_tier": False,
+        "is_paid_tier": True,
+    },
+    {
+        "public_name": "openai-gpt-5",
+        "provider": "openai",
+        "provider_model": "gpt-5",
+        "input_price_usd": Decimal("5.00"),
+        "output_price_usd": Decimal("15.00"),
+        "has_hidden_reasoning": True,
+        "is_free_tier": False,
+        "is_paid_tier": True,
+    },
+    {
+        "public_name": "openai-gpt-4o",
+        "provider": "openai",
+        "provider_model": "gpt-4o",
+        "input_price_usd": Decimal("2.50"),
+        "output_price_usd": Decimal("10.00"),
+        "is_free_tier": False,
+        "is_paid_tier": True,
+    },
+)
+
+
+def seed_routes(route_model: Any = None) -> None:
+    """Create or reset the routes of SPEC section 6 (the data migration and tests call this)."""
+    if route_model is None:
+        from gateway.models import ModelRoute
+
+        route_model = ModelRoute
+    for seed in SEED_ROUTES:
+        values = {name: value for name, value in seed.items() if name != "public_name"}
+        route = route_model.objects.filter(public_name=seed["public_name"]).first()
+        if route is None:
+            route = route_model(public_name=seed["public_name"])
+        for name, value in {**values, "is_enabled": True}.items():
+            setattr(route, name, value)
+        route.save()
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    message = "The model does not exist"
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+    message = "Your device's tier may not use this model"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    public_name: str
+    provider: str
+    provider_model: str
+    input_price_usd: Decimal  # per million tokens = micro-dollars per token
+    output_price_usd: Decimal
+    tiers: frozenset[str]
+    created: int  # unix seconds, for GET /v1/models
+    # Reasoning tokens billed but never shown: unknown usage costs the whole output bound.
+    has_hidden_reasoning: bool = False
+
+    def allows(self, tier: str) -> bool:
+        return tier in self.tiers
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    epoch: int
+    routes: dict[str, Route]
+
+
+_table: _Table | None = None
+# One loader per event loop (a lock belongs to one loop; tests run many).
+_load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _load_routes() -> dict[str, Route]:
+    from django.db import connection
+
+    from gateway.models import ModelRoute
+
+    try:
+        return _rows_to_routes(ModelRoute.objects.filter(is_enabled=True))
+    finally:
+        # This runs in a worker thread outside any request: give the
+        # connection back (to the pool) rather than hold it in that thread.
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def route_of(row: Any) -> Route:
+    """The hot path's copy of a ``ModelRoute`` row."""
+    return Route(
+        public_name=row.public_name,
+        provider=row.provider,
+        provider_model=row.provider_model,
+        input_price_usd=row.input_price_usd,
+        output_price_usd=row.output_price_usd,
+        tiers=row.tiers,
+        created=int(row.created_at.timestamp()),
+        has_hidden_reasoning=row.has_hidden_reasoning,
+    )
+
+
+def _rows_to_routes(rows: Any) -> dict[str, Route]:
+    return {row.public_name: route_of(row) for row in rows}
+
+
+async def _current_epoch() -> int:
+    # The device part of read_versions is irrelevant here; one MGET is as
+    # cheap as one GET.
+    _, epoch = await read_versions("-")
+    return epoch
+
+
+async def route_table(*, epoch: int | None = None) -> dict[str, Route]:
+    """The enabled routes by public name, as of ``epoch`` (read when not given)."""
+    global _table
+    if epoch is None:
+        epoch = await _current_epoch()
+    table = _table
+    if table is not None and table.epoch == epoch:
+        return table.routes
+    loop = asyncio.get_running_loop()
+    lock = _load_locks.get(loop)
+    if lock is None:
+        lock = _load_locks[loop] = asyncio.Lock()
+    async with lock:
+        table = _table
+        if table is not None and table.epoch == epoch:
+            return table.routes
+        # The epoch is read before the rows: a save committed during the load
+        # bumps it again, so the next request reloads rather than keeping a
+        # stale table.
+        routes = await sync_to_async(_load_routes)()
+        _table = _Table(epoch=epoch, routes=routes)
+        return routes
+
+
+def clear_cache() -> None:
+    """Forget the loaded table (tests that rewrite routes without an epoch bump)."""
+    global _table
+    _table = None
+
+
+async def resolve(model: str, tier: str, *, epoch: int | None = None) -> Route:
+    """The route for ``model``; 404 ``model_not_found`` (also when disabled), 403 for the tier."""
+    routes = await route_table(epoch=epoch)
+    route = routes.get(model)
+    if route is None:
+        raise ModelNotFound(f"The model '{model[:100]}' does not exist")
+    if not route.allows(tier):
+        raise ModelNotAllowed(f"The model '{model}' is not available on the {tier} tier")
+    return route
+
+
+async def models_for_tier(tier: str, *, epoch: int | None = None) -> list[Route]:
+    """The routes ``tier`` may use, by public name."""
+    routes = await route_table(epoch=epoch)
+    return sorted(
+        (route for route in routes.values() if route.allows(tier)),
+        key=lambda route: route.public_name,
+    )
+
+
+def models_payload(routes: list[Route]) -> dict[str, Any]:
+    """``GET /v1/models`` in OpenAI's list format."""
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": route.public_name,
+                "object": "model",
+                "created": route.created,
+                "owned_by": route.provider,
+            }
+            for route in routes
+        ],
+    }

@@ -1,0 +1,190 @@
+"""The money of one admitted request: opened at admission, closed exactly once.
+
+Admission hands the proxy a ``Settlement``. Whatever ends the request (its
+answer, a provider error, a timeout, a client that leaves before or after
+the response started, a pipelined request never started, cancellation, a
+worker shutting down, a bug), ``close`` runs once: the first call decides
+the status, later calls get the same cost. The lean layer closes whatever
+the proxy did not (``LeanRequest.defer``), so no settlement depends on a
+generator's ``finally`` or on the client reading.
+
+Closing computes the cost from the request's ``Meter`` (SPEC's rule: the
+provider's usage, else never less than it may bill), spools the one usage
+record (durable before the response) and, once the response is sent,
+settles the store: retried until the store takes it, while this process's
+heartbeat keeps the reservation, and the money with it (``usage.liveness``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+from billing import budget
+from billing.alerts import alert_budget_exhausted
+from billing.pricing import cost_micro_usd, micro_to_usd
+from billing.services import budget_auto_pause
+from devices.auth import AuthenticatedDevice
+from gateway.core import clock, metrics
+from gateway.core.db import run_sync
+from gateway.core.errors import GatewayError
+from gateway.core.lifecycle import after_response, spawn
+from gateway.proxy.providers.base import Meter, Outbound, Usage
+from gateway.proxy.routes import Route
+from usage import limits, liveness
+from usage.backends.base import Reservation
+from usage.days import budget_day
+from usage.services import UsageRecordData, usage_record_write
+
+logger = logging.getLogger(__name__)
+
+# The ledger's status for each way a request can end (UsageRecord.Status).
+STATUS_BY_CODE = {
+    "upstream_timeout": "upstream_timeout",
+    "upstream_overloaded": "upstream_overloaded",
+    "upstream_rejected": "upstream_rejected",
+}
+# Store settlement retries: from this delay, doubling up to the cap.
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
+
+
+def ledger_status(error: GatewayError) -> str:
+    return STATUS_BY_CODE.get(error.code, "upstream_error")
+
+
+def cost_of(route: Route, usage: Usage) -> int:
+    return cost_micro_usd(
+        tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out,
+        input_price=route.input_price_usd,
+        output_price=route.output_price_usd,
+    )
+
+
+class Settlement:
+    """One admitted request's money (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        device: AuthenticatedDevice,
+        ip: str,
+        outbound: Outbound,
+        reservation: Reservation,
+        started: float,
+        log: dict[str, Any],
+    ) -> None:
+        self.request_id = request_id
+        self.device = device
+        self.ip = ip
+        self.outbound = outbound
+        self.reservation = reservation
+        self.admitted_at = clock.now()
+        self.started = started  # time.monotonic() when the request arrived
+        self.log = log  # the request's access-line fields: tokens and cost go there
+        self.meter = Meter()
+        self.usage: Usage | None = None  # what was billed, once closed
+        self.cost_text = ""  # its cost in USD with six places, once closed
+        self._closing: asyncio.Task[int] | None = None
+        liveness.hold()
+
+    @property
+    def route(self) -> Route:
+        return self.outbound.route
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closing is not None
+
+    async def close(self, status: str) -> int:
+        """Settle once (the first call's status wins); the cost in micro-dollars.
+
+        Shielded: a caller cancelled while waiting does not stop it.
+        """
+        if self._closing is None:
+            self._closing = spawn(self._record(status))
+        return await asyncio.shield(self._closing)
+
+    def billed_usage(self) -> Usage:
+        outbound = self.outbound
+        return self.meter.usage(
+            input_bound=outbound.input_bound,
+            output_bound=outbound.max_tokens,
+            hides_reasoning=outbound.route.has_hidden_reasoning,
+        )
+
+    async def _record(self, status: str) -> int:
+        route = self.route
+        usage = self.usage = self.billed_usage()
+        cost = cost_of(route, usage)
+        cost_usd = micro_to_usd(cost)
+        self.cost_text = f"{cost_usd:.6f}"
+        self.log.update(
+            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=self.cost_text
+        )
+        try:
+            await usage_record_write(
+                UsageRecordData(
+                    request_id=self.request_id,
+                    device_id=self.device.id,
+                    owner=self.device.owner_id or "",
+                    ip=self.ip,
+                    model=route.public_name,
+                    provider=route.provider,
+                    tier=self.device.tier,
+                    tokens_in=usage.tokens_in,
+                    tokens_out=usage.tokens_out,
+                    cost_usd=cost_usd,
+                    is_estimated=not usage.is_reported,
+                    status=status,
+                    is_streamed=self.outbound.request.stream,
+                    duration_ms=round((time.monotonic() - self.started) * 1000),
+                    budget_day=date.fromisoformat(self.reservation.budget_day),
+                    created_at=datetime.fromtimestamp(self.admitted_at, tz=UTC),
+                )
+            )
+        finally:
+            # The store's settlement is a round trip the client need not wait
+            # for: until it lands the reservation (the worst case) still
+            # counts, so the budget errs on the safe side. It starts once the
+            # response is sent, is held by reference and drained at shutdown.
+            after_response(self._settle_in_store(cost))
+        metrics.count_usage(route.public_name, usage.tokens_in, usage.tokens_out, cost)
+        return cost
+
+    async def _settle_in_store(self, cost: int) -> None:
+        delay = RETRY_FIRST_SECONDS
+        try:
+            while True:
+                try:
+                    settled = await limits.settle(self.reservation, actual_micro_usd=cost)
+                    break
+                except GatewayError:
+                    # The store is down: the reservation holds the money (this
+                    # process's heartbeat keeps it, or it expires at its worst
+                    # case if the process dies), and the record is spooled.
+                    logger.warning("could not settle %s in the store; retrying", self.request_id)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+        finally:
+            liveness.release()
+        if settled.auto_paused:
+            spawn(record_auto_pause())
+
+
+async def record_auto_pause() -> None:
+    """Settled spend left less than the floor: keep the pause in the database and
+    alert (off the request path)."""
+    state = await run_sync(budget_auto_pause, reason="daily budget exhausted")
+    spent, _reserved, _paused = await run_sync(budget.current_spend)
+    alert_budget_exhausted(
+        day=budget_day(clock.now()),
+        spent_micro=spent,
+        budget_micro=budget.daily_budget_micro(),
+    )
+    logger.warning("daily budget exhausted: service paused until %s", state.until)
