@@ -36,7 +36,7 @@ from django.db import transaction
 
 from gateway.core import clock
 from gateway.core.money import usd_to_micro
-from gateway.core.store import StoreUnavailable, bump_epoch
+from gateway.core.store import bump_epoch
 from usage import liveness
 from usage.backends import get_backend
 from usage.backends.base import (
@@ -52,7 +52,7 @@ from usage.backends.base import (
     layer_keys,
 )
 from usage.days import budget_day, day_end
-from usage.rebuild import ensure_live, ensure_live_sync, follow_operator_pause, set_pause_source
+from usage.rebuild import follow_operator_pause, set_pause_source, until_live, until_live_sync
 from usage.windows import BURST_SECONDS, DAY
 
 __all__ = [
@@ -78,7 +78,6 @@ __all__ = [
 # settle, usually within seconds: say so instead of "come back tomorrow".
 IN_FLIGHT_RETRY_SECONDS = 5
 CONCURRENCY_RETRY_SECONDS = 1
-ATTEMPTS = 3  # a store that keeps losing its data between rebuilds is unavailable
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,8 @@ async def admit(request: AdmissionRequest) -> Admission:
     if request.reserve_micro_usd < 0:
         raise ValueError("reserve_micro_usd must not be negative")
     backend = await _live_backend()
-    for _ in range(ATTEMPTS):
+
+    async def attempt() -> Admission | None:
         plan = _plan(
             now=clock.now(),
             request_id=request.request_id,
@@ -269,10 +269,9 @@ async def admit(request: AdmissionRequest) -> Admission:
         outcome = await backend.admit(plan)
         if outcome.status == "stale":
             raise StaleView()
-        if outcome.status != "not_live":
-            return _admission(plan, outcome)
-        await ensure_live(backend)
-    raise StoreUnavailable()
+        return None if outcome.status == "not_live" else _admission(plan, outcome)
+
+    return await until_live(backend, attempt)
 
 
 def _settle_terms(reservation: Reservation) -> SettleTerms:
@@ -298,12 +297,9 @@ async def settle(reservation: Reservation, *, actual_micro_usd: int) -> Settled:
     if actual_micro_usd < 0:
         raise ValueError("actual_micro_usd must not be negative")
     backend = get_backend()
-    for _ in range(ATTEMPTS):
-        result = await backend.settle(reservation, actual_micro_usd, _settle_terms(reservation))
-        if result is not None:
-            return result
-        await ensure_live(backend)
-    raise StoreUnavailable()
+    return await until_live(
+        backend, lambda: backend.settle(reservation, actual_micro_usd, _settle_terms(reservation))
+    )
 
 
 async def layer_state(
@@ -311,7 +307,8 @@ async def layer_state(
 ) -> dict[str, Layer]:
     """Limit, remaining and reset of each layer, without admitting (usage stats)."""
     backend = await _live_backend()
-    for _ in range(ATTEMPTS):
+
+    async def attempt() -> dict[str, Layer] | None:
         plan = _plan(
             now=clock.now(),
             request_id="",
@@ -323,10 +320,9 @@ async def layer_state(
             is_peek=True,
         )
         outcome = await backend.admit(plan)
-        if outcome.status != "not_live":
-            return _layers(plan, outcome)
-        await ensure_live(backend)
-    raise StoreUnavailable()
+        return None if outcome.status == "not_live" else _layers(plan, outcome)
+
+    return await until_live(backend, attempt)
 
 
 def _budget(day: date, figures: BudgetFigures) -> BudgetState:
@@ -346,27 +342,27 @@ async def budget_state(day: date | None = None) -> BudgetState:
     rebuilt from the ledger, so read past days from the ledger (reports do).
     """
     backend = await _live_backend()
-    for _ in range(ATTEMPTS):
+
+    async def attempt() -> BudgetState | None:
         now = clock.now()
         wanted = day or budget_day(now)
         figures = await backend.budget(wanted.isoformat(), now, liveness.liveness_seconds())
-        if figures is not None:
-            return _budget(wanted, figures)
-        await ensure_live(backend)
-    raise StoreUnavailable()
+        return None if figures is None else _budget(wanted, figures)
+
+    return await until_live(backend, attempt)
 
 
 def budget_state_sync(day: date | None = None) -> BudgetState:
     """``budget_state`` for synchronous callers (``budget_status``, the dashboard)."""
     backend = get_backend()
-    for _ in range(ATTEMPTS):
+
+    def attempt() -> BudgetState | None:
         now = clock.now()
         wanted = day or budget_day(now)
         figures = backend.budget_sync(wanted.isoformat(), now, liveness.liveness_seconds())
-        if figures is not None:
-            return _budget(wanted, figures)
-        ensure_live_sync(backend)
-    raise StoreUnavailable()
+        return None if figures is None else _budget(wanted, figures)
+
+    return until_live_sync(backend, attempt)
 
 
 def _announce_pause_change(backend: Backend) -> None:

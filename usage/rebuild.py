@@ -31,9 +31,10 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 # over quickly if the holder dies mid-rebuild.
 REBUILD_LOCK_SECONDS = 10.0
 WAIT_SECONDS = 15.0
+# A store that keeps losing its data between rebuilds is unavailable.
+ATTEMPTS = 3
+
+T = TypeVar("T")
 
 PauseSource = Callable[[], PauseState | None]
 _pause_source: PauseSource | None = None
@@ -169,6 +174,29 @@ def ensure_live_sync(backend: Backend) -> None:
             raise StoreUnavailable()
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def until_live(backend: Backend, attempt: Callable[[], Awaitable[T | None]]) -> T:
+    """``attempt()`` until it answers: None means "not live", so rebuild and try again.
+
+    Every store operation that checks the live marker goes through here.
+    """
+    for _ in range(ATTEMPTS):
+        result = await attempt()
+        if result is not None:
+            return result
+        await ensure_live(backend)
+    raise StoreUnavailable()
+
+
+def until_live_sync(backend: Backend, attempt: Callable[[], T | None]) -> T:
+    """``until_live`` for synchronous callers."""
+    for _ in range(ATTEMPTS):
+        result = attempt()
+        if result is not None:
+            return result
+        ensure_live_sync(backend)
+    raise StoreUnavailable()
 
 
 _followed_epoch: dict[int, int] = {}
