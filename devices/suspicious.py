@@ -6,12 +6,11 @@ request that brings the count *past* the threshold suspends the device
 (``device_suspend``, actor "system", with the reason in the audit trail) and
 sends a Slack alert; reaching the threshold is still fine. 0 turns the check off.
 
-The distinct addresses of the day are an exact set in the shared store (a
-Redis set under ``{hz}:susp:<device>:<day>``, one Lua call that adds and
-counts atomically; an in-process dict on the embedded profile). The set
-stops growing at threshold + 1 members: past that the device has been
-dealt with, so each device costs at most that much memory a day, and the
-trigger fires once a day however many requests race (an operator who
+The distinct addresses of the day are an exact set in the admission store
+(``Backend.distinct_add``: one atomic add-and-count, a Lua script in Redis).
+The set stops growing at threshold + 1 members: past that the device has
+been dealt with, so each device costs at most that much memory a day, and
+the trigger fires once a day however many requests race (an operator who
 re-approves the device is not overruled the same day). IPv6 addresses count
 per /64 (``usage.ipguard.limit_key``), as privacy addresses rotate inside it.
 
@@ -28,17 +27,18 @@ from datetime import date
 
 from django.conf import settings
 from django.db import DatabaseError
-from redis.exceptions import RedisError
 
 from devices.errors import InvalidTransition
 from devices.models import Device
 from devices.services import device_suspend
 from devices.signals import device_auto_suspended
-from gateway.core import clock, store
+from gateway.core import clock
 from gateway.core.db import run_sync
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.lifecycle import spawn
-from gateway.core.redis_pipe import LuaScript
+from gateway.core.store import StoreUnavailable
+from usage.backends import get_backend
+from usage.backends.base import device_ips_key
 from usage.days import budget_day, next_day_start
 from usage.ipguard import limit_key
 
@@ -47,28 +47,14 @@ logger = logging.getLogger(__name__)
 SUSPEND_HOURS = 24
 REMEMBERED_SIGHTINGS = 50_000
 
-# KEYS[1] the day's set; ARGV: address, threshold, ttl seconds.
-# Returns the set's size after adding the address, or 0 when nothing was
-# added (already a member, or the set is already past the threshold).
-_NOTE_SCRIPT = LuaScript(b"""
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
-local count = redis.call('SCARD', KEYS[1])
-if count > tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return count + 1
-""")
-
 _lock = threading.Lock()
 _sightings: OrderedDict[tuple[str, str, date], None] = OrderedDict()
-_memory_sets: dict[tuple[str, date], set[str]] = {}
 
 
 def clear_cache() -> None:
-    """Forget this process's sightings and in-process sets (tests)."""
+    """Forget this process's sightings (tests)."""
     with _lock:
         _sightings.clear()
-        _memory_sets.clear()
 
 
 async def note_device_ip(device_id: str, ip: str) -> None:
@@ -111,7 +97,7 @@ async def _count(
 ) -> None:
     try:
         count = await _add(device_id, address, day, threshold, now)
-    except (RedisError, OSError):
+    except StoreUnavailable:
         logger.error("suspicious-device check skipped: the shared store did not answer")
         return
     _remember(device_id, address, day)
@@ -135,40 +121,20 @@ def _remember(device_id: str, address: str, day: date) -> None:
             _sightings.popitem(last=False)
 
 
-def _set_key(device_id: str, day: date) -> str:
-    return store.key("susp", device_id, day.isoformat())
-
-
 async def _add(device_id: str, address: str, day: date, threshold: int, now: float) -> int:
-    if not settings.REDIS_URL:
-        return _add_in_process(device_id, address, day, threshold)
     # The set outlives its day by an hour, for requests admitted at midnight.
-    ttl = int(next_day_start(now) - now) + 3600
-    key = _set_key(device_id, day)
-    return int(await store.async_redis().evalsha(_NOTE_SCRIPT, [key], [address, threshold, ttl]))
-
-
-def _add_in_process(device_id: str, address: str, day: date, threshold: int) -> int:
-    with _lock:
-        for stale in [key for key in _memory_sets if key[1] != day]:
-            del _memory_sets[stale]
-        addresses = _memory_sets.setdefault((device_id, day), set())
-        if address in addresses or len(addresses) > threshold:
-            return 0
-        addresses.add(address)
-        return len(addresses)
+    ttl = next_day_start(now) - now + 3600
+    key = device_ips_key(device_id, day.isoformat())
+    return await get_backend().distinct_add(key, address, cap=threshold, now=now, ttl_seconds=ttl)
 
 
 async def _forget(device_id: str, address: str, day: date) -> None:
     """Undo one count, so that the next new address triggers again."""
     with _lock:
         _sightings.pop((device_id, address, day), None)
-        if not settings.REDIS_URL:
-            _memory_sets.get((device_id, day), set()).discard(address)
-            return
     try:
-        await store.async_redis().execute("SREM", _set_key(device_id, day), address)
-    except (RedisError, OSError):
+        await get_backend().distinct_remove(device_ips_key(device_id, day.isoformat()), address)
+    except StoreUnavailable:
         logger.error("could not undo the count of device %s after a failed suspension", device_id)
 
 

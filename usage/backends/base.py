@@ -98,6 +98,11 @@ def ip_block_key(ip: str) -> str:
 IP_BLOCK_INDEX_KEY = key("abuse", "blocks")
 
 
+def device_ips_key(device_id: str, day: str) -> str:
+    """The distinct client addresses a device was used from in a budget day."""
+    return key("susp", device_id, day)
+
+
 # --- Data exchanged with the backends ----------------------------------------
 
 
@@ -320,3 +325,19 @@ class Backend(ABC):
 
     @abstractmethod
     def lift_ip_block_sync(self, ip: str) -> bool: ...
+
+    # Distinct sets -----------------------------------------------------------
+    @abstractmethod
+    async def distinct_add(
+        self, set_key: str, member: str, *, cap: int, now: float, ttl_seconds: float
+    ) -> int:
+        """Add ``member`` unless it is in the set or the set holds more than ``cap``.
+
+        Returns the set's size after adding, or 0 when nothing was added, so
+        the call that takes the set past ``cap`` is the only one to see
+        ``cap + 1``. The set is forgotten ``ttl_seconds`` after its last add.
+        """
+
+    @abstractmethod
+    async def distinct_remove(self, set_key: str, member: str) -> None:
+        """Take ``member`` out of the set (undo an add whose follow-up failed)."""

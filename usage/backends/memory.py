@@ -82,6 +82,7 @@ class MemoryBackend(Backend):
             self._generation: str | None = None
             self._rebuild_lock: tuple[str, float] | None = None
             self._blocks: dict[str, float] = {}
+            self._sets: dict[str, tuple[set[str], float]] = {}  # key -> (members, expires at)
             self._last_sweep = 0.0
             self._incarnation += 1
 
@@ -168,6 +169,9 @@ class MemoryBackend(Backend):
         for device_id, in_flight in list(self._in_flight.items()):
             if not in_flight:
                 del self._in_flight[device_id]
+        for set_key, (_, expires_at) in list(self._sets.items()):
+            if expires_at <= now:
+                del self._sets[set_key]
 
     # --- admission ----------------------------------------------------------
 
@@ -420,3 +424,24 @@ class MemoryBackend(Backend):
         with self._lock:
             self._windows.pop(auth_failure_key(ip), None)
             return self._blocks.pop(ip, None) is not None
+
+    # --- distinct sets ------------------------------------------------------
+
+    async def distinct_add(
+        self, set_key: str, member: str, *, cap: int, now: float, ttl_seconds: float
+    ) -> int:
+        with self._lock:
+            self._sweep(now)
+            members, expires_at = self._sets.get(set_key, (set(), 0.0))
+            if expires_at <= now:
+                members = set()
+            if member in members or len(members) > cap:
+                return 0
+            members.add(member)
+            self._sets[set_key] = (members, now + ttl_seconds)
+            return len(members)
+
+    async def distinct_remove(self, set_key: str, member: str) -> None:
+        with self._lock:
+            members, _ = self._sets.get(set_key, (set(), 0.0))
+            members.discard(member)

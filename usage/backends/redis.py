@@ -411,3 +411,15 @@ class RedisBackend(Backend):
             pipe.zrem(IP_BLOCK_INDEX_KEY, ip)
             deleted, _, _ = pipe.execute()
         return bool(deleted)
+
+    # --- distinct sets ------------------------------------------------------
+
+    async def distinct_add(
+        self, set_key: str, member: str, *, cap: int, now: float, ttl_seconds: float
+    ) -> int:
+        args = [member, cap, _milliseconds(ttl_seconds)]
+        return int(await self._run("distinct_add", [set_key], args))
+
+    async def distinct_remove(self, set_key: str, member: str) -> None:
+        with _unavailable_on_error():
+            await async_redis().execute("SREM", set_key, member)
