@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from billing.pricing import usd_to_micro
+from billing.selectors import pause_state_get
 from gateway.core import clock
 from usage import limits
-from usage.backends.base import PauseState as StorePause
+from usage.backends.base import Pause
 
 __all__ = [
     "current_spend",
@@ -37,16 +38,13 @@ def current_spend() -> tuple[int, int, bool]:
     return (state.spent_micro_usd, state.reserved_micro_usd, state.is_paused)
 
 
-def stored_pause() -> StorePause | None:
+def stored_pause() -> Pause | None:
     """The pause kept in the database, if it is in force now (the store's pause source)."""
-    from billing.models import PauseState
-    from billing.selectors import pause_state_get
-
-    row: PauseState = pause_state_get()
+    row = pause_state_get()
     now = clock.now()
     if not row.is_active(datetime.fromtimestamp(now, tz=UTC)):
         return None
-    return StorePause(
+    return Pause(
         reason=row.reason,
         is_automatic=row.paused_by == AUTO_PAUSE_ACTOR,
         since=row.paused_at.timestamp() if row.paused_at else now,

@@ -45,7 +45,7 @@ from usage.backends.base import (
     BudgetFigures,
     Expectation,
     Outcome,
-    PauseState,
+    Pause,
     Reservation,
     Settled,
     SettleTerms,
@@ -61,7 +61,7 @@ __all__ = [
     "BudgetState",
     "Expectation",
     "Layer",
-    "PauseState",
+    "Pause",
     "Reservation",
     "StaleView",
     "admit",
@@ -115,7 +115,7 @@ class Admission:
     layers: dict[str, Layer]
     reservation: Reservation | None
     retry_after: int | None  # seconds, for every refusal
-    pause: PauseState | None = None  # the pause that refused it, or the one it caused
+    pause: Pause | None = None  # the pause that refused it, or the one it caused
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class BudgetState:
     budget_micro_usd: int
     spent_micro_usd: int
     reserved_micro_usd: int
-    pause: PauseState | None
+    pause: Pause | None
 
     @property
     def remaining_micro_usd(self) -> int:
@@ -372,13 +372,13 @@ def _announce_pause_change(backend: Backend) -> None:
         transaction.on_commit(bump_epoch)
 
 
-def service_pause(*, reason: str, until: float | None = None) -> PauseState:
+def service_pause(*, reason: str, until: float | None = None) -> Pause:
     """Pause the service (operator): every admission answers ``service_paused``.
 
     Billing's ``pause_service`` writes its database copy first, then calls
     this (inside or outside its transaction). ``until`` None = until resumed.
     """
-    pause = PauseState(reason=reason, is_automatic=False, since=clock.now(), until=until)
+    pause = Pause(reason=reason, is_automatic=False, since=clock.now(), until=until)
     backend = get_backend()
     backend.set_pause_sync(pause)
     _announce_pause_change(backend)

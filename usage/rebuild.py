@@ -44,7 +44,7 @@ from gateway.core import clock
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.money import usd_to_micro
 from gateway.core.store import StoreUnavailable, read_versions
-from usage.backends.base import Backend, PauseState, Snapshot, layer_keys
+from usage.backends.base import Backend, Pause, Snapshot, layer_keys
 from usage.days import budget_day
 from usage.models import UsageRecord
 from usage.windows import BURST_SECONDS, DAY
@@ -61,7 +61,7 @@ ATTEMPTS = 3
 
 T = TypeVar("T")
 
-PauseSource = Callable[[], PauseState | None]
+PauseSource = Callable[[], Pause | None]
 _pause_source: PauseSource | None = None
 performed = 0  # rebuilds loaded by this process (tests and metrics)
 

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 
 from gateway.core.store import bump_epoch
 from usage import limits, rebuild
-from usage.backends.base import PauseState
+from usage.backends.base import Pause
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
 from usage.models import UsageRecord
@@ -89,7 +89,7 @@ async def test_concurrent_first_requests_rebuild_once_and_wait_for_it(
 
 
 async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, frozen_clock):
-    kept = PauseState("cost review", is_automatic=False, since=frozen_clock.now(), until=None)
+    kept = Pause("cost review", is_automatic=False, since=frozen_clock.now(), until=None)
     rebuild.set_pause_source(lambda: kept)
     refused = await limits.admit(request())
     assert refused.refused_by == "paused"
@@ -107,12 +107,12 @@ def test_a_command_reading_the_budget_of_an_empty_store_sees_the_ledgers_spend(
 
 async def test_the_in_process_store_follows_a_pause_written_by_another_process(settings):
     settings.GATEWAY_STORE = "memory"
-    billing_copy: list[PauseState | None] = [None]
+    billing_copy: list[Pause | None] = [None]
     rebuild.set_pause_source(lambda: billing_copy[0])
     assert (await limits.admit(request())).admitted
 
     # `pause_service` in another process: writes billing's copy, bumps the epoch.
-    billing_copy[0] = PauseState("incident", is_automatic=False, since=0.0, until=None)
+    billing_copy[0] = Pause("incident", is_automatic=False, since=0.0, until=None)
     await sync_to_async(bump_epoch)()
     assert (await limits.admit(request())).refused_by == "paused"
 

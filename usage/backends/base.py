@@ -107,8 +107,12 @@ def device_ips_key(device_id: str, day: str) -> str:
 
 
 @dataclass(frozen=True)
-class PauseState:
-    """The service is paused: automatically (budget spent) or by an operator."""
+class Pause:
+    """The service is paused: automatically (budget spent) or by an operator.
+
+    The store's mirror of billing's record (``billing.models.PauseState``, the
+    one that survives a store restart), which every admission reads.
+    """
 
     reason: str
     is_automatic: bool
@@ -187,7 +191,7 @@ class Outcome:
     auto_paused: bool = False  # this call paused the service (settled spend reached the floor)
     generation: str = ""
     counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # layer -> (count, reset)
-    pause: PauseState | None = None
+    pause: Pause | None = None
 
 
 NOT_LIVE = Outcome(status="not_live")
@@ -218,7 +222,7 @@ class Settled:
 class BudgetFigures:
     spent_micro_usd: int
     reserved_micro_usd: int
-    pause: PauseState | None
+    pause: Pause | None
 
 
 @dataclass(frozen=True)
@@ -238,7 +242,7 @@ class Snapshot:
     budget_day: str
     spent_micro_usd: int
     device_spent_micro_usd: dict[str, int]
-    pause: PauseState | None  # the operator's copy (billing's), mirrored when set
+    pause: Pause | None  # the operator's copy (billing's), mirrored when set
 
 
 @dataclass(frozen=True)
@@ -274,10 +278,10 @@ class Backend(ABC):
     def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None: ...
 
     @abstractmethod
-    def set_pause_sync(self, pause: PauseState | None) -> None: ...
+    def set_pause_sync(self, pause: Pause | None) -> None: ...
 
     @abstractmethod
-    async def set_pause(self, pause: PauseState | None) -> None: ...
+    async def set_pause(self, pause: Pause | None) -> None: ...
 
     # Rebuild from the ledger -------------------------------------------------
     @abstractmethod

@@ -24,7 +24,7 @@ from usage.backends.base import (
     BudgetFigures,
     IpBlock,
     Outcome,
-    PauseState,
+    Pause,
     Reservation,
     Settled,
     SettleTerms,
@@ -78,7 +78,7 @@ class MemoryBackend(Backend):
             self._days: dict[str, _Day] = {}
             self._heartbeats: dict[str, float] = {}  # process id -> time.monotonic() of its beat
             self._in_flight: dict[str, dict[str, str]] = {}  # device -> request id -> process
-            self._pause: PauseState | None = None
+            self._pause: Pause | None = None
             self._generation: str | None = None
             self._rebuild_lock: tuple[str, float] | None = None
             self._blocks: dict[str, float] = {}
@@ -144,10 +144,10 @@ class MemoryBackend(Backend):
         day.is_floor_paused = True
         if self._current_pause(now) is not None:
             return False
-        self._pause = PauseState(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
+        self._pause = Pause(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
         return True
 
-    def _current_pause(self, now: float) -> PauseState | None:
+    def _current_pause(self, now: float) -> Pause | None:
         pause = self._pause
         if pause is not None and pause.until is not None and now >= pause.until:
             self._pause = pause = None
@@ -326,11 +326,11 @@ class MemoryBackend(Backend):
     async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
         return self.budget_sync(day, now, liveness)
 
-    def set_pause_sync(self, pause: PauseState | None) -> None:
+    def set_pause_sync(self, pause: Pause | None) -> None:
         with self._lock:
             self._pause = pause
 
-    async def set_pause(self, pause: PauseState | None) -> None:
+    async def set_pause(self, pause: Pause | None) -> None:
         self.set_pause_sync(pause)
 
     # --- rebuild ------------------------------------------------------------

@@ -54,7 +54,7 @@ from usage.backends.base import (
     BudgetFigures,
     IpBlock,
     Outcome,
-    PauseState,
+    Pause,
     Reservation,
     Settled,
     SettleTerms,
@@ -115,12 +115,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _pause_from(fields: Sequence[Any]) -> PauseState | None:
+def _pause_from(fields: Sequence[Any]) -> Pause | None:
     """``[has_pause, reason, automatic, since, until]`` as the scripts return them."""
     if not int(fields[0]):
         return None
     until = _text(fields[4] or "")
-    return PauseState(
+    return Pause(
         reason=_text(fields[1] or ""),
         is_automatic=_text(fields[2] or "0") == "1",
         since=float(_text(fields[3] or "0") or 0),
@@ -128,7 +128,7 @@ def _pause_from(fields: Sequence[Any]) -> PauseState | None:
     )
 
 
-def _pause_fields(pause: PauseState) -> list[str]:
+def _pause_fields(pause: Pause) -> list[str]:
     until = "" if pause.until is None else repr(pause.until)
     return [pause.reason, "1" if pause.is_automatic else "0", repr(pause.since), until]
 
@@ -297,13 +297,13 @@ class RedisBackend(Backend):
         return self._budget_figures(self._run_sync("budget", *call))
 
     @staticmethod
-    def _pause_args(pause: PauseState | None) -> list[Any]:
+    def _pause_args(pause: Pause | None) -> list[Any]:
         return [PAUSE_TTL_MS, *([] if pause is None else _pause_fields(pause))]
 
-    def set_pause_sync(self, pause: PauseState | None) -> None:
+    def set_pause_sync(self, pause: Pause | None) -> None:
         self._run_sync("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
-    async def set_pause(self, pause: PauseState | None) -> None:
+    async def set_pause(self, pause: Pause | None) -> None:
         await self._run("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
     # --- rebuild ------------------------------------------------------------
