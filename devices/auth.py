@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from django.http import HttpRequest, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -44,6 +44,7 @@ from gateway.core.db import run_sync
 from gateway.core.errors import AuthenticationFailed
 from gateway.core.store import EPOCH_KEY, device_version_key, read_versions
 from usage import guard
+from usage.types import Tier, as_tier
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class AuthenticatedDevice:
     id: str
     name: str
     status: str
-    tier: str
+    tier: Tier
     owner_id: str | None  # the key the per-user limit counts under
     owner_name: str | None
 
@@ -206,7 +207,7 @@ async def _load(
             id=device.pk,
             name=device.name,
             status=device.status,
-            tier=device.tier,
+            tier=as_tier(device.tier),
             owner_id=str(device.owner.pk) if device.owner is not None else None,
             owner_name=device.owner.name if device.owner is not None else None,
         ),
@@ -275,6 +276,12 @@ async def authenticate_request(request: HttpRequest) -> AuthenticatedDevice:
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
+class DeviceRequest(HttpRequest):
+    """A request that ``device_required`` authenticated: ``device`` is its caller."""
+
+    device: AuthenticatedDevice
+
+
 def device_required(view: AsyncView) -> AsyncView:
     """For async Django views: authenticates and sets ``request.device``.
 
@@ -286,7 +293,8 @@ def device_required(view: AsyncView) -> AsyncView:
 
     @wraps(view)
     async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        request.device = await authenticate_request(request)  # type: ignore[attr-defined]
-        return await view(request, *args, **kwargs)
+        device_request = cast(DeviceRequest, request)
+        device_request.device = await authenticate_request(request)
+        return await view(device_request, *args, **kwargs)
 
     return csrf_exempt(wrapper)

@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from devices.auth import device_required
+from devices.auth import DeviceRequest, device_required
 from devices.services import device_register, has_control_characters
 from gateway.core.db import run_sync
 from gateway.core.errors import InvalidRequest, UnsupportedMediaType
@@ -49,9 +49,9 @@ async def register(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 @device_required
-async def me(request: HttpRequest) -> JsonResponse:
+async def me(request: DeviceRequest) -> JsonResponse:
     """The calling device's own record (not in SPEC: a cheap authenticated probe)."""
-    device = request.device  # type: ignore[attr-defined]
+    device = request.device
     return JsonResponse({"id": device.id, "status": device.status, "tier": device.tier})
 
 

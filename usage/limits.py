@@ -53,6 +53,7 @@ from usage.backends.base import (
 )
 from usage.days import budget_day, day_end
 from usage.rebuild import follow_operator_pause, set_pause_source, until_live, until_live_sync
+from usage.types import LayerName, Refusal, Tier
 from usage.windows import BURST_SECONDS, DAY
 
 __all__ = [
@@ -86,7 +87,7 @@ class AdmissionRequest:
     device_id: str
     ip: str  # ipguard.limit_key(client address)
     user_id: str | None  # the device's owner (UsageRecord.owner), None without one
-    tier: str  # "free" | "paid"
+    tier: Tier
     reserve_micro_usd: int  # the request's worst-case cost
     expect: Expectation | None = None  # admit from the caller's cached view (see Expectation)
 
@@ -97,7 +98,7 @@ class StaleView(Exception):
 
 @dataclass(frozen=True)
 class Layer:
-    name: str  # "device" | "ip" | "user" | "burst" | "global"
+    name: LayerName
     limit: int
     remaining: int  # after this request when it was admitted
     reset_at: float  # epoch seconds: when the next counted request leaves the window
@@ -110,9 +111,9 @@ class Layer:
 @dataclass(frozen=True)
 class Admission:
     admitted: bool
-    refused_by: str | None  # "paused" | a layer | "device_budget" | "budget"
+    refused_by: Refusal | None
     auto_paused: bool  # this call paused the service (alert, persist the pause)
-    layers: dict[str, Layer]
+    layers: dict[LayerName, Layer]
     reservation: Reservation | None
     retry_after: int | None  # seconds, for every refusal
     pause: Pause | None = None  # the pause that refused it, or the one it caused
@@ -154,7 +155,7 @@ def _plan(
     device_id: str,
     ip: str,
     user_id: str | None,
-    tier: str,
+    tier: Tier,
     reserve_micro_usd: int,
     is_peek: bool = False,
     expect: Expectation | None = None,
@@ -163,7 +164,7 @@ def _plan(
         tier_limits = settings.RATE_LIMITS[tier]
     except KeyError:
         raise ValueError(f"unknown tier {tier!r}") from None
-    limits = {
+    limits: dict[LayerName, int] = {
         "device": tier_limits["device_per_day"],
         "ip": tier_limits["ip_per_day"],
         "burst": tier_limits["device_per_minute"],
@@ -198,7 +199,7 @@ def _seconds_until(moment: float, now: float) -> int:
     return max(1, math.ceil(moment - now))
 
 
-def _layers(plan: AdmitPlan, outcome: Outcome) -> dict[str, Layer]:
+def _layers(plan: AdmitPlan, outcome: Outcome) -> dict[LayerName, Layer]:
     return {
         name: Layer(name, plan.limits[name], max(0, plan.limits[name] - count), reset_at)
         for name, (count, reset_at) in outcome.counts.items()
@@ -224,7 +225,7 @@ def _admission(plan: AdmitPlan, outcome: Outcome) -> Admission:
     if refused_by == "paused":
         until = outcome.pause.until if outcome.pause and outcome.pause.until else None
         retry_after = _seconds_until(until or plan.next_day_at, plan.now)
-    elif refused_by in ("device_budget", "budget"):
+    elif refused_by == "device_budget" or refused_by == "budget":
         hard = outcome.is_hard
         retry_after = (
             _seconds_until(plan.next_day_at, plan.now) if hard else IN_FLIGHT_RETRY_SECONDS
@@ -303,12 +304,12 @@ async def settle(reservation: Reservation, *, actual_micro_usd: int) -> Settled:
 
 
 async def layer_state(
-    *, device_id: str, ip: str, user_id: str | None, tier: str
-) -> dict[str, Layer]:
+    *, device_id: str, ip: str, user_id: str | None, tier: Tier
+) -> dict[LayerName, Layer]:
     """Limit, remaining and reset of each layer, without admitting (usage stats)."""
     backend = await _live_backend()
 
-    async def attempt() -> dict[str, Layer] | None:
+    async def attempt() -> dict[LayerName, Layer] | None:
         plan = _plan(
             now=clock.now(),
             request_id="",

@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 
 from gateway.core.errors import NotFound, PermissionDenied
 from gateway.core.store import read_versions
+from usage.types import Tier
 
 TIERS = ("free", "paid")
 
@@ -123,7 +124,7 @@ class Route:
     # Reasoning tokens billed but never shown: unknown usage costs the whole output bound.
     has_hidden_reasoning: bool = False
 
-    def allows(self, tier: str) -> bool:
+    def allows(self, tier: Tier) -> bool:
         return tier in self.tiers
 
 
@@ -209,7 +210,7 @@ def clear_cache() -> None:
     _table = None
 
 
-async def resolve(model: str, tier: str, *, epoch: int | None = None) -> Route:
+async def resolve(model: str, tier: Tier, *, epoch: int | None = None) -> Route:
     """The route for ``model``; 404 ``model_not_found`` (also when disabled), 403 for the tier."""
     routes = await route_table(epoch=epoch)
     route = routes.get(model)
@@ -220,7 +221,7 @@ async def resolve(model: str, tier: str, *, epoch: int | None = None) -> Route:
     return route
 
 
-async def models_for_tier(tier: str, *, epoch: int | None = None) -> list[Route]:
+async def models_for_tier(tier: Tier, *, epoch: int | None = None) -> list[Route]:
     """The routes ``tier`` may use, by public name."""
     routes = await route_table(epoch=epoch)
     return sorted(

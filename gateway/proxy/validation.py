@@ -29,6 +29,7 @@ from django.conf import settings
 from gateway.core.errors import InvalidRequest
 from gateway.core.jsonbody import parse_json_body
 from gateway.proxy.routes import Route, resolve
+from usage.types import Tier
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 TOOL_CHOICES = ("none", "auto", "required")
@@ -73,7 +74,7 @@ class PreparedChat:
     max_tokens: int  # what to send upstream and reserve for: the client's, or the tier cap
 
 
-async def prepare_chat(body: bytes, tier: str, *, epoch: int | None = None) -> PreparedChat:
+async def prepare_chat(body: bytes, tier: Tier, *, epoch: int | None = None) -> PreparedChat:
     """Parse, resolve the model for ``tier`` and apply its cap, in SPEC's order.
 
     No database query and no thread hop once the route table is loaded for ``epoch``.
@@ -362,7 +363,7 @@ def _tool_choice(value: Any, *, has_tools: bool) -> str | dict[str, Any] | None:
 # --- tier cap and estimates ----------------------------------------------------
 
 
-def check_tier_cap(request: ChatRequest, tier: str, route: object = None) -> int:
+def check_tier_cap(request: ChatRequest, tier: Tier, route: object = None) -> int:
     """The completion-token cap to send upstream; 400 max_tokens_exceeded above the tier's.
 
     ``route`` is accepted for per-route caps later; today the cap is per tier.
@@ -379,6 +380,6 @@ def check_tier_cap(request: ChatRequest, tier: str, route: object = None) -> int
     return request.max_tokens
 
 
-def effective_max_tokens(request: ChatRequest, tier: str) -> int:
+def effective_max_tokens(request: ChatRequest, tier: Tier) -> int:
     """The request's ``max_tokens``, or the tier cap when it sent none (no check)."""
     return request.max_tokens if request.max_tokens is not None else settings.MAX_TOKENS[tier]

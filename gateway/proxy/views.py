@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from billing.selectors import usage_stats
-from devices.auth import device_required
+from devices.auth import DeviceRequest, device_required
 from gateway.core import clock
 from gateway.core.db import run_sync
 from usage import limits
@@ -24,9 +24,9 @@ def _layer(layer: limits.Layer | None) -> dict[str, Any] | None:
 
 @require_GET
 @device_required
-async def usage_stats_view(request: HttpRequest) -> JsonResponse:
+async def usage_stats_view(request: DeviceRequest) -> JsonResponse:
     """``GET /v1/usage/stats``: the caller's own figures (SPEC section 2)."""
-    device = request.device  # type: ignore[attr-defined]
+    device = request.device
     layers = await limits.layer_state(
         device_id=device.id,
         ip=limit_key(client_ip_from_request(request)),

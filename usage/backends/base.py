@@ -17,9 +17,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from gateway.core.store import key
+from usage.types import LAYERS, AdmitStatus, LayerName, Refusal
 from usage.windows import WindowSpec
 
-LAYERS = ("device", "ip", "user", "burst", "global")
 RATE_LAYERS = LAYERS  # checked in this order, after the pause and before the budgets
 
 
@@ -30,9 +30,9 @@ REBUILD_LOCK_KEY = key("rebuild", "lock")
 PAUSE_KEY = key("pause")
 
 
-def layer_keys(device_id: str, ip: str, user_id: str | None) -> dict[str, str]:
+def layer_keys(device_id: str, ip: str, user_id: str | None) -> dict[LayerName, str]:
     """The window key of each layer, in the order the layers are checked."""
-    keys = {
+    keys: dict[LayerName, str] = {
         "device": key("rl", "device", device_id, "day"),
         "ip": key("rl", "ip", ip, "day"),
         "user": key("rl", "user", user_id, "day"),
@@ -149,8 +149,8 @@ class AdmitPlan:
     now: float
     request_id: str
     device_id: str
-    keys: dict[str, str]  # layer -> window key (no "user" for a device without owner)
-    limits: dict[str, int]  # layer -> limit
+    keys: dict[LayerName, str]  # window key (no "user" for a device without owner)
+    limits: dict[LayerName, int]
     day_spec: WindowSpec
     burst_seconds: int
     budget_day: str
@@ -185,12 +185,12 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "admitted" | "refused" | "not_live" | "stale" (see Expectation)
-    refused_by: str | None = None
+    status: AdmitStatus
+    refused_by: Refusal | None = None
     is_hard: bool = False  # a budget refusal that waiting for in-flight requests won't cure
     auto_paused: bool = False  # this call paused the service (settled spend reached the floor)
     generation: str = ""
-    counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # layer -> (count, reset)
+    counts: dict[LayerName, tuple[int, float]] = field(default_factory=dict)  # (count, reset)
     pause: Pause | None = None
 
 

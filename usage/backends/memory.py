@@ -32,6 +32,7 @@ from usage.backends.base import (
     WindowResult,
     auth_failure_key,
 )
+from usage.types import AdmitStatus, LayerName, Refusal
 from usage.windows import BucketWindow, SlidingLog, WindowSpec
 
 AUTOMATIC_PAUSE_REASON = "daily budget exhausted"
@@ -187,14 +188,14 @@ class MemoryBackend(Backend):
         now = plan.now
         self._sweep(now)
         bucket = plan.day_spec.bucket_of(now)
-        counts: dict[str, int] = {}
+        counts: dict[LayerName, int] = {}
         for layer, layer_key in plan.keys.items():
             if layer == "burst":
                 counts[layer] = self._log(layer_key).prune(plan.burst_seconds, now)
             else:
                 counts[layer] = self._window(layer_key, plan.day_spec).prune(plan.day_spec, bucket)
 
-        def reply(status: str, refused: str | None = None, **fields: Any) -> Outcome:
+        def reply(status: AdmitStatus, refused: Refusal | None = None, **fields: Any) -> Outcome:
             return Outcome(
                 status,
                 refused,
@@ -242,8 +243,8 @@ class MemoryBackend(Backend):
         return reply("admitted")
 
     def _layer_state(
-        self, plan: AdmitPlan, counts: dict[str, int], refused: str | None
-    ) -> dict[str, tuple[int, float]]:
+        self, plan: AdmitPlan, counts: dict[LayerName, int], refused: Refusal | None
+    ) -> dict[LayerName, tuple[int, float]]:
         """Each layer's count and when enough of it frees for one more request."""
         result = {}
         for layer, count in counts.items():

@@ -68,6 +68,7 @@ from usage.backends.base import (
     process_key,
     reservation_keys,
 )
+from usage.types import ADMIT_STATUSES, REFUSALS, one_of
 from usage.windows import BURST_SECONDS, WindowSpec
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -208,7 +209,7 @@ class RedisBackend(Backend):
             IN_FLIGHT_PREFIX,
         ]
         reply = await self._run("admit", keys, args)
-        status = _text(reply[0])
+        status = one_of(_text(reply[0]), ADMIT_STATUSES)
         if status == "not_live":
             return NOT_LIVE
         if status == "stale":
@@ -219,7 +220,7 @@ class RedisBackend(Backend):
         }
         return Outcome(
             status=status,
-            refused_by=_text(reply[1]) or None,
+            refused_by=one_of(_text(reply[1]), REFUSALS) if reply[1] else None,
             is_hard=bool(int(reply[2])),
             auto_paused=bool(int(reply[3])),
             generation=_text(reply[4]),
