@@ -7,17 +7,17 @@ is held by reference and awaited at shutdown, after a final flush.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from devices import activity
 from devices.services import device_end_expired_suspensions, device_record_activity
 from gateway.core.db import run_sync
 from gateway.core.errors import ServiceUnavailable
+from gateway.core.loops import BackgroundTask
 
 logger = logging.getLogger(__name__)
 
-_task: asyncio.Task[None] | None = None
+_task = BackgroundTask("devices-housekeeping")
 
 
 async def flush_activity() -> None:
@@ -50,18 +50,11 @@ async def _loop() -> None:
 
 
 async def start() -> None:
-    global _task
-    if _task is None:
-        _task = asyncio.create_task(_loop(), name="devices-housekeeping")
+    _task.start(_loop)
 
 
 async def stop() -> None:
-    global _task
-    task, _task = _task, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _task.stop()
     try:
         await flush_activity()
     except ServiceUnavailable:

@@ -51,6 +51,7 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections
 
 from gateway.core.files import FILE_MODE, open_private_append, private_directory
+from gateway.core.loops import BackgroundTask
 
 logger = logging.getLogger(__name__)
 
@@ -369,17 +370,8 @@ def pending_segments() -> list[Path]:
 # --- The background flusher --------------------------------------------------
 
 
-class _Flusher:
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.wake: asyncio.Event | None = None
-        self.pid = os.getpid()
-
-    def is_running(self) -> bool:
-        return self.pid == os.getpid() and self.task is not None and not self.task.done()
-
-
-_flusher = _Flusher()
+_flusher = BackgroundTask("usage-spool-flusher")
+_wake: asyncio.Event | None = None  # set: flush now (the flusher's loop owns it)
 
 
 def _flush_in_thread(include_orphans: bool, open_next: bool) -> int:
@@ -398,11 +390,12 @@ async def _run() -> None:
     delay = FLUSH_INTERVAL_SECONDS
     last_orphan_scan = 0.0
     is_down = False
-    assert _flusher.wake is not None
+    wake = _wake
+    assert wake is not None
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_flusher.wake.wait(), timeout=delay)
-        _flusher.wake.clear()
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+        wake.clear()
         scan = time.monotonic() - last_orphan_scan >= ORPHAN_SCAN_SECONDS
         try:
             await flush_async(include_orphans=scan, open_next=True)
@@ -430,30 +423,24 @@ def is_flusher_running() -> bool:
 
 def wake_flusher() -> None:
     """Ask the flusher to run now (call from its event loop)."""
-    if _flusher.is_running() and _flusher.wake is not None:
-        _flusher.wake.set()
+    if _flusher.is_running() and _wake is not None:
+        _wake.set()
 
 
 async def start_flusher() -> None:
     """Start-up hook: replay what earlier processes left, then flush in the background."""
-    global _flusher
+    global _wake
     if _flusher.is_running():
         return
-    _flusher = _Flusher()
-    _flusher.wake = asyncio.Event()
-    _flusher.task = asyncio.create_task(_run(), name="usage-spool-flusher")
     # The first cycle replays orphans at once (last scan time is 0).
-    _flusher.wake.set()
+    _wake = asyncio.Event()
+    _wake.set()
+    _flusher.start(_run)
 
 
 async def stop_flusher() -> None:
     """Shutdown hook: stop the loop, then one last flush (records stay spooled if it fails)."""
-    task = _flusher.task
-    _flusher.task = None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _flusher.stop()
     try:
         await flush_async()
     except DatabaseError:

@@ -15,33 +15,22 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.core.files import WatchedFile
+
 _offset = 0.0
-_file: Path | None = None
-_file_stamp: tuple[int, int] | None = None
+_file: WatchedFile[float] | None = None
 
 
 def configure(path: str | os.PathLike[str] | None) -> None:
     """Follow the offset kept in ``path`` (tests only); ``None`` stops following."""
-    global _file, _file_stamp
-    _file = Path(path) if path else None
-    _file_stamp = None
+    global _file
+    _file = WatchedFile(Path(path), float, 0.0) if path else None
 
 
 def _follow_file() -> None:
-    global _offset, _file_stamp
+    global _offset
     assert _file is not None
-    try:
-        stat = _file.stat()
-    except FileNotFoundError:
-        _offset = 0.0
-        return
-    # Every write replaces the file, so its inode changes even when two writes
-    # fall inside one tick of the file system's mtime resolution.
-    stamp = (stat.st_ino, stat.st_mtime_ns)
-    if stamp != _file_stamp:
-        text = _file.read_text().strip()
-        _offset = float(text) if text else 0.0
-        _file_stamp = stamp
+    _offset = _file.value()
 
 
 def now() -> float:
@@ -63,14 +52,14 @@ def offset() -> float:
 
 def set_offset(seconds: float) -> None:
     """Move the clock to ``seconds`` away from real time (tests only)."""
-    global _offset, _file_stamp
+    global _offset
     _offset = float(seconds)
     if _file is not None:
-        # Write then rename, so a reader never sees a half-written number.
-        temporary = _file.with_suffix(".tmp")
+        # Write then rename, so a reader never sees a half-written number
+        # (and the new inode tells every reader to read it again).
+        temporary = _file.path.with_suffix(".tmp")
         temporary.write_text(repr(_offset))
-        os.replace(temporary, _file)
-        _file_stamp = None
+        os.replace(temporary, _file.path)
 
 
 def advance(seconds: float) -> None:

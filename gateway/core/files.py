@@ -16,9 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
@@ -105,3 +108,34 @@ def _tighten_tree(root: Path) -> None:
             path = Path(directory, name)
             if not path.is_symlink():  # a link's target is not necessarily ours to change
                 tighten(path)
+
+
+class WatchedFile(Generic[T]):
+    """A small file's parsed content, read again only when the file changed.
+
+    Its writers replace the file, so the inode changes even when two writes
+    fall inside one tick of the file system's mtime resolution. A missing
+    or empty file reads as ``default``.
+    """
+
+    __slots__ = ("_default", "_parse", "_stamp", "_value", "path")
+
+    def __init__(self, path: Path, parse: Callable[[str], T], default: T) -> None:
+        self.path = path
+        self._parse = parse
+        self._default = default
+        self._stamp: tuple[int, int] | None = None
+        self._value = default
+
+    def value(self) -> T:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._stamp = None
+            return self._default
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        if stamp != self._stamp:
+            text = self.path.read_text().strip()
+            self._value = self._parse(text) if text else self._default
+            self._stamp = stamp
+        return self._value

@@ -19,17 +19,16 @@ On the embedded profile there is no Redis: versions are kept in a small file
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from gateway.core.errors import ServiceUnavailable
-from gateway.core.files import private_directory, write_private
+from gateway.core.files import WatchedFile, private_directory, write_private
+from gateway.core.loops import PerLoop
 from gateway.core.redis_pipe import PipelinedRedis
 
 PREFIX = "{hz}"
@@ -54,22 +53,17 @@ class StoreUnavailable(ServiceUnavailable):
 
 # --- Redis clients -----------------------------------------------------------
 
-# Keyed by the loop object itself, weakly: a client is bound to its loop, and
-# an id() could be reused by a later loop once the first one is gone.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PipelinedRedis] = (
-    weakref.WeakKeyDictionary()
-)
+
+def _new_client() -> PipelinedRedis:
+    return PipelinedRedis(str(settings.REDIS_URL), connect_timeout=1, timeout=2)
+
+
+_async_clients: PerLoop[PipelinedRedis] = PerLoop(_new_client)
 
 
 def async_redis() -> PipelinedRedis:
     """The running loop's Redis client (every command of async code goes through it)."""
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        client = _async_clients[loop] = PipelinedRedis(
-            str(settings.REDIS_URL), connect_timeout=1, timeout=2
-        )
-    return client
+    return _async_clients.get()
 
 
 def sync_redis() -> Any:
@@ -80,7 +74,7 @@ def sync_redis() -> Any:
 
 async def close_async_clients() -> None:
     """Close the running loop's client (clients of other loops cannot be closed from here)."""
-    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    client = _async_clients.pop()
     if client is not None:
         await client.aclose()
 
@@ -129,23 +123,15 @@ def _epoch_file() -> Path:
     return Path(settings.VAR_DIR) / "store-epoch"
 
 
-_file_stamp: tuple[int, int] | None = None
-_file_epoch = 0
+_epoch_watch: WatchedFile[int] | None = None
 
 
 def _read_file_epoch() -> int:
-    global _file_stamp, _file_epoch
+    global _epoch_watch
     path = _epoch_file()
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return 0
-    stamp = (stat.st_ino, stat.st_mtime_ns)
-    if stamp != _file_stamp:
-        text = path.read_text().strip()
-        _file_epoch = int(text) if text else 0
-        _file_stamp = stamp
-    return _file_epoch
+    if _epoch_watch is None or _epoch_watch.path != path:
+        _epoch_watch = WatchedFile(path, int, 0)
+    return _epoch_watch.value()
 
 
 _file_lock = threading.Lock()

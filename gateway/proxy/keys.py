@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -28,6 +27,7 @@ from django.conf import settings
 from gateway.core import clock, secrets_aws
 from gateway.core.errors import GatewayError
 from gateway.core.logs import register_secret
+from gateway.core.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +84,11 @@ class _Entry:
 
 
 _cache: dict[str, _Entry] = {}
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
+_locks: PerLoop[dict[str, asyncio.Lock]] = PerLoop(dict)
 
 
 def _lock(provider: str) -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    locks = _locks.get(loop)
-    if locks is None:
-        locks = _locks[loop] = {}
+    locks = _locks.get()
     lock = locks.get(provider)
     if lock is None:
         lock = locks[provider] = asyncio.Lock()

@@ -13,7 +13,6 @@ Prices are USD per million tokens, which is also micro-dollars per token.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from gateway.core.errors import NotFound, PermissionDenied
+from gateway.core.loops import PerLoop
 from gateway.core.store import read_versions
 from usage.types import Tier
 
@@ -135,10 +135,7 @@ class _Table:
 
 
 _table: _Table | None = None
-# One loader per event loop (a lock belongs to one loop; tests run many).
-_load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+_load_lock: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
 
 
 def _load_routes() -> dict[str, Route]:
@@ -188,11 +185,7 @@ async def route_table(*, epoch: int | None = None) -> dict[str, Route]:
     table = _table
     if table is not None and table.epoch == epoch:
         return table.routes
-    loop = asyncio.get_running_loop()
-    lock = _load_locks.get(loop)
-    if lock is None:
-        lock = _load_locks[loop] = asyncio.Lock()
-    async with lock:
+    async with _load_lock.get():
         table = _table
         if table is not None and table.epoch == epoch:
             return table.routes

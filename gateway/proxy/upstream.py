@@ -30,10 +30,8 @@ session keeps no cookies either, so a provider's cookies are never sent back.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ssl
-import weakref
 from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
@@ -44,6 +42,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from billing.pricing import input_token_bound
 from gateway.core import lifecycle
+from gateway.core.loops import PerLoop
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey
 from gateway.proxy.providers import adapter_for
@@ -99,9 +98,7 @@ TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
 # adapters check the shapes they rely on, this is the net under them.
 SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
 
-_transports: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, httpx.AsyncBaseTransport]
-] = weakref.WeakKeyDictionary()
+_transports: PerLoop[dict[str, httpx.AsyncBaseTransport]] = PerLoop(dict)
 
 
 def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
@@ -121,10 +118,7 @@ def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
 
 def transport_for(provider: str) -> httpx.AsyncBaseTransport:
     """The pooled transport for ``provider`` on the running event loop."""
-    loop = asyncio.get_running_loop()
-    transports = _transports.get(loop)
-    if transports is None:
-        transports = _transports[loop] = {}
+    transports = _transports.get()
     transport = transports.get(provider)
     if transport is None:
         ssl_context = httpx.create_ssl_context()
@@ -136,8 +130,7 @@ def transport_for(provider: str) -> httpx.AsyncBaseTransport:
 
 async def close_clients() -> None:
     """Close this loop's transports (lifecycle shutdown hook)."""
-    transports = _transports.pop(asyncio.get_running_loop(), {})
-    for transport in transports.values():
+    for transport in (_transports.pop() or {}).values():
         await transport.aclose()
 
 
