@@ -19,14 +19,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
 from gateway.core import clock
 from gateway.core.errors import ServiceUnavailable
+from gateway.core.loops import StampedCache
 from usage.backends import get_backend
 from usage.backends.base import IpBlock, registration_key
 from usage.errors import IpBlocked, RegistrationRateLimited
@@ -54,21 +53,6 @@ def _identity(ip: str) -> str:
         return ip
 
 
-@dataclass(frozen=True)
-class _Blocklist:
-    stamp: object
-    networks: tuple[Network, ...]
-
-
-_blocklist: _Blocklist | None = None
-
-
-def forget_cached_blocklist() -> None:
-    """Drop this process's copy of the blocklist (tests)."""
-    global _blocklist
-    _blocklist = None
-
-
 def _load_networks() -> tuple[Network, ...]:
     return tuple(
         ipaddress.ip_network(cidr, strict=False)
@@ -76,20 +60,23 @@ def _load_networks() -> tuple[Network, ...]:
     )
 
 
+_blocklist: StampedCache[tuple[Network, ...]] = StampedCache(_load_networks)
+
+
+def forget_cached_blocklist() -> None:
+    """Drop this process's copy of the blocklist (tests)."""
+    _blocklist.clear()
+
+
 async def _blocked_networks(stamp: object) -> tuple[Network, ...]:
-    global _blocklist
-    cached = _blocklist
-    if cached is not None and cached.stamp == stamp:
-        return cached.networks
     try:
-        networks = await sync_to_async(_load_networks)()
+        return await _blocklist.get(stamp)
     except DatabaseError:
+        cached = _blocklist.peek()
         if cached is None:
             raise ServiceUnavailable(retry_after=5) from None
         logger.warning("blocklist reload failed (database); keeping the previous one")
-        return cached.networks
-    _blocklist = _Blocklist(stamp, networks)
-    return networks
+        return cached[1]
 
 
 def cached_view(ip: str) -> tuple[str, int, str] | None:
@@ -100,11 +87,16 @@ def cached_view(ip: str) -> tuple[str, int, str] | None:
     which has the store confirm the epoch and generation and check the
     address's own block.
     """
-    cached = _blocklist
-    if cached is None or not isinstance(cached.stamp, tuple):
+    cached = _blocklist.peek()
+    if cached is None:
         return None
-    epoch, generation = cached.stamp
-    if cached.networks and _in_networks(ip, cached.networks):
+    stamp, networks = cached
+    if not isinstance(stamp, tuple):
+        return None
+    epoch: int
+    generation: str
+    epoch, generation = stamp
+    if networks and _in_networks(ip, networks):
         return None
     return _identity(ip), epoch, generation
 

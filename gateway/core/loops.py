@@ -1,4 +1,4 @@
-"""Per-event-loop objects and the process's background tasks.
+"""Per-event-loop objects, stamped caches and the process's background tasks.
 
 A lock, a Redis client or a connection pool belongs to the event loop that
 made it. A server process runs one loop, but tests (and ``async_to_sync`` in
@@ -14,6 +14,8 @@ import os
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
+
+from asgiref.sync import sync_to_async
 
 T = TypeVar("T")
 
@@ -48,6 +50,44 @@ class PerLoop(Generic[T]):
         items = list(self._items.values())
         self._items.clear()
         return items
+
+
+class StampedCache(Generic[T]):
+    """A value loaded from the database, kept until the store's stamp moves.
+
+    The stamp is what the caller read from the store this request (the
+    epoch, which every configuration save bumps). It is read *before* the
+    load: a save committed during the load bumps it again, so the next
+    request loads again rather than keeping a stale value. Concurrent
+    requests on one loop share one load.
+    """
+
+    __slots__ = ("_entry", "_load", "_lock")
+
+    def __init__(self, load: Callable[[], T]) -> None:
+        self._load = load
+        self._entry: tuple[object, T] | None = None
+        self._lock: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
+
+    def peek(self) -> tuple[object, T] | None:
+        """(stamp, value) as cached, without loading."""
+        return self._entry
+
+    async def get(self, stamp: object) -> T:
+        """The value for ``stamp``, loaded (in a thread) unless cached; load errors propagate."""
+        entry = self._entry
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
+        async with self._lock.get():
+            entry = self._entry
+            if entry is not None and entry[0] == stamp:
+                return entry[1]
+            value = await sync_to_async(self._load)()
+            self._entry = (stamp, value)
+            return value
+
+    def clear(self) -> None:
+        self._entry = None
 
 
 class BackgroundTask:

@@ -12,15 +12,12 @@ Prices are USD per million tokens, which is also micro-dollars per token.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from gateway.core.errors import NotFound, PermissionDenied
-from gateway.core.loops import PerLoop
+from gateway.core.loops import StampedCache
 from gateway.core.store import read_versions
 from usage.types import Tier
 
@@ -128,16 +125,6 @@ class Route:
         return tier in self.tiers
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
-    epoch: int
-    routes: dict[str, Route]
-
-
-_table: _Table | None = None
-_load_lock: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
-
-
 def _load_routes() -> dict[str, Route]:
     from django.db import connection
 
@@ -150,6 +137,9 @@ def _load_routes() -> dict[str, Route]:
         # connection back (to the pool) rather than hold it in that thread.
         if not connection.in_atomic_block:
             connection.close()
+
+
+_table: StampedCache[dict[str, Route]] = StampedCache(_load_routes)
 
 
 def route_of(row: Any) -> Route:
@@ -179,28 +169,14 @@ async def _current_epoch() -> int:
 
 async def route_table(*, epoch: int | None = None) -> dict[str, Route]:
     """The enabled routes by public name, as of ``epoch`` (read when not given)."""
-    global _table
     if epoch is None:
         epoch = await _current_epoch()
-    table = _table
-    if table is not None and table.epoch == epoch:
-        return table.routes
-    async with _load_lock.get():
-        table = _table
-        if table is not None and table.epoch == epoch:
-            return table.routes
-        # The epoch is read before the rows: a save committed during the load
-        # bumps it again, so the next request reloads rather than keeping a
-        # stale table.
-        routes = await sync_to_async(_load_routes)()
-        _table = _Table(epoch=epoch, routes=routes)
-        return routes
+    return await _table.get(epoch)
 
 
 def clear_cache() -> None:
     """Forget the loaded table (tests that rewrite routes without an epoch bump)."""
-    global _table
-    _table = None
+    _table.clear()
 
 
 async def resolve(model: str, tier: Tier, *, epoch: int | None = None) -> Route:

@@ -45,7 +45,7 @@ def load_counter(monkeypatch):
         calls.append(1)
         return original()
 
-    monkeypatch.setattr(routes, "_load_routes", counting)
+    monkeypatch.setattr(routes._table, "_load", counting)
     return calls
 
 

@@ -35,7 +35,7 @@ async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend):
 async def test_the_blocklist_is_read_once_per_process_until_it_changes(backend, monkeypatch):
     loads = []
     real_load = guard._load_networks
-    monkeypatch.setattr(guard, "_load_networks", lambda: loads.append(1) or real_load())
+    monkeypatch.setattr(guard._blocklist, "_load", lambda: loads.append(1) or real_load())
     network = await create_blocked("203.0.113.0/24")
     for _ in range(20):
         with pytest.raises(IpBlocked):
