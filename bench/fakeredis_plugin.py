@@ -26,6 +26,7 @@ import pytest
 from tests.support import processes
 
 try:
+    import lupa  # noqa: F401  (fakeredis runs Lua only with it)
     from fakeredis import TcpFakeServer
 except ImportError:  # pragma: no cover - depends on the experiment's venv
     TcpFakeServer = None
@@ -84,4 +85,5 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     # After every fixture's teardown: proof that the Redis backend talked to fakeredis.
-    print(f"\nfakeredis accepted {len(_accepted)} connections")
+    if TcpFakeServer is not None:
+        print(f"\nfakeredis accepted {len(_accepted)} connections")
