@@ -126,7 +126,7 @@ _MAX_LENGTHS = {
     name: _max_length(name)
     for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier")
 }
-# Status.values builds its list anew on each access (5 us, once a request).
+# Status.values builds its list anew on each access; this is read once a request.
 _STATUSES = frozenset(UsageRecord.Status.values)
 
 
@@ -139,8 +139,8 @@ def usage_records_insert(records: list[UsageRecordData]) -> None:
             )
             return
         # The flusher's thread shares the interpreter with the event loop:
-        # bulk_create's model instances and per-value preparation cost ~35 us
-        # a record, held in 5 ms slices that requests queue behind. On
+        # bulk_create's model instances and per-value preparation hold it in
+        # 5 ms slices that requests queue behind. On
         # PostgreSQL the fields go as they are (psycopg adapts str, int,
         # bool, Decimal, date and aware datetime itself), one array a column,
         # in the statement bulk_create would send.

@@ -57,9 +57,9 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
 REJECTED_SUFFIX = ".rejected"
-# Decoding and inserting a batch holds the interpreter the event loop needs
-# (~17 us a record); between batches the flusher waits on the database and
-# lets it go. 100 kept a c=1 p99 at ~2.4 ms where 500 gave ~4.5 ms.
+# Decoding and inserting a batch holds the interpreter the event loop needs;
+# between batches the flusher waits on the database and lets it go, so
+# smaller batches keep the requests' tail latency low (docs/benchmarks.md).
 BATCH_SIZE = 100
 FLUSH_INTERVAL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0

@@ -38,9 +38,8 @@ async def run_startup() -> None:
     # What start-up built (Django, its settings, URL and template machinery,
     # every module) lives as long as the process: keep it out of the cyclic
     # collector's sight. Its full collections walked all of it, stalling
-    # every request in flight: most of the p99 at 16 clients (make bench:
-    # 44 -> 13 ms; the floor's is 11). Collected first, so no garbage is
-    # frozen with it.
+    # every request in flight (docs/benchmarks.md, "gc.freeze"). Collected
+    # first, so no garbage is frozen with it.
     gc.collect()
     gc.freeze()
 

@@ -17,9 +17,9 @@ seen so far, or output the gateway could not see (a read timeout, a reset
 answer, an answer it cannot parse, whose usage is salvaged when it can be).
 
 Transport: httpx's requests and responses on httpx-aiohttp's
-``AiohttpTransport``, chosen by measurement against the fake provider (see
-the issue report): its pool holds up under concurrency where httpx's default
-transport degrades. Requests go to the pooled transport directly, with a URL
+``AiohttpTransport``, chosen by measurement against the fake provider
+(docs/benchmarks.md): its pool holds up under concurrency where httpx's
+default transport degrades. Requests go to the pooled transport directly, with a URL
 and headers built once (``providers.base.endpoint``, the adapters' header
 caches): an ``httpx.AsyncClient`` on top re-parses the URL and re-builds the
 headers on every request and runs cookie, auth and redirect machinery we

@@ -15,8 +15,8 @@ are under the same tag. Every key has a TTL (real time, only a garbage
 collector: all decisions compare with the gateway clock passed in).
 
 Any Redis failure is ``StoreUnavailable`` (503 ``service_unavailable``):
-never a 500, never an unlimited admission. redis-py reconnects by itself, so
-service resumes as soon as Redis answers again.
+never a 500, never an unlimited admission. The clients connect again on
+the next command, so service resumes as soon as Redis answers again.
 """
 
 from __future__ import annotations
