@@ -381,7 +381,7 @@ def service_pause(*, reason: str, until: float | None = None) -> Pause:
     """
     pause = Pause(reason=reason, is_automatic=False, since=clock.now(), until=until)
     backend = get_backend()
-    backend.set_pause_sync(pause)
+    backend.set_pause(pause)
     _announce_pause_change(backend)
     return pause
 
@@ -389,5 +389,5 @@ def service_pause(*, reason: str, until: float | None = None) -> Pause:
 def service_resume() -> None:
     """Lift any pause, automatic or not (billing's ``resume_service``)."""
     backend = get_backend()
-    backend.set_pause_sync(None)
+    backend.set_pause(None)
     _announce_pause_change(backend)

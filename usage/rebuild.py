@@ -219,4 +219,4 @@ async def follow_operator_pause(backend: Backend) -> None:
     except DatabaseError:
         return  # keep the pause we have; retried on the next admission
     _followed_epoch[id(backend)] = epoch
-    await backend.set_pause(pause)
+    backend.set_pause(pause)  # in process: no I/O, safe on the loop

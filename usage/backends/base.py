@@ -251,12 +251,9 @@ class IpBlock:
     until: float
 
 
-class Backend(ABC):
-    """Admission state: rate windows, budget reservations, pause, abuse blocks."""
+class AdmissionStore(ABC):
+    """Rate windows, the in-flight count and budget reservations, taken atomically."""
 
-    name: str
-
-    # Admission -------------------------------------------------------------
     @abstractmethod
     async def admit(self, plan: AdmitPlan) -> Outcome: ...
 
@@ -270,7 +267,11 @@ class Backend(ABC):
     async def heartbeat(self, process_id: str, liveness: float) -> None:
         """The process is alive for another ``liveness`` seconds of real time."""
 
-    # Budget and pause -------------------------------------------------------
+
+class BudgetStore(ABC):
+    """The day's figures and the pause (the mirror of billing's record)."""
+
+    # Async for the hot path and /metrics, sync for commands and the dashboard.
     @abstractmethod
     async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None: ...
 
@@ -278,12 +279,15 @@ class Backend(ABC):
     def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None: ...
 
     @abstractmethod
-    def set_pause_sync(self, pause: Pause | None) -> None: ...
+    def set_pause(self, pause: Pause | None) -> None:
+        """Operators' writes only (commands, the admin); admissions pause atomically."""
 
-    @abstractmethod
-    async def set_pause(self, pause: Pause | None) -> None: ...
 
-    # Rebuild from the ledger -------------------------------------------------
+class RebuildStore(ABC):
+    """The live marker and the load of counters rebuilt from the ledger."""
+
+    # Each has a sync twin for ``until_live_sync`` (commands, the dashboard):
+    # an async form there would need an event loop of its own per call.
     @abstractmethod
     async def is_live(self) -> bool: ...
 
@@ -303,7 +307,10 @@ class Backend(ABC):
     @abstractmethod
     def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool: ...
 
-    # Guard ------------------------------------------------------------------
+
+class GuardStore(ABC):
+    """The IP guard's counters and blocks, and the registration windows."""
+
     @abstractmethod
     async def window_hit(
         self, window_key: str, spec: WindowSpec, limit: int, now: float
@@ -330,7 +337,10 @@ class Backend(ABC):
     @abstractmethod
     def lift_ip_block_sync(self, ip: str) -> bool: ...
 
-    # Distinct sets -----------------------------------------------------------
+
+class DistinctSets(ABC):
+    """Bounded sets of distinct values (a device's client addresses of a day)."""
+
     @abstractmethod
     async def distinct_add(
         self, set_key: str, member: str, *, cap: int, now: float, ttl_seconds: float
@@ -345,3 +355,10 @@ class Backend(ABC):
     @abstractmethod
     async def distinct_remove(self, set_key: str, member: str) -> None:
         """Take ``member`` out of the set (undo an add whose follow-up failed)."""
+
+
+class Backend(AdmissionStore, BudgetStore, RebuildStore, GuardStore, DistinctSets):
+    """One store implements every concern: they share its keys, its live
+    marker and (in Redis) its atomic scripts."""
+
+    name: str

@@ -327,12 +327,9 @@ class MemoryBackend(Backend):
     async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
         return self.budget_sync(day, now, liveness)
 
-    def set_pause_sync(self, pause: Pause | None) -> None:
+    def set_pause(self, pause: Pause | None) -> None:
         with self._lock:
             self._pause = pause
-
-    async def set_pause(self, pause: Pause | None) -> None:
-        self.set_pause_sync(pause)
 
     # --- rebuild ------------------------------------------------------------
 

@@ -301,11 +301,8 @@ class RedisBackend(Backend):
     def _pause_args(pause: Pause | None) -> list[Any]:
         return [PAUSE_TTL_MS, *([] if pause is None else _pause_fields(pause))]
 
-    def set_pause_sync(self, pause: Pause | None) -> None:
+    def set_pause(self, pause: Pause | None) -> None:
         self._run_sync("set_pause", [PAUSE_KEY], self._pause_args(pause))
-
-    async def set_pause(self, pause: Pause | None) -> None:
-        await self._run("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
     # --- rebuild ------------------------------------------------------------
 
