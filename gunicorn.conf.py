@@ -16,7 +16,7 @@ from typing import Any
 # Trust no one's X-Forwarded-For at the server, whatever the worker class
 # (uvicorn's workers read this; its default trusts loopback peers and
 # rewrites the client address). The gateway reads the forwarded header
-# itself, from TRUSTED_PROXIES only (usage.ipguard, gateway.serving).
+# itself, from TRUSTED_PROXIES only (gateway.core.client_ip, gateway.serving).
 forwarded_allow_ips = ""
 
 # Connections one worker serves at once (gateway.workers.GatewayWorker makes it

@@ -26,6 +26,7 @@ from dashboard.selectors import dashboard_overview
 from devices import services
 from devices.models import Device
 from devices.selectors import device_get
+from gateway.core.client_ip import client_ip_from_request
 from gateway.core.errors import GatewayError
 from gateway.core.permissions import (
     CHANGE_DEVICES,
@@ -34,7 +35,6 @@ from gateway.core.permissions import (
     is_verified_staff,
     requires,
 )
-from usage.ipguard import client_ip_from_request
 
 View = Callable[..., HttpResponse]
 

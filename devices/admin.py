@@ -25,8 +25,8 @@ from devices.models import AuditEvent, Device, OwnerAccount
 from devices.selectors import effective_status_q
 from gateway.core import clock
 from gateway.core.admin_secrets import SecretFieldsAdmin
+from gateway.core.client_ip import client_ip_from_request
 from gateway.core.errors import GatewayError
-from usage.ipguard import client_ip_from_request
 
 DEVICE_FIELDS = (
     "id",

@@ -23,9 +23,9 @@ from rest_framework.views import APIView
 from devices import services
 from devices.models import Device
 from devices.selectors import device_detail, device_get, device_list
+from gateway.core.client_ip import client_ip_from_request
 from gateway.core.errors import PermissionDenied
 from gateway.core.permissions import CHANGE_DEVICES, VIEW_DEVICES
-from usage.ipguard import client_ip_from_request
 
 
 @extend_schema_serializer(component_name="Device")

@@ -266,7 +266,7 @@ def request_headers(request: HttpRequest) -> dict[str, str]:
 
 async def authenticate_request(request: HttpRequest) -> AuthenticatedDevice:
     """The IP guard, then authentication (SPEC's order), for Django views."""
-    from usage.ipguard import client_ip_from_request
+    from gateway.core.client_ip import client_ip_from_request
 
     ip = client_ip_from_request(request)
     await guard.check_ip(ip)

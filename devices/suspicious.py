@@ -12,7 +12,7 @@ The set stops growing at threshold + 1 members: past that the device has
 been dealt with, so each device costs at most that much memory a day, and
 the trigger fires once a day however many requests race (an operator who
 re-approves the device is not overruled the same day). IPv6 addresses count
-per /64 (``usage.ipguard.limit_key``), as privacy addresses rotate inside it.
+per /64 (``gateway.core.client_ip.limit_key``), as privacy addresses rotate inside it.
 
 Each process remembers which (device, address, day) it has already reported,
 so a device's steady traffic from one address costs no round trip at all.
@@ -33,6 +33,7 @@ from devices.models import Device
 from devices.services import device_suspend
 from devices.signals import device_auto_suspended
 from gateway.core import clock
+from gateway.core.client_ip import limit_key
 from gateway.core.db import run_sync
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.lifecycle import spawn
@@ -40,7 +41,6 @@ from gateway.core.store import StoreUnavailable
 from usage.backends import get_backend
 from usage.backends.base import device_ips_key
 from usage.days import budget_day, next_day_start
-from usage.ipguard import limit_key
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from devices.auth import DeviceRequest, device_required
 from devices.services import device_register, has_control_characters
+from gateway.core.client_ip import client_ip_from_request
 from gateway.core.db import run_sync
 from gateway.core.errors import InvalidRequest, UnsupportedMediaType
 from gateway.core.jsonbody import parse_json_body
 from usage import guard
-from usage.ipguard import client_ip_from_request
 
 REGISTRATION_FIELDS = {"deviceName": "name", "platform": "platform", "version": "version"}
 MAX_FIELD_LENGTH = 255

@@ -1,6 +1,6 @@
 """The server must hand the application the real socket peer.
 
-The gateway decides who the client is itself (``usage.ipguard``: the socket
+The gateway decides who the client is itself (``gateway.core.client_ip``: the socket
 peer, or the one header ``TRUSTED_PROXIES`` may set). uvicorn, by default,
 rewrites the ASGI client address from ``X-Forwarded-For`` whenever the peer
 is loopback (``--proxy-headers``, ``forwarded_allow_ips=127.0.0.1``): behind

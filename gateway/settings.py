@@ -408,7 +408,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 # --- Abuse guard -------------------------------------------------------------
 
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES", [])
-# The one header believed from a trusted proxy (usage.ipguard).
+# The one header believed from a trusted proxy (gateway.core.client_ip).
 CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="X-Forwarded-For")
 _CLIENT_IP_HEADERS = {"x-forwarded-for": "X-Forwarded-For", "x-real-ip": "X-Real-IP"}
 if CLIENT_IP_HEADER.lower() not in _CLIENT_IP_HEADERS:

@@ -2,7 +2,7 @@
 
 uvicorn trusts X-Forwarded-For from loopback peers by default and rewrites
 the ASGI client address. The gateway decides who the client is itself
-(usage.ipguard, against TRUSTED_PROXIES), so the server must pass the real
+(gateway.core.client_ip, against TRUSTED_PROXIES), so the server must pass the real
 socket peer through untouched.
 """
 

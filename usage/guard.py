@@ -24,13 +24,13 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from gateway.core import clock
+from gateway.core.client_ip import Network, limit_key
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.loops import StampedCache
 from usage.backends import get_backend
 from usage.backends.base import IpBlock, registration_key
 from usage.errors import IpBlocked, RegistrationRateLimited
 from usage.http import iso8601
-from usage.ipguard import Network, limit_key
 from usage.models import BlockedNetwork
 from usage.windows import HOUR
 

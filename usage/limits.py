@@ -19,7 +19,7 @@ the reservation with the actual cost, exactly once; a reservation lives as
 long as the process holding it (``usage.liveness``). Windows and their
 precision: ``usage.windows`` and docs/rate-limits.md.
 
-Money is integer micro-USD. Identities: ``ip`` is ``ipguard.limit_key`` of
+Money is integer micro-USD. Identities: ``ip`` is ``client_ip.limit_key`` of
 the client address; ``user_id`` is the owner exactly as ``UsageRecord.owner``
 stores it, so counters rebuilt from the ledger match.
 """
@@ -85,7 +85,7 @@ CONCURRENCY_RETRY_SECONDS = 1
 class AdmissionRequest:
     request_id: str
     device_id: str
-    ip: str  # ipguard.limit_key(client address)
+    ip: str  # client_ip.limit_key(client address)
     user_id: str | None  # the device's owner (UsageRecord.owner), None without one
     tier: Tier
     reserve_micro_usd: int  # the request's worst-case cost

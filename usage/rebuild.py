@@ -82,7 +82,7 @@ def _micro(amount: Decimal | None) -> int:
 
 
 def _identity(ip: str) -> str:
-    from usage.ipguard import limit_key
+    from gateway.core.client_ip import limit_key
 
     try:
         return limit_key(ip)

@@ -29,6 +29,7 @@ from devices.auth import AuthenticatedDevice, authenticate, cached_device, recor
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.tokens import end_user_id
 from gateway.core import store
+from gateway.core.client_ip import client_ip_from_scope, limit_key
 from gateway.core.errors import GatewayError
 from gateway.core.lifecycle import spawn
 from gateway.proxy.lean import (
@@ -47,7 +48,6 @@ from gateway.proxy.upstream import complete_with_key_retry, outbound, stream_wit
 from gateway.proxy.validation import prepare_chat
 from usage import guard, limits
 from usage.http import rate_limit_headers, refusal_error
-from usage.ipguard import client_ip_from_scope, limit_key
 
 logger = logging.getLogger(__name__)
 

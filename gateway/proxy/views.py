@@ -10,10 +10,10 @@ from django.views.decorators.http import require_GET
 from billing.selectors import usage_stats
 from devices.auth import DeviceRequest, device_required
 from gateway.core import clock
+from gateway.core.client_ip import client_ip_from_request, limit_key
 from gateway.core.db import run_sync
 from usage import limits
 from usage.http import iso8601
-from usage.ipguard import client_ip_from_request, limit_key
 
 
 def _layer(layer: limits.Layer | None) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from usage.ipguard import client_ip_from_request, limit_key
+from gateway.core.client_ip import client_ip_from_request, limit_key
 
 
 class LoginGuardBackend(AxesStandaloneBackend):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
-from usage.ipguard import client_ip, client_ip_from_request, client_ip_from_scope, limit_key
+from gateway.core.client_ip import (
+    client_ip,
+    client_ip_from_request,
+    client_ip_from_scope,
+    limit_key,
+)
 
 CLIENT = "198.51.100.23"
 
