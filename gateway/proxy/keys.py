@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -28,6 +27,7 @@ from django.conf import settings
 from gateway.core import clock, secrets_aws
 from gateway.core.errors import GatewayError
 from gateway.core.logs import register_secret
+from gateway.proxy.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +84,11 @@ class _Entry:
 
 
 _cache: dict[str, _Entry] = {}
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
+_locks: PerLoop[asyncio.Lock] = PerLoop()
 
 
 def _lock(provider: str) -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    locks = _locks.get(loop)
-    if locks is None:
-        locks = _locks[loop] = {}
-    lock = locks.get(provider)
-    if lock is None:
-        lock = locks[provider] = asyncio.Lock()
-    return lock
+    return _locks.get(provider, asyncio.Lock)
 
 
 def _check_provider(provider: str) -> None:

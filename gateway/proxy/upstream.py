@@ -30,10 +30,8 @@ session keeps no cookies either, so a provider's cookies are never sent back.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ssl
-import weakref
 from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
@@ -46,6 +44,7 @@ from billing.pricing import input_token_bound
 from gateway.core import lifecycle
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey
+from gateway.proxy.loops import PerLoop
 from gateway.proxy.providers import adapter_for
 from gateway.proxy.providers.base import (
     Completion,
@@ -99,9 +98,7 @@ TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
 # adapters check the shapes they rely on, this is the net under them.
 SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError)
 
-_transports: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, httpx.AsyncBaseTransport]
-] = weakref.WeakKeyDictionary()
+_transports: PerLoop[httpx.AsyncBaseTransport] = PerLoop()
 
 
 def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
@@ -121,22 +118,19 @@ def _session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
 
 def transport_for(provider: str) -> httpx.AsyncBaseTransport:
     """The pooled transport for ``provider`` on the running event loop."""
-    loop = asyncio.get_running_loop()
-    transports = _transports.get(loop)
-    if transports is None:
-        transports = _transports[loop] = {}
-    transport = transports.get(provider)
-    if transport is None:
+
+    def make() -> httpx.AsyncBaseTransport:
         ssl_context = httpx.create_ssl_context()
-        transport = transports[provider] = AiohttpTransport(
+        return AiohttpTransport(
             verify=ssl_context, limits=LIMITS, client=functools.partial(_session, ssl_context)
         )
-    return transport
+
+    return _transports.get(provider, make)
 
 
 async def close_clients() -> None:
     """Close this loop's transports (lifecycle shutdown hook)."""
-    transports = _transports.pop(asyncio.get_running_loop(), {})
+    transports = _transports.pop_running()
     for transport in transports.values():
         await transport.aclose()
 
