@@ -1,4 +1,4 @@
-"""Real server processes for tests: gateway workers and a private redis-server."""
+"""Real server processes for tests: gateway workers, a private redis-server, local AWS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_aws() -> Iterator[str]:
+    """moto's server (Secrets Manager and the rest) on a free local port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 def wait_for(predicate, *, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
