@@ -61,6 +61,19 @@ def wait_for(predicate, *, timeout: float, what: str) -> None:  # type: ignore[n
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, *, what: str) -> None:
+    """Wait (30 s at most) for ``url``'s /health to answer 200; fail if ``process`` exits."""
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"{what} exited early"
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=30, what=what)
+
+
 @dataclass
 class GatewayServer:
     """One ``uvicorn gateway.asgi:application`` process on a free port."""
