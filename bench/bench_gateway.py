@@ -9,6 +9,7 @@ step is not there yet, ``GatewayUnavailable`` says which one.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -110,6 +112,22 @@ def start_gateway(name: str, command: list[str], env: dict[str, str], core: int 
     url = f"http://127.0.0.1:{command[command.index('--port') + 1]}"
     process.wait_http(f"{url}/health", timeout=60)
     return process
+
+
+def serve_wrapped_main(doc: str, wrap: Any, prepare: Callable[[], None] | None = None) -> None:
+    """The command line of a wrapped gateway process: ``--host``, ``--port``.
+
+    ``doc`` is that module's docstring (its first line is the help);
+    ``prepare`` runs once the settings module is set, before the gateway loads.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    if prepare is not None:
+        prepare()
+    serve_wrapped(wrap, args.host, args.port)
 
 
 def serve_wrapped(wrap: Any, host: str, port: int) -> None:

@@ -30,12 +30,10 @@ Run: ``python -m bench.bench_probe --port 8100`` with the gateway's env.
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import functools
 import itertools
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -171,15 +169,9 @@ def instrumented(application: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    install()
-    from bench.bench_gateway import serve_wrapped
+    from bench.bench_gateway import serve_wrapped_main
 
-    serve_wrapped(instrumented, args.host, args.port)
+    serve_wrapped_main(__doc__ or "", instrumented, prepare=install)
 
 
 if __name__ == "__main__":

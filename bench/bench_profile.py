@@ -16,9 +16,7 @@ Run: ``python -m bench.bench_profile --port 8200`` with the gateway's env.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -57,14 +55,9 @@ def profiled(application: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    from bench.bench_gateway import serve_wrapped
+    from bench.bench_gateway import serve_wrapped_main
 
-    serve_wrapped(profiled, args.host, args.port)
+    serve_wrapped_main(__doc__ or "", profiled)
 
 
 if __name__ == "__main__":

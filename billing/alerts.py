@@ -216,23 +216,40 @@ def alert_suspicious_device(*, device_id: str, name: str, reason: str) -> bool:
 
 
 def alert_budget_warning(*, day: date, spent_micro: int, budget_micro: int) -> bool:
-    text = (
-        f":warning: Budget warning for {day.isoformat()}: spent {_usd(spent_micro)} of "
-        f"{_usd(budget_micro)} ({_percent(spent_micro, budget_micro)}); the warning "
-        f"threshold is {settings.BUDGET_WARNING_PERCENT}%."
+    percent = _percent(spent_micro, budget_micro)
+    return _budget_alert(
+        AlertLog.Kind.BUDGET_WARNING,
+        f":warning: Budget warning for {day.isoformat()}",
+        f" ({percent}); the warning threshold is {settings.BUDGET_WARNING_PERCENT}%.",
+        day=day,
+        spent_micro=spent_micro,
+        budget_micro=budget_micro,
     )
-    kind = AlertLog.Kind.BUDGET_WARNING.value
-    return enqueue(Alert(kind=kind, text=text, once_per_day=day))
 
 
 def alert_budget_exhausted(*, day: date, spent_micro: int, budget_micro: int) -> bool:
-    text = (
-        f":no_entry: Budget exhausted for {day.isoformat()}: spent {_usd(spent_micro)} of "
-        f"{_usd(budget_micro)}. The service is paused until the next budget day "
-        f"(or `manage.py resume_service`)."
+    return _budget_alert(
+        AlertLog.Kind.BUDGET_EXHAUSTED,
+        f":no_entry: Budget exhausted for {day.isoformat()}",
+        ". The service is paused until the next budget day (or `manage.py resume_service`).",
+        day=day,
+        spent_micro=spent_micro,
+        budget_micro=budget_micro,
     )
-    kind = AlertLog.Kind.BUDGET_EXHAUSTED.value
-    return enqueue(Alert(kind=kind, text=text, once_per_day=day))
+
+
+def _budget_alert(
+    kind: AlertLog.Kind,
+    headline: str,
+    tail: str,
+    *,
+    day: date,
+    spent_micro: int,
+    budget_micro: int,
+) -> bool:
+    """Once a budget day: "<headline>: spent $x of $y<tail>"."""
+    text = f"{headline}: spent {_usd(spent_micro)} of {_usd(budget_micro)}{tail}"
+    return enqueue(Alert(kind=kind.value, text=text, once_per_day=day))
 
 
 def budget_alerts_due(

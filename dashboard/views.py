@@ -71,36 +71,34 @@ def _act(request: HttpRequest, action: Callable[[], Any], done: str) -> HttpResp
     return redirect("dashboard:overview")
 
 
+def _act_on_device(
+    request: HttpRequest, device_id: str, service: Callable[..., Any], done: str, **fields: Any
+) -> HttpResponse:
+    return _act(
+        request,
+        lambda: service(
+            device=device_get(device_id),
+            actor=request.user,
+            ip=client_ip_from_request(request),
+            **fields,
+        ),
+        f"Device {device_id} {done}.",
+    )
+
+
 @staff_only
 @requires(CHANGE_DEVICES)
 @require_POST
 def approve(request: HttpRequest, device_id: str) -> HttpResponse:
     tier = request.POST.get("tier") or None
-    return _act(
-        request,
-        lambda: services.device_approve(
-            device=device_get(device_id),
-            actor=request.user,  # type: ignore[arg-type]
-            ip=client_ip_from_request(request),
-            tier=tier,
-        ),
-        f"Device {device_id} approved.",
-    )
+    return _act_on_device(request, device_id, services.device_approve, "approved", tier=tier)
 
 
 @staff_only
 @requires(CHANGE_DEVICES)
 @require_POST
 def reject(request: HttpRequest, device_id: str) -> HttpResponse:
-    return _act(
-        request,
-        lambda: services.device_reject(
-            device=device_get(device_id),
-            actor=request.user,  # type: ignore[arg-type]
-            ip=client_ip_from_request(request),
-        ),
-        f"Device {device_id} rejected.",
-    )
+    return _act_on_device(request, device_id, services.device_reject, "rejected")
 
 
 @staff_only

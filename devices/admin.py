@@ -98,6 +98,23 @@ class AuditEventInline(admin.TabularInline):
         return False
 
 
+def _plain_action(
+    service: Callable[..., Device], description: str, done: str
+) -> Callable[[DeviceAdmin, HttpRequest, QuerySet[Device]], None]:
+    """An admin action that applies ``service`` to each selected device, no questions asked."""
+
+    @admin.action(description=description, permissions=["change"])
+    def action(model_admin: DeviceAdmin, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        model_admin._each(
+            request,
+            queryset,
+            done,
+            lambda device, actor, ip: service(device=device, actor=actor, ip=ip),
+        )
+
+    return action
+
+
 @admin.register(Device)
 class DeviceAdmin(SecretFieldsAdmin):
     secret_fields = ("token_hash",)
@@ -149,32 +166,9 @@ class DeviceAdmin(SecretFieldsAdmin):
     def ip(self, device: Device) -> str:
         return device.ip
 
-    @admin.action(description="Approve (lifts a suspension)", permissions=["change"])
-    def approve(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        self._each(
-            request,
-            queryset,
-            "Approved",
-            lambda device, actor, ip: services.device_approve(device=device, actor=actor, ip=ip),
-        )
-
-    @admin.action(description="Reject", permissions=["change"])
-    def reject(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        self._each(
-            request,
-            queryset,
-            "Rejected",
-            lambda device, actor, ip: services.device_reject(device=device, actor=actor, ip=ip),
-        )
-
-    @admin.action(description="Revoke", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        self._each(
-            request,
-            queryset,
-            "Revoked",
-            lambda device, actor, ip: services.device_revoke(device=device, actor=actor, ip=ip),
-        )
+    approve = _plain_action(services.device_approve, "Approve (lifts a suspension)", "Approved")
+    reject = _plain_action(services.device_reject, "Reject", "Rejected")
+    revoke = _plain_action(services.device_revoke, "Revoke", "Revoked")
 
     @admin.action(description="Suspend…", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Device]) -> TemplateResponse | None:

@@ -11,6 +11,7 @@ illegal transition, 400 bad input, 401/403 not staff or not permitted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -99,98 +100,75 @@ class DeviceListApi(APIView):
         return Response({"object": "list", "data": self.OutputSerializer(devices, many=True).data})
 
 
-class DeviceApproveApi(APIView):
+def _action_schema(name: str, request: type[serializers.Serializer] | None = None) -> Any:
+    """The OpenAPI description of a device action, whose answer is the device."""
+    return extend_schema(
+        operation_id=f"admin_devices_{name}",
+        tags=["admin"],
+        request=request,
+        responses=DeviceOutputSerializer,
+    )
+
+
+# One transition of one device: its change permission, the device as the answer.
+# (No docstring: drf-spectacular would publish it as every action's description.)
+class _DeviceActionApi(APIView):
     required_ability = CHANGE_DEVICES
 
+    OutputSerializer = DeviceOutputSerializer
+
+    def _act(
+        self, request: Request, device_id: str, action: Callable[..., Device], **fields: Any
+    ) -> Response:
+        device = action(
+            device=device_get(device_id),
+            actor=_actor(request),
+            ip=client_ip_from_request(request),
+            **fields,
+        )
+        return Response(self.OutputSerializer(device).data)
+
+
+class DeviceApproveApi(_DeviceActionApi):
     @extend_schema_serializer(component_name="DeviceApproval")
     class InputSerializer(serializers.Serializer):
         tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
         user = serializers.CharField(required=False, max_length=services.MAX_OWNER_NAME_LENGTH)
 
-    OutputSerializer = DeviceOutputSerializer
-
-    @extend_schema(
-        operation_id="admin_devices_approve",
-        tags=["admin"],
-        request=InputSerializer,
-        responses=DeviceOutputSerializer,
-    )
+    @_action_schema("approve", InputSerializer)
     def post(self, request: Request, device_id: str) -> Response:
         data = _validated(self.InputSerializer, request.data)
-        device = services.device_approve(
-            device=device_get(device_id),
-            actor=_actor(request),
-            ip=client_ip_from_request(request),
+        return self._act(
+            request,
+            device_id,
+            services.device_approve,
             tier=data.get("tier"),
             owner_name=data.get("user"),
         )
-        return Response(self.OutputSerializer(device).data)
 
 
-class DeviceRejectApi(APIView):
-    required_ability = CHANGE_DEVICES
-
-    OutputSerializer = DeviceOutputSerializer
-
-    @extend_schema(
-        operation_id="admin_devices_reject",
-        tags=["admin"],
-        request=None,
-        responses=DeviceOutputSerializer,
-    )
+class DeviceRejectApi(_DeviceActionApi):
+    @_action_schema("reject")
     def post(self, request: Request, device_id: str) -> Response:
-        device = services.device_reject(
-            device=device_get(device_id),
-            actor=_actor(request),
-            ip=client_ip_from_request(request),
-        )
-        return Response(self.OutputSerializer(device).data)
+        return self._act(request, device_id, services.device_reject)
 
 
-class DeviceRevokeApi(APIView):
-    required_ability = CHANGE_DEVICES
-
-    OutputSerializer = DeviceOutputSerializer
-
-    @extend_schema(
-        operation_id="admin_devices_revoke",
-        tags=["admin"],
-        request=None,
-        responses=DeviceOutputSerializer,
-    )
+class DeviceRevokeApi(_DeviceActionApi):
+    @_action_schema("revoke")
     def post(self, request: Request, device_id: str) -> Response:
-        device = services.device_revoke(
-            device=device_get(device_id),
-            actor=_actor(request),
-            ip=client_ip_from_request(request),
-        )
-        return Response(self.OutputSerializer(device).data)
+        return self._act(request, device_id, services.device_revoke)
 
 
-class DeviceSuspendApi(APIView):
-    required_ability = CHANGE_DEVICES
-
+class DeviceSuspendApi(_DeviceActionApi):
     @extend_schema_serializer(component_name="DeviceSuspension")
     class InputSerializer(serializers.Serializer):
         # Positivity and the upper bound are the service's rules (one place).
         hours = serializers.FloatField()
         reason = serializers.CharField(max_length=services.MAX_REASON_LENGTH)
 
-    OutputSerializer = DeviceOutputSerializer
-
-    @extend_schema(
-        operation_id="admin_devices_suspend",
-        tags=["admin"],
-        request=InputSerializer,
-        responses=DeviceOutputSerializer,
-    )
+    @_action_schema("suspend", InputSerializer)
     def post(self, request: Request, device_id: str) -> Response:
         data = _validated(self.InputSerializer, request.data)
-        device = services.device_suspend(
-            device=device_get(device_id),
-            actor=_actor(request),
-            ip=client_ip_from_request(request),
-            hours=data["hours"],
-            reason=data["reason"],
+        return self._act(
+            request, device_id, services.device_suspend, hours=data["hours"], reason=data["reason"]
         )
-        return Response(self.OutputSerializer(device).data)

@@ -3,10 +3,22 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models
 
 from devices.tokens import new_device_id
 from gateway.core import clock
+
+
+def _staff_user_link() -> models.ForeignKey[AbstractBaseUser | None, AbstractBaseUser | None]:
+    """The staff user who acted, if any; kept as NULL when that user is deleted."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
 
 class OwnerAccount(models.Model):
@@ -58,13 +70,7 @@ class Device(models.Model):
     token_prefix = models.CharField(max_length=16, editable=False)
     created_at = models.DateTimeField()
     approved_at = models.DateTimeField(null=True, blank=True)
-    approved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    approved_by = _staff_user_link()
     last_seen_at = models.DateTimeField(null=True, blank=True)
     suspended_until = models.DateTimeField(null=True, blank=True)
     suspension_reason = models.CharField(max_length=500, blank=True, default="")
@@ -111,13 +117,7 @@ class AuditEvent(models.Model):
     actor = models.CharField(
         max_length=150, help_text="Staff username, or e.g. 'command:approve_device', 'system'."
     )
-    actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    actor_user = _staff_user_link()
     action = models.CharField(max_length=32, choices=Action.choices)
     device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="audit_events")
     changes = models.JSONField(

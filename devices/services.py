@@ -110,30 +110,14 @@ def device_approve(
         if owner_name is not None:
             locked.owner = _owner(owner_name, now)
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.APPROVE,
-        allowed={Status.PENDING_APPROVAL, Status.SUSPENDED},
-        apply=apply,
-    )
-    return device
+    return _staff_change(AuditEvent.Action.APPROVE, device=device, actor=actor, ip=ip, apply=apply)
 
 
 def device_reject(*, device: Device, actor: Actor, ip: str | None) -> Device:
     def apply(locked: Device, now: datetime) -> None:
         locked.status = Status.REJECTED
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.REJECT,
-        allowed={Status.PENDING_APPROVAL},
-        apply=apply,
-    )
-    return device
+    return _staff_change(AuditEvent.Action.REJECT, device=device, actor=actor, ip=ip, apply=apply)
 
 
 def device_suspend(
@@ -151,15 +135,7 @@ def device_suspend(
         locked.suspended_until = until
         locked.suspension_reason = reason
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.SUSPEND,
-        allowed={Status.APPROVED, Status.SUSPENDED},
-        apply=apply,
-    )
-    return device
+    return _staff_change(AuditEvent.Action.SUSPEND, device=device, actor=actor, ip=ip, apply=apply)
 
 
 def device_revoke(*, device: Device, actor: Actor, ip: str | None) -> Device:
@@ -167,15 +143,7 @@ def device_revoke(*, device: Device, actor: Actor, ip: str | None) -> Device:
         locked.status = Status.REVOKED
         _clear_suspension(locked)
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.REVOKE,
-        allowed={Status.PENDING_APPROVAL, Status.APPROVED, Status.SUSPENDED},
-        apply=apply,
-    )
-    return device
+    return _staff_change(AuditEvent.Action.REVOKE, device=device, actor=actor, ip=ip, apply=apply)
 
 
 def device_set_tier(*, device: Device, tier: str, actor: Actor, ip: str | None) -> Device:
@@ -184,15 +152,7 @@ def device_set_tier(*, device: Device, tier: str, actor: Actor, ip: str | None) 
     def apply(locked: Device, now: datetime) -> None:
         locked.tier = tier
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.SET_TIER,
-        allowed={Status.PENDING_APPROVAL, Status.APPROVED, Status.SUSPENDED},
-        apply=apply,
-    )
-    return device
+    return _staff_change(AuditEvent.Action.SET_TIER, device=device, actor=actor, ip=ip, apply=apply)
 
 
 def device_assign_owner(
@@ -204,15 +164,9 @@ def device_assign_owner(
     def apply(locked: Device, now: datetime) -> None:
         locked.owner = _owner(owner_name, now) if owner_name is not None else None
 
-    device, _ = _change(
-        device=device,
-        actor=actor,
-        ip=ip,
-        action=AuditEvent.Action.ASSIGN_OWNER,
-        allowed={Status.PENDING_APPROVAL, Status.APPROVED, Status.SUSPENDED},
-        apply=apply,
+    return _staff_change(
+        AuditEvent.Action.ASSIGN_OWNER, device=device, actor=actor, ip=ip, apply=apply
     )
-    return device
 
 
 def device_end_expired_suspensions(*, limit: int = 500) -> int:
@@ -258,6 +212,37 @@ def device_record_activity(*, seen: Mapping[str, tuple[datetime, str]], batch: i
 
 
 # --- Helpers -----------------------------------------------------------------
+
+_ANY_LIVE = frozenset({Status.PENDING_APPROVAL, Status.APPROVED, Status.SUSPENDED})
+# The workflow above: the effective statuses each staff action may start from.
+_ALLOWED_FROM: dict[str, frozenset[str]] = {
+    AuditEvent.Action.APPROVE: frozenset({Status.PENDING_APPROVAL, Status.SUSPENDED}),
+    AuditEvent.Action.REJECT: frozenset({Status.PENDING_APPROVAL}),
+    AuditEvent.Action.SUSPEND: frozenset({Status.APPROVED, Status.SUSPENDED}),
+    AuditEvent.Action.REVOKE: _ANY_LIVE,
+    AuditEvent.Action.SET_TIER: _ANY_LIVE,
+    AuditEvent.Action.ASSIGN_OWNER: _ANY_LIVE,
+}
+
+
+def _staff_change(
+    action: str,
+    *,
+    device: Device,
+    actor: Actor,
+    ip: str | None,
+    apply: Callable[[Device, datetime], None],
+) -> Device:
+    """An action of the workflow, from the statuses ``_ALLOWED_FROM`` gives it."""
+    device, _ = _change(
+        device=device,
+        actor=actor,
+        ip=ip,
+        action=action,
+        allowed=_ALLOWED_FROM[action],
+        apply=apply,
+    )
+    return device
 
 
 @transaction.atomic

@@ -80,17 +80,8 @@ class TOTPDeviceAdmin(SecretFieldsAdmin):
         "throttling_failure_timestamp",
         "throttling_failure_count",
     )
-    readonly_fields = (
-        "user",
-        "created_at",
-        "last_used_at",
-        "digits",
-        "step",
-        "tolerance",
-        "drift",
-        "throttling_failure_timestamp",
-        "throttling_failure_count",
-    )
+    # Staff may rename or disable an authenticator; nothing else.
+    readonly_fields = tuple(field for field in fields if field not in ("name", "confirmed"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a seed made here would have to be shown: enroll_totp instead

@@ -1,13 +1,14 @@
-"""What the device commands share: finding the device and one-line errors."""
+"""What the device commands share: finding the device, one-line errors, the plain actions."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from devices.models import Device
 from devices.selectors import device_get
@@ -43,3 +44,20 @@ def decimal_hours(value: str) -> Decimal:
 def describe(device: Device) -> str:
     owner = device.owner.name if device.owner is not None else "-"
     return f"{device.pk} ({device.name}): status {device.status}, tier {device.tier}, user {owner}"
+
+
+class PlainDeviceCommand(BaseCommand):
+    """A command that applies one service to the device given by id, with nothing to ask."""
+
+    service: ClassVar[Callable[..., Device]]
+    actor: ClassVar[str]  # "command:<its name>"
+    done: ClassVar[str]  # what it says before the device: "Rejected"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("device_id", metavar="ID")
+
+    def handle(self, *args: Any, device_id: str, **_: Any) -> None:
+        device = find_device(device_id)
+        with service_errors():
+            device = type(self).service(device=device, actor=self.actor, ip=None)
+        self.stdout.write(f"{self.done} {describe(device)}")

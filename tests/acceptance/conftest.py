@@ -8,7 +8,6 @@ reads the money back the way an operator would: ``budget_status``,
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -18,8 +17,7 @@ from tests.acceptance.budget import BUDGET_ENVIRONMENT
 from tests.acceptance.support import PROCESSES, SLACK_CHANNEL, SLACK_TOKEN, slack_environment
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.proxy.conftest import Gateway, free_token, gateway, paid_token, start_gateway  # noqa: F401
-from tests.support.processes import PrivateRedis
-from tests.usage.conftest import redis_settings
+from tests.usage.conftest import private_redis  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +28,7 @@ def _acceptance_slack() -> Iterator[FakeSlack]:
     try:
         yield fake
     finally:
-        fake.release()
-        fake.server.shutdown()
-        fake.server.server_close()
+        fake.stop()
 
 
 @pytest.fixture
@@ -47,17 +43,6 @@ def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
     settings.SLACK_BOT_TOKEN = SLACK_TOKEN
     settings.SLACK_CHANNEL = SLACK_CHANNEL
     return fake
-
-
-@pytest.fixture
-def private_redis(settings) -> Iterator[PrivateRedis]:
-    """A Redis of this test's own, for the gateways and for this process's commands."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis().start()
-    redis_settings(settings, server.url)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -16,9 +16,11 @@ from django.db import connections
 
 from tests.support.processes import ARTIFACTS
 from tests.support.staff import (  # noqa: F401  (fixtures)
+    STAFF_PASSWORD,
     fast_password_hashing,
     plain_user,
     staff_user,
+    totp_code,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,3 +90,15 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def log_in(page: Any, url: str, device: Any) -> None:
+    """Open the staff page ``url``, be sent to the login, log in as "ops" with
+    ``device``'s current code, and be sent back to ``url``."""
+    page.goto(url)
+    assert "/admin/login/" in page.url
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.fill("#id_otp_token", totp_code(device))
+    page.click("input[type=submit]")
+    page.wait_for_url(url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.test import Client
 
@@ -58,14 +60,19 @@ def send(client: Client, method: str, url: str, data: dict, headers: dict):
     return client.post(url, data, **headers)
 
 
+def sent_by_each_caller(token: str, requests: list[tuple[str, str, dict]]) -> Iterator[tuple]:
+    """Each of ``requests`` sent by each of ``callers``: (who, url, response)."""
+    for who, (client, headers) in callers(token).items():
+        for method, url, data in requests:
+            yield who, url, send(client, method, url, data, headers)
+
+
 def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(settings):
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
-    for who, (client, headers) in callers(token).items():
-        for method, url, data in dashboard_requests(device.pk):
-            response = send(client, method, url, data, headers)
-            assert response.status_code == 302, (who, url)
-            assert response["Location"].startswith("/admin/login/?next="), (who, url)
+    for who, url, response in sent_by_each_caller(token, dashboard_requests(device.pk)):
+        assert response.status_code == 302, (who, url)
+        assert response["Location"].startswith("/admin/login/?next="), (who, url)
     device.refresh_from_db()
     assert device.status == "pending_approval"
     assert not pause_state_get().is_paused
@@ -75,14 +82,9 @@ def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothin
 def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings):
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
-    for who, (client, headers) in callers(token).items():
-        for method, url, data in api_requests(device.pk):
-            response = send(client, method, url, data, headers)
-            assert response.status_code in (401, 403), (who, url, response.status_code)
-            assert response.json()["error"]["type"] in (
-                "authentication_error",
-                "permission_error",
-            )
+    for who, url, response in sent_by_each_caller(token, api_requests(device.pk)):
+        assert response.status_code in (401, 403), (who, url, response.status_code)
+        assert response.json()["error"]["type"] in ("authentication_error", "permission_error")
     device.refresh_from_db()
     assert device.status == "pending_approval"
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]

@@ -9,11 +9,11 @@ import pytest
 
 from gateway.core import clock
 from gateway.proxy.routes import seed_routes
-from tests.dashboard.conftest import screenshot
+from tests.dashboard.conftest import log_in, screenshot
 from tests.dashboard.support import record_usage, register_device
 from tests.proxy.conftest import provider_environment
 from tests.support.processes import wait_for
-from tests.support.staff import OPERATOR_PERMISSIONS, STAFF_PASSWORD, make_staff, totp_code
+from tests.support.staff import OPERATOR_PERMISSIONS, make_staff
 from usage.days import budget_day
 from usage.models import UsageRecord
 
@@ -69,16 +69,6 @@ def fill_ledger() -> None:
                 )
 
 
-def log_in(page, base_url: str, device) -> None:
-    page.goto(f"{base_url}/dashboard/")
-    assert "/admin/login/" in page.url
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", STAFF_PASSWORD)
-    page.fill("#id_otp_token", totp_code(device))
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{base_url}/dashboard/")
-
-
 def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_page):
     _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     registered = httpx.post(
@@ -94,7 +84,7 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     fill_ledger()
 
     page = browser_page
-    log_in(page, server.url, otp_device)
+    log_in(page, f"{server.url}/dashboard/", otp_device)
     pending = page.locator(f'#pending li[data-device-id="{device_id}"]')
     assert "Grace's workstation" in pending.inner_text()
     pending.get_by_role("button", name="Approve").click()
@@ -131,7 +121,7 @@ def test_the_dashboard_fits_a_phone_screen(server, browser_page):
     fill_ledger()
     page = browser_page
     page.set_viewport_size({"width": 390, "height": 844})
-    log_in(page, server.url, otp_device)
+    log_in(page, f"{server.url}/dashboard/", otp_device)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     box = page.locator("#by-day svg").bounding_box()
     assert box is not None and box["width"] <= 390

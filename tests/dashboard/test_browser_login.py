@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dashboard.conftest import screenshot
-from tests.support.staff import STAFF_PASSWORD, make_staff, totp_code
+from tests.dashboard.conftest import log_in, screenshot
+from tests.support.staff import STAFF_PASSWORD, make_staff
 
 
 @pytest.fixture
@@ -20,13 +20,7 @@ def server(gateway_servers):
 def test_staff_log_into_the_admin_with_a_totp_code_in_a_browser(server, browser_page):
     _, device = make_staff("ops", for_servers=True)
     page = browser_page
-    page.goto(f"{server.url}/admin/")
-    assert "/admin/login/" in page.url
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", STAFF_PASSWORD)
-    page.fill("#id_otp_token", totp_code(device))
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{server.url}/admin/")
+    log_in(page, f"{server.url}/admin/", device)
     assert page.title() == "Administration | Hanzo AI Gateway"
     screenshot(page, "admin.png")
     assert page.console_errors == []

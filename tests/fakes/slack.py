@@ -72,6 +72,12 @@ class FakeSlack:
         self.status, self.error = 200, None
         self.release()
 
+    def stop(self) -> None:
+        """Let held requests go, and close the server."""
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
     def wait_for_held(self, count: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -165,6 +171,4 @@ def fake_slack(settings: Any) -> Iterator[FakeSlack]:
     try:
         yield fake
     finally:
-        fake.release()
-        fake.server.shutdown()
-        fake.server.server_close()
+        fake.stop()

@@ -66,6 +66,15 @@ def openai_post(fake: FakeProvider, body: dict[str, Any], **kwargs: Any) -> http
     )
 
 
+def openai_stream(
+    fake: FakeProvider, body: dict[str, Any]
+) -> contextlib.AbstractContextManager[httpx.Response]:
+    headers = {"Authorization": f"Bearer {fake.keys['openai']}"}
+    return httpx.stream(
+        "POST", fake.openai_base_url + "/chat/completions", json=body, headers=headers
+    )
+
+
 def anthropic_headers(fake: FakeProvider) -> dict[str, str]:
     return {"x-api-key": fake.keys["anthropic"], "anthropic-version": "2023-06-01"}
 
@@ -142,12 +151,7 @@ def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider):
 
 def test_it_ends_openai_streams_with_a_done_line(provider):
     body = {"model": "m", "messages": user("[[tokens:2]]"), "stream": True}
-    with httpx.stream(
-        "POST",
-        provider.openai_base_url + "/chat/completions",
-        json=body,
-        headers={"Authorization": f"Bearer {provider.keys['openai']}"},
-    ) as response:
+    with openai_stream(provider, body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         data = [d for _, d in sse_events(list(response.iter_lines()))]
     assert data[-1] == "[DONE]"
@@ -638,12 +642,7 @@ def test_it_spaces_stream_chunks_for_slow_chunks(provider):
     body = {"model": "m", "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]")}
     body["stream"] = True
     arrivals: list[float] = []
-    with httpx.stream(
-        "POST",
-        provider.openai_base_url + "/chat/completions",
-        json=body,
-        headers={"Authorization": f"Bearer {provider.keys['openai']}"},
-    ) as response:
+    with openai_stream(provider, body) as response:
         for line in response.iter_lines():
             if '"content":"tok' in line:
                 arrivals.append(time.monotonic())

@@ -15,14 +15,13 @@ import urllib.request
 import boto3
 import pytest
 from django.core.management import CommandError, call_command
-from moto.server import ThreadedMotoServer
 
 from gateway.core import secrets_aws
 from gateway.core.logs import RedactingFormatter
 from gateway.core.store import read_versions
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_port, local_aws
 
 OLD_KEY = "old-openai-key-a1b2c3d4e5f6"
 NEW_KEY = "new-openai-key-f6e5d4c3b2a1"
@@ -123,11 +122,8 @@ async def test_a_loaded_key_is_masked_in_every_log_line(env_keys):
 
 @pytest.fixture(scope="module")
 def moto_server():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with local_aws() as url:
+        yield url
 
 
 @pytest.fixture

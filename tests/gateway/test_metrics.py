@@ -21,7 +21,7 @@ from gateway.core.metrics import REQUESTS, observe_request, render
 from tests.devices.conftest import fresh_store_clients
 from tests.fakes.slack import fake_slack
 from tests.support.processes import ROOT
-from tests.usage.test_outage import private_redis
+from tests.usage.conftest import private_redis
 from usage import limits
 
 __all__ = ["fake_slack", "fresh_store_clients", "private_redis"]  # fixtures

@@ -31,10 +31,15 @@ SHOW = (
 )
 
 
-def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
-    result = run_python(SHOW)
+def shown_settings(**env: str) -> dict:
+    """The settings SHOW prints, in a process started with ``env``."""
+    result = run_python(SHOW, **env)
     assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
+    shown = shown_settings()
     assert shown["profile"] == "embedded"
     assert shown["store"] == "memory"
     assert shown["engine"] == "django.db.backends.sqlite3"
@@ -61,14 +66,11 @@ def test_the_embedded_secret_key_is_generated_once_and_kept():
 
 
 def test_database_and_redis_urls_select_the_production_profile():
-    result = run_python(
-        SHOW,
+    shown = shown_settings(
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/hanzo",
         REDIS_URL="redis://127.0.0.1:6379/15",
         SECRET_KEY="x" * 50,
     )
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
     assert shown["profile"] == "production"
     assert shown["store"] == "redis"
     assert shown["engine"] == "django.db.backends.postgresql"

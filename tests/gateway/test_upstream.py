@@ -28,28 +28,11 @@ from tests.gateway.upstream_support import (
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import last_request as received
 from tests.gateway.upstream_support import stream_via as stream
+from tests.support.wire import OPENAI_CHAT_FIELDS
 
 # What each wire format may carry upstream; anything else would be a leak of
 # an unknown client parameter.
-OPENAI_FIELDS = {
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "stop",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "response_format",
-    "user",
-}
+OPENAI_FIELDS = set(OPENAI_CHAT_FIELDS)
 ANTHROPIC_FIELDS = {
     "model",
     "messages",

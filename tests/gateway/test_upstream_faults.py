@@ -20,6 +20,7 @@ from gateway.proxy.providers.base import (
     UpstreamTimeout,
     Usage,
 )
+from gateway.proxy.validation import ChatRequest
 from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
@@ -60,6 +61,18 @@ async def failure_of(call: Call) -> UpstreamError:
     return caught.value
 
 
+async def whole_reservation_failure(
+    name: str, request: ChatRequest, error: type[UpstreamError]
+) -> UpstreamError:
+    """``request`` to route ``name`` fails with exactly ``error`` and costs the whole
+    reservation; returns the failure."""
+    call = call_to(name, request)
+    failure = await failure_of(call)
+    assert type(failure) is error
+    assert call.billed == call.whole_bound
+    return failure
+
+
 # The provider says it did not process the request: SPEC's "what costs nothing".
 REFUSALS = [
     ("http_500", UpstreamError, 502, "upstream_error"),
@@ -94,11 +107,8 @@ async def test_each_refusal_maps_to_its_error_and_costs_nothing(
 async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault):
     # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
     for request in (directive(fault), streamed(fault)):
-        call = call_to(name, request)
-        failure = await failure_of(call)
-        assert type(failure) is UpstreamError
+        failure = await whole_reservation_failure(name, request, UpstreamError)
         assert (failure.status, failure.code) == (502, "upstream_error")
-        assert call.billed == call.whole_bound
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
@@ -107,9 +117,7 @@ async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_uns
 ):
     # The request reached the provider. Not streamed, it may have generated the
     # whole answer; streamed, it produced nothing before the drop.
-    answered = call_to(name, directive("drop"))
-    assert type(await failure_of(answered)) is UpstreamError
-    assert answered.billed == answered.whole_bound
+    await whole_reservation_failure(name, directive("drop"), UpstreamError)
     streamed_call = call_to(name, streamed("drop"))
     assert type(await failure_of(streamed_call)) is UpstreamError
     assert streamed_call.billed == Usage(streamed_call.outbound.input_bound, 0, False)
@@ -148,11 +156,8 @@ async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fak
     # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
     for request in (directive("slow", seconds=2), streamed("slow", seconds=2)):
-        call = call_to(name, request)
-        failure = await failure_of(call)
-        assert type(failure) is UpstreamTimeout
+        failure = await whole_reservation_failure(name, request, UpstreamTimeout)
         assert (failure.status, failure.code) == (504, "upstream_timeout")
-        assert call.billed == call.whole_bound
 
 
 async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(fake, settings):
@@ -174,9 +179,7 @@ async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_r
     fake, name
 ):
     # The half that arrived is never parsed: the output it holds is unseen.
-    call = call_to(name, directive("drop_mid_stream"))
-    assert type(await failure_of(call)) is UpstreamError
-    assert call.billed == call.whole_bound
+    await whole_reservation_failure(name, directive("drop_mid_stream"), UpstreamError)
 
 
 async def consume_until_error(events):

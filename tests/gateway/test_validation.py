@@ -13,6 +13,7 @@ from gateway.proxy.validation import (
     effective_max_tokens,
     parse_chat_request,
 )
+from tests.support.wire import OPENAI_CHAT_FIELDS
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -324,26 +325,7 @@ ODD_VALUES = [
     {"function": None},
     {"include_usage": None},
 ]
-FIELDS = [
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "stop",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "response_format",
-    "user",
-    "n",
-]
+FIELDS = [*OPENAI_CHAT_FIELDS, "n"]
 MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id"]
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import httpx
 
 from tests.conftest import gateway_environment
-from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_for
+from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_for, wait_until_healthy
 
 CAP = 4  # a small cap, given on each command line, so a test can reach it
 
@@ -29,16 +29,8 @@ def serving(command: list[str], port: int) -> Iterator[str]:
         command, cwd=ROOT, env=gateway_environment(), stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, "the server exited early"
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(healthy, timeout=30, what=" ".join(command[:4]))
+        wait_until_healthy(process, url, what=" ".join(command[:4]))
         yield url
     finally:
         process.terminate()

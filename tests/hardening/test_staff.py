@@ -87,6 +87,11 @@ def login_form(client: httpx.Client, username: str, password: str, code: str, ip
     return response.status_code
 
 
+def right_login(server: GatewayServer, username: str, otp_device: TOTPDevice, ip: str) -> int:
+    """The right password and current code, from a fresh browser at ``ip``."""
+    return attempt(server, username, STAFF_PASSWORD, totp_code(otp_device), ip)
+
+
 def attempt(server: GatewayServer, username: str, password: str, code: str, ip: str) -> int:
     """One login from a fresh browser at ``ip`` (see ``login_form``)."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -284,21 +289,9 @@ def test_twelve_addresses_of_one_ipv6_64_share_one_failure_count(server, clients
     ]
     # Each user name failed once: only the network's count can lock.
     assert statuses == [200] * (FAILURE_LIMIT - 1) + [429] * (12 - FAILURE_LIMIT + 1)
-    same_64 = login_form(
-        httpx.Client(base_url=server.url),
-        "ops",
-        STAFF_PASSWORD,
-        totp_code(otp_device),
-        "2001:db8:5:6:ffff:ffff:ffff:ffff",
-    )
+    same_64 = right_login(server, "ops", otp_device, "2001:db8:5:6:ffff:ffff:ffff:ffff")
     assert same_64 == 429
-    next_64 = login_form(
-        httpx.Client(base_url=server.url),
-        "ops",
-        STAFF_PASSWORD,
-        totp_code(otp_device),
-        "2001:db8:5:7::1",
-    )
+    next_64 = right_login(server, "ops", otp_device, "2001:db8:5:7::1")
     assert next_64 == 302
 
 
@@ -311,13 +304,9 @@ def test_a_user_name_is_locked_whatever_the_address(server):
     ]
     assert statuses == [200] * (FAILURE_LIMIT - 1) + [429] * (12 - FAILURE_LIMIT + 1)
     fresh = "203.0.113.50"
-    right = login_form(
-        httpx.Client(base_url=server.url), "ops", STAFF_PASSWORD, totp_code(ops_device), fresh
-    )
+    right = right_login(server, "ops", ops_device, fresh)
     assert right == 429
-    other = login_form(
-        httpx.Client(base_url=server.url), "dev", STAFF_PASSWORD, totp_code(dev_device), fresh
-    )
+    other = right_login(server, "dev", dev_device, fresh)
     assert other == 302
 
 
@@ -327,19 +316,11 @@ def test_logging_in_to_another_account_does_not_forget_the_guesses_at_a_user_nam
     here = "198.51.100.77"
     guesses = [attempt(server, "ops", "guess", "123456", here) for _ in range(FAILURE_LIMIT - 1)]
     assert guesses == [200] * (FAILURE_LIMIT - 1)
-    own = login_form(
-        httpx.Client(base_url=server.url), "mallory", STAFF_PASSWORD, totp_code(own_device), here
-    )
+    own = right_login(server, "mallory", own_device, here)
     assert own == 302
     last_guess = attempt(server, "ops", "guess", "123456", here)
     assert last_guess == 429
-    elsewhere = login_form(
-        httpx.Client(base_url=server.url),
-        "ops",
-        STAFF_PASSWORD,
-        totp_code(ops_device),
-        "203.0.113.51",
-    )
+    elsewhere = right_login(server, "ops", ops_device, "203.0.113.51")
     assert elsewhere == 429
 
 

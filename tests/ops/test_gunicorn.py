@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import gateway_environment
 from tests.ops.test_metrics_live import samples, value
-from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_for
+from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_until_healthy
 
 pytestmark = pytest.mark.production_only
 
@@ -43,15 +43,7 @@ def start_gunicorn(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, "gunicorn exited early"
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout=30, what="gunicorn")
+    wait_until_healthy(process, url, what="gunicorn")
     return process, url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -51,6 +52,15 @@ def post(
         content=content,
         headers=sent,
         timeout=30,
+    )
+
+
+def open_stream(
+    gateway: Gateway, body: Mapping[str, Any], token: str
+) -> AbstractContextManager[httpx.Response]:
+    """POST /v1/chat/completions, to be read as it arrives (``with open_stream(...) as r``)."""
+    return httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30
     )
 
 

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import httpx
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, post, remaining
 from usage.windows import BURST_SECONDS, DAY
 
@@ -81,16 +82,25 @@ def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
     assert len(ledger(2)) == 2
 
 
+def refused_worst_case(
+    gateway: Gateway, token: str, status: int, code: str
+) -> tuple[httpx.Response, dict[str, int]]:
+    """A 1000-token request is refused with ``status`` and ``code`` and takes nothing
+    from the limits; the refusal, and what remained before it (and still does)."""
+    before = remaining(gateway, token)
+    response = post(gateway, chat_body(max_tokens=1000), token=token)
+    assert_refused(response, status, code)
+    assert remaining(gateway, token) == before
+    return response, before
+
+
 def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_nothing(
     start_gateway, free_token
 ):
     # 30 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way:
     # the small request's worst case (about 230 tokens) fits, 1000 more do not.
     gateway = start_gateway(DEVICE_DAILY_BUDGET_USD_FREE="0.00003")
-    before = remaining(gateway, free_token)
-    response = post(gateway, chat_body(max_tokens=1000), token=free_token)
-    assert_refused(response, 429, "device_budget_exceeded")
-    assert remaining(gateway, free_token) == before
+    _, before = refused_worst_case(gateway, free_token, 429, "device_budget_exceeded")
     small = post(gateway, chat_body(max_tokens=10), token=free_token)
     assert small.status_code == 200
     assert int(small.headers["x-ratelimit-remaining-device"]) == before["device"] - 1
@@ -102,11 +112,8 @@ def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
 ):
     # 100 micro-dollars: 1000 tokens at 0.1 do not fit, 10 do.
     gateway = start_gateway(DAILY_BUDGET_USD="0.0001")
-    before = remaining(gateway, free_token)
-    refused = post(gateway, chat_body(max_tokens=1000), token=free_token)
-    assert_refused(refused, 503, "budget_exceeded")
+    refused, _ = refused_worst_case(gateway, free_token, 503, "budget_exceeded")
     assert int(refused.headers["retry-after"]) > 5  # it cannot fit today: the next budget day
-    assert remaining(gateway, free_token) == before
     # One large request never stops everyone else.
     assert post(gateway, chat_body(max_tokens=10), token=free_token).status_code == 200
     assert len(ledger(1)) == 1

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import gateway_environment
 from tests.proxy.conftest import ledger
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, local_aws
 
 OLD_KEY = "sk-fake-openai-rotation-old-0123456789"
 NEW_KEY = "sk-fake-openai-rotation-new-9876543210"
@@ -26,11 +25,8 @@ AWS = {
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with local_aws() as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.proxy.conftest import ledger
-from tests.proxy.support import bearer, chat_body, post, sse_events
+from tests.proxy.support import chat_body, open_stream, post, sse_events
 from tests.proxy.test_upstream_http import ROUTES, cost_usd
 from tests.support.processes import wait_for
 
@@ -61,13 +61,7 @@ def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_f
     content = "Count [[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
     body = chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}])
     received = []
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body,
-        headers=bearer(paid_token),
-        timeout=30,
-    ) as response:
+    with open_stream(gateway, body, paid_token) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if '"content":"tok' in line.replace(" ", ""):
@@ -132,13 +126,7 @@ def test_a_gateway_stopped_mid_stream_still_leaves_the_streams_usage_record(
 
     def read() -> None:
         try:
-            with httpx.stream(
-                "POST",
-                f"{gateway.url}/v1/chat/completions",
-                json=body,
-                headers=bearer(paid_token),
-                timeout=30,
-            ) as response:
+            with open_stream(gateway, body, paid_token) as response:
                 lines.extend(response.iter_lines())
         except httpx.HTTPError as error:
             lines.append(type(error).__name__)

@@ -1,4 +1,4 @@
-"""Real server processes for tests: gateway workers and a private redis-server."""
+"""Real server processes for tests: gateway workers, a private redis-server, local AWS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def local_aws() -> Iterator[str]:
+    """moto's server (Secrets Manager and the rest) on a free local port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 def wait_for(predicate, *, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,6 +59,19 @@ def wait_for(predicate, *, timeout: float, what: str) -> None:  # type: ignore[n
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, *, what: str) -> None:
+    """Wait (30 s at most) for ``url``'s /health to answer 200; fail if ``process`` exits."""
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"{what} exited early"
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=30, what=what)
 
 
 @dataclass

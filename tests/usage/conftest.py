@@ -70,6 +70,17 @@ def redis_settings(settings, url: str) -> None:
     }
 
 
+@pytest.fixture
+def private_redis(settings) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, with this process's settings pointing at it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis().start()
+    redis_settings(settings, server.url)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["memory", "redis"])
 def backend(request, settings, _private_redis):
     """The admission backend under test (``settings.GATEWAY_STORE`` follows it)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,8 +15,7 @@ from django.conf import settings as django_settings
 
 from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
-from tests.support.processes import ROOT, PrivateRedis
-from tests.usage.conftest import redis_settings
+from tests.support.processes import ROOT
 from usage import guard, limits
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
@@ -28,16 +26,6 @@ _ids = itertools.count()
 
 def request(device="dev-1", reserve=0):
     return AdmissionRequest(f"out-{next(_ids)}", device, "203.0.113.7", None, "free", reserve)
-
-
-@pytest.fixture
-def private_redis(settings):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis().start()
-    redis_settings(settings, server.url)
-    yield server
-    server.stop()
 
 
 def ledger(now, rows):

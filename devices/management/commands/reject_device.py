@@ -1,21 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandParser
-
-from devices.management.base import describe, find_device, service_errors
+from devices.management.base import PlainDeviceCommand
 from devices.services import device_reject
 
 
-class Command(BaseCommand):
+class Command(PlainDeviceCommand):
     help = "Reject a pending device (final)."
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("device_id", metavar="ID")
-
-    def handle(self, *args: Any, device_id: str, **_: Any) -> None:
-        device = find_device(device_id)
-        with service_errors():
-            device = device_reject(device=device, actor="command:reject_device", ip=None)
-        self.stdout.write(f"Rejected {describe(device)}")
+    service = staticmethod(device_reject)
+    actor = "command:reject_device"
+    done = "Rejected"
