@@ -150,8 +150,7 @@ async def measure(variant: Variant, admissions: int, round_number: int) -> None:
     admit_times: list[int] = []
     settle_times: list[int] = []
     for n in range(admissions):
-        plan = limits._plan(
-            now=clock.now(),
+        request = limits.AdmissionRequest(
             request_id=f"req_{variant.name}_{round_number}_{n}",
             device_id=f"dev_{n % 50}",
             ip="203.0.113.7",
@@ -159,6 +158,7 @@ async def measure(variant: Variant, admissions: int, round_number: int) -> None:
             tier="paid",
             reserve_micro_usd=2_000,
         )
+        plan = limits._plan(request, now=clock.now())
         started = time.perf_counter_ns()
         outcome = await backend.admit(plan)
         admitted = time.perf_counter_ns()

@@ -9,9 +9,9 @@ denominator) and rounded UP to a whole micro-dollar once per request, never
 per token or per part, so the ledger never undercharges and never compounds
 rounding.
 
-The reservation taken before forwarding uses ``worst_case_micro_usd``: the
-same formula at an upper bound of the input tokens (``input_token_bound``, from
-the exact upstream body) and the output cap, so it is never below the cost
+The reservation taken before forwarding is the same formula at an upper
+bound of the input tokens (``input_token_bound``, from the exact upstream
+body) and the output cap, so it is never below the cost
 the provider's usage can later produce (the cost is monotonic in both token
 counts and the rounding is the same).
 """
@@ -76,22 +76,6 @@ def cost_micro_usd(
     return -(-numerator // (in_denominator * out_denominator))  # rounded up
 
 
-def worst_case_micro_usd(
-    *,
-    input_bound_tokens: int,
-    max_output_tokens: int,
-    input_price: Decimal | int | str,
-    output_price: Decimal | int | str,
-) -> int:
-    """The reservation: an upper bound of ``cost_micro_usd`` for the request."""
-    return cost_micro_usd(
-        tokens_in=input_bound_tokens,
-        tokens_out=max_output_tokens,
-        input_price=input_price,
-        output_price=output_price,
-    )
-
-
 def input_token_bound(body: bytes, *, messages: int, tools: int = 0) -> int:
     """A true upper bound of the input tokens a provider can bill for ``body``.
 
@@ -114,5 +98,4 @@ __all__ = [
     "micro_to_usd",
     "usd_number",
     "usd_to_micro",
-    "worst_case_micro_usd",
 ]

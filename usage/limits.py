@@ -148,18 +148,8 @@ def pause_below_micro_usd() -> int:
     return micro_usd(floor)
 
 
-def _plan(
-    *,
-    now: float,
-    request_id: str,
-    device_id: str,
-    ip: str,
-    user_id: str | None,
-    tier: Tier,
-    reserve_micro_usd: int,
-    is_peek: bool = False,
-    expect: Expectation | None = None,
-) -> AdmitPlan:
+def _plan(request: AdmissionRequest, *, now: float, is_peek: bool = False) -> AdmitPlan:
+    tier, user_id = request.tier, request.user_id
     try:
         tier_limits = settings.RATE_LIMITS[tier]
     except KeyError:
@@ -175,23 +165,23 @@ def _plan(
     day = budget_day(now)
     return AdmitPlan(
         now=now,
-        request_id=request_id,
-        device_id=device_id,
-        keys=layer_keys(device_id, ip, user_id),
+        request_id=request.request_id,
+        device_id=request.device_id,
+        keys=layer_keys(request.device_id, request.ip, user_id),
         limits=limits,
         day_spec=DAY,
         burst_seconds=BURST_SECONDS,
         budget_day=day.isoformat(),
         budget_micro_usd=micro_usd(settings.DAILY_BUDGET_USD),
         device_cap_micro_usd=micro_usd(settings.DEVICE_DAILY_BUDGET_USD[tier]),
-        reserve_micro_usd=reserve_micro_usd,
+        reserve_micro_usd=request.reserve_micro_usd,
         pause_below_micro_usd=pause_below_micro_usd(),
         concurrency_limit=settings.MAX_CONCURRENT_REQUESTS[tier],
         process_id=liveness.process_id(),
         liveness_seconds=liveness.liveness_seconds(),
         next_day_at=day_end(day),
         is_peek=is_peek,
-        expect=expect,
+        expect=request.expect,
     )
 
 
@@ -257,16 +247,7 @@ async def admit(request: AdmissionRequest) -> Admission:
     backend = await _live_backend()
 
     async def attempt() -> Admission | None:
-        plan = _plan(
-            now=clock.now(),
-            request_id=request.request_id,
-            device_id=request.device_id,
-            ip=request.ip,
-            user_id=request.user_id,
-            tier=request.tier,
-            reserve_micro_usd=request.reserve_micro_usd,
-            expect=request.expect,
-        )
+        plan = _plan(request, now=clock.now())
         outcome = await backend.admit(plan)
         if outcome.status == "stale":
             raise StaleView()
@@ -308,18 +289,10 @@ async def layer_state(
 ) -> dict[LayerName, Layer]:
     """Limit, remaining and reset of each layer, without admitting (usage stats)."""
     backend = await _live_backend()
+    request = AdmissionRequest("", device_id, ip, user_id, tier, reserve_micro_usd=0)
 
     async def attempt() -> dict[LayerName, Layer] | None:
-        plan = _plan(
-            now=clock.now(),
-            request_id="",
-            device_id=device_id,
-            ip=ip,
-            user_id=user_id,
-            tier=tier,
-            reserve_micro_usd=0,
-            is_peek=True,
-        )
+        plan = _plan(request, now=clock.now(), is_peek=True)
         outcome = await backend.admit(plan)
         return None if outcome.status == "not_live" else _layers(plan, outcome)
 

@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from billing.pricing import worst_case_micro_usd
 from devices.auth import AuthenticatedDevice, authenticate, cached_device, record_use
 from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.tokens import end_user_id
@@ -164,13 +163,8 @@ async def _admit(
     upstream: Outbound,
     expect: limits.Expectation | None = None,
 ) -> tuple[Settlement, limits.Admission]:
-    route = upstream.route
-    worst_case = worst_case_micro_usd(
-        input_bound_tokens=upstream.input_bound,
-        max_output_tokens=upstream.max_tokens,
-        input_price=route.input_price_usd,
-        output_price=route.output_price_usd,
-    )
+    # The reservation: the request's bounds priced, never below what it can cost.
+    worst_case = upstream.route.cost_micro_usd(upstream.input_bound, upstream.max_tokens)
     admission = await limits.admit(
         limits.AdmissionRequest(
             request_id=request.request_id,

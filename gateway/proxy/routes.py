@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from billing.pricing import cost_micro_usd
 from gateway.core.errors import NotFound, PermissionDenied
 from gateway.core.loops import StampedCache
 from gateway.core.store import read_versions
@@ -123,6 +124,15 @@ class Route:
 
     def allows(self, tier: Tier) -> bool:
         return tier in self.tiers
+
+    def cost_micro_usd(self, tokens_in: int, tokens_out: int) -> int:
+        """What ``tokens_in`` and ``tokens_out`` cost on this route (``billing.pricing``)."""
+        return cost_micro_usd(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            input_price=self.input_price_usd,
+            output_price=self.output_price_usd,
+        )
 
 
 def _load_routes() -> dict[str, Route]:

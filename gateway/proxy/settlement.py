@@ -25,7 +25,7 @@ from typing import Any
 
 from billing import budget
 from billing.alerts import alert_budget_exhausted
-from billing.pricing import cost_micro_usd, micro_to_usd
+from billing.pricing import micro_to_usd
 from billing.services import budget_auto_pause
 from devices.auth import AuthenticatedDevice
 from gateway.core import clock, metrics
@@ -54,15 +54,6 @@ RETRY_MAX_SECONDS = 5.0
 
 def ledger_status(error: GatewayError) -> str:
     return STATUS_BY_CODE.get(error.code, "upstream_error")
-
-
-def cost_of(route: Route, usage: Usage) -> int:
-    return cost_micro_usd(
-        tokens_in=usage.tokens_in,
-        tokens_out=usage.tokens_out,
-        input_price=route.input_price_usd,
-        output_price=route.output_price_usd,
-    )
 
 
 class Settlement:
@@ -121,7 +112,7 @@ class Settlement:
     async def _record(self, status: str) -> int:
         route = self.route
         usage = self.usage = self.billed_usage()
-        cost = cost_of(route, usage)
+        cost = route.cost_micro_usd(usage.tokens_in, usage.tokens_out)
         cost_usd = micro_to_usd(cost)
         self.cost_text = f"{cost_usd:.6f}"
         self.log.update(

@@ -16,7 +16,6 @@ import httpx
 from django.conf import settings
 from django.core.management import call_command
 
-from billing.pricing import worst_case_micro_usd
 from devices.models import Device
 from devices.tokens import end_user_id, token_hash
 from gateway.models import ModelRoute
@@ -198,9 +197,4 @@ def worst_case(call: Call, max_tokens: int) -> int:
     request = parse_chat_request(json.dumps(call.body).encode())
     device = Device.objects.get(token_hash=token_hash(call.token))
     sent = outbound(route, request, max_tokens=max_tokens, end_user=end_user_id(device.pk))
-    return worst_case_micro_usd(
-        input_bound_tokens=sent.input_bound,
-        max_output_tokens=max_tokens,
-        input_price=route.input_price_usd,
-        output_price=route.output_price_usd,
-    )
+    return route.cost_micro_usd(sent.input_bound, max_tokens)

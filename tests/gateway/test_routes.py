@@ -279,3 +279,19 @@ async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_
     assert prepared.route.provider == "digitalocean"
     assert prepared.max_tokens == 512
     assert prepared.request.max_tokens is None
+
+
+def test_a_route_prices_tokens_with_its_own_prices_rounded_up_once():
+    route = routes.Route(
+        public_name="m",
+        provider="openai",
+        provider_model="m",
+        input_price_usd=Decimal("0.15"),
+        output_price_usd=Decimal("0.60"),
+        tiers=frozenset({"free"}),
+        created=0,
+    )
+    # 3 x 0.15 + 2 x 0.60 = 1.65 micro-dollars, rounded up to 2.
+    assert route.cost_micro_usd(3, 2) == 2
+    assert route.cost_micro_usd(1_000_000, 0) == 150_000
+    assert route.cost_micro_usd(0, 1_000_000) == 600_000

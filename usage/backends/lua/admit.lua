@@ -142,23 +142,21 @@ end
 
 -- 4. The device's daily dollar cap, 5. the global budget. A request whose
 -- worst case does not fit is refused and pauses nothing (SPEC section 2).
+-- Returns nil when the reservation fits the limit under ``key``, else
+-- whether the refusal is hard (settled spend alone leaves no room: waiting
+-- for requests in flight will not help).
 local reserve = tonumber(reserve_text)
-if cap > 0 then
-  local money = redis.call('HMGET', KEYS[4], 'spent', 'reserved')
+local function over(key, limit)
+  local money = redis.call('HMGET', key, 'spent', 'reserved')
   local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
-  if spent + reserved + reserve > cap then
-    local hard = 0
-    if spent + reserve > cap then hard = 1 end
-    return reply('refused', 'device_budget', hard, 0, nil, 0)
-  end
+  if spent + reserved + reserve <= limit then return nil end
+  if spent + reserve > limit then return 1 end
+  return 0
 end
-local money = redis.call('HMGET', KEYS[3], 'spent', 'reserved')
-local spent, reserved = tonumber(money[1]) or 0, tonumber(money[2]) or 0
-if spent + reserved + reserve > budget then
-  local hard = 0
-  if spent + reserve > budget then hard = 1 end
-  return reply('refused', 'budget', hard, 0, nil, 0)
-end
+local hard = cap > 0 and over(KEYS[4], cap)
+if hard then return reply('refused', 'device_budget', hard, 0, nil, 0) end
+hard = over(KEYS[3], budget)
+if hard then return reply('refused', 'budget', hard, 0, nil, 0) end
 
 -- Everything fits: take it all.
 for i, name in ipairs(names) do
