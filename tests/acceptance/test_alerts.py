@@ -29,7 +29,7 @@ def exhaust(gateway, token: str) -> None:
 
 def test_check_budget_sends_the_warning_once_and_never_repeats_the_exhausted_alert(
     budget_gateway, paid_token, slack, provider
-):
+) -> None:
     spend(budget_gateway, paid_token, 2)
     settled(2)  # $0.60 of $1.00: past the 50% warning
     call_command("check_budget")
@@ -56,7 +56,7 @@ def test_check_budget_sends_the_warning_once_and_never_repeats_the_exhausted_ale
 
 def test_an_exhausted_alert_that_slack_failed_is_sent_by_the_next_check_budget(
     budget_gateway, paid_token, slack
-):
+) -> None:
     spend(budget_gateway, paid_token, 3)
     settled(3)
     slack.fail_with_status(500)

@@ -46,7 +46,7 @@ pytestmark = pytest.mark.production_only  # budget_status reads the counters the
 
 def test_simultaneous_reservations_admit_only_what_fits_and_refusals_do_not_pause(
     budget_gateway, provider, paid_token
-):
+) -> None:
     worst = worst_case(big(paid_token), MAX_TOKENS)
     assert 3 * worst <= BUDGET < 4 * worst
 
@@ -82,7 +82,7 @@ def remaining_device(outcomes: list[Outcome]) -> list[int]:
 
 def test_a_devices_daily_dollar_cap_holds_under_simultaneous_requests(
     start_gateway, provider, make_device, settings, clock
-):
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("50")
     gateway = start_gateway(
         PROCESSES,
@@ -128,7 +128,7 @@ def _spent_by(device_id: str) -> Decimal:
     return ledger_cost(list(UsageRecord.objects.filter(device_id=device_id)))
 
 
-def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered_at: float):
+def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered_at: float) -> None:
     """503 service_paused, Retry-After reaching the end of the pause (the clock read around it)."""
     assert (outcome.status, outcome.code) == (503, "service_paused")
     retry_after = int(outcome.headers["retry-after"])
@@ -137,7 +137,7 @@ def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered
 
 def test_a_request_that_cannot_fit_is_refused_and_pauses_nothing(
     budget_gateway, provider, paid_token, clock
-):
+) -> None:
     for _ in range(3):  # about $0.30 each, really spent: $0.90 of $1.00
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200
@@ -159,7 +159,7 @@ def test_a_request_that_cannot_fit_is_refused_and_pauses_nothing(
 
 def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_budget_day(
     budget_gateway, provider, paid_token, slack, clock
-):
+) -> None:
     for _ in range(3):  # $0.90 of $1.00: $0.10 left, not less than the $0.05 floor
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200

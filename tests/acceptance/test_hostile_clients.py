@@ -67,7 +67,7 @@ def capped(start_gateway, make_device):
 
 def test_a_client_that_stops_reading_keeps_its_reservation_until_its_stream_is_ended(
     capped, provider, clock
-):
+) -> None:
     gateway, token = capped
     staller = RawClient(gateway.url)
     staller.post(stream_body(FLOOD), token)
@@ -88,7 +88,7 @@ def test_a_client_that_stops_reading_keeps_its_reservation_until_its_stream_is_e
     assert record.cost_usd <= Decimal("0.0012")
 
 
-def test_a_slow_first_token_keeps_its_reservation(capped, provider, clock):
+def test_a_slow_first_token_keeps_its_reservation(capped, provider, clock) -> None:
     gateway, token = capped
     waiting = threading.Thread(
         target=post,
@@ -108,7 +108,7 @@ def test_a_slow_first_token_keeps_its_reservation(capped, provider, clock):
 
 def test_a_pipelined_stream_reset_before_it_started_is_recorded_and_billed(
     start_gateway, provider, paid_token
-):
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     client = RawClient(gateway.url)
     big_answer = chat_body(messages=[{"role": "user", "content": FLOOD}])
@@ -154,7 +154,7 @@ def held_reservation(gateway: Gateway, provider: FakeProvider, body: dict, token
 
 
 @pytest.mark.production_only  # budget_status reads the counters the gateways share
-def test_a_large_json_schema_is_part_of_the_worst_case(start_gateway, provider, paid_token):
+def test_a_large_json_schema_is_part_of_the_worst_case(start_gateway, provider, paid_token) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"  # the worst honest tokenizer
     schema = {
@@ -178,7 +178,9 @@ def test_a_large_json_schema_is_part_of_the_worst_case(start_gateway, provider, 
 
 
 @pytest.mark.production_only
-def test_re_serialised_tool_calls_are_part_of_the_worst_case(start_gateway, provider, paid_token):
+def test_re_serialised_tool_calls_are_part_of_the_worst_case(
+    start_gateway, provider, paid_token
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     # Anthropic's tool_use input is JSON, re-encoded: 1E15 comes out as 1000000000000000.0.
@@ -208,7 +210,9 @@ def test_re_serialised_tool_calls_are_part_of_the_worst_case(start_gateway, prov
     assert record.tokens_in == bill.input_tokens and record.cost_usd <= reserved
 
 
-def test_large_schemas_at_once_never_spend_past_the_budget(start_gateway, provider, make_device):
+def test_large_schemas_at_once_never_spend_past_the_budget(
+    start_gateway, provider, make_device
+) -> None:
     provider.input_billing = "bytes"
     gateway = start_gateway(
         PROCESSES, DAILY_BUDGET_USD="2.00", MAX_CONCURRENT_REQUESTS_PAID="50", **HOSTILE
@@ -237,7 +241,7 @@ def test_large_schemas_at_once_never_spend_past_the_budget(start_gateway, provid
 
 def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
     start_gateway, provider, paid_token
-):
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     text = "word " * 18_000 + "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
@@ -260,7 +264,7 @@ def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
 )
 def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
     gateway, provider, paid_token, content, produced
-):
+) -> None:
     body = stream_body(content, model="deepseek-r1-distill-llama-70b")
     response = post(gateway, body, token=paid_token)
     assert response.status_code == 200 and '"error"' in response.text
@@ -277,7 +281,7 @@ def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 def test_a_200_that_cannot_be_parsed_is_billed_its_reported_input_and_the_whole_output_bound(
     gateway, provider, paid_token, kind
-):
+) -> None:
     provider.input_billing = "bytes"
     content = "word " * 30_000 + f"[[tokens:8000]] [[fault:broken_json:kind={kind}]]"
     response = post(
@@ -292,7 +296,7 @@ def test_a_200_that_cannot_be_parsed_is_billed_its_reported_input_and_the_whole_
     assert response.headers["x-request-cost-usd"] == f"{record.cost_usd:.6f}"
 
 
-def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, paid_token):
+def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, paid_token) -> None:
     gateway = start_gateway(1, UPSTREAM_TIMEOUT_SECONDS="0.5")
     content = "Hi [[tokens:300]] [[fault:slow:seconds=2]]"
     response = post(
@@ -311,7 +315,7 @@ def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, pai
 @pytest.mark.production_only  # the gateways' store is a Redis
 def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_ledger(
     start_gateway, provider, paid_token, private_redis
-):
+) -> None:
     # A Redis of its own: EVALSHA is refused there for everyone for a while.
     gateway = start_gateway(1, REDIS_URL=private_redis.url, **HOSTILE)
     store = redis.Redis.from_url(private_redis.url)
@@ -344,7 +348,7 @@ def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_
 @pytest.mark.parametrize("where", ["tools", "response_format", "messages"])
 def test_json_nested_deeper_than_64_levels_is_a_400_that_consumes_nothing(
     gateway, provider, paid_token, where
-):
+) -> None:
     deep: object = {}
     for _ in range(300):
         deep = {"a": deep}
@@ -369,7 +373,7 @@ def test_json_nested_deeper_than_64_levels_is_a_400_that_consumes_nothing(
 
 def test_a_device_with_its_tiers_requests_in_flight_is_refused_another(
     start_gateway, provider, free_token
-):
+) -> None:
     gateway = start_gateway(1, MAX_CONCURRENT_REQUESTS_FREE="2", **HOSTILE)
     provider.hold()
     held = [chat(free_token, "Hi [[fault:hold]]")] * 2

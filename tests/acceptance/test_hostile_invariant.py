@@ -136,7 +136,7 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
 
 def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record_each(
     start_gateway, provider, make_device, settings
-):
+) -> None:
     settings.DAILY_BUDGET_USD = BUDGET
     provider.input_billing = "bytes"
     gateway = start_gateway(2, **ENVIRONMENT)

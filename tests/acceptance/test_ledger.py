@@ -71,7 +71,7 @@ def mixed_traffic(paid: str, free: str) -> tuple[list[Call], dict[str, int]]:
 
 def test_after_concurrent_mixed_traffic_the_ledger_the_counters_and_the_report_agree(
     start_gateway, provider, paid_token, free_token
-):
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         UPSTREAM_TIMEOUT_SECONDS="2",

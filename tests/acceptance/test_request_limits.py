@@ -13,7 +13,7 @@ OTHER_IP = "198.51.100.20"
 
 def test_a_hundred_simultaneous_requests_from_one_device_admit_exactly_its_limit(
     start_gateway, provider, free_token
-):
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         RATE_LIMIT_FREE_DEVICE_PER_DAY="20",
@@ -49,7 +49,7 @@ def _stats(gateway, token: str, ip: str) -> dict:
 
 def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_untouched(
     start_gateway, make_device
-):
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         TRUSTED_PROXIES="127.0.0.1/32",
@@ -93,7 +93,9 @@ def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_
     ledger(6)
 
 
-def test_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(start_gateway, make_device):
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    start_gateway, make_device
+) -> None:
     gateway = start_gateway(
         PROCESSES, RATE_LIMIT_FREE_IP_PER_DAY="2", RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000"
     )

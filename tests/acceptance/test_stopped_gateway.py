@@ -21,7 +21,7 @@ from tests.proxy.conftest import ledger
 
 def test_a_stream_in_flight_when_its_worker_is_stopped_finishes_and_is_recorded(
     start_gateway, paid_token
-):
+) -> None:
     # A scenario name of its own: these servers are stopped, never shared.
     gateway = start_gateway(1, ACCEPTANCE_SCENARIO="stopped mid-stream")
     body = {
@@ -52,7 +52,7 @@ def test_a_stream_in_flight_when_its_worker_is_stopped_finishes_and_is_recorded(
 @pytest.mark.production_only  # budget_status reads the counters the gateways share
 def test_reservations_of_a_killed_worker_count_as_spent_once_it_is_silent(
     start_gateway, provider, paid_token, settings
-):
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("1.00")
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     environment = {

@@ -51,7 +51,7 @@ def _get(gateway, path: str, token: str, server: int) -> httpx.Response:
 
 def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_rebuilt_counters(
     start_gateway, private_redis, provider, free_token
-):
+) -> None:
     gateway = start_gateway(PROCESSES, REDIS_URL=private_redis.url, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}
     before = settled_spend(3)
@@ -87,7 +87,7 @@ def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_
 
 def test_flushing_redis_mid_day_rebuilds_the_spend_from_the_ledger_on_the_next_request(
     start_gateway, provider, free_token
-):
+) -> None:
     gateway = start_gateway(PROCESSES, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}
     before = settled_spend(3)

@@ -46,7 +46,7 @@ def _spend_today(clock, usd: str) -> None:
     forget_store_counters()
 
 
-def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack):
+def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack) -> None:
     assert alerts.alert_new_device(
         device_id="dev_123", name="Ana's laptop", platform="macos", ip="203.0.113.9"
     )
@@ -60,7 +60,7 @@ def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack):
     assert "xoxb" not in message.text
 
 
-def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack):
+def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack) -> None:
     alerts.alert_suspicious_device(device_id="dev_9", name="kiosk", reason="used from 21 IPs today")
     assert alerts.drain()
     (text,) = fake_slack.texts()
@@ -68,7 +68,7 @@ def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack):
     assert "/admin/devices/device/dev_9/change/" in text
 
 
-def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack):
+def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack) -> None:
     leaky = f"{SESSION_TOKEN} {PROVIDER_KEY} {TOKEN_HASH} Bearer {SESSION_TOKEN}"
     alerts.alert_new_device(device_id="dev_1", name=leaky, platform=leaky, ip="198.51.100.1")
     alerts.alert_suspicious_device(device_id="dev_1", name=leaky, reason=f"token {SESSION_TOKEN}")
@@ -80,7 +80,7 @@ def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack):
         assert SESSION_TOKEN[4:] not in text and PROVIDER_KEY[3:] not in text
 
 
-def test_a_device_name_cannot_forge_a_slack_link(fake_slack):
+def test_a_device_name_cannot_forge_a_slack_link(fake_slack) -> None:
     alerts.alert_new_device(
         device_id="dev_1", name="<https://evil.example|Approve>", platform="x", ip="192.0.2.1"
     )
@@ -91,7 +91,7 @@ def test_a_device_name_cannot_forge_a_slack_link(fake_slack):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_budget_warning_is_sent_once_per_budget_day(fake_slack, clock, settings):
+def test_the_budget_warning_is_sent_once_per_budget_day(fake_slack, clock, settings) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     settings.BUDGET_WARNING_PERCENT = 80
     _spend_today(clock, "7.99")
@@ -108,7 +108,7 @@ def test_the_budget_warning_is_sent_once_per_budget_day(fake_slack, clock, setti
 @pytest.mark.django_db(transaction=True)
 def test_the_exhausted_alert_is_sent_once_when_spend_reaches_the_budget(
     fake_slack, clock, settings
-):
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     _spend_today(clock, "8.5")
     _check_budget()
@@ -128,7 +128,7 @@ def test_the_exhausted_alert_is_sent_once_when_spend_reaches_the_budget(
 @pytest.mark.django_db(transaction=True)
 def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_short_of_it(
     fake_slack, clock, settings
-):
+) -> None:
     # The gateway pauses when a worst case no longer fits, with spend still
     # under the budget; if Slack was down then, cron must still send it.
     settings.DAILY_BUDGET_USD = Decimal("1")
@@ -144,7 +144,7 @@ def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_s
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_next_budget_day_gets_its_own_alerts(fake_slack, clock, settings):
+def test_the_next_budget_day_gets_its_own_alerts(fake_slack, clock, settings) -> None:
     settings.DAILY_BUDGET_USD = Decimal("1")
     _spend_today(clock, "0.9")
     _check_budget()
@@ -156,7 +156,7 @@ def test_the_next_budget_day_gets_its_own_alerts(fake_slack, clock, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_check_budget_from_several_processes_at_once_sends_one_alert(fake_slack, clock):
+def test_check_budget_from_several_processes_at_once_sends_one_alert(fake_slack, clock) -> None:
     _spend_today(clock, "45")  # 90% of the default 50 USD budget
     env = gateway_environment(
         SLACK_API_URL=fake_slack.api_url,
@@ -183,7 +183,7 @@ def test_check_budget_from_several_processes_at_once_sends_one_alert(fake_slack,
 @pytest.mark.django_db(transaction=True)
 def test_a_slack_outage_fails_nobody_and_the_alert_is_retried_later(
     fake_slack, clock, settings, caplog
-):
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     _spend_today(clock, "9")
     fake_slack.fail_with_status(500)
@@ -197,7 +197,7 @@ def test_a_slack_outage_fails_nobody_and_the_alert_is_retried_later(
     assert len(fake_slack.texts()) == 1
 
 
-def test_a_slack_error_answer_is_logged_not_raised(fake_slack, caplog):
+def test_a_slack_error_answer_is_logged_not_raised(fake_slack, caplog) -> None:
     fake_slack.fail_with_error("channel_not_found")
     assert alerts.alert_new_device(device_id="d", name="n", platform="p", ip="192.0.2.1")
     assert alerts.drain()
@@ -208,7 +208,7 @@ def test_a_slack_error_answer_is_logged_not_raised(fake_slack, caplog):
     assert len(fake_slack.texts()) == 1
 
 
-def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(fake_slack, caplog):
+def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(fake_slack, caplog) -> None:
     fake_slack.hold()
     assert alerts.alert_new_device(device_id="d0", name="first", platform="p", ip="192.0.2.1")
     fake_slack.wait_for_held(1)  # the worker is stuck inside Slack now...
@@ -225,7 +225,7 @@ def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(fake_slack,
     assert len(fake_slack.texts()) == 1 + alerts.QUEUE_SIZE
 
 
-def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
+def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog) -> None:
     settings.SLACK_BOT_TOKEN = ""
     caplog.set_level(logging.WARNING, logger="billing.alerts")
     alerts.alert_new_device(device_id="dev_5", name="tablet", platform="ios", ip="192.0.2.5")
@@ -235,7 +235,7 @@ def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_registering_a_device_alerts_slack_once_without_its_token(fake_slack, client):
+def test_registering_a_device_alerts_slack_once_without_its_token(fake_slack, client) -> None:
     response = client.post(
         "/v1/devices/register",
         {"deviceName": "Ana's phone", "platform": "ios", "version": "1.2.0"},

@@ -58,7 +58,7 @@ def send(client: Client, method: str, url: str, data: dict, headers: dict):
     return client.post(url, data, **headers)
 
 
-def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(settings):
+def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, (client, headers) in callers(token).items():
@@ -72,7 +72,7 @@ def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothin
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings):
+def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, (client, headers) in callers(token).items():
@@ -88,7 +88,7 @@ def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings)
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_verified_staff_are_served_by_both(settings, staff_user):
+def test_verified_staff_are_served_by_both(settings, staff_user) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, otp_device = staff_user
     device, _ = register_device()

@@ -79,7 +79,7 @@ def log_in(page, base_url: str, device) -> None:
     page.wait_for_url(f"{base_url}/dashboard/")
 
 
-def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_page):
+def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_page) -> None:
     _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     registered = httpx.post(
         f"{server.url}/v1/devices/register",
@@ -125,7 +125,7 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert page.console_errors == []
 
 
-def test_the_dashboard_fits_a_phone_screen(server, browser_page):
+def test_the_dashboard_fits_a_phone_screen(server, browser_page) -> None:
     _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     register_device("Grace's phone")
     fill_ledger()

@@ -17,7 +17,7 @@ def server(gateway_servers):
     )[0]
 
 
-def test_staff_log_into_the_admin_with_a_totp_code_in_a_browser(server, browser_page):
+def test_staff_log_into_the_admin_with_a_totp_code_in_a_browser(server, browser_page) -> None:
     _, device = make_staff("ops", for_servers=True)
     page = browser_page
     page.goto(f"{server.url}/admin/")
@@ -32,7 +32,7 @@ def test_staff_log_into_the_admin_with_a_totp_code_in_a_browser(server, browser_
     assert page.console_errors == []
 
 
-def test_a_wrong_code_keeps_the_browser_on_the_login_page(server, browser_page):
+def test_a_wrong_code_keeps_the_browser_on_the_login_page(server, browser_page) -> None:
     make_staff("ops", for_servers=True)
     page = browser_page
     page.goto(f"{server.url}/admin/login/")

@@ -30,7 +30,7 @@ def auth_failures(monkeypatch):
     return recorded
 
 
-async def test_a_bearer_token_alone_identifies_an_approved_device(make_device):
+async def test_a_bearer_token_alone_identifies_an_approved_device(make_device) -> None:
     registered = await in_thread(make_device)("approved", tier="paid", owner="acme")
     device = await authenticate(registered.bearer(), ip=IP)
     owner = await in_thread(lambda: registered.device.owner)()
@@ -44,7 +44,7 @@ async def test_a_bearer_token_alone_identifies_an_approved_device(make_device):
     )
 
 
-async def test_the_device_id_and_session_token_pair_works_too(make_device):
+async def test_the_device_id_and_session_token_pair_works_too(make_device) -> None:
     registered = await in_thread(make_device)("approved")
     device = await authenticate(registered.pair(), ip=IP)
     assert (device.id, device.owner_id, device.owner_name) == (registered.id, None, None)
@@ -70,7 +70,7 @@ async def test_the_device_id_and_session_token_pair_works_too(make_device):
 )
 async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guard(
     make_device, auth_failures, headers
-):
+) -> None:
     registered = await in_thread(make_device)("approved")
     filled = {
         name: value.format(token=registered.token, id=registered.id)
@@ -83,7 +83,7 @@ async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guar
     assert auth_failures == [IP]
 
 
-async def test_a_token_with_another_devices_id_is_refused(make_device, auth_failures):
+async def test_a_token_with_another_devices_id_is_refused(make_device, auth_failures) -> None:
     mine = await in_thread(make_device)("approved")
     other = await in_thread(make_device)("approved")
     headers = {"x-device-id": other.id, "x-session-token": mine.token}
@@ -96,7 +96,7 @@ async def test_a_token_with_another_devices_id_is_refused(make_device, auth_fail
     assert (await authenticate(mine.pair(), ip=IP)).id == mine.id
 
 
-async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures):
+async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures) -> None:
     registered = await in_thread(make_device)("revoked")
     with pytest.raises(AuthenticationFailed):
         await authenticate(registered.bearer(), ip=IP)
@@ -109,7 +109,7 @@ async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures):
 )
 async def test_pending_and_rejected_devices_get_their_403(
     make_device, auth_failures, status, error
-):
+) -> None:
     registered = await in_thread(make_device)(status)
     with pytest.raises(error) as refused:
         await authenticate(registered.bearer(), ip=IP)
@@ -121,7 +121,7 @@ async def test_pending_and_rejected_devices_get_their_403(
 
 async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension_ends(
     make_device, clock
-):
+) -> None:
     registered = await in_thread(make_device)("suspended")
     until = registered.device.suspended_until.strftime("%Y-%m-%dT%H:%M:%SZ")
     with pytest.raises(DeviceSuspended) as refused:
@@ -140,7 +140,7 @@ async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension
 
 async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
     make_device, count_queries
-):
+) -> None:
     registered = await in_thread(make_device)("approved")
     count_queries.clear()
     await authenticate(registered.pair(), ip=IP)
@@ -177,7 +177,9 @@ async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
         ),
     ],
 )
-async def test_every_change_is_seen_on_the_next_request_despite_the_cache(make_device, change):
+async def test_every_change_is_seen_on_the_next_request_despite_the_cache(
+    make_device, change
+) -> None:
     registered = await in_thread(make_device)("approved")
     for _ in range(3):
         before = await authenticate(registered.bearer(), ip=IP)
@@ -191,7 +193,7 @@ async def test_every_change_is_seen_on_the_next_request_despite_the_cache(make_d
 
 async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
     make_device, count_queries
-):
+) -> None:
     # The first lookup finds the device id in the row it read; only later
     # lookups can read the version before the row (see devices.auth).
     registered = await in_thread(make_device)("approved")
@@ -205,7 +207,7 @@ async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
 
 async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
     make_device, count_queries, monkeypatch
-):
+) -> None:
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.pair(), ip=IP)
     monkeypatch.setattr(services, "CACHE_MAX_AGE_SECONDS", 0)
@@ -216,7 +218,7 @@ async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
 
 
 @pytest.mark.production_only
-async def test_redis_down_is_a_503_not_a_stale_answer(make_device, settings):
+async def test_redis_down_is_a_503_not_a_stale_answer(make_device, settings) -> None:
     from tests.support.processes import free_port
 
     registered = await in_thread(make_device)("approved")

@@ -42,7 +42,7 @@ def command(*args: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def test_a_new_device_is_refused_until_the_approve_command(gateway_servers):
+def test_a_new_device_is_refused_until_the_approve_command(gateway_servers) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error = error_of(me(server, token), 403, "device_pending_approval")
@@ -53,7 +53,7 @@ def test_a_new_device_is_refused_until_the_approve_command(gateway_servers):
     assert response.json() == {"id": device_id, "status": "approved", "tier": "paid"}
 
 
-def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, admin_client):
+def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, admin_client) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -64,7 +64,7 @@ def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, ad
     assert me(server, token).status_code == 200
 
 
-def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers, staff_api):
+def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers, staff_api) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -77,7 +77,9 @@ def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers,
     assert me(server, token).json()["status"] == "approved"
 
 
-def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(gateway_servers, clock):
+def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(
+    gateway_servers, clock
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     command("approve_device", device_id)
@@ -96,7 +98,7 @@ def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(gateway_
     assert response.json()["status"] == "approved"
 
 
-def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers):
+def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     command("approve_device", device_id)
@@ -108,7 +110,7 @@ def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers):
+def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers) -> None:
     servers = gateway_servers(count=2)
     device_id, token = register(servers[0])
     command("approve_device", device_id)
@@ -120,7 +122,9 @@ def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers):
         error_of(me(server, token), 401, "invalid_credentials")
 
 
-def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(gateway_servers):
+def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(
+    gateway_servers,
+) -> None:
     (server,) = gateway_servers()
     mine_id, mine = register(server)
     other_id, _ = register(server)
@@ -139,7 +143,7 @@ def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(g
     assert len(messages) == 1  # one generic message whatever the reason
 
 
-def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_servers):
+def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_servers) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0)
@@ -159,7 +163,7 @@ def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_se
 
 def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
     gateway_servers, admin_client, staff_api, clock
-):
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     digest = Device.objects.get(pk=device_id).token_hash
@@ -199,7 +203,7 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
     assert digest not in everything
 
 
-def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers):
+def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers) -> None:
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
     if not settings.REDIS_URL:
         unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
@@ -210,7 +214,7 @@ def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device):
+def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device) -> None:
     (server,) = gateway_servers(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     registered = make_device("approved")
     response = me(server, **registered.pair())
@@ -225,7 +229,7 @@ def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device):
     error_of(refused, 503, "service_unavailable")
 
 
-def test_last_seen_is_kept_in_memory_and_written_at_shutdown(gateway_servers):
+def test_last_seen_is_kept_in_memory_and_written_at_shutdown(gateway_servers) -> None:
     (server,) = gateway_servers(DEVICES_TEST_SERVER="stopped-by-this-test")
     device_id, token = register(server)
     command("approve_device", device_id)

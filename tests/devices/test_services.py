@@ -60,7 +60,7 @@ WORKFLOW = {
 
 
 @pytest.mark.parametrize(("before", "action"), list(WORKFLOW))
-def test_the_workflow_allows_only_its_transitions(make_device, before, action):
+def test_the_workflow_allows_only_its_transitions(make_device, before, action) -> None:
     device = make_device(before).device
     events_before = AuditEvent.objects.filter(device=device).count()
     expected = WORKFLOW[(before, action)]
@@ -79,7 +79,7 @@ def test_the_workflow_allows_only_its_transitions(make_device, before, action):
         assert AuditEvent.objects.filter(device=device).count() == events_before + 1
 
 
-def test_registration_stores_only_the_keyed_hash_and_a_display_prefix():
+def test_registration_stores_only_the_keyed_hash_and_a_display_prefix() -> None:
     device, token = services.device_register(
         name="Ada's laptop", platform="macos", version="1.0", ip="203.0.113.7"
     )
@@ -92,17 +92,17 @@ def test_registration_stores_only_the_keyed_hash_and_a_display_prefix():
     assert all(token not in value for value in values)
 
 
-def test_registering_twice_creates_two_pending_devices_with_different_tokens():
+def test_registering_twice_creates_two_pending_devices_with_different_tokens() -> None:
     first = services.device_register(name="a", platform="p", version="1", ip="203.0.113.7")
     second = services.device_register(name="a", platform="p", version="1", ip="203.0.113.7")
     assert first[0].pk != second[0].pk
     assert first[1] != second[1]
 
 
-def test_the_new_device_signal_is_sent_once_on_commit(django_capture_on_commit_callbacks):
+def test_the_new_device_signal_is_sent_once_on_commit(django_capture_on_commit_callbacks) -> None:
     received = []
 
-    def receiver(sender, device, **kwargs):
+    def receiver(sender, device, **kwargs) -> None:
         received.append(device.pk)
 
     device_registered.connect(receiver)
@@ -121,7 +121,7 @@ def test_the_new_device_signal_is_sent_once_on_commit(django_capture_on_commit_c
 
 def test_a_failing_new_device_receiver_does_not_fail_the_registration(
     django_capture_on_commit_callbacks,
-):
+) -> None:
     def broken(sender, device, **kwargs):
         raise ConnectionError("slack is down")
 
@@ -136,7 +136,9 @@ def test_a_failing_new_device_receiver_does_not_fail_the_registration(
         device_registered.disconnect(broken)
 
 
-def test_every_change_is_audited_with_actor_ip_time_and_before_after(make_device, admin_user):
+def test_every_change_is_audited_with_actor_ip_time_and_before_after(
+    make_device, admin_user
+) -> None:
     device = make_device().device
     services.device_approve(
         device=device, actor=admin_user, ip="198.51.100.4", tier="paid", owner_name="acme"
@@ -158,21 +160,21 @@ def test_every_change_is_audited_with_actor_ip_time_and_before_after(make_device
     assert register_event.actor == "client" and register_event.ip == "203.0.113.7"
 
 
-def test_a_command_actor_is_recorded_by_name_without_a_user(make_device):
+def test_a_command_actor_is_recorded_by_name_without_a_user(make_device) -> None:
     device = make_device().device
     services.device_reject(device=device, actor="command:reject_device", ip=None)
     event = AuditEvent.objects.filter(device=device, action="reject").get()
     assert (event.actor, event.actor_user, event.ip) == ("command:reject_device", None, None)
 
 
-def test_a_change_to_the_same_value_writes_nothing(make_device):
+def test_a_change_to_the_same_value_writes_nothing(make_device) -> None:
     device = make_device("approved", tier="paid").device
     count = AuditEvent.objects.count()
     services.device_set_tier(device=device, tier="paid", actor="test", ip=None)
     assert AuditEvent.objects.count() == count
 
 
-def test_assigning_an_owner_creates_the_account_once_and_can_remove_it(make_device):
+def test_assigning_an_owner_creates_the_account_once_and_can_remove_it(make_device) -> None:
     first = make_device("approved").device
     second = make_device("approved").device
     services.device_assign_owner(device=first, owner_name="acme", actor="test", ip=None)
@@ -185,7 +187,7 @@ def test_assigning_an_owner_creates_the_account_once_and_can_remove_it(make_devi
     assert first.owner is None
 
 
-def test_a_suspension_lasts_the_given_hours_fractions_included(make_device):
+def test_a_suspension_lasts_the_given_hours_fractions_included(make_device) -> None:
     device = make_device("approved").device
     before = clock.utcnow()
     suspended = services.device_suspend(
@@ -199,25 +201,25 @@ def test_a_suspension_lasts_the_given_hours_fractions_included(make_device):
 
 
 @pytest.mark.parametrize("hours", [0, -1, "abc", float("nan"), float("inf"), 10**9, True])
-def test_a_suspension_needs_a_positive_sensible_number_of_hours(make_device, hours):
+def test_a_suspension_needs_a_positive_sensible_number_of_hours(make_device, hours) -> None:
     device = make_device("approved").device
     with pytest.raises(InvalidRequest):
         services.device_suspend(device=device, actor="test", ip=None, hours=hours, reason="x")
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "x" * 501, "bad\x00reason"])
-def test_a_suspension_needs_a_printable_reason(make_device, reason):
+def test_a_suspension_needs_a_printable_reason(make_device, reason) -> None:
     device = make_device("approved").device
     with pytest.raises(InvalidRequest):
         services.device_suspend(device=device, actor="test", ip=None, hours=1, reason=reason)
 
 
-def test_an_unknown_tier_is_refused(make_device):
+def test_an_unknown_tier_is_refused(make_device) -> None:
     with pytest.raises(InvalidRequest):
         services.device_set_tier(device=make_device().device, tier="gold", actor="t", ip=None)
 
 
-def test_approving_a_suspended_device_lifts_the_suspension(make_device):
+def test_approving_a_suspended_device_lifts_the_suspension(make_device) -> None:
     device = make_device("suspended").device
     approved = services.device_approve(device=device, actor="test", ip=None)
     assert approved.status == "approved"
@@ -230,7 +232,9 @@ def test_approving_a_suspended_device_lifts_the_suspension(make_device):
     assert event.changes["suspension_reason"]["after"] is None
 
 
-def test_an_expired_suspension_has_ended_and_housekeeping_records_it_once(make_device, clock):
+def test_an_expired_suspension_has_ended_and_housekeeping_records_it_once(
+    make_device, clock
+) -> None:
     device = make_device("suspended").device
     assert device.effective_status(clock_now()) == "suspended"
     assert services.device_end_expired_suspensions() == 0
@@ -245,7 +249,7 @@ def test_an_expired_suspension_has_ended_and_housekeeping_records_it_once(make_d
     assert (event.action, event.actor) == ("suspension_ended", "system")
 
 
-def test_an_expired_suspension_counts_as_approved_for_the_workflow(make_device, clock):
+def test_an_expired_suspension_counts_as_approved_for_the_workflow(make_device, clock) -> None:
     device = make_device("suspended").device
     clock.advance(2 * 3600 + 1)
     with pytest.raises(InvalidTransition):
@@ -256,14 +260,16 @@ def test_an_expired_suspension_counts_as_approved_for_the_workflow(make_device, 
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_committed_change_bumps_the_device_version(make_device_async, fresh_store_clients):
+async def test_a_committed_change_bumps_the_device_version(
+    make_device_async, fresh_store_clients
+) -> None:
     registered = await make_device_async("approved")
     before = await read_versions(registered.id)
     await _revoke(registered.device)
     assert await read_versions(registered.id) != before
 
 
-def test_activity_never_moves_last_seen_backwards(make_device):
+def test_activity_never_moves_last_seen_backwards(make_device) -> None:
     device = make_device("approved").device
     now = clock.utcnow()
     services.device_record_activity(seen={device.pk: (now, "198.51.100.1")})
@@ -277,7 +283,7 @@ def clock_now():
     return clock.utcnow()
 
 
-async def _revoke(device):
+async def _revoke(device) -> None:
     await in_thread(services.device_revoke)(device=device, actor="test", ip=None)
 
 

@@ -43,7 +43,7 @@ def staff(settings, staff_user):
     return verified_client(*staff_user)
 
 
-def test_current_blocks_are_listed_with_a_lift_button(guard, staff):
+def test_current_blocks_are_listed_with_a_lift_button(guard, staff) -> None:
     page = staff.get("/admin/ip-blocks/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -53,7 +53,7 @@ def test_current_blocks_are_listed_with_a_lift_button(guard, staff):
     assert "10 min" in html
 
 
-def test_lifting_a_block_calls_the_guard(guard, staff):
+def test_lifting_a_block_calls_the_guard(guard, staff) -> None:
     response = staff.post("/admin/ip-blocks/", {"ip": "198.51.100.7"}, follow=True)
     assert "Lifted the block on 198.51.100.7." in response.content.decode()
     assert "198.51.100.7" not in guard
@@ -61,12 +61,12 @@ def test_lifting_a_block_calls_the_guard(guard, staff):
     assert "198.51.100.7 was not blocked." in again.content.decode()
 
 
-def test_the_admin_index_and_the_dashboard_link_to_the_page(guard, staff):
+def test_the_admin_index_and_the_dashboard_link_to_the_page(guard, staff) -> None:
     assert 'href="/admin/ip-blocks/"' in staff.get("/admin/").content.decode()
     assert 'href="/admin/ip-blocks/"' in staff.get("/dashboard/").content.decode()
 
 
-def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_user):
+def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_user) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     for client in (Client(), verified_client(plain_user, None), verified_client(user, None)):
@@ -75,7 +75,7 @@ def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_
     assert "198.51.100.7" in guard
 
 
-def test_blocks_from_real_authentication_failures_can_be_lifted(settings, staff):
+def test_blocks_from_real_authentication_failures_can_be_lifted(settings, staff) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 2
     for _ in range(2):
         async_to_sync(usage_guard.record_auth_failure)("198.51.100.9")

@@ -34,7 +34,7 @@ def short_deadline(settings) -> float:
     return 0.2
 
 
-async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(short_deadline):
+async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(short_deadline) -> None:
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"abc", "more_body": True})
     )
@@ -52,7 +52,7 @@ async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(short
         await body.receive()
 
 
-async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadline):
+async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadline) -> None:
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"a", "more_body": True})
     )
@@ -62,7 +62,7 @@ async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadli
         await body.receive()
 
 
-async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation():
+async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation() -> None:
     body = BoundedBody(SCOPE, stalled_then())
     reading = asyncio.get_running_loop().create_task(body.receive())
     await asyncio.sleep(0.01)
@@ -72,7 +72,7 @@ async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation():
     assert body.refusal is None
 
 
-async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(short_deadline):
+async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(short_deadline) -> None:
     disconnect = {"type": "http.disconnect"}
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"0123456789"}, disconnect)
@@ -82,7 +82,9 @@ async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(short
     assert await body.receive() == disconnect
 
 
-async def test_a_declared_length_over_the_limit_is_refused_without_asking_the_server(settings):
+async def test_a_declared_length_over_the_limit_is_refused_without_asking_the_server(
+    settings,
+) -> None:
     settings.MAX_REQUEST_BYTES = 9
     body = BoundedBody(SCOPE, stalled_then({"type": "http.request", "body": b"x" * 10}))
     with pytest.raises(RequestTooLarge):

@@ -53,20 +53,20 @@ def env_keys(settings):
     return settings
 
 
-async def test_the_env_backend_gives_each_provider_its_key(env_keys):
+async def test_the_env_backend_gives_each_provider_its_key(env_keys) -> None:
     key = await keys.get_key("openai", epoch=0)
     assert key.reveal() == OLD_KEY
     assert key.provider == "openai"
     assert (await keys.get_key("digitalocean", epoch=0)).reveal() == "do-key-123456789"
 
 
-async def test_a_provider_without_a_key_is_an_upstream_error(env_keys):
+async def test_a_provider_without_a_key_is_an_upstream_error(env_keys) -> None:
     with pytest.raises(ProviderKeyUnavailable) as caught:
         await keys.get_key("anthropic", epoch=0)
     assert (caught.value.status, caught.value.code) == (502, "upstream_error")
 
 
-async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(env_keys, clock):
+async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(env_keys, clock) -> None:
     env_keys.SECRET_CACHE_SECONDS = 300
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": NEW_KEY}
@@ -76,14 +76,14 @@ async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(env_keys, 
     assert (await keys.get_key("openai", epoch=0)).reveal() == NEW_KEY
 
 
-async def test_a_new_epoch_drops_the_cached_key_at_once(env_keys):
+async def test_a_new_epoch_drops_the_cached_key_at_once(env_keys) -> None:
     assert (await keys.get_key("openai", epoch=4)).reveal() == OLD_KEY
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": NEW_KEY}
     assert (await keys.get_key("openai", epoch=4)).reveal() == OLD_KEY
     assert (await keys.get_key("openai", epoch=5)).reveal() == NEW_KEY
 
 
-def test_a_key_never_prints_itself():
+def test_a_key_never_prints_itself() -> None:
     key = ProviderKey("openai", OLD_KEY)
     for shown in (
         repr(key),
@@ -100,7 +100,7 @@ def test_a_key_never_prints_itself():
         pickle.dumps(key)
 
 
-async def test_a_loaded_key_is_masked_in_every_log_line(env_keys):
+async def test_a_loaded_key_is_masked_in_every_log_line(env_keys) -> None:
     # This key has no vendor shape the log patterns know: only registration masks it.
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": "plainvalue9876543210"}
     await keys.get_key("openai", epoch=0)
@@ -149,19 +149,19 @@ def rotate(provider: str, stdin: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-async def test_the_aws_backend_reads_the_plain_secret_string(secrets_manager):
+async def test_the_aws_backend_reads_the_plain_secret_string(secrets_manager) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
 
 
-async def test_a_missing_secret_is_an_upstream_error(secrets_manager):
+async def test_a_missing_secret_is_an_upstream_error(secrets_manager) -> None:
     with pytest.raises(ProviderKeyUnavailable):
         await keys.get_key("anthropic", epoch=0)
 
 
 async def test_rotate_key_stores_the_new_key_and_every_process_sees_it_next_request(
     secrets_manager,
-):
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     before = await current_epoch()
     assert (await keys.get_key("openai", epoch=before)).reveal() == OLD_KEY
@@ -177,7 +177,7 @@ async def test_rotate_key_stores_the_new_key_and_every_process_sees_it_next_requ
     assert (await keys.get_key("openai", epoch=after)).reveal() == NEW_KEY
 
 
-def test_rotate_key_creates_the_secret_when_missing(secrets_manager):
+def test_rotate_key_creates_the_secret_when_missing(secrets_manager) -> None:
     rotate("digitalocean", "do-new-key-0123456789")
     stored = secrets_manager.get_secret_value(SecretId="hanzo-gateway/digitalocean/api-key")
     assert stored["SecretString"] == "do-new-key-0123456789"
@@ -192,14 +192,14 @@ def test_rotate_key_creates_the_secret_when_missing(secrets_manager):
         ("openai", "two keys\n", "whitespace"),
     ],
 )
-def test_rotate_key_refuses_bad_input_in_one_line(secrets_manager, provider, stdin, reason):
+def test_rotate_key_refuses_bad_input_in_one_line(secrets_manager, provider, stdin, reason) -> None:
     with pytest.raises(CommandError) as caught:
         rotate(provider, stdin)
     assert reason in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings):
+def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings) -> None:
     settings.SECRETS_BACKEND = "env"
     with pytest.raises(CommandError) as caught:
         rotate("anthropic", NEW_KEY)
@@ -207,7 +207,7 @@ def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings):
     assert "restart" in str(caught.value)
 
 
-def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback():
+def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "rotate_key", "openai"],
         input=NEW_KEY,
@@ -226,7 +226,7 @@ def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback():
 
 async def test_the_last_good_key_serves_while_the_store_is_unreachable(
     secrets_manager, settings, clock
-):
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
     settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
@@ -242,7 +242,7 @@ async def test_the_last_good_key_serves_while_the_store_is_unreachable(
 
 async def test_without_a_last_good_key_an_unreachable_store_is_an_upstream_error(
     settings, monkeypatch
-):
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     settings.SECRETS_BACKEND = "aws"
@@ -251,7 +251,9 @@ async def test_without_a_last_good_key_an_unreachable_store_is_an_upstream_error
         await keys.get_key("openai", epoch=0)
 
 
-async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(secrets_manager, monkeypatch):
+async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(
+    secrets_manager, monkeypatch
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     calls = []
     original = secrets_aws.get_secret
@@ -269,7 +271,7 @@ async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(secrets_ma
 
 async def test_a_refresh_after_a_refused_key_fetches_once_for_all_waiters(
     secrets_manager, monkeypatch
-):
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     rejected = await keys.get_key("openai", epoch=0)
     secrets_manager.put_secret_value(SecretId="hanzo-gateway/openai/api-key", SecretString=NEW_KEY)

@@ -77,7 +77,7 @@ def client(settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
-async def test_it_answers_json_with_a_request_id(client):
+async def test_it_answers_json_with_a_request_id(client) -> None:
     response = await client.post("/x", content=b"hello")
     assert response.status_code == 200
     assert response.json() == {"size": 5}
@@ -86,7 +86,7 @@ async def test_it_answers_json_with_a_request_id(client):
     assert response.headers["content-length"] == str(len(response.content))
 
 
-async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(client):
+async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(client) -> None:
     response = await client.post("/x", content=b"limited")
     assert response.status_code == 429
     assert response.json()["error"] == {
@@ -98,7 +98,7 @@ async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(clie
     assert response.headers["retry-after"] == "7"
 
 
-async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, caplog):
+async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, caplog) -> None:
     with caplog.at_level(logging.ERROR):
         response = await client.post("/x", content=b"bug")
     assert response.status_code == 500
@@ -109,7 +109,7 @@ async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, ca
     assert any("RuntimeError" in str(record.exc_info) for record in caplog.records)
 
 
-async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
+async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client) -> None:
     assert (await client.post("/x", content=b"x" * 64)).json() == {"size": 64}
     declared = await client.post("/x", content=b"x" * 65)
     assert declared.status_code == 413
@@ -125,7 +125,7 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
-async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host):
+async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host) -> None:
     response = await client.get("/x", headers={"Host": host})  # a wrong method too
     assert response.status_code == 400
     assert response.json()["error"] == {
@@ -136,7 +136,7 @@ async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, 
     assert response.headers["x-request-id"].startswith("req_")
 
 
-async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
+async def test_an_allowed_host_passes_with_or_without_a_port(client, settings) -> None:
     for host in ["localhost", "LOCALHOST:8000", "127.0.0.1:1234"]:
         response = await client.post("/x", content=b"a", headers={"Host": host})
         assert response.status_code == 200, host
@@ -146,14 +146,14 @@ async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
     assert response.status_code == 200
 
 
-async def test_a_wrong_method_is_405_with_allow(client):
+async def test_a_wrong_method_is_405_with_allow(client) -> None:
     response = await client.get("/x")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response.headers["allow"] == "POST"
 
 
-async def test_cors_preflight_and_headers_match_django_cors_headers(client):
+async def test_cors_preflight_and_headers_match_django_cors_headers(client) -> None:
     preflight = await client.options(
         "/x",
         headers={"Origin": "https://app.hanzo.ai", "Access-Control-Request-Method": "POST"},
@@ -169,7 +169,7 @@ async def test_cors_preflight_and_headers_match_django_cors_headers(client):
     assert "access-control-allow-origin" not in foreign.headers
 
 
-def test_the_access_line_has_the_request_id_and_status(client, caplog):
+def test_the_access_line_has_the_request_id_and_status(client, caplog) -> None:
     async def call() -> httpx.Response:
         return await client.post("/x", content=b"limited")
 
@@ -195,7 +195,9 @@ def ticker_server() -> Iterator[str]:
     thread.join(10)
 
 
-def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ticker_server):
+def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(
+    ticker_server,
+) -> None:
     closed_streams.clear()
     settled.clear()
     with httpx.stream("POST", ticker_server, content=b"{}", timeout=10) as response:
@@ -207,11 +209,11 @@ def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ti
     assert closed_streams == [request_id]
 
 
-async def test_after_response_work_starts_once_the_response_is_sent():
+async def test_after_response_work_starts_once_the_response_is_sent() -> None:
     events_seen.clear()
 
-    async def app(scope, receive, send):
-        async def sending(message):
+    async def app(scope, receive, send) -> None:
+        async def sending(message) -> None:
             if message["type"] == "http.response.body":
                 events_seen.append("response sent")
             await send(message)
@@ -225,7 +227,7 @@ async def test_after_response_work_starts_once_the_response_is_sent():
     assert events_seen == ["endpoint returned", "response sent", "after-response work ran"]
 
 
-async def test_after_response_outside_a_request_or_after_its_response_spawns_at_once():
+async def test_after_response_outside_a_request_or_after_its_response_spawns_at_once() -> None:
     ran: list[int] = []
 
     async def work(number: int) -> None:
@@ -242,7 +244,7 @@ async def test_after_response_outside_a_request_or_after_its_response_spawns_at_
     assert sorted(ran) == [1, 2, 3]
 
 
-async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(monkeypatch):
+async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(monkeypatch) -> None:
     monkeypatch.setattr(lifecycle, "_startup", [])  # no flusher or housekeeping in this process
     gc.unfreeze()
     try:

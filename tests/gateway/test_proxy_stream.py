@@ -44,7 +44,7 @@ async def proxy(provider, settings):
 
 async def test_a_store_outage_when_the_process_beats_does_not_cut_a_long_stream(
     proxy, token, monkeypatch, settings
-):
+) -> None:
     beats = []
 
     async def store_down(process_id, now):

@@ -73,7 +73,7 @@ def table_as_spec():
     }
 
 
-def test_the_seed_is_spec_section_6_exactly():
+def test_the_seed_is_spec_section_6_exactly() -> None:
     assert table_as_spec() == SPEC_ROUTES
     assert {route.provider_model for route in ModelRoute.objects.all()} == {
         "llama3.3-70b-instruct",
@@ -85,14 +85,14 @@ def test_the_seed_is_spec_section_6_exactly():
     }
 
 
-def test_the_data_migration_seeds_an_empty_table():
+def test_the_data_migration_seeds_an_empty_table() -> None:
     ModelRoute.objects.all().delete()
     migration = importlib.import_module("gateway.migrations.0002_seed_routes")
     migration.seed(apps, None)
     assert table_as_spec() == SPEC_ROUTES
 
 
-def test_seeding_again_restores_edited_routes_without_duplicates():
+def test_seeding_again_restores_edited_routes_without_duplicates() -> None:
     ModelRoute.objects.filter(public_name="openai-gpt-4o").update(
         input_price_usd=Decimal("99"), is_enabled=False
     )
@@ -102,7 +102,7 @@ def test_seeding_again_restores_edited_routes_without_duplicates():
     assert ModelRoute.objects.get(public_name="openai-gpt-4o").is_enabled
 
 
-async def test_resolve_gives_the_route_with_its_provider_model_and_prices():
+async def test_resolve_gives_the_route_with_its_provider_model_and_prices() -> None:
     route = await routes.resolve("anthropic-claude-4-sonnet", "paid")
     assert route.provider == "anthropic"
     assert route.provider_model == "claude-sonnet-4-20250514"
@@ -110,14 +110,14 @@ async def test_resolve_gives_the_route_with_its_provider_model_and_prices():
     assert route.tiers == frozenset({"paid"})
 
 
-async def test_an_unknown_model_is_404_model_not_found():
+async def test_an_unknown_model_is_404_model_not_found() -> None:
     with pytest.raises(routes.ModelNotFound) as caught:
         await routes.resolve("gpt-17", "paid")
     assert caught.value.status == 404
     assert caught.value.payload()["error"]["code"] == "model_not_found"
 
 
-async def test_a_disabled_route_is_not_found():
+async def test_a_disabled_route_is_not_found() -> None:
     await in_db_thread(
         ModelRoute.objects.filter(public_name="llama3-8b-instruct").update, is_enabled=False
     )
@@ -125,7 +125,7 @@ async def test_a_disabled_route_is_not_found():
         await routes.resolve("llama3-8b-instruct", "free")
 
 
-async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier():
+async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier() -> None:
     with pytest.raises(routes.ModelNotAllowed) as caught:
         await routes.resolve("openai-gpt-5", "free")
     assert caught.value.status == 403
@@ -133,7 +133,7 @@ async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier():
     assert (await routes.resolve("llama3-8b-instruct", "free")).provider == "digitalocean"
 
 
-async def test_warm_lookups_do_not_touch_the_database(load_counter):
+async def test_warm_lookups_do_not_touch_the_database(load_counter) -> None:
     _, epoch = await read_versions("-")
     for _ in range(20):
         await routes.resolve("openai-gpt-4o", "paid", epoch=epoch)
@@ -141,7 +141,7 @@ async def test_warm_lookups_do_not_touch_the_database(load_counter):
     assert len(load_counter) == 1
 
 
-async def test_concurrent_cold_lookups_load_the_table_once(load_counter):
+async def test_concurrent_cold_lookups_load_the_table_once(load_counter) -> None:
     _, epoch = await read_versions("-")
     found = await asyncio.gather(
         *(routes.resolve("openai-gpt-4o", "paid", epoch=epoch) for _ in range(50))
@@ -150,11 +150,11 @@ async def test_concurrent_cold_lookups_load_the_table_once(load_counter):
     assert len(load_counter) == 1
 
 
-async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(load_counter):
+async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(load_counter) -> None:
     _, before = await read_versions("-")
     assert (await routes.resolve("openai-gpt-4o", "paid", epoch=before)).input_price_usd == 2.5
 
-    def edit():
+    def edit() -> None:
         route = ModelRoute.objects.get(public_name="openai-gpt-4o")
         route.input_price_usd = Decimal("2.75")
         route.save()
@@ -167,14 +167,14 @@ async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(loa
     assert len(load_counter) == 2
 
 
-async def test_without_an_epoch_resolve_reads_it_and_sees_a_deleted_route_gone():
+async def test_without_an_epoch_resolve_reads_it_and_sees_a_deleted_route_gone() -> None:
     assert (await routes.resolve("openai-gpt-4o", "paid")).provider == "openai"
     await in_db_thread(lambda: ModelRoute.objects.get(public_name="openai-gpt-4o").delete())
     with pytest.raises(routes.ModelNotFound):
         await routes.resolve("openai-gpt-4o", "paid")
 
 
-async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format():
+async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format() -> None:
     free = routes.models_payload(await routes.models_for_tier("free"))
     paid = routes.models_payload(await routes.models_for_tier("paid"))
     assert free["object"] == "list"
@@ -190,7 +190,7 @@ async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format():
     assert isinstance(entry["created"], int) and entry["created"] > 1_700_000_000
 
 
-def test_the_admin_lists_filters_and_edits_routes(admin_client):
+def test_the_admin_lists_filters_and_edits_routes(admin_client) -> None:
     _, before = asyncio.run(read_versions("-"))
     listing = admin_client.get("/admin/gateway/modelroute/?provider__exact=digitalocean")
     assert listing.status_code == 200
@@ -217,7 +217,7 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client):
     assert after > before
 
 
-def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client):
+def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client) -> None:
     _, before = asyncio.run(read_versions("-"))
     ids = list(ModelRoute.objects.filter(provider="openai").values_list("pk", flat=True))
     response = admin_client.post(
@@ -265,13 +265,15 @@ ORDER_CASES = {
 
 
 @pytest.mark.parametrize(("raw", "tier", "expected"), ORDER_CASES.values(), ids=ORDER_CASES.keys())
-async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected):
+async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected) -> None:
     with pytest.raises(GatewayError) as caught:
         await prepare_chat(raw, tier)
     assert (caught.value.status, caught.value.code) == expected
 
 
-async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(settings):
+async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(
+    settings,
+) -> None:
     settings.MAX_TOKENS = {"free": 512, "paid": 4096}
     prepared = await prepare_chat(
         b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", "content": "x"}]}', "free"

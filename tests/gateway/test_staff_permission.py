@@ -15,7 +15,7 @@ DEVICE_TOKEN = "hzt_" + "A" * 43
 
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
-def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_2fa):
+def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_2fa) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     client = Client()
     assert client.get(url).status_code == 401
@@ -27,7 +27,9 @@ def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_
 
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
-def test_a_logged_in_user_who_is_not_staff_is_refused(settings, plain_user, url, require_2fa):
+def test_a_logged_in_user_who_is_not_staff_is_refused(
+    settings, plain_user, url, require_2fa
+) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     response = verified_client(plain_user, None).get(url)
     assert response.status_code == 403
@@ -35,20 +37,22 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(settings, plain_user, url,
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_without_the_second_factor_is_refused_when_it_is_required(settings, staff_user, url):
+def test_staff_without_the_second_factor_is_refused_when_it_is_required(
+    settings, staff_user, url
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     assert verified_client(user, None).get(url).status_code == 403
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_past_the_second_factor_is_served(settings, staff_user, url):
+def test_staff_past_the_second_factor_is_served(settings, staff_user, url) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user
     assert verified_client(user, device).get(url).status_code == 200
 
 
-def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user):
+def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     _user, device = staff_user
     client = Client()
@@ -56,13 +60,13 @@ def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user):
     assert client.get("/api/admin/staff-only").json() == {"user": "ops"}
 
 
-def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings):
+def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings) -> None:
     settings.ADMIN_REQUIRE_2FA = False
     user, _ = make_staff("ops", enrol=False)
     assert verified_client(user, None).get("/api/admin/staff-only").status_code == 200
 
 
-def test_an_unverified_session_cannot_post_either(settings, staff_user):
+def test_an_unverified_session_cannot_post_either(settings, staff_user) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     client = verified_client(user, None)

@@ -77,7 +77,7 @@ REFUSALS = [
 )
 async def test_each_refusal_maps_to_its_error_and_costs_nothing(
     fake, name, fault, error, status, code
-):
+) -> None:
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
         failure = await failure_of(call)
@@ -91,7 +91,7 @@ async def test_each_refusal_maps_to_its_error_and_costs_nothing(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 @pytest.mark.parametrize("fault", ["non_json", "malformed"])
-async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault):
+async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault) -> None:
     # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
@@ -104,7 +104,7 @@ async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, n
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_unseen_output(
     fake, name
-):
+) -> None:
     # The request reached the provider. Not streamed, it may have generated the
     # whole answer; streamed, it produced nothing before the drop.
     answered = call_to(name, directive("drop"))
@@ -116,7 +116,7 @@ async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_uns
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_overloaded_carries_the_provider_retry_after(fake, name):
+async def test_overloaded_carries_the_provider_retry_after(fake, name) -> None:
     with pytest.raises(UpstreamOverloaded) as caught:
         await complete(name, directive("http_429", retry_after=7))
     assert caught.value.headers()["Retry-After"] == "7"
@@ -126,7 +126,7 @@ async def test_overloaded_carries_the_provider_retry_after(fake, name):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_rejection_carries_the_provider_message_text_only(fake, name):
+async def test_a_rejection_carries_the_provider_message_text_only(fake, name) -> None:
     with pytest.raises(UpstreamRejected) as caught:
         await complete(name, directive("http_400", message="prompt is too long for this model"))
     error = caught.value.payload()["error"]
@@ -137,14 +137,16 @@ async def test_a_rejection_carries_the_provider_message_text_only(fake, name):
     }
 
 
-async def test_a_wrong_key_is_auth_rejected(fake):
+async def test_a_wrong_key_is_auth_rejected(fake) -> None:
     fake.keys["openai"] = "sk-rotated-upstream-0123456789"
     with pytest.raises(UpstreamAuthRejected):
         await complete(OPENAI, chat())
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fake, settings, name):
+async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(
+    fake, settings, name
+) -> None:
     # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
     for request in (directive("slow", seconds=2), streamed("slow", seconds=2)):
@@ -155,7 +157,9 @@ async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fak
         assert call.billed == call.whole_bound
 
 
-async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(fake, settings):
+async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(
+    fake, settings
+) -> None:
     from tests.support.processes import free_port
 
     settings.PROVIDER_BASE_URLS = {
@@ -172,7 +176,7 @@ async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(f
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_reservation(
     fake, name
-):
+) -> None:
     # The half that arrived is never parsed: the output it holds is unseen.
     call = call_to(name, directive("drop_mid_stream"))
     assert type(await failure_of(call)) is UpstreamError
@@ -194,7 +198,9 @@ def input_billed(call: Call) -> int:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(fake, name):
+async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(
+    fake, name
+) -> None:
     call = call_to(name, streamed("drop_mid_stream", after=3))
     chunks, error = await consume_until_error(call.stream())
     assert type(error) is UpstreamError
@@ -206,7 +212,7 @@ async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_whole_output(
     fake, settings, name
-):
+) -> None:
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.2
     call = call_to(name, streamed("slow_chunks", delay=1))
     chunks, error = await consume_until_error(call.stream())
@@ -217,7 +223,7 @@ async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_who
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(fake, name):
+async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(fake, name) -> None:
     call = call_to(name, streamed("error_mid_stream", after=2))
     chunks, error = await consume_until_error(call.stream())
     assert text_of(chunks) == "tok0 tok1 "
@@ -256,7 +262,7 @@ async def watched(settings):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name):
+async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name) -> None:
     # 50 chunks 0.2 s apart: ten seconds of answer if nobody hangs up.
     request = chat("hello [[tokens:50]] [[fault:slow_chunks:delay=0.2]]", stream=True)
     call = call_to(name, request)
@@ -274,7 +280,7 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name
 
 
 @pytest.fixture
-async def stale_openai_key(fake, settings):
+async def stale_openai_key(fake, settings) -> str:
     """The process caches a key the provider no longer accepts; the env now holds the right one."""
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-stale-0123456789abcdef"}
@@ -287,7 +293,9 @@ def sent_keys(fake):
     return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests_for("openai")]
 
 
-async def test_a_refused_key_is_refetched_and_the_completion_retried_once(fake, stale_openai_key):
+async def test_a_refused_key_is_refetched_and_the_completion_retried_once(
+    fake, stale_openai_key
+) -> None:
     call = call_to(OPENAI, chat(), max_tokens=10)
     answer = await upstream.complete_with_key_retry(call.outbound, meter=call.meter, epoch=0)
     assert answer.body["choices"][0]["message"]["content"]
@@ -298,7 +306,7 @@ async def test_a_refused_key_is_refetched_and_the_completion_retried_once(fake, 
 
 async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chunk(
     fake, stale_openai_key
-):
+) -> None:
     call = call_to(OPENAI, chat(stream=True), max_tokens=10)
     events = upstream.stream_with_key_retry(call.outbound, meter=call.meter, epoch=0)
     chunks, _ = await collect(events)
@@ -307,7 +315,9 @@ async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chun
     assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
 
 
-async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(fake, settings):
+async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(
+    fake, settings
+) -> None:
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-wrong-0123456789abcdef"}
     answered = call_to(OPENAI, chat(), max_tokens=10)

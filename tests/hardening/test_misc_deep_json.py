@@ -51,7 +51,7 @@ def suspend(gateway, device: Device, body: str) -> httpx.Response:
 @pytest.mark.parametrize("depth", [65, 1000, 5000])
 def test_the_admin_api_refuses_json_nested_too_deep_and_changes_nothing(
     gateway, make_device, depth
-):
+) -> None:
     device = make_device("approved").device
     audited = AuditEvent.objects.filter(device=device).count()
     response = suspend(gateway, device, nested(depth, hours=2, reason="abuse"))
@@ -63,7 +63,7 @@ def test_the_admin_api_refuses_json_nested_too_deep_and_changes_nothing(
     assert AuditEvent.objects.filter(device=device).count() == audited
 
 
-def test_the_admin_api_takes_json_64_levels_deep(gateway, make_device):
+def test_the_admin_api_takes_json_64_levels_deep(gateway, make_device) -> None:
     device = make_device("approved").device
     response = suspend(gateway, device, nested(64, hours=2, reason="abuse"))
     assert response.status_code == 200, response.text
@@ -72,7 +72,9 @@ def test_the_admin_api_takes_json_64_levels_deep(gateway, make_device):
 
 
 @pytest.mark.parametrize(("depth", "status"), [(64, 201), (65, 400), (5000, 400)])
-def test_registration_refuses_json_nested_deeper_than_64_levels(start_gateway, depth, status):
+def test_registration_refuses_json_nested_deeper_than_64_levels(
+    start_gateway, depth, status
+) -> None:
     # Room for every registration the session's other tests make from 127.0.0.1.
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="100000")
     response = httpx.post(

@@ -23,7 +23,7 @@ def end_user_of(request) -> str:  # type: ignore[no-untyped-def]
 
 def test_the_provider_gets_an_opaque_id_per_device_never_the_clients_user(
     gateway, make_device, provider
-):
+) -> None:
     alice = make_device("approved", tier="paid", name="alice")
     bob = make_device("approved", tier="paid", name="bob")
     calls = [

@@ -73,7 +73,7 @@ def open_to_others(root: Path) -> dict[str, str]:
     return found
 
 
-def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Path):
+def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Path) -> None:
     assert (migrated / "gateway.sqlite3").is_file()
     assert (migrated / "secret_key").is_file()
     assert open_to_others(migrated) == {}
@@ -81,7 +81,7 @@ def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Pa
 
 def test_a_gateway_that_served_requests_leaves_nothing_readable_by_others(
     migrated: Path, embedded_env: dict[str, str], serve: list[GatewayServer]
-):
+) -> None:
     server = start_gateway(embedded_env)
     serve.append(server)
     registered = httpx.post(f"{server.url}/v1/devices/register", json=REGISTRATION, timeout=30)
@@ -106,7 +106,7 @@ def test_a_gateway_that_served_requests_leaves_nothing_readable_by_others(
 
 def test_files_an_older_install_left_open_are_tightened_at_start_up(
     migrated: Path, embedded_env: dict[str, str], serve: list[GatewayServer]
-):
+) -> None:
     database = migrated / "gateway.sqlite3"
     spool = migrated / "spool"
     spool.mkdir()

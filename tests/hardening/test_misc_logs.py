@@ -40,7 +40,7 @@ def attack(gateway) -> tuple[str, str]:
     return request_id, written()
 
 
-def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gateway):
+def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gateway) -> None:
     request_id, text = attack(gateway)
     lines = text.split("\n")
     mentioning = [line for line in lines if "FORGED-LINE-2" in line]
@@ -50,7 +50,7 @@ def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gate
     assert not RAW_CONTROL.search(text), [line for line in lines if RAW_CONTROL.search(line)]
 
 
-def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(start_gateway):
+def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(start_gateway) -> None:
     request_id, text = attack(start_gateway(LOG_FORMAT="json"))
     assert not RAW_CONTROL.search(text)
     entries = [json.loads(line) for line in text.split("\n") if line]  # each line one object

@@ -40,7 +40,7 @@ def assert_error(response: httpx.Response, status: int, code: str, error_type: s
     assert (error["code"], error["type"]) == (code, error_type)
 
 
-def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(start_gateway):
+def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(start_gateway) -> None:
     # A server of this test's own: its one registration slot must be unused.
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="1", HARDENING_CASE="drive-by")
     for content_type in [*DRIVE_BY_CONTENT_TYPES, None]:
@@ -72,7 +72,7 @@ def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(start_
 )
 def test_a_wrong_method_on_the_device_api_is_a_405_even_with_a_valid_token(
     gateway, free_token, method, path, allowed
-):
+) -> None:
     response = httpx.request(
         method,
         f"{gateway.url}{path}",

@@ -84,7 +84,7 @@ class TcpProxy:
 
 def test_with_the_database_down_warm_requests_are_served_and_their_records_wait(
     start_gateway, make_device
-):
+) -> None:
     db = connection.settings_dict
     proxy = TcpProxy((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))).start()
     url = f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{proxy.port}/{db['NAME']}"
@@ -120,7 +120,7 @@ def test_with_the_database_down_warm_requests_are_served_and_their_records_wait(
             server.stop()
 
 
-def test_with_redis_down_the_client_api_fails_closed(start_gateway, make_device):
+def test_with_redis_down_the_client_api_fails_closed(start_gateway, make_device) -> None:
     gateway = start_gateway(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     token = make_device("approved").token
     answers = [

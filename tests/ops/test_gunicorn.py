@@ -57,7 +57,7 @@ def start_gunicorn(
 
 def test_gunicorn_empties_the_metrics_directory_at_start_and_its_workers_report_one_sum(
     transactional_db, make_device, tmp_path
-):
+) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
     stale = directory / "counter_999999.db"

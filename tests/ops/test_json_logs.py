@@ -25,7 +25,7 @@ def access_lines(text: str) -> dict[str, dict]:
 
 def test_each_request_is_one_json_line_with_its_figures_and_no_secret(
     start_gateway, make_device, provider
-):
+) -> None:
     gateway = start_gateway(LOG_FORMAT="json")
     server = gateway.servers[0]
     skip = len(server.log_text())  # the server may be shared with earlier tests

@@ -56,7 +56,7 @@ def metered(start_gateway, tmp_path, request) -> Iterator[Gateway]:
         server.stop()
 
 
-def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, make_device):
+def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, make_device) -> None:
     servers = len(metered.servers)
     paid = make_device("approved", tier="paid").token
     free = make_device("approved").token
@@ -136,7 +136,7 @@ def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, m
 
 
 @pytest.mark.parametrize("metered", [1], indirect=True)
-def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered):
+def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered) -> None:
     url = metered.url
     assert scrape(url).status_code == 200
     outside = scrape(url, source="127.0.0.1")

@@ -105,7 +105,7 @@ def conforms(openapi: OpenAPI, response: httpx.Response) -> httpx.Response:
     return response
 
 
-def test_the_description_covers_every_client_and_admin_endpoint(described):
+def test_the_description_covers_every_client_and_admin_endpoint(described) -> None:
     paths = set(described.document["paths"])
     assert paths >= {
         "/health",
@@ -122,7 +122,9 @@ def test_the_description_covers_every_client_and_admin_endpoint(described):
     }
 
 
-def test_live_client_responses_and_errors_match_the_description(described, make_device, provider):
+def test_live_client_responses_and_errors_match_the_description(
+    described, make_device, provider
+) -> None:
     gateway, openapi, document = described
     url = gateway.url
     paid = make_device("approved", tier="paid", owner="acme").token
@@ -188,7 +190,9 @@ def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int,
     return response
 
 
-def test_admin_api_responses_and_errors_match_the_description(described, staff_api, make_device):
+def test_admin_api_responses_and_errors_match_the_description(
+    described, staff_api, make_device
+) -> None:
     openapi = described.openapi
     base = "/api/admin/devices"
     device = make_device()
@@ -212,7 +216,9 @@ def test_admin_api_responses_and_errors_match_the_description(described, staff_a
         ({"Retry-After": "5"}, "rate_limit_error"),  # no request id
     ],
 )
-def test_a_response_that_strays_from_the_description_is_caught(described, headers, error_type):
+def test_a_response_that_strays_from_the_description_is_caught(
+    described, headers, error_type
+) -> None:
     request = httpx.Request("POST", f"{described.gateway.url}/v1/chat/completions", json={})
     stray = httpx.Response(
         429,

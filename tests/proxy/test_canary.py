@@ -177,7 +177,9 @@ def redis_text() -> str:
     return "\n".join(parts)
 
 
-def test_no_key_token_or_token_hash_is_found_anywhere_after_every_path(start_gateway, provider):
+def test_no_key_token_or_token_hash_is_found_anywhere_after_every_path(
+    start_gateway, provider
+) -> None:
     provider.keys.update(CANARY_KEYS)
     # Each log format once: text lines on one profile, JSON lines on the other.
     log_format = "json" if settings.REDIS_URL else "text"

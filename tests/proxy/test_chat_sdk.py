@@ -17,7 +17,7 @@ ROUTES = [
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_non_streamed_chat_completes_on_each_provider(
     gateway, provider, paid_token, model, provider_name
-):
+) -> None:
     client = gateway.sdk(paid_token)
     raw = client.chat.completions.with_raw_response.create(
         model=model,
@@ -53,7 +53,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
     gateway, provider, paid_token, model, provider_name
-):
+) -> None:
     client = gateway.sdk(paid_token)
     stream = client.chat.completions.create(
         model=model,
@@ -77,7 +77,7 @@ def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
 
 def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
     gateway, provider, free_token
-):
+) -> None:
     stream = gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct",
         messages=[{"role": "user", "content": "Count [[tokens:3]]"}],
@@ -91,7 +91,7 @@ def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
     assert ledger(1)[0].tokens_out == 3
 
 
-def test_models_are_listed_per_tier(gateway, free_token, paid_token):
+def test_models_are_listed_per_tier(gateway, free_token, paid_token) -> None:
     free = {model.id for model in gateway.sdk(free_token).models.list()}
     paid = {model.id for model in gateway.sdk(paid_token).models.list()}
     assert free == {"llama3.3-70b-instruct", "llama3-8b-instruct", "deepseek-r1-distill-llama-70b"}
@@ -100,7 +100,7 @@ def test_models_are_listed_per_tier(gateway, free_token, paid_token):
 
 def test_the_sdk_raises_the_right_exception_for_each_refusal(
     gateway, free_token, pending_device, settings
-):
+) -> None:
     hello = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):
         gateway.sdk("hzt_not-a-real-token-000000000000000000000000").chat.completions.create(

@@ -37,7 +37,7 @@ def cors(response: httpx.Response) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", LEAN)
 @pytest.mark.parametrize("origin", [APP, "tauri://localhost"])
-def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, path, origin):
+def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, path, origin) -> None:
     response = preflight(f"{gateway.url}{path}", origin)
     assert response.status_code == 200
     headers = cors(response)
@@ -52,7 +52,9 @@ def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, pa
     assert headers == cors(django)
 
 
-def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(gateway, free_token):
+def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(
+    gateway, free_token
+) -> None:
     origin = {"Origin": APP}
     answered = httpx.post(
         f"{gateway.url}/v1/chat/completions",
@@ -84,7 +86,7 @@ def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(gateway
 
 
 @pytest.mark.parametrize("path", LEAN)
-def test_a_foreign_origin_gets_no_cors_headers(gateway, free_token, path):
+def test_a_foreign_origin_gets_no_cors_headers(gateway, free_token, path) -> None:
     foreign = "https://evil.example"
     assert "access-control-allow-origin" not in preflight(f"{gateway.url}{path}", foreign).headers
     method = httpx.post if path.endswith("completions") else httpx.get

@@ -91,7 +91,7 @@ async def warm(provider, make_device, settings):
 
 async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the_upstream(
     warm, counted
-):
+) -> None:
     _registered, post = warm
     await lifecycle._drain_background()
     before = (len(counted["redis"]), len(counted["sql"]))
@@ -102,17 +102,17 @@ async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the
     assert sql_at == before[1], counted["sql"][before[1] : sql_at]
 
 
-def _revoke(registered, settings):
+def _revoke(registered, settings) -> None:
     services.device_revoke(device=registered.device, actor="test", ip=None)
 
 
-def _suspend(registered, settings):
+def _suspend(registered, settings) -> None:
     services.device_suspend(
         device=registered.device, actor="test", ip=None, hours=1, reason="testing"
     )
 
 
-def _block_network(registered, settings):
+def _block_network(registered, settings) -> None:
     BlockedNetwork.objects.create(cidr="203.0.113.0/24", reason="testing")
 
 
@@ -126,7 +126,7 @@ def _block_network(registered, settings):
 )
 async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_request(
     warm, provider, settings, change, status, code
-):
+) -> None:
     registered, post = warm
     upstream_calls = len(provider.requests)
     await sync_to_async(change)(registered, settings)
@@ -137,7 +137,7 @@ async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_req
 
 async def test_an_address_blocked_after_the_caches_filled_is_refused_even_with_a_bad_body(
     warm, provider, settings
-):
+) -> None:
     _registered, post = warm
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 1
     while not await _is_blocked():

@@ -59,7 +59,7 @@ LAYERS = {
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
     start_gateway, make_device, layer
-):
+) -> None:
     env, code, window, devices_for = LAYERS[layer]
     gateway = start_gateway(**env)
     devices = devices_for(make_device)
@@ -83,7 +83,7 @@ def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
 
 def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_nothing(
     start_gateway, free_token
-):
+) -> None:
     # 30 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way:
     # the small request's worst case (about 230 tokens) fits, 1000 more do not.
     gateway = start_gateway(DEVICE_DAILY_BUDGET_USD_FREE="0.00003")
@@ -99,7 +99,7 @@ def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_n
 
 def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
     start_gateway, free_token
-):
+) -> None:
     # 100 micro-dollars: 1000 tokens at 0.1 do not fit, 10 do.
     gateway = start_gateway(DAILY_BUDGET_USD="0.0001")
     before = remaining(gateway, free_token)
@@ -114,7 +114,7 @@ def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
 
 def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusals_do_not_pause(
     start_gateway, make_device
-):
+) -> None:
     # 600 micro-dollars; each request's worst case is a little over 100 (1000 tokens at 0.1).
     gateway = start_gateway(DAILY_BUDGET_USD="0.0006", UPSTREAM_TIMEOUT_SECONDS="5")
     devices = [make_device("approved") for _ in range(10)]

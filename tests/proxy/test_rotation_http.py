@@ -67,7 +67,7 @@ def sent_keys(provider) -> list[str]:
 @pytest.mark.parametrize("count", [1, 2], ids=["one-process", "two-processes"])
 def test_after_rotate_key_every_gateway_process_sends_the_new_key_on_its_next_request(
     start_gateway, provider, secrets, moto_url, paid_token, count
-):
+) -> None:
     secrets.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     provider.keys["openai"] = OLD_KEY
     env = {"SECRETS_BACKEND": "aws", "AWS_ENDPOINT_URL": moto_url, **AWS}

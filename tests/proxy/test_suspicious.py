@@ -8,7 +8,7 @@ from tests.support.processes import wait_for
 
 def test_a_device_used_from_one_ip_too_many_is_suspended_on_its_next_request(
     start_gateway, make_device
-):
+) -> None:
     gateway = start_gateway(SUSPICIOUS_IPS_PER_DEVICE_PER_DAY="2", TRUSTED_PROXIES="127.0.0.1/32")
     registered = make_device("approved")
 

@@ -25,7 +25,7 @@ TOOL_ROUTES = [("openai-gpt-4o", "openai"), ("anthropic-claude-4-sonnet", "anthr
 
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
-def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, provider_name):
+def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, provider_name) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER]
     )
@@ -41,7 +41,7 @@ def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, prov
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
     gateway, paid_token, model, provider_name
-):
+) -> None:
     stream = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER], stream=True
     )
@@ -81,7 +81,9 @@ def round_trip(call_id: str) -> list[dict]:
     ]
 
 
-def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(gateway, provider, paid_token):
+def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(
+    gateway, provider, paid_token
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
         messages=round_trip("toolu_01abc"),
@@ -120,7 +122,7 @@ def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(gateway, provide
     assert len(ledger(1)) == 1
 
 
-def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token):
+def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model="openai-gpt-4o", messages=round_trip("call_abc"), tools=[WEATHER]
     )
@@ -135,7 +137,7 @@ def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token):
     assert len(ledger(1)) == 1
 
 
-def test_stop_reaches_anthropic_as_stop_sequences(gateway, provider, paid_token):
+def test_stop_reaches_anthropic_as_stop_sequences(gateway, provider, paid_token) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
         messages=[{"role": "user", "content": "Count"}],
@@ -165,7 +167,9 @@ UNKNOWN = {
     ("model", "provider_name"),
     [("llama3-8b-instruct", "digitalocean"), *TOOL_ROUTES],
 )
-def test_only_known_parameters_are_forwarded(gateway, provider, paid_token, model, provider_name):
+def test_only_known_parameters_are_forwarded(
+    gateway, provider, paid_token, model, provider_name
+) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "hi"}],
@@ -195,7 +199,7 @@ def test_only_known_parameters_are_forwarded(gateway, provider, paid_token, mode
 @pytest.mark.parametrize("stream", [False, True])
 def test_without_max_tokens_the_tier_cap_is_sent(
     gateway, provider, paid_token, model, provider_name, field, stream
-):
+) -> None:
     created = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hi"}], stream=stream
     )
@@ -208,7 +212,9 @@ def test_without_max_tokens_the_tier_cap_is_sent(
     assert len(ledger(1)) == 1
 
 
-def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(gateway, provider, free_token):
+def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(
+    gateway, provider, free_token
+) -> None:
     gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct", messages=[{"role": "user", "content": "hi"}]
     )
@@ -219,7 +225,7 @@ def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(gateway, provid
 
 def test_tool_arguments_anthropic_cannot_take_are_refused_before_admission(
     gateway, provider, paid_token
-):
+) -> None:
     from tests.proxy.support import assert_refused, post, remaining
 
     messages = round_trip("toolu_01abc")

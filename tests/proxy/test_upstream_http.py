@@ -72,7 +72,7 @@ def fail_on_every_route(gateway, token: str, fault: str, stream: bool) -> dict:
 @pytest.mark.parametrize("fault", REFUSALS)
 def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing(
     gateway, provider, paid_token, fault, stream
-):
+) -> None:
     status, code, ledger_status = REFUSALS[fault]
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for response in responses.values():
@@ -99,7 +99,7 @@ def assert_charged_the_worst_case(provider, record: UsageRecord) -> None:
 @pytest.mark.parametrize("fault", UNREADABLE)
 def test_an_answer_the_gateway_cannot_read_is_an_upstream_error_charged_its_worst_case(
     gateway, provider, paid_token, fault, stream
-):
+) -> None:
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for record in ledger(len(ROUTES)):
         response = responses[record.request_id]
@@ -119,7 +119,7 @@ def assert_admitted_headers(response: httpx.Response, record: UsageRecord) -> No
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "drop"])
 def test_a_non_streamed_answer_cut_off_is_an_upstream_error_charged_its_worst_case(
     gateway, provider, paid_token, fault
-):
+) -> None:
     # drop_mid_stream, not streamed: half the body, then a reset; drop: a reset, no answer.
     for model in ROUTES:
         content = f"hi [[fault:{fault}]]"
@@ -135,7 +135,9 @@ def test_a_non_streamed_answer_cut_off_is_an_upstream_error_charged_its_worst_ca
         UsageRecord.objects.all().delete()
 
 
-def test_a_stream_reset_before_any_output_is_charged_its_input_bound(gateway, provider, paid_token):
+def test_a_stream_reset_before_any_output_is_charged_its_input_bound(
+    gateway, provider, paid_token
+) -> None:
     for model in ROUTES:
         content = "hi [[fault:drop]]"
         response = post(
@@ -150,7 +152,7 @@ def test_a_stream_reset_before_any_output_is_charged_its_input_bound(gateway, pr
         assert record.tokens_in > 0 and record.tokens_out == 0
 
 
-def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token):
+def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token) -> None:
     for fault in ("http_429:retry_after=7", "http_503:retry_after=9"):
         response = post(
             gateway,
@@ -163,7 +165,7 @@ def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token):
 
 
 @pytest.mark.parametrize("model", ROUTES)
-def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token, model):
+def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token, model) -> None:
     response = post(
         gateway,
         chat_body(model=model, messages=[{"role": "user", "content": "hi [[fault:http_400]]"}]),
@@ -182,7 +184,7 @@ def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token
 
 def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
     gateway, provider, paid_token
-):
+) -> None:
     expected = provider.keys["openai"]
     provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
     response = post(gateway, chat_body(model="openai-gpt-4o"), token=paid_token)
@@ -199,7 +201,7 @@ def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
     start_gateway, provider, paid_token, model, stream
-):
+) -> None:
     gateway = start_gateway(**TIMEOUT_ENV)
     response = post(
         gateway,
@@ -222,7 +224,7 @@ def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_provider_without_a_key_is_an_upstream_error_that_costs_nothing(
     start_gateway, provider, paid_token, stream
-):
+) -> None:
     gateway = start_gateway(DIGITALOCEAN_API_KEY="")
     response = post(gateway, chat_body(stream=stream), token=paid_token)
     assert_refused(response, 502, "upstream_error")

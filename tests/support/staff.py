@@ -86,7 +86,7 @@ def verified_client(user, device: TOTPDevice | None) -> Client:
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
+def fast_password_hashing(settings) -> None:
     """Hashing costs a third of a second by design; these tests log in a lot."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

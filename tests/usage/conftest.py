@@ -120,7 +120,7 @@ def frozen_clock(monkeypatch) -> FrozenClock:
 def limits_config(settings):
     """``limits_config(device=20, burst=1000, ...)``: the free tier's request limits."""
 
-    def configure(*, device=100, ip=500, user=1000, burst=100, global_=10000, tier="free"):
+    def configure(*, device=100, ip=500, user=1000, burst=100, global_=10000, tier="free") -> None:
         settings.RATE_LIMITS = {
             **django_settings.RATE_LIMITS,
             tier: {

@@ -43,7 +43,7 @@ async def pause(**kwargs):
     return await sync_to_async(limits.service_pause)(**kwargs)
 
 
-async def resume():
+async def resume() -> None:
     await sync_to_async(limits.service_resume)()
 
 
@@ -58,7 +58,7 @@ async def remaining(device="dev-1", ip="203.0.113.7", user=None):
 
 @pytest.fixture
 def budget(settings):
-    def configure(total: str, device_cap: str = "0"):
+    def configure(total: str, device_cap: str = "0") -> None:
         settings.DAILY_BUDGET_USD = Decimal(total)
         settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal(device_cap), "paid": Decimal("0")}
 
@@ -71,7 +71,7 @@ def budget(settings):
 
 async def test_a_hundred_simultaneous_admissions_with_a_device_limit_of_twenty_admit_twenty(
     backend, limits_config
-):
+) -> None:
     limits_config(device=20, burst=1000)
     results = await admit_all(request() for _ in range(100))
     assert sum(a.admitted for a in results) == 20
@@ -81,7 +81,7 @@ async def test_a_hundred_simultaneous_admissions_with_a_device_limit_of_twenty_a
 
 async def test_ip_refusals_leave_each_devices_count_and_device_refusals_leave_the_ip(
     backend, limits_config
-):
+) -> None:
     limits_config(device=3, ip=7)
     devices = [f"dev-{n}" for n in range(5)]
     results = await admit_all(request(device=d) for d in devices for _ in range(4))
@@ -105,7 +105,7 @@ async def test_ip_refusals_leave_each_devices_count_and_device_refusals_leave_th
 
 async def test_the_user_layer_counts_every_device_of_one_owner_and_only_owned_devices(
     backend, limits_config
-):
+) -> None:
     limits_config(user=3)
     results = [await limits.admit(request(device=f"d{n}", user="alice")) for n in range(4)]
     assert [a.admitted for a in results] == [True, True, True, False]
@@ -116,7 +116,9 @@ async def test_the_user_layer_counts_every_device_of_one_owner_and_only_owned_de
     assert results[0].layers["user"].remaining == 2
 
 
-async def test_checks_run_in_the_order_of_the_spec(backend, limits_config, budget, settings):
+async def test_checks_run_in_the_order_of_the_spec(
+    backend, limits_config, budget, settings
+) -> None:
     # Every check would refuse; opening them one by one reveals their order.
     await limits.admit(request(user="alice"))  # in flight, never settled
     closed = {"device": 1, "ip": 1, "user": 1, "burst": 1, "global_": 1}
@@ -158,7 +160,7 @@ async def test_checks_run_in_the_order_of_the_spec(backend, limits_config, budge
 )
 async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
     backend, limits_config, budget, refusing, settings
-):
+) -> None:
     # The first request fits everything; the second is refused by `refusing` only.
     limits_config(
         device=1 if refusing == "device" else 10,
@@ -180,7 +182,7 @@ async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
     assert (await remaining(user="alice"), await limits.budget_state()) == before
 
 
-async def test_an_admission_reports_each_layer_after_this_request(backend, limits_config):
+async def test_an_admission_reports_each_layer_after_this_request(backend, limits_config) -> None:
     limits_config(device=5, ip=8, burst=4, global_=9)
     await limits.admit(request())
     admission = await limits.admit(request())
@@ -195,20 +197,20 @@ async def test_an_admission_reports_each_layer_after_this_request(backend, limit
     assert layers["burst"].window == "1 minute"
 
 
-async def test_reading_the_layers_admits_nothing(backend, limits_config):
+async def test_reading_the_layers_admits_nothing(backend, limits_config) -> None:
     limits_config(device=5)
     await limits.admit(request())
     for _ in range(3):
         assert (await remaining())["device"] == 4
 
 
-async def test_a_request_id_cannot_hold_two_reservations(backend):
+async def test_a_request_id_cannot_hold_two_reservations(backend) -> None:
     await limits.admit(request(request_id="same"))
     with pytest.raises(ValueError):
         await limits.admit(request(request_id="same"))
 
 
-async def test_an_unknown_tier_is_a_programming_error(backend):
+async def test_an_unknown_tier_is_a_programming_error(backend) -> None:
     with pytest.raises(ValueError):
         await limits.admit(request(tier="gold"))
 
@@ -218,7 +220,7 @@ async def test_an_unknown_tier_is_a_programming_error(backend):
 
 async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_never_overspend(
     backend, budget
-):
+) -> None:
     budget("1.00")
     results = await admit_all(request(device=f"d{n}", reserve=300_000) for n in range(20))
     admitted = [a for a in results if a.admitted]
@@ -243,7 +245,7 @@ async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_
     assert state.pause is None
 
 
-async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budget):
+async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budget) -> None:
     budget("50", device_cap="0.50")
     results = await admit_all(request(reserve=200_000) for _ in range(10))
     admitted = [a for a in results if a.admitted]
@@ -262,7 +264,7 @@ async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budge
 
 async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_day(
     backend, budget, frozen_clock
-):
+) -> None:
     budget("50", device_cap="0.50")
     first = await limits.admit(request(reserve=400_000))
     await limits.settle(first.reservation, actual_micro_usd=400_000)
@@ -274,7 +276,7 @@ async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_
 
 async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothing(
     backend, budget, frozen_clock
-):
+) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=600_000))
     await limits.settle(first.reservation, actual_micro_usd=600_000)
@@ -293,7 +295,7 @@ async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothin
 
 async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_day(
     backend, budget, frozen_clock, settings
-):
+) -> None:
     budget("1.00")
     settings.BUDGET_PAUSE_REMAINING_USD = Decimal("0.10")
     first = await limits.admit(request(reserve=950_000))
@@ -315,7 +317,7 @@ async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_ne
     assert (await limits.budget_state()).pause is None
 
 
-async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, budget):
+async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, budget) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
     assert not (await limits.settle(first.reservation, actual_micro_usd=990_000)).auto_paused
@@ -323,7 +325,9 @@ async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, 
     assert (await limits.settle(second.reservation, actual_micro_usd=1)).auto_paused
 
 
-async def test_a_late_settlement_of_yesterday_pauses_nothing_today(backend, budget, frozen_clock):
+async def test_a_late_settlement_of_yesterday_pauses_nothing_today(
+    backend, budget, frozen_clock
+) -> None:
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
     frozen_clock.set(next_day_start(frozen_clock.now()) + 5)
@@ -331,7 +335,7 @@ async def test_a_late_settlement_of_yesterday_pauses_nothing_today(backend, budg
     assert (await limits.admit(request(reserve=1))).admitted
 
 
-async def test_an_automatic_pause_ends_with_resume_service(backend, budget):
+async def test_an_automatic_pause_ends_with_resume_service(backend, budget) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
     assert (await limits.settle(first.reservation, actual_micro_usd=USD)).auto_paused
@@ -340,7 +344,7 @@ async def test_an_automatic_pause_ends_with_resume_service(backend, budget):
     assert (await limits.admit(request(reserve=0))).admitted
 
 
-async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_clock):
+async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_clock) -> None:
     operator_pause = await pause(reason="provider incident")
     refused = await limits.admit(request())
     assert refused.refused_by == "paused"
@@ -359,7 +363,9 @@ async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_
     assert (await sync_to_async(limits.budget_state_sync)()).pause is None
 
 
-async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(backend, frozen_clock):
+async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(
+    backend, frozen_clock
+) -> None:
     await pause(reason="deploy", until=frozen_clock.now() + 600)
     assert (await limits.admit(request())).retry_after == 600
     frozen_clock.advance(600)
@@ -369,7 +375,7 @@ async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(back
 # --- Settle --------------------------------------------------------------------
 
 
-async def test_settling_twice_or_concurrently_counts_the_cost_once(backend):
+async def test_settling_twice_or_concurrently_counts_the_cost_once(backend) -> None:
     admission = await limits.admit(request(reserve=500_000))
     results = await asyncio.gather(
         *(limits.settle(admission.reservation, actual_micro_usd=123_456) for _ in range(10))
@@ -380,7 +386,7 @@ async def test_settling_twice_or_concurrently_counts_the_cost_once(backend):
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (123_456, 0)
 
 
-async def test_settling_at_zero_releases_the_reservation(backend, budget):
+async def test_settling_at_zero_releases_the_reservation(backend, budget) -> None:
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
     assert not (await limits.admit(request(reserve=1))).admitted
@@ -388,7 +394,9 @@ async def test_settling_at_zero_releases_the_reservation(backend, budget):
     assert (await limits.admit(request(reserve=USD))).admitted
 
 
-async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(backend, frozen_clock):
+async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(
+    backend, frozen_clock
+) -> None:
     midnight = next_day_start(frozen_clock.now())
     frozen_clock.set(midnight - 5)
     admission = await limits.admit(request(reserve=100_000))
@@ -419,7 +427,7 @@ async def outlive(frozen_clock, seconds: float = LIVENESS) -> None:
 
 async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case(
     backend, budget, frozen_clock, monkeypatch, settings
-):
+) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
     as_process(monkeypatch, "crashed")
@@ -443,7 +451,7 @@ async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case
 
 async def test_a_reservation_lives_as_long_as_its_process_beats(
     backend, budget, frozen_clock, monkeypatch, settings
-):
+) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
     as_process(monkeypatch, "streaming")
@@ -464,7 +472,7 @@ async def test_a_reservation_lives_as_long_as_its_process_beats(
     assert (await limits.admit(request(reserve=600_000))).admitted
 
 
-async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, settings):
+async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, settings) -> None:
     settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
     results = await admit_all(request(reserve=1) for _ in range(5))
     admitted = [a for a in results if a.admitted]
@@ -481,7 +489,7 @@ async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, sett
 
 async def test_the_requests_a_dead_process_had_in_flight_free_their_slots(
     backend, settings, frozen_clock, monkeypatch
-):
+) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
     as_process(monkeypatch, "crashed")

@@ -22,12 +22,12 @@ def admission(refused_by=None, retry_after=None):
     return Admission(refused_by is None, refused_by, False, layers, None, retry_after)
 
 
-def test_reset_times_are_iso_8601_in_utc_rounded_up_to_the_second():
+def test_reset_times_are_iso_8601_in_utc_rounded_up_to_the_second() -> None:
     assert iso8601(RESET) == "2027-01-16T08:00:00Z"
     assert iso8601(RESET + 0.2) == "2027-01-16T08:00:01Z"
 
 
-def test_an_admitted_response_carries_the_device_and_ip_headers():
+def test_an_admitted_response_carries_the_device_and_ip_headers() -> None:
     assert rate_limit_headers(admission()) == {
         "X-RateLimit-Limit-Device": "100",
         "X-RateLimit-Remaining-Device": "41",
@@ -47,7 +47,9 @@ def test_an_admitted_response_carries_the_device_and_ip_headers():
         ("global", "global_rate_limit_exceeded", "24 hours", "2027-01-16T08:00:00Z"),
     ],
 )
-def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(layer, code, window, reset):
+def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(
+    layer, code, window, reset
+) -> None:
     error = refusal_error(admission(layer, retry_after=77))
     assert error.status == 429
     body = error.payload()["error"]
@@ -69,7 +71,7 @@ def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(layer, code,
 )
 def test_pause_and_budget_refusals_carry_their_code_and_retry_after(
     refused_by, status, code, error_type
-):
+) -> None:
     error = refusal_error(admission(refused_by, retry_after=3600))
     body = error.payload()["error"]
     assert (error.status, body["code"], body["type"]) == (status, code, error_type)
@@ -77,7 +79,7 @@ def test_pause_and_budget_refusals_carry_their_code_and_retry_after(
     assert error.headers()["Retry-After"] == "3600"
 
 
-def test_an_admitted_request_has_no_refusal():
+def test_an_admitted_request_has_no_refusal() -> None:
     with pytest.raises(ValueError):
         refusal_error(admission())
 
@@ -85,7 +87,7 @@ def test_an_admitted_request_has_no_refusal():
 @pytest.mark.django_db
 async def test_a_real_refusal_renders_with_the_seconds_until_a_slot_frees(
     backend, limits_config, frozen_clock
-):
+) -> None:
     limits_config(device=1)
     first = await limits.admit(AdmissionRequest("h-1", "dev-1", "203.0.113.7", None, "free", 0))
     second = await limits.admit(AdmissionRequest("h-2", "dev-1", "203.0.113.7", None, "free", 0))

@@ -40,7 +40,7 @@ def private_redis(settings):
     server.stop()
 
 
-def ledger(now, rows):
+def ledger(now, rows) -> None:
     for device, cost in rows:
         UsageRecord.objects.create(
             request_id=f"out-led-{next(_ids)}",
@@ -56,7 +56,7 @@ def ledger(now, rows):
         )
 
 
-def assert_unavailable(error):
+def assert_unavailable(error) -> None:
     assert error.status == 503
     assert error.code == "service_unavailable"
     assert error.headers()["Retry-After"] == "5"
@@ -65,7 +65,7 @@ def assert_unavailable(error):
 @pytest.mark.django_db(transaction=True)
 async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_rebuilt_counters(
     private_redis, limits_config, settings, frozen_clock
-):
+) -> None:
     limits_config(device=5)
     settings.DAILY_BUDGET_USD = Decimal("1.00")
     settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal("0"), "paid": Decimal("0")}
@@ -106,7 +106,7 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
-async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend):
+async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend) -> None:
     assert (await limits.admit(request())).admitted
     sync_redis().script_flush()
     assert (await limits.admit(request())).admitted
@@ -128,7 +128,7 @@ def shared_redis_url(_private_redis):
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
     shared_redis_url, tmp_path
-):
+) -> None:
     env = gateway_environment(
         REDIS_URL=shared_redis_url,
         RATE_LIMIT_FREE_DEVICE_PER_DAY="20",

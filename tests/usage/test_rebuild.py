@@ -50,12 +50,12 @@ async def remaining(device="dev-1", ip="203.0.113.7", user=None):
 
 async def test_counters_are_rebuilt_from_the_ledger_before_anything_is_admitted(
     backend, limits_config, settings, frozen_clock
-):
+) -> None:
     limits_config(device=10, ip=10, user=10, burst=5, global_=100)
     settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal("0.20"), "paid": Decimal("0")}
     now = frozen_clock.now()  # 08:00 UTC
 
-    def ledger():
+    def ledger() -> None:
         make_record(at=now - 25 * HOUR, cost="0.07")  # outside the 24 hours, yesterday
         make_record(at=now - 23 * HOUR, cost="0.05")  # inside, but yesterday's budget day
         make_record(at=now - 2 * HOUR, cost="0.10")
@@ -78,7 +78,7 @@ async def test_counters_are_rebuilt_from_the_ledger_before_anything_is_admitted(
 
 async def test_concurrent_first_requests_rebuild_once_and_wait_for_it(
     backend, limits_config, frozen_clock
-):
+) -> None:
     limits_config(device=20)
     now = frozen_clock.now()
     await sync_to_async(lambda: [make_record(at=now - n * 60) for n in range(1, 19)])()
@@ -88,7 +88,7 @@ async def test_concurrent_first_requests_rebuild_once_and_wait_for_it(
     assert rebuild.performed == before + 1
 
 
-async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, frozen_clock):
+async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, frozen_clock) -> None:
     kept = PauseState("cost review", is_automatic=False, since=frozen_clock.now(), until=None)
     rebuild.set_pause_source(lambda: kept)
     refused = await limits.admit(request())
@@ -98,14 +98,14 @@ async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, froze
 
 def test_a_command_reading_the_budget_of_an_empty_store_sees_the_ledgers_spend(
     backend, frozen_clock
-):
+) -> None:
     make_record(at=frozen_clock.now() - HOUR, cost="0.25")
     state = limits.budget_state_sync()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (250_000, 0)
     assert state.remaining_micro_usd == 50_000_000 - 250_000
 
 
-async def test_the_in_process_store_follows_a_pause_written_by_another_process(settings):
+async def test_the_in_process_store_follows_a_pause_written_by_another_process(settings) -> None:
     settings.GATEWAY_STORE = "memory"
     billing_copy: list[PauseState | None] = [None]
     rebuild.set_pause_source(lambda: billing_copy[0])

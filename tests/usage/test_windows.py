@@ -29,7 +29,7 @@ async def admit(device="dev-1"):
 @pytest.mark.parametrize("into_bucket", [0.001, 360.0, 719.999])
 async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucket_later(
     backend, limits_config, frozen_clock, into_bucket
-):
+) -> None:
     limits_config(device=2)
     frozen_clock.set(START + into_bucket)
     start = frozen_clock.now()
@@ -52,7 +52,7 @@ async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucke
 
 async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
     backend, limits_config, frozen_clock
-):
+) -> None:
     limit = 6
     limits_config(device=limit)
     rng = random.Random(3)
@@ -70,7 +70,7 @@ async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
 
 async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
     backend, limits_config, frozen_clock
-):
+) -> None:
     limits_config(burst=3)
     start = frozen_clock.now()
     for offset in (0, 10, 20):
@@ -88,7 +88,9 @@ async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
     assert (await admit()).refused_by == "burst"
 
 
-async def test_there_is_no_double_burst_at_a_minute_boundary(backend, limits_config, frozen_clock):
+async def test_there_is_no_double_burst_at_a_minute_boundary(
+    backend, limits_config, frozen_clock
+) -> None:
     limits_config(burst=5)
     minute = math.ceil(frozen_clock.now() / 60) * 60
     frozen_clock.set(minute - 0.5)
@@ -112,7 +114,7 @@ def structure_sizes(backend, device="dev-1"):
 
 async def test_memory_per_key_stays_bounded_however_many_requests(
     backend, limits_config, frozen_clock
-):
+) -> None:
     limits_config(device=10**6, ip=10**6, burst=7, global_=10**6)
     for _ in range(1000):  # one every 150 s: ~42 hours, 5 per day bucket
         admission = await admit()
@@ -129,7 +131,9 @@ async def test_memory_per_key_stays_bounded_however_many_requests(
         assert sync_redis().dbsize() == 1 + 4 + 2 * 3 + 1
 
 
-async def test_the_in_process_store_forgets_idle_keys(settings, limits_config, frozen_clock):
+async def test_the_in_process_store_forgets_idle_keys(
+    settings, limits_config, frozen_clock
+) -> None:
     settings.GATEWAY_STORE = "memory"
     from usage.backends import get_backend
 
@@ -146,7 +150,7 @@ async def test_the_in_process_store_forgets_idle_keys(settings, limits_config, f
 # --- The reference implementation, without a store -------------------------------
 
 
-def test_a_bucket_window_counts_a_request_until_its_bucket_leaves():
+def test_a_bucket_window_counts_a_request_until_its_bucket_leaves() -> None:
     spec = WindowSpec(seconds=60, bucket_seconds=10)
     window = BucketWindow()
     window.add(spec.bucket_of(105.0))  # bucket 10: [100, 110)
@@ -156,7 +160,7 @@ def test_a_bucket_window_counts_a_request_until_its_bucket_leaves():
     assert window.prune(spec, spec.bucket_of(170.0)) == 0
 
 
-def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more():
+def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more() -> None:
     spec = WindowSpec(seconds=60, bucket_seconds=10)
     window = BucketWindow()
     for at in (100.0, 100.0, 125.0, 131.0):
@@ -166,7 +170,7 @@ def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more():
     assert window.reset_at(spec, 9, 140.0) == 200.0
 
 
-def test_a_sliding_log_frees_each_slot_exactly_its_window_later():
+def test_a_sliding_log_frees_each_slot_exactly_its_window_later() -> None:
     log = SlidingLog()
     for at in (10.0, 20.0, 30.0):
         log.add(at)
@@ -176,7 +180,7 @@ def test_a_sliding_log_frees_each_slot_exactly_its_window_later():
     assert log.prune(60, 70.0) == 2
 
 
-def test_a_sliding_log_stays_sorted_when_the_clock_steps_back():
+def test_a_sliding_log_stays_sorted_when_the_clock_steps_back() -> None:
     log = SlidingLog()
     for at in (30.0, 10.0, 20.0):
         log.add(at)
