@@ -29,7 +29,7 @@ from usage.ipguard import client_ip_from_request
 
 
 @extend_schema_serializer(component_name="Device")
-class DeviceOutputSerializer(serializers.Serializer):
+class DeviceOutputSerializer(serializers.Serializer[Any]):
     """A device as the admin API shows it.
 
     ``device_detail`` builds the answer; the fields (camelCase, the JSON
@@ -66,7 +66,7 @@ DEVICE_LIST = inline_serializer(
 )
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -82,7 +82,7 @@ class DeviceListApi(APIView):
     required_ability = VIEW_DEVICES
 
     @extend_schema_serializer(component_name="DeviceListQuery")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
 
     OutputSerializer = DeviceOutputSerializer
@@ -103,7 +103,7 @@ class DeviceApproveApi(APIView):
     required_ability = CHANGE_DEVICES
 
     @extend_schema_serializer(component_name="DeviceApproval")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
         user = serializers.CharField(required=False, max_length=services.MAX_OWNER_NAME_LENGTH)
 
@@ -171,7 +171,7 @@ class DeviceSuspendApi(APIView):
     required_ability = CHANGE_DEVICES
 
     @extend_schema_serializer(component_name="DeviceSuspension")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         # Positivity and the upper bound are the service's rules (one place).
         hours = serializers.FloatField()
         reason = serializers.CharField(max_length=services.MAX_REASON_LENGTH)
