@@ -9,10 +9,11 @@ reads the money back the way an operator would: ``budget_status``,
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
+from pytest_django import Settings
 
 from tests.acceptance.budget import BUDGET_ENVIRONMENT
 from tests.acceptance.support import PROCESSES, SLACK_CHANNEL, SLACK_TOKEN, slack_environment
@@ -36,7 +37,7 @@ def _acceptance_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
+def slack(_acceptance_slack: FakeSlack, settings: Settings) -> FakeSlack:
     """The fake Slack, emptied, with this process's Slack settings pointing at it."""
     fake = _acceptance_slack
     fake.heal()
@@ -50,7 +51,7 @@ def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
 
 
 @pytest.fixture
-def private_redis(settings) -> Iterator[PrivateRedis]:
+def private_redis(settings: Settings) -> Iterator[PrivateRedis]:
     """A Redis of this test's own, for the gateways and for this process's commands."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -61,7 +62,11 @@ def private_redis(settings) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def budget_gateway(start_gateway, slack: FakeSlack, settings) -> Gateway:  # noqa: F811
+def budget_gateway(
+    start_gateway: Callable[..., Gateway],  # noqa: F811
+    slack: FakeSlack,
+    settings: Settings,
+) -> Gateway:
     """Gateways with the $1.00 budget of ``tests.acceptance.budget``, alerting the fake Slack."""
     settings.DAILY_BUDGET_USD = Decimal(BUDGET_ENVIRONMENT["DAILY_BUDGET_USD"])
     settings.BUDGET_WARNING_PERCENT = int(BUDGET_ENVIRONMENT["BUDGET_WARNING_PERCENT"])

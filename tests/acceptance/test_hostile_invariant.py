@@ -19,8 +19,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from pytest_django import Settings
 
 from tests.acceptance.support import budget_status, ledger_cost, usd
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway
 from tests.proxy.support import bearer, chat_body, leave_after
 from tests.support.processes import wait_for
 from tests.support.raw_http import RawClient, request_bytes
@@ -135,7 +139,10 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
 
 
 def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record_each(
-    start_gateway, provider, make_device, settings
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    make_device: Callable[..., Registered],
+    settings: Settings,
 ) -> None:
     settings.DAILY_BUDGET_USD = BUDGET
     provider.input_billing = "bytes"

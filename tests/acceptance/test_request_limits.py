@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from tests.acceptance.support import PROCESSES, chat, codes, send_all, spread
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 SHARED_IP = "198.51.100.10"
 OTHER_IP = "198.51.100.20"
 
 
 def test_a_hundred_simultaneous_requests_from_one_device_admit_exactly_its_limit(
-    start_gateway, provider, free_token
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, free_token: str
 ) -> None:
     gateway = start_gateway(
         PROCESSES,
@@ -48,7 +52,7 @@ def _stats(gateway, token: str, ip: str) -> dict:
 
 
 def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_untouched(
-    start_gateway, make_device
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
 ) -> None:
     gateway = start_gateway(
         PROCESSES,
@@ -94,7 +98,7 @@ def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_
 
 
 def test_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(
-    start_gateway, make_device
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
 ) -> None:
     gateway = start_gateway(
         PROCESSES, RATE_LIMIT_FREE_IP_PER_DAY="2", RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 
@@ -16,8 +18,9 @@ from tests.acceptance.support import (
     spread,
     usd,
 )
-from tests.proxy.conftest import ledger
-from tests.support.processes import wait_for
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
+from tests.support.processes import PrivateRedis, wait_for
 from tests.support.store import forget_store_counters
 
 pytestmark = pytest.mark.production_only
@@ -50,7 +53,10 @@ def _get(gateway, path: str, token: str, server: int) -> httpx.Response:
 
 
 def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_rebuilt_counters(
-    start_gateway, private_redis, provider, free_token
+    start_gateway: Callable[..., Gateway],
+    private_redis: PrivateRedis,
+    provider: FakeProvider,
+    free_token: str,
 ) -> None:
     gateway = start_gateway(PROCESSES, REDIS_URL=private_redis.url, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}
@@ -86,7 +92,7 @@ def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_
 
 
 def test_flushing_redis_mid_day_rebuilds_the_spend_from_the_ledger_on_the_next_request(
-    start_gateway, provider, free_token
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, free_token: str
 ) -> None:
     gateway = start_gateway(PROCESSES, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}

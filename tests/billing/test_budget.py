@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from billing import budget
 from billing.budget import current_spend
@@ -17,6 +18,7 @@ from billing.selectors import pause_state_get
 from billing.services import budget_auto_pause, budget_pause, budget_resume
 from gateway.core import store
 from tests.billing.factories import create_records
+from tests.conftest import TestClock
 from tests.support.store import forget_store_counters
 from usage import limits
 from usage.days import budget_day, day_start, next_day_start
@@ -38,7 +40,7 @@ def _run(command: str, *args: str) -> str:
     return out.getvalue()
 
 
-def test_the_budget_day_follows_the_budget_timezone(settings) -> None:
+def test_the_budget_day_follows_the_budget_timezone(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     assert budget_day(_ts("2026-11-26T07:59:59+00:00")) == date(2026, 11, 26)
     settings.BUDGET_TIMEZONE = "America/Los_Angeles"
@@ -47,7 +49,7 @@ def test_the_budget_day_follows_the_budget_timezone(settings) -> None:
     assert next_day_start(_ts("2026-11-26T07:59:59+00:00")) == _ts("2026-11-26T08:00:00+00:00")
 
 
-def test_a_budget_day_across_a_dst_change_has_its_real_length(settings) -> None:
+def test_a_budget_day_across_a_dst_change_has_its_real_length(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "Europe/Berlin"
     noon = _ts("2026-03-29T12:00:00+02:00")  # clocks went forward at 02:00
     assert budget_day(noon) == date(2026, 3, 29)
@@ -56,7 +58,7 @@ def test_a_budget_day_across_a_dst_change_has_its_real_length(settings) -> None:
     assert next_day_start(autumn) - day_start(date(2026, 10, 25)) == 25 * 3600
 
 
-def test_the_next_budget_day_always_starts_after_now_and_within_a_day(settings) -> None:
+def test_the_next_budget_day_always_starts_after_now_and_within_a_day(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "Pacific/Chatham"  # +12:45 / +13:45
     start = _ts("2026-01-01T00:00:00+00:00")
     for hour in range(0, 24 * 400, 7):
@@ -69,7 +71,7 @@ def test_the_next_budget_day_always_starts_after_now_and_within_a_day(settings) 
 
 @pytest.mark.django_db
 def test_pausing_keeps_the_state_audits_it_and_tells_every_process(
-    django_capture_on_commit_callbacks,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     before = _epoch()
     with django_capture_on_commit_callbacks(execute=True):
@@ -92,7 +94,9 @@ def test_pausing_keeps_the_state_audits_it_and_tells_every_process(
 
 
 @pytest.mark.django_db
-def test_resuming_lifts_the_pause_and_is_audited(django_capture_on_commit_callbacks) -> None:
+def test_resuming_lifts_the_pause_and_is_audited(
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     budget_pause(reason="maintenance", actor="ops:ana")
     assert limits.budget_state_sync().is_paused
     before = _epoch()
@@ -116,7 +120,9 @@ def test_a_pause_needs_a_reason() -> None:
 
 
 @pytest.mark.django_db
-def test_the_automatic_pause_lasts_until_the_next_budget_day(clock, settings) -> None:
+def test_the_automatic_pause_lasts_until_the_next_budget_day(
+    clock: TestClock, settings: Settings
+) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     state = budget_auto_pause(reason="daily budget exhausted")
     day_ends = datetime.fromtimestamp(next_day_start(clock.now()), tz=UTC)
@@ -129,7 +135,7 @@ def test_the_automatic_pause_lasts_until_the_next_budget_day(clock, settings) ->
 
 @pytest.mark.django_db
 def test_current_spend_is_rebuilt_from_todays_ledger_when_the_store_is_empty(
-    clock, settings
+    clock: TestClock, settings: Settings
 ) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     today = budget_day(clock.now())
@@ -139,7 +145,9 @@ def test_current_spend_is_rebuilt_from_todays_ledger_when_the_store_is_empty(
 
 
 @pytest.mark.django_db
-def test_budget_status_reports_spend_reservations_and_pause_as_json(clock, settings) -> None:
+def test_budget_status_reports_spend_reservations_and_pause_as_json(
+    clock: TestClock, settings: Settings
+) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     settings.DAILY_BUDGET_USD = Decimal("50")
     today = budget_day(clock.now())

@@ -15,6 +15,7 @@ from django.db.models import Sum
 from billing.models import DailyRollup
 from billing.services import rollup_day
 from tests.billing.factories import create_records, record_data
+from tests.conftest import TestClock
 from usage.days import budget_day
 from usage.models import UsageRecord
 
@@ -127,7 +128,7 @@ def test_a_day_report_covers_only_that_budget_day() -> None:
     )
 
 
-def test_the_default_period_is_the_current_budget_month(clock) -> None:
+def test_the_default_period_is_the_current_budget_month(clock: TestClock) -> None:
     today = budget_day(clock.now())
     create_records(3, budget_day=today)
     report = _json_report()

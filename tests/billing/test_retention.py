@@ -15,6 +15,7 @@ from billing.selectors import usage_stats
 from billing.services import usage_day_seal
 from tests.billing.factories import create_records
 from tests.billing.test_reports import _json_report, _random_ledger
+from tests.conftest import TestClock
 from usage.days import budget_day
 from usage.models import UsageRecord
 
@@ -25,7 +26,7 @@ NOV_DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
 
 
 @pytest.fixture
-def today(clock) -> date:
+def today(clock: TestClock) -> date:
     """Budget day 2026-12-20: October is older than 40 days, November partly."""
     clock.set_offset(0)
     clock.set_offset((date(2026, 12, 20) - budget_day(clock.now())).days * 86400)
@@ -46,7 +47,7 @@ def reports() -> list[dict]:
     ]
 
 
-def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today) -> None:
+def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today: date) -> None:
     _random_ledger(random.Random(8), OCT_DAYS + NOV_DAYS, 400)
     recent = create_records(3, budget_day=today - timedelta(days=2))
     before = reports()
@@ -62,7 +63,7 @@ def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today) -> Non
     assert DailyRollup.objects.exists()
 
 
-def test_running_it_again_is_a_no_op(today) -> None:
+def test_running_it_again_is_a_no_op(today: date) -> None:
     _random_ledger(random.Random(9), OCT_DAYS, 50)
     retention("--days", "45")
     before = reports()
@@ -73,7 +74,7 @@ def test_running_it_again_is_a_no_op(today) -> None:
     assert sorted(DailyRollup.objects.values_list(*fields)) == rollups
 
 
-def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today) -> None:
+def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today: date) -> None:
     _random_ledger(random.Random(10), OCT_DAYS[:2], 60)
     before = reports()
     day = OCT_DAYS[0]
@@ -86,7 +87,7 @@ def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today)
     assert reports() == before
 
 
-def test_a_devices_month_figures_include_its_pruned_days(today, clock) -> None:
+def test_a_devices_month_figures_include_its_pruned_days(today: date, clock: TestClock) -> None:
     create_records(4, device_id="dev_kept", budget_day=date(2026, 12, 1))
     create_records(3, device_id="dev_kept", budget_day=date(2026, 12, 2))
     before = usage_stats(device_id="dev_kept", now=clock.now())
@@ -96,7 +97,7 @@ def test_a_devices_month_figures_include_its_pruned_days(today, clock) -> None:
     assert before["month"]["requests"] == 7
 
 
-def test_a_dry_run_counts_and_deletes_nothing(today) -> None:
+def test_a_dry_run_counts_and_deletes_nothing(today: date) -> None:
     create_records(5, budget_day=OCT_DAYS[0])
     assert "would prune 5 usage records before 2026-11-05" in retention("--days", "45", "--dry-run")
     assert UsageRecord.objects.count() == 5
@@ -104,7 +105,7 @@ def test_a_dry_run_counts_and_deletes_nothing(today) -> None:
 
 
 @pytest.mark.parametrize("args", [["--days", "0"], ["--batch-size", "0"], ["--days", "-3"]])
-def test_bad_input_is_a_one_line_command_error(today, args) -> None:
+def test_bad_input_is_a_one_line_command_error(today: date, args) -> None:
     with pytest.raises(CommandError) as error:
         retention(*args)
     assert "\n" not in str(error.value)

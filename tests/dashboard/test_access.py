@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from billing.selectors import pause_state_get
 from devices.models import AuditEvent
@@ -58,7 +61,9 @@ def send(client: Client, method: str, url: str, data: dict, headers: dict):
     return client.post(url, data, **headers)
 
 
-def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(settings) -> None:
+def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(
+    settings: Settings,
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, (client, headers) in callers(token).items():
@@ -72,7 +77,7 @@ def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothin
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings) -> None:
+def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, (client, headers) in callers(token).items():
@@ -88,7 +93,9 @@ def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings)
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_verified_staff_are_served_by_both(settings, staff_user) -> None:
+def test_verified_staff_are_served_by_both(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, otp_device = staff_user
     device, _ = register_device()

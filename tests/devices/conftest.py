@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from django.contrib.auth.models import User
 from django.db.backends.utils import CursorWrapper
 from django.test import Client
+from pytest_django import Settings
 
 from devices import activity, auth
 from gateway.core import store
@@ -14,7 +16,7 @@ from tests.fakes.slack import fake_slack  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
+def _fast_password_hashing(settings: Settings) -> None:  # type: ignore[no-untyped-def]
     # Staff logins are set up in many tests; PBKDF2's cost buys nothing here.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -43,7 +45,7 @@ def count_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def staff_api(admin_user) -> Client:  # type: ignore[no-untyped-def]
+def staff_api(admin_user: User) -> Client:  # type: ignore[no-untyped-def]
     """A staff session that must send its CSRF token, like a browser."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from pytest_django import Settings
 
 from devices import auth, services
 from devices.auth import AuthenticatedDevice, authenticate
@@ -8,7 +11,8 @@ from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspende
 from gateway.core import store
 from gateway.core.errors import AuthenticationFailed
 from gateway.core.store import StoreUnavailable
-from tests.devices.support import in_thread
+from tests.conftest import TestClock
+from tests.devices.support import Registered, in_thread
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -19,7 +23,7 @@ IP = "198.51.100.9"
 
 
 @pytest.fixture
-def auth_failures(monkeypatch):
+def auth_failures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each IP the guard was told about (usage.guard.record_auth_failure)."""
     recorded: list[str] = []
 
@@ -30,7 +34,9 @@ def auth_failures(monkeypatch):
     return recorded
 
 
-async def test_a_bearer_token_alone_identifies_an_approved_device(make_device) -> None:
+async def test_a_bearer_token_alone_identifies_an_approved_device(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved", tier="paid", owner="acme")
     device = await authenticate(registered.bearer(), ip=IP)
     owner = await in_thread(lambda: registered.device.owner)()
@@ -44,7 +50,9 @@ async def test_a_bearer_token_alone_identifies_an_approved_device(make_device) -
     )
 
 
-async def test_the_device_id_and_session_token_pair_works_too(make_device) -> None:
+async def test_the_device_id_and_session_token_pair_works_too(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved")
     device = await authenticate(registered.pair(), ip=IP)
     assert (device.id, device.owner_id, device.owner_name) == (registered.id, None, None)
@@ -69,7 +77,7 @@ async def test_the_device_id_and_session_token_pair_works_too(make_device) -> No
     ],
 )
 async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guard(
-    make_device, auth_failures, headers
+    make_device: Callable[..., Registered], auth_failures: list[str], headers
 ) -> None:
     registered = await in_thread(make_device)("approved")
     filled = {
@@ -83,7 +91,9 @@ async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guar
     assert auth_failures == [IP]
 
 
-async def test_a_token_with_another_devices_id_is_refused(make_device, auth_failures) -> None:
+async def test_a_token_with_another_devices_id_is_refused(
+    make_device: Callable[..., Registered], auth_failures: list[str]
+) -> None:
     mine = await in_thread(make_device)("approved")
     other = await in_thread(make_device)("approved")
     headers = {"x-device-id": other.id, "x-session-token": mine.token}
@@ -96,7 +106,9 @@ async def test_a_token_with_another_devices_id_is_refused(make_device, auth_fail
     assert (await authenticate(mine.pair(), ip=IP)).id == mine.id
 
 
-async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures) -> None:
+async def test_a_revoked_device_gets_the_same_401(
+    make_device: Callable[..., Registered], auth_failures: list[str]
+) -> None:
     registered = await in_thread(make_device)("revoked")
     with pytest.raises(AuthenticationFailed):
         await authenticate(registered.bearer(), ip=IP)
@@ -108,7 +120,7 @@ async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures) ->
     [("pending_approval", DevicePendingApproval), ("rejected", DeviceRejected)],
 )
 async def test_pending_and_rejected_devices_get_their_403(
-    make_device, auth_failures, status, error
+    make_device: Callable[..., Registered], auth_failures: list[str], status, error
 ) -> None:
     registered = await in_thread(make_device)(status)
     with pytest.raises(error) as refused:
@@ -120,7 +132,7 @@ async def test_pending_and_rejected_devices_get_their_403(
 
 
 async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension_ends(
-    make_device, clock
+    make_device: Callable[..., Registered], clock: TestClock
 ) -> None:
     registered = await in_thread(make_device)("suspended")
     until = registered.device.suspended_until.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -139,7 +151,7 @@ async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension
 
 
 async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
-    make_device, count_queries
+    make_device: Callable[..., Registered], count_queries: list[str]
 ) -> None:
     registered = await in_thread(make_device)("approved")
     count_queries.clear()
@@ -178,7 +190,7 @@ async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
     ],
 )
 async def test_every_change_is_seen_on_the_next_request_despite_the_cache(
-    make_device, change
+    make_device: Callable[..., Registered], change
 ) -> None:
     registered = await in_thread(make_device)("approved")
     for _ in range(3):
@@ -192,7 +204,7 @@ async def test_every_change_is_seen_on_the_next_request_despite_the_cache(
 
 
 async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
-    make_device, count_queries
+    make_device: Callable[..., Registered], count_queries: list[str]
 ) -> None:
     # The first lookup finds the device id in the row it read; only later
     # lookups can read the version before the row (see devices.auth).
@@ -206,7 +218,9 @@ async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
 
 
 async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
-    make_device, count_queries, monkeypatch
+    make_device: Callable[..., Registered],
+    count_queries: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.pair(), ip=IP)
@@ -218,7 +232,9 @@ async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
 
 
 @pytest.mark.production_only
-async def test_redis_down_is_a_503_not_a_stale_answer(make_device, settings) -> None:
+async def test_redis_down_is_a_503_not_a_stale_answer(
+    make_device: Callable[..., Registered], settings: Settings
+) -> None:
     from tests.support.processes import free_port
 
     registered = await in_thread(make_device)("approved")

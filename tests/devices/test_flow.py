@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from io import StringIO
 
 import httpx
@@ -10,10 +11,12 @@ import openai
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.test import Client
 
 from devices.models import AuditEvent, Device
-from tests.devices.support import REGISTRATION
-from tests.support.processes import free_port
+from tests.conftest import TestClock
+from tests.devices.support import REGISTRATION, Registered
+from tests.support.processes import GatewayServer, free_port
 
 
 def register(server) -> tuple[str, str]:
@@ -42,7 +45,9 @@ def command(*args: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def test_a_new_device_is_refused_until_the_approve_command(gateway_servers) -> None:
+def test_a_new_device_is_refused_until_the_approve_command(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error = error_of(me(server, token), 403, "device_pending_approval")
@@ -53,7 +58,9 @@ def test_a_new_device_is_refused_until_the_approve_command(gateway_servers) -> N
     assert response.json() == {"id": device_id, "status": "approved", "tier": "paid"}
 
 
-def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, admin_client) -> None:
+def test_a_new_device_is_refused_until_the_admin_approves_it(
+    gateway_servers: Callable[..., list[GatewayServer]], admin_client: Client
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -64,7 +71,9 @@ def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, ad
     assert me(server, token).status_code == 200
 
 
-def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers, staff_api) -> None:
+def test_a_new_device_is_refused_until_the_json_api_approves_it(
+    gateway_servers: Callable[..., list[GatewayServer]], staff_api: Client
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -78,7 +87,7 @@ def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers,
 
 
 def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(
-    gateway_servers, clock
+    gateway_servers: Callable[..., list[GatewayServer]], clock: TestClock
 ) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
@@ -98,7 +107,9 @@ def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(
     assert response.json()["status"] == "approved"
 
 
-def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers) -> None:
+def test_a_revoked_device_is_refused_on_its_very_next_request(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     command("approve_device", device_id)
@@ -110,7 +121,9 @@ def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers) -
 
 
 @pytest.mark.production_only
-def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers) -> None:
+def test_a_revoke_is_honoured_at_once_by_every_gateway_process(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     servers = gateway_servers(count=2)
     device_id, token = register(servers[0])
     command("approve_device", device_id)
@@ -123,7 +136,7 @@ def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers) 
 
 
 def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(
-    gateway_servers,
+    gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
     (server,) = gateway_servers()
     mine_id, mine = register(server)
@@ -143,7 +156,9 @@ def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(
     assert len(messages) == 1  # one generic message whatever the reason
 
 
-def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_servers) -> None:
+def test_an_openai_client_authenticates_with_the_token_as_its_api_key(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0)
@@ -162,7 +177,10 @@ def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_se
 
 
 def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
-    gateway_servers, admin_client, staff_api, clock
+    gateway_servers: Callable[..., list[GatewayServer]],
+    admin_client: Client,
+    staff_api: Client,
+    clock: TestClock,
 ) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
@@ -203,7 +221,9 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
     assert digest not in everything
 
 
-def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers) -> None:
+def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
     if not settings.REDIS_URL:
         unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
@@ -214,7 +234,9 @@ def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers) -
 
 
 @pytest.mark.production_only
-def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device) -> None:
+def test_a_redis_outage_is_a_503_not_a_500(
+    gateway_servers: Callable[..., list[GatewayServer]], make_device: Callable[..., Registered]
+) -> None:
     (server,) = gateway_servers(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     registered = make_device("approved")
     response = me(server, **registered.pair())
@@ -229,7 +251,9 @@ def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device) -> None
     error_of(refused, 503, "service_unavailable")
 
 
-def test_last_seen_is_kept_in_memory_and_written_at_shutdown(gateway_servers) -> None:
+def test_last_seen_is_kept_in_memory_and_written_at_shutdown(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers(DEVICES_TEST_SERVER="stopped-by-this-test")
     device_id, token = register(server)
     command("approve_device", device_id)

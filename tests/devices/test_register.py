@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from django.test import Client
+from pytest_django import Settings
 
 from devices import views
 from devices.models import AuditEvent, Device
 from devices.tokens import token_hash
 from gateway.asgi import application
 from gateway.core.errors import RateLimited
-from tests.devices.support import REGISTRATION, assert_error
+from tests.conftest import TestClock
+from tests.devices.support import REGISTRATION, Registered, assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +32,7 @@ def post(client, body, **extra):
     return client.post(URL, data=data, content_type="application/json", **extra)
 
 
-def test_registering_answers_201_with_the_id_and_the_token_shown_once(client) -> None:
+def test_registering_answers_201_with_the_id_and_the_token_shown_once(client: Client) -> None:
     response = post(client, REGISTRATION)
     assert response.status_code == 201
     body = response.json()
@@ -42,7 +46,7 @@ def test_registering_answers_201_with_the_id_and_the_token_shown_once(client) ->
     assert AuditEvent.objects.filter(device=device, action="register").exists()
 
 
-def test_fields_a_client_should_not_set_are_ignored(client) -> None:
+def test_fields_a_client_should_not_set_are_ignored(client: Client) -> None:
     response = post(
         client,
         {
@@ -59,7 +63,9 @@ def test_fields_a_client_should_not_set_are_ignored(client) -> None:
     assert device.pk != "dev_mine"
 
 
-def test_registering_again_creates_another_pending_device_and_never_reveals_a_token(client) -> None:
+def test_registering_again_creates_another_pending_device_and_never_reveals_a_token(
+    client: Client,
+) -> None:
     first = post(client, REGISTRATION).json()
     second = post(client, REGISTRATION).json()
     assert first["deviceId"] != second["deviceId"]
@@ -67,7 +73,7 @@ def test_registering_again_creates_another_pending_device_and_never_reveals_a_to
     assert Device.objects.filter(status="pending_approval").count() == 2
 
 
-def test_each_field_may_be_255_characters(client) -> None:
+def test_each_field_may_be_255_characters(client: Client) -> None:
     body = {key: "x" * 255 for key in REGISTRATION}
     assert post(client, body).status_code == 201
 
@@ -78,7 +84,9 @@ def test_each_field_may_be_255_characters(client) -> None:
     [None, "", "x" * 256, 42, ["a"], {"a": 1}, True, "nul\x00byte", "line\nbreak"],
     ids=repr,
 )
-def test_each_field_must_be_a_string_of_1_to_255_printable_characters(client, field, value) -> None:
+def test_each_field_must_be_a_string_of_1_to_255_printable_characters(
+    client: Client, field, value
+) -> None:
     response = post(client, {**REGISTRATION, field: value})
     error = assert_error(response, 400, "invalid_request")
     assert error["type"] == "invalid_request_error"
@@ -87,18 +95,18 @@ def test_each_field_must_be_a_string_of_1_to_255_printable_characters(client, fi
 
 
 @pytest.mark.parametrize("field", ["deviceName", "platform", "version"])
-def test_a_missing_field_is_a_400(client, field) -> None:
+def test_a_missing_field_is_a_400(client: Client, field) -> None:
     body = {key: value for key, value in REGISTRATION.items() if key != field}
     assert_error(post(client, body), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("body", ["{not json", "[1, 2]", '"text"', "null", "", "\xff"])
-def test_a_body_that_is_not_a_json_object_is_a_400(client, body) -> None:
+def test_a_body_that_is_not_a_json_object_is_a_400(client: Client, body) -> None:
     # CONTENT_TYPE given outright: the test client sends none with an empty body.
     assert_error(post(client, body, CONTENT_TYPE="application/json"), 400, "invalid_request")
 
 
-def test_a_body_over_the_size_cap_is_a_413(settings) -> None:
+def test_a_body_over_the_size_cap_is_a_413(settings: Settings) -> None:
     """Through the ASGI application, whose body limit (gateway.proxy.bodies) is the one there is."""
     settings.MAX_REQUEST_BYTES = 200
 
@@ -112,12 +120,12 @@ def test_a_body_over_the_size_cap_is_a_413(settings) -> None:
     assert not Device.objects.exists()
 
 
-def test_only_post_is_allowed(client) -> None:
+def test_only_post_is_allowed(client: Client) -> None:
     assert_error(client.get(URL), 405, "method_not_allowed")
 
 
 def test_the_per_ip_registration_limit_is_asked_first_with_the_client_ip(
-    client, monkeypatch
+    client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[str] = []
 
@@ -135,7 +143,9 @@ def test_the_per_ip_registration_limit_is_asked_first_with_the_client_ip(
     assert Device.objects.count() == 1
 
 
-def test_forwarded_addresses_count_only_behind_a_trusted_proxy(client, settings) -> None:
+def test_forwarded_addresses_count_only_behind_a_trusted_proxy(
+    client: Client, settings: Settings
+) -> None:
     spoofed = post(client, REGISTRATION, HTTP_X_FORWARDED_FOR="192.0.2.1")
     assert Device.objects.get(pk=spoofed.json()["deviceId"]).registration_ip == "127.0.0.1"
     settings.TRUSTED_PROXIES = ["127.0.0.1/32"]
@@ -143,7 +153,9 @@ def test_forwarded_addresses_count_only_behind_a_trusted_proxy(client, settings)
     assert Device.objects.get(pk=proxied.json()["deviceId"]).registration_ip == "192.0.2.1"
 
 
-def test_me_answers_the_devices_own_record_once_approved(client, make_device) -> None:
+def test_me_answers_the_devices_own_record_once_approved(
+    client: Client, make_device: Callable[..., Registered]
+) -> None:
     pending = make_device()
     assert_error(
         client.get("/v1/devices/me", headers=pending.bearer()), 403, "device_pending_approval"
@@ -156,7 +168,7 @@ def test_me_answers_the_devices_own_record_once_approved(client, make_device) ->
 
 
 def test_registrations_past_the_hourly_limit_per_ip_are_refused_with_retry_after(
-    client, settings, clock
+    client: Client, settings: Settings, clock: TestClock
 ) -> None:
     settings.REGISTRATIONS_PER_IP_PER_HOUR = 2
     assert post(client, REGISTRATION).status_code == 201

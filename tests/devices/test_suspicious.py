@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
+from pytest_django import Settings
 
 from billing import alerts
 from devices import auth, services, suspicious
 from devices.errors import DeviceSuspended
 from devices.models import AuditEvent, Device
 from gateway.core import store
+from tests.conftest import TestClock
+from tests.devices.support import Registered
+from tests.fakes.slack import FakeSlack
 from usage.days import budget_day, next_day_start
 
 pytestmark = [
@@ -23,7 +28,7 @@ LIMIT = 3
 
 
 @pytest.fixture(autouse=True)
-def _limit(settings):
+def _limit(settings: Settings) -> Iterator[None]:
     settings.SUSPICIOUS_IPS_PER_DEVICE_PER_DAY = LIMIT
     suspicious.clear_cache()
     yield
@@ -53,7 +58,9 @@ def suspicious_alerts(fake) -> list[str]:
     return [text for text in fake.texts() if "Suspicious device" in text]
 
 
-async def test_a_device_at_the_limit_is_left_alone(make_device, fake_slack) -> None:
+async def test_a_device_at_the_limit_is_left_alone(
+    make_device: Callable[..., Registered], fake_slack: FakeSlack
+) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT) * 3)
     assert await state(device.pk) == ("approved", [])
@@ -61,7 +68,7 @@ async def test_a_device_at_the_limit_is_left_alone(make_device, fake_slack) -> N
 
 
 async def test_one_address_past_the_limit_suspends_with_a_reason_an_audit_and_an_alert(
-    make_device, fake_slack
+    make_device: Callable[..., Registered], fake_slack: FakeSlack
 ) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT + 1))
@@ -77,7 +84,7 @@ async def test_one_address_past_the_limit_suspends_with_a_reason_an_audit_and_an
 
 
 async def test_it_triggers_once_a_day_even_after_an_operator_reapproves(
-    make_device, fake_slack
+    make_device: Callable[..., Registered], fake_slack: FakeSlack
 ) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT + 1))
@@ -88,7 +95,9 @@ async def test_it_triggers_once_a_day_even_after_an_operator_reapproves(
     assert len(suspicious_alerts(fake_slack)) == 1
 
 
-async def test_the_count_starts_again_on_the_next_budget_day(make_device, clock) -> None:
+async def test_the_count_starts_again_on_the_next_budget_day(
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT))
     clock.advance(next_day_start(clock.now()) - clock.now() + 1)
@@ -98,7 +107,9 @@ async def test_the_count_starts_again_on_the_next_budget_day(make_device, clock)
     assert (await state(device.pk))[0] == "suspended"
 
 
-async def test_ipv6_addresses_of_one_subscriber_count_once(make_device) -> None:
+async def test_ipv6_addresses_of_one_subscriber_count_once(
+    make_device: Callable[..., Registered],
+) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     rotating = [f"2001:db8:0:1::{index:x}" for index in range(1, 20)]
     await note_all(device.pk, [*rotating, *ips(LIMIT - 1)])
@@ -106,7 +117,7 @@ async def test_ipv6_addresses_of_one_subscriber_count_once(make_device) -> None:
 
 
 async def test_concurrent_requests_from_many_addresses_suspend_exactly_once(
-    make_device, fake_slack
+    make_device: Callable[..., Registered], fake_slack: FakeSlack
 ) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await asyncio.gather(*(suspicious.note_device_ip(device.pk, address) for address in ips(40)))
@@ -115,7 +126,9 @@ async def test_concurrent_requests_from_many_addresses_suspend_exactly_once(
     assert len(suspicious_alerts(fake_slack)) == 1
 
 
-async def test_a_device_already_suspended_by_an_operator_keeps_that_suspension(make_device) -> None:
+async def test_a_device_already_suspended_by_an_operator_keeps_that_suspension(
+    make_device: Callable[..., Registered],
+) -> None:
     device = (await sync_to_async(make_device)("suspended")).device
     until = device.suspended_until
     await note_all(device.pk, ips(LIMIT + 2))
@@ -124,7 +137,7 @@ async def test_a_device_already_suspended_by_an_operator_keeps_that_suspension(m
 
 
 async def test_a_failed_suspension_is_retried_on_the_next_new_address(
-    make_device, monkeypatch
+    make_device: Callable[..., Registered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     real = suspicious._suspend_approved_device
@@ -146,7 +159,9 @@ async def test_a_failed_suspension_is_retried_on_the_next_new_address(
     assert len(calls) == 2
 
 
-async def test_zero_turns_the_check_off(make_device, settings) -> None:
+async def test_zero_turns_the_check_off(
+    make_device: Callable[..., Registered], settings: Settings
+) -> None:
     settings.SUSPICIOUS_IPS_PER_DEVICE_PER_DAY = 0
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(30))
@@ -155,7 +170,7 @@ async def test_zero_turns_the_check_off(make_device, settings) -> None:
 
 @pytest.mark.production_only
 async def test_the_redis_set_stops_at_one_past_the_limit_and_expires_after_its_day(
-    make_device, clock
+    make_device: Callable[..., Registered], clock: TestClock
 ) -> None:
     device = (await sync_to_async(make_device)("approved")).device
     await note_all(device.pk, ips(LIMIT + 10))
@@ -167,7 +182,9 @@ async def test_the_redis_set_stops_at_one_past_the_limit_and_expires_after_its_d
     assert day_left < ttl <= day_left + 3600 + 1
 
 
-async def test_the_suspended_device_is_refused_on_its_next_request(make_device) -> None:
+async def test_the_suspended_device_is_refused_on_its_next_request(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await sync_to_async(make_device)("approved")
     addresses = ips(LIMIT + 1)
     for address in addresses:

@@ -4,6 +4,8 @@ import hashlib
 import hmac
 import re
 
+from pytest_django import Settings
+
 from devices.tokens import new_device_id, new_token, token_hash, token_prefix
 
 
@@ -18,7 +20,7 @@ def test_a_device_id_is_opaque_and_url_safe() -> None:
     assert re.fullmatch(r"dev_[A-Za-z0-9_-]{22}", new_device_id())
 
 
-def test_the_hash_is_hmac_sha256_under_the_configured_pepper(settings) -> None:
+def test_the_hash_is_hmac_sha256_under_the_configured_pepper(settings: Settings) -> None:
     settings.TOKEN_PEPPER = "pepper-one"
     token = new_token()
     expected = hmac.new(b"pepper-one", token.encode(), hashlib.sha256).hexdigest()
@@ -27,7 +29,7 @@ def test_the_hash_is_hmac_sha256_under_the_configured_pepper(settings) -> None:
     assert token_hash(token) != expected
 
 
-def test_without_a_pepper_one_is_derived_from_the_secret_key(settings) -> None:
+def test_without_a_pepper_one_is_derived_from_the_secret_key(settings: Settings) -> None:
     settings.TOKEN_PEPPER = ""
     token = new_token()
     settings.SECRET_KEY = "first-secret-key-for-this-test"

@@ -86,7 +86,9 @@ def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
 # ------------------------------------------------------------------ OpenAI
 
 
-def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usage(provider) -> None:
+def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usage(
+    provider: FakeProvider,
+) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o-mini",
         messages=[
@@ -107,7 +109,9 @@ def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usag
     assert completion.usage.total_tokens == 21
 
 
-def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(provider) -> None:
+def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi [[tokens:4]]"), stream=True
     )
@@ -121,7 +125,7 @@ def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(provider)
     assert all(c.usage is None and len(c.choices) == 1 for c in chunks)
 
 
-def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider) -> None:
+def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider: FakeProvider) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("one two [[tokens:3]]"),
@@ -140,7 +144,7 @@ def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider) -> Non
     assert text == "tok0 tok1 tok2 "
 
 
-def test_it_ends_openai_streams_with_a_done_line(provider) -> None:
+def test_it_ends_openai_streams_with_a_done_line(provider: FakeProvider) -> None:
     body = {"model": "m", "messages": user("[[tokens:2]]"), "stream": True}
     with httpx.stream(
         "POST",
@@ -156,7 +160,7 @@ def test_it_ends_openai_streams_with_a_done_line(provider) -> None:
 
 @pytest.mark.parametrize("cap_param", ["max_tokens", "max_completion_tokens"])
 def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(
-    provider, cap_param
+    provider: FakeProvider, cap_param
 ) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi"), **{cap_param: 3}
@@ -166,7 +170,7 @@ def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(
     assert completion.usage.completion_tokens == 3
 
 
-def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider) -> None:
+def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi [[tokens:4]]"), max_tokens=4
     )
@@ -174,7 +178,7 @@ def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider) -> N
     assert completion.usage.completion_tokens == 4
 
 
-def test_it_stops_openai_answers_at_a_stop_sequence(provider) -> None:
+def test_it_stops_openai_answers_at_a_stop_sequence(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi"), stop=["tok3"]
     )
@@ -182,7 +186,7 @@ def test_it_stops_openai_answers_at_a_stop_sequence(provider) -> None:
     assert completion.choices[0].finish_reason == "stop"
 
 
-def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider) -> None:
+def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("weather? [[tool:get_weather]]"), tools=[WEATHER_TOOL_OPENAI]
     )
@@ -196,7 +200,9 @@ def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider) -> None:
     assert json.loads(call.function.arguments) == EXPECTED_ARGS
 
 
-def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(provider) -> None:
+def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(
+    provider: FakeProvider,
+) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("[[tool:get_weather]]")
     )
@@ -204,7 +210,7 @@ def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(provider) -
     assert completion.choices[0].message.tool_calls is None
 
 
-def test_it_answers_in_text_after_an_openai_tool_result(provider) -> None:
+def test_it_answers_in_text_after_an_openai_tool_result(provider: FakeProvider) -> None:
     messages = [
         *user("weather? [[tool:get_weather]]"),
         {
@@ -227,7 +233,7 @@ def test_it_answers_in_text_after_an_openai_tool_result(provider) -> None:
     assert completion.choices[0].message.content == TEN_TOKENS
 
 
-def test_it_streams_an_openai_tool_call_as_argument_fragments(provider) -> None:
+def test_it_streams_an_openai_tool_call_as_argument_fragments(provider: FakeProvider) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("[[tool:get_weather]]"),
@@ -246,7 +252,9 @@ def test_it_streams_an_openai_tool_call_as_argument_fragments(provider) -> None:
     assert json.loads(arguments) == EXPECTED_ARGS
 
 
-def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(provider) -> None:
+def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("[[tool:get_weather]]"),
@@ -258,7 +266,7 @@ def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(provider) 
     assert set(finishes[:-1]) == {None}
 
 
-def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider) -> None:
+def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider: FakeProvider) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
         oai(provider, key="sk-wrong-secret-123").chat.completions.create(
             model="gpt-4o", messages=user("hi")
@@ -283,7 +291,7 @@ def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider) -> None:
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
-    provider, fault, error_class, status
+    provider: FakeProvider, fault, error_class, status
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
@@ -293,7 +301,9 @@ def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
     assert oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi")).choices
 
 
-def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body(provider) -> None:
+def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("http_429")
     response = openai_post(provider, {"model": "gpt-4o", "messages": user("hi")})
     assert response.status_code == 429
@@ -301,7 +311,7 @@ def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_it_explains_openai_context_length_errors(provider) -> None:
+def test_it_explains_openai_context_length_errors(provider: FakeProvider) -> None:
     provider.fail_next("http_400")
     with pytest.raises(openai.BadRequestError) as caught:
         oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
@@ -309,7 +319,9 @@ def test_it_explains_openai_context_length_errors(provider) -> None:
     assert "maximum context length" in caught.value.message
 
 
-def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(provider) -> None:
+def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(
+    provider: FakeProvider,
+) -> None:
     client = openai.OpenAI(
         base_url=provider.digitalocean_base_url,
         api_key=provider.keys["digitalocean"],
@@ -328,7 +340,9 @@ def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(provider
         ).chat.completions.create(model="m", messages=user("hi"))
 
 
-def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(provider) -> None:
+def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("[[fault:error_mid_stream:after=2]]"), stream=True
     )
@@ -342,7 +356,9 @@ def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(provider) 
 # ------------------------------------------------------------------ Anthropic
 
 
-def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider) -> None:
+def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(
+    provider: FakeProvider,
+) -> None:
     message = claude(provider).messages.create(
         model="claude-fake-1",
         max_tokens=100,
@@ -361,7 +377,7 @@ def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider) -
     assert message.usage.output_tokens == 10
 
 
-def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider) -> None:
+def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude-fake-1",
         max_tokens=100,
@@ -371,7 +387,7 @@ def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider) -> None
     assert message.usage.input_tokens == 4 + 1 + 3
 
 
-def test_it_streams_an_anthropic_message_with_cumulative_usage(provider) -> None:
+def test_it_streams_an_anthropic_message_with_cumulative_usage(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude-fake-1", max_tokens=100, messages=user("hi [[tokens:5]]")
     ) as stream:
@@ -384,7 +400,7 @@ def test_it_streams_an_anthropic_message_with_cumulative_usage(provider) -> None
     assert final.usage.output_tokens == 5
 
 
-def test_it_sends_the_documented_anthropic_event_sequence(provider) -> None:
+def test_it_sends_the_documented_anthropic_event_sequence(provider: FakeProvider) -> None:
     body = {"model": "claude", "max_tokens": 50, "stream": True, "messages": user("[[tokens:3]]")}
     with httpx.stream(
         "POST",
@@ -416,7 +432,7 @@ def test_it_sends_the_documented_anthropic_event_sequence(provider) -> None:
     assert payloads[7]["usage"]["output_tokens"] == 3
 
 
-def test_it_stops_anthropic_answers_at_max_tokens(provider) -> None:
+def test_it_stops_anthropic_answers_at_max_tokens(provider: FakeProvider) -> None:
     client = claude(provider)
     message = client.messages.create(model="claude", max_tokens=2, messages=user("hi"))
     assert message.stop_reason == "max_tokens"
@@ -427,7 +443,7 @@ def test_it_stops_anthropic_answers_at_max_tokens(provider) -> None:
     assert final.usage.output_tokens == 2
 
 
-def test_it_stops_anthropic_answers_at_a_stop_sequence(provider) -> None:
+def test_it_stops_anthropic_answers_at_a_stop_sequence(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude", max_tokens=100, stop_sequences=["tok2"], messages=user("hi")
     )
@@ -436,7 +452,7 @@ def test_it_stops_anthropic_answers_at_a_stop_sequence(provider) -> None:
     assert message.content[0].text == "tok0 tok1 "
 
 
-def test_it_answers_with_an_anthropic_tool_use_block(provider) -> None:
+def test_it_answers_with_an_anthropic_tool_use_block(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude",
         max_tokens=100,
@@ -451,7 +467,7 @@ def test_it_answers_with_an_anthropic_tool_use_block(provider) -> None:
     assert block.input == EXPECTED_ARGS
 
 
-def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider) -> None:
+def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude",
         max_tokens=100,
@@ -468,7 +484,7 @@ def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider) -> None
     assert final.content[0].input == EXPECTED_ARGS
 
 
-def test_it_answers_in_text_after_an_anthropic_tool_result(provider) -> None:
+def test_it_answers_in_text_after_an_anthropic_tool_result(provider: FakeProvider) -> None:
     messages = [
         *user("[[tool:get_weather]]"),
         {
@@ -487,7 +503,7 @@ def test_it_answers_in_text_after_an_anthropic_tool_result(provider) -> None:
     assert message.content[0].type == "text"
 
 
-def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider) -> None:
+def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider: FakeProvider) -> None:
     with pytest.raises(anthropic.AuthenticationError) as caught:
         claude(provider, key="sk-ant-wrong-777").messages.create(
             model="claude", max_tokens=10, messages=user("hi")
@@ -498,7 +514,7 @@ def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider) -> None:
     assert "sk-ant-wrong-777" not in caught.value.response.text
 
 
-def test_it_can_insist_on_the_documented_x_api_key_header(provider) -> None:
+def test_it_can_insist_on_the_documented_x_api_key_header(provider: FakeProvider) -> None:
     body = {"model": "claude", "max_tokens": 5, "messages": user("hi")}
     url = provider.anthropic_base_url + "/v1/messages"
     key = provider.keys["anthropic"]
@@ -509,7 +525,7 @@ def test_it_can_insist_on_the_documented_x_api_key_header(provider) -> None:
     assert httpx.post(url, json=body, headers=anthropic_headers(provider)).status_code == 200
 
 
-def test_it_requires_the_anthropic_version_header(provider) -> None:
+def test_it_requires_the_anthropic_version_header(provider: FakeProvider) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages",
         json={"model": "claude", "max_tokens": 10, "messages": user("hi")},
@@ -522,7 +538,7 @@ def test_it_requires_the_anthropic_version_header(provider) -> None:
     }
 
 
-def test_it_reports_anthropic_overload_as_a_529(provider) -> None:
+def test_it_reports_anthropic_overload_as_a_529(provider: FakeProvider) -> None:
     provider.fail_next("http_529", provider="anthropic")
     with pytest.raises(anthropic.APIStatusError) as caught:
         claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
@@ -540,7 +556,7 @@ def test_it_reports_anthropic_overload_as_a_529(provider) -> None:
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
-    provider, fault, error_class, error_type
+    provider: FakeProvider, fault, error_class, error_type
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
@@ -562,7 +578,7 @@ def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
         ),
     ],
 )
-def test_it_rejects_invalid_anthropic_requests(provider, body, fragment) -> None:
+def test_it_rejects_invalid_anthropic_requests(provider: FakeProvider, body, fragment) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages", json=body, headers=anthropic_headers(provider)
     )
@@ -572,7 +588,9 @@ def test_it_rejects_invalid_anthropic_requests(provider, body, fragment) -> None
     assert fragment in response.json()["error"]["message"]
 
 
-def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(provider) -> None:
+def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(
+    provider: FakeProvider,
+) -> None:
     stream = claude(provider).messages.stream(
         model="claude", max_tokens=50, messages=user("[[fault:error_mid_stream:after=1]]")
     )
@@ -587,7 +605,9 @@ def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(p
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_aborts_the_connection_after_the_requested_number_of_chunks(provider, dialect) -> None:
+def test_it_aborts_the_connection_after_the_requested_number_of_chunks(
+    provider: FakeProvider, dialect
+) -> None:
     if dialect == "openai":
         url = provider.openai_base_url + "/chat/completions"
         headers = {"Authorization": f"Bearer {provider.keys['openai']}"}
@@ -609,13 +629,13 @@ def test_it_aborts_the_connection_after_the_requested_number_of_chunks(provider,
     assert not any("[DONE]" in d or "message_stop" in d for _, d in sse_events(lines))
 
 
-def test_it_cuts_a_non_stream_body_in_half_for_drop_mid_stream(provider) -> None:
+def test_it_cuts_a_non_stream_body_in_half_for_drop_mid_stream(provider: FakeProvider) -> None:
     provider.fail_next("drop_mid_stream")
     with pytest.raises(httpx.RemoteProtocolError):
         openai_post(provider, {"model": "m", "messages": user("hi")})
 
 
-def test_it_closes_the_connection_without_a_response_for_drop(provider) -> None:
+def test_it_closes_the_connection_without_a_response_for_drop(provider: FakeProvider) -> None:
     provider.fail_next("drop")
     with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
         openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -624,7 +644,7 @@ def test_it_closes_the_connection_without_a_response_for_drop(provider) -> None:
         oai(provider).chat.completions.create(model="m", messages=user("hi"))
 
 
-def test_it_answers_late_for_slow_and_times_out_a_short_client(provider) -> None:
+def test_it_answers_late_for_slow_and_times_out_a_short_client(provider: FakeProvider) -> None:
     provider.fail_next("slow", seconds=0.4)
     started = time.monotonic()
     response = openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -636,7 +656,7 @@ def test_it_answers_late_for_slow_and_times_out_a_short_client(provider) -> None
         )
 
 
-def test_it_spaces_stream_chunks_for_slow_chunks(provider) -> None:
+def test_it_spaces_stream_chunks_for_slow_chunks(provider: FakeProvider) -> None:
     body = {"model": "m", "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]")}
     body["stream"] = True
     arrivals: list[float] = []
@@ -654,7 +674,9 @@ def test_it_spaces_stream_chunks_for_slow_chunks(provider) -> None:
     assert all(gap >= 0.12 for gap in gaps)
 
 
-def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(provider) -> None:
+def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("non_json")
     garbage = openai_post(provider, {"model": "m", "messages": user("hi")})
     assert garbage.status_code == 200
@@ -674,7 +696,9 @@ def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(provide
     assert message["type"] == "message" and "content" not in message
 
 
-def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(provider) -> None:
+def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(
+    provider: FakeProvider,
+) -> None:
     texts = ["[[fault:http_500]]", "plain", "[[fault:http_429:retry_after=7]]", "[[tokens:2]]"]
     with ThreadPoolExecutor(max_workers=4) as pool:
         responses = list(
@@ -686,7 +710,7 @@ def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(pro
     assert responses[3].json()["usage"]["completion_tokens"] == 2
 
 
-def test_it_rejects_unknown_fault_names(provider) -> None:
+def test_it_rejects_unknown_fault_names(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         provider.fail_next("http_999")
     response = openai_post(provider, {"model": "m", "messages": user("[[fault:nope]]")})
@@ -694,7 +718,9 @@ def test_it_rejects_unknown_fault_names(provider) -> None:
     assert "nope" in response.json()["error"]["message"]
 
 
-def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(provider) -> None:
+def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("http_500", provider="anthropic", count=2)
     provider.fail_next("http_429")
     ok = openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -711,7 +737,7 @@ def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(provider
     assert statuses == [500, 500, 200]
 
 
-def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider) -> None:
+def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider: FakeProvider) -> None:
     provider.fail_next("http_500")
     refused = httpx.post(
         provider.openai_base_url + "/chat/completions",
@@ -725,7 +751,9 @@ def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider) -> None
 # ------------------------------------------------------------------ recording, keys, counting
 
 
-def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(provider) -> None:
+def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(
+    provider: FakeProvider,
+) -> None:
     oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
     with pytest.raises(anthropic.AuthenticationError):
         claude(provider, key="bad").messages.create(model="c", max_tokens=5, messages=user("x"))
@@ -742,7 +770,9 @@ def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(provi
     assert first.received_at <= second.received_at <= time.time()
 
 
-def test_it_honours_key_rotation_and_reset_restores_the_default_keys(provider) -> None:
+def test_it_honours_key_rotation_and_reset_restores_the_default_keys(
+    provider: FakeProvider,
+) -> None:
     old = provider.keys["openai"]
     provider.keys["openai"] = "sk-fake-openai-rotated"
     with pytest.raises(openai.AuthenticationError):
@@ -759,7 +789,9 @@ def test_it_honours_key_rotation_and_reset_restores_the_default_keys(provider) -
     assert oai(provider).chat.completions.create(model="m", messages=user("hi")).choices
 
 
-def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(provider) -> None:
+def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(
+    provider: FakeProvider,
+) -> None:
     texts = ["a b c", "héllo wörld ünïcode", "x" * 50, "   spaced    out   ", ""]
     messages = [{"role": "user", "content": t} for t in texts]
     usage = openai_post(provider, {"model": "m", "messages": messages}).json()["usage"]
@@ -768,7 +800,7 @@ def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(prov
     assert usage["prompt_tokens"] <= sum(len(t.encode()) for t in texts) + 3 * len(texts)
 
 
-def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider) -> None:
+def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider: FakeProvider) -> None:
     response = httpx.post(
         provider.url + "/openai/v1/completions",
         json={},
@@ -779,7 +811,9 @@ def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider) -> No
     assert provider.requests[-1].path == "/openai/v1/completions"
 
 
-def test_it_holds_requests_until_released_then_answers_them_normally(provider) -> None:
+def test_it_holds_requests_until_released_then_answers_them_normally(
+    provider: FakeProvider,
+) -> None:
     body = {"model": "m", "messages": user("[[tokens:2]] [[fault:hold]]")}
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(openai_post, provider, body) for _ in range(3)]
@@ -855,7 +889,9 @@ def anthropic_deltas(events: list[tuple[str | None, Any]], kind: str) -> list[tu
     ]
 
 
-def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider) -> None:
+def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(
+    provider: FakeProvider,
+) -> None:
     body = chat_body("hi [[piece:漢]] [[tokens:5]]", stream_options={"include_usage": True})
     events = streamed(provider, "openai", body)
     assert openai_deltas(events, "content") == ["", *["漢"] * 5]  # the role chunk, then pieces
@@ -866,7 +902,9 @@ def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider) 
     assert answer["usage"]["completion_tokens"] == 5
 
 
-def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider) -> None:
+def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(
+    provider: FakeProvider,
+) -> None:
     events = streamed(provider, "anthropic", chat_body("[[piece_bytes:7]] [[tokens:3]]"))
     assert (
         anthropic_deltas(events, "text_delta")
@@ -875,7 +913,7 @@ def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider
     assert events[-2][1]["usage"]["output_tokens"] == 3
 
 
-def test_it_streams_thousands_of_large_pieces_quickly(provider) -> None:
+def test_it_streams_thousands_of_large_pieces_quickly(provider: FakeProvider) -> None:
     body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
     started = time.monotonic()
     received = 0
@@ -889,7 +927,7 @@ def test_it_streams_thousands_of_large_pieces_quickly(provider) -> None:
     assert elapsed < 5, f"8000 pieces of 4 KiB took {elapsed:.1f}s"
 
 
-def test_it_cuts_custom_pieces_at_a_stop_sequence(provider) -> None:
+def test_it_cuts_custom_pieces_at_a_stop_sequence(provider: FakeProvider) -> None:
     body = chat_body("[[piece:ab]] [[tokens:5]]", stop=["ba"])
     answer = openai_post(provider, body).json()
     # "ab|ab|ab..." holds "ba" from offset 1: one byte kept, two tokens generated
@@ -898,7 +936,7 @@ def test_it_cuts_custom_pieces_at_a_stop_sequence(provider) -> None:
     assert answer["usage"]["completion_tokens"] == 2
 
 
-def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider) -> None:
+def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider: FakeProvider) -> None:
     started = time.monotonic()
     answer = openai_post(provider, chat_body("[[tokens:20000]]", stop=["tok19999"])).json()
     assert time.monotonic() - started < 2  # a quadratic cut takes seconds here
@@ -906,7 +944,7 @@ def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider) -> None
     assert answer["usage"]["completion_tokens"] == 20000
 
 
-def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider) -> None:
+def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider: FakeProvider) -> None:
     answer = openai_post(provider, chat_body("[[reasoning:3]] [[tokens:2]]")).json()
     message = answer["choices"][0]["message"]
     assert message["reasoning_content"] == "think0 think1 think2 "
@@ -918,7 +956,7 @@ def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider) -> 
     assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
 
 
-def test_it_streams_openai_reasoning_deltas_before_the_content(provider) -> None:
+def test_it_streams_openai_reasoning_deltas_before_the_content(provider: FakeProvider) -> None:
     body = chat_body("[[reasoning:2]] [[tokens:2]]", stream_options={"include_usage": True})
     events = streamed(provider, "openai", body)
     deltas = [data["choices"][0]["delta"] for _, data in events[1:5]]
@@ -933,7 +971,9 @@ def test_it_streams_openai_reasoning_deltas_before_the_content(provider) -> None
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 2
 
 
-def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider) -> None:
+def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(
+    provider: FakeProvider,
+) -> None:
     message = claude(provider).messages.create(
         model="claude",
         max_tokens=100,
@@ -947,7 +987,9 @@ def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider) -
     assert message.usage.output_tokens == 5
 
 
-def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(provider) -> None:
+def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(
+    provider: FakeProvider,
+) -> None:
     events = streamed(provider, "anthropic", chat_body("[[reasoning:2]] [[tokens:1]]"))
     assert [(name, data.get("index")) for name, data in events] == [
         ("message_start", None),
@@ -973,7 +1015,7 @@ def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(
     assert events[-2][1]["usage"]["output_tokens"] == 3
 
 
-def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider) -> None:
+def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude",
         max_tokens=100,
@@ -988,7 +1030,7 @@ def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider) -> No
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect) -> None:
+def test_it_counts_hidden_reasoning_without_emitting_it(provider: FakeProvider, dialect) -> None:
     text = "[[hidden_reasoning:7]] [[tokens:2]]"
     answer = httpx.post(
         chat_url(provider, dialect), json=chat_body(text), headers=chat_headers(provider, dialect)
@@ -1008,7 +1050,7 @@ def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect) -> No
         assert events[-2][1]["usage"]["output_tokens"] == 9
 
 
-def test_it_spends_the_token_cap_on_reasoning_first(provider) -> None:
+def test_it_spends_the_token_cap_on_reasoning_first(provider: FakeProvider) -> None:
     answer = openai_post(provider, chat_body("[[reasoning:4]] [[tokens:5]]", max_tokens=6)).json()
     assert answer["choices"][0]["message"]["reasoning_content"] == "think0 think1 think2 think3 "
     assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
@@ -1017,7 +1059,9 @@ def test_it_spends_the_token_cap_on_reasoning_first(provider) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect) -> None:
+def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(
+    provider: FakeProvider, dialect
+) -> None:
     body = chat_body("[[reasoning:5]] [[fault:drop_mid_stream:after=2]]", stream=True)
     lines: list[str] = []
     with (
@@ -1032,7 +1076,7 @@ def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect) 
     assert not any("tok0" in d for d in data)
 
 
-def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider) -> None:
+def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider: FakeProvider) -> None:
     events = streamed(
         provider, "anthropic", chat_body("[[reasoning:4]] [[fault:error_mid_stream:after=3]]")
     )
@@ -1041,7 +1085,7 @@ def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider) -> N
     assert events[-1][0] == "error"
 
 
-def test_slow_chunks_also_spaces_the_reasoning_pieces(provider) -> None:
+def test_slow_chunks_also_spaces_the_reasoning_pieces(provider: FakeProvider) -> None:
     body = chat_body("[[reasoning:3]] [[tokens:1]] [[fault:slow_chunks:delay=0.15]]")
     started = time.monotonic()
     events = streamed(provider, "openai", body)
@@ -1059,14 +1103,16 @@ def post_raw(fake: FakeProvider, dialect: str, body: dict[str, Any]) -> tuple[ht
     return httpx.post(chat_url(fake, dialect), content=raw, headers=headers), len(raw)
 
 
-def test_it_records_the_size_of_the_raw_body(provider) -> None:
+def test_it_records_the_size_of_the_raw_body(provider: FakeProvider) -> None:
     response, size = post_raw(provider, "openai", chat_body("héllo wörld"))
     assert response.status_code == 200
     assert provider.requests[-1].size == size
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(provider, dialect) -> None:
+def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(
+    provider: FakeProvider, dialect
+) -> None:
     provider.input_billing = "bytes"
     answer, size = post_raw(provider, dialect, chat_body("漢字 and more [[tokens:2]]"))
     usage = answer.json()["usage"]
@@ -1086,7 +1132,7 @@ def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(provide
     assert answer.json()["usage"]["prompt_tokens" if dialect == "openai" else "input_tokens"] == 5
 
 
-def test_a_bill_directive_chooses_the_billing_of_one_request(provider) -> None:
+def test_a_bill_directive_chooses_the_billing_of_one_request(provider: FakeProvider) -> None:
     system = "[[bill:bytes]] be brief"
     answer, size = post_raw(provider, "anthropic", chat_body("one two", system=system))
     assert answer.json()["usage"]["input_tokens"] == size
@@ -1097,7 +1143,7 @@ def test_a_bill_directive_chooses_the_billing_of_one_request(provider) -> None:
     assert answer.json()["usage"]["prompt_tokens"] == 3 + 3
 
 
-def test_it_refuses_unknown_billings(provider) -> None:
+def test_it_refuses_unknown_billings(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="unknown input billing"):
         provider.input_billing = "chars"
     assert provider.input_billing == "words"
@@ -1112,7 +1158,9 @@ def test_it_refuses_unknown_billings(provider) -> None:
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_broken_json_carries_the_usage_then_fails_to_parse(provider, dialect, kind) -> None:
+def test_broken_json_carries_the_usage_then_fails_to_parse(
+    provider: FakeProvider, dialect, kind
+) -> None:
     provider.fail_next("broken_json", kind=kind)
     answer, _ = post_raw(provider, dialect, chat_body("one two three [[tokens:4]]"))
     assert answer.status_code == 200
@@ -1127,7 +1175,7 @@ def test_broken_json_carries_the_usage_then_fails_to_parse(provider, dialect, ki
         orjson.loads(answer.content)
 
 
-def test_each_broken_json_kind_breaks_in_its_own_way(provider) -> None:
+def test_each_broken_json_kind_breaks_in_its_own_way(provider: FakeProvider) -> None:
     bodies = {}
     for kind in ("deep", "surrogate", "truncated"):
         text = f"[[fault:broken_json:kind={kind}]]"
@@ -1138,7 +1186,7 @@ def test_each_broken_json_kind_breaks_in_its_own_way(provider) -> None:
         json.loads(bodies["truncated"])
 
 
-def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider) -> None:
+def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider: FakeProvider) -> None:
     provider.fail_next("broken_json", prompt_tokens=123, completion_tokens=45)
     answer, size = post_raw(provider, "anthropic", chat_body("hi [[id:broken]]", stream=True))
     assert answer.headers["content-type"].startswith("application/json")
@@ -1146,7 +1194,7 @@ def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider) ->
     assert provider.bills == [Bill("anthropic", "broken", 123, 45, "answered", size)]
 
 
-def test_it_refuses_unknown_broken_json_kinds(provider) -> None:
+def test_it_refuses_unknown_broken_json_kinds(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="broken_json kind"):
         provider.fail_next("broken_json", kind="sideways")
     answer = openai_post(provider, chat_body("[[fault:broken_json:kind=sideways]]"))
@@ -1157,13 +1205,13 @@ def test_it_refuses_unknown_broken_json_kinds(provider) -> None:
 # ------------------------------------------------------------------ bills
 
 
-def test_it_bills_an_answer_with_its_label_tokens_and_body_size(provider) -> None:
+def test_it_bills_an_answer_with_its_label_tokens_and_body_size(provider: FakeProvider) -> None:
     answer, size = post_raw(provider, "openai", chat_body("one [[id:alpha]] [[tokens:3]]"))
     assert answer.status_code == 200
     assert provider.bills == [Bill("openai", "alpha", 3 + 3, 3, "answered", size)]
 
 
-def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider) -> None:
+def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider: FakeProvider) -> None:
     body = chat_body("[[id:from-user]]", system="[[id:from-system]]")
     post_raw(provider, "anthropic", body)
     (bill,) = provider.bills
@@ -1175,7 +1223,7 @@ def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider) -> N
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_bills_a_completed_stream_as_its_usage_says(provider, dialect) -> None:
+def test_it_bills_a_completed_stream_as_its_usage_says(provider: FakeProvider, dialect) -> None:
     body = chat_body(
         "[[reasoning:2]] [[hidden_reasoning:3]] [[tokens:4]]",
         stream_options={"include_usage": True},
@@ -1192,7 +1240,9 @@ def test_it_bills_a_completed_stream_as_its_usage_says(provider, dialect) -> Non
 
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "error_mid_stream"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(provider, dialect, fault) -> None:
+def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(
+    provider: FakeProvider, dialect, fault
+) -> None:
     provider.fail_next(fault, after=3)
     body = chat_body("[[reasoning:2]] [[hidden_reasoning:4]] [[tokens:10]]", stream=True)
     with (
@@ -1207,7 +1257,7 @@ def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(provider, diale
     assert bill.ending == provider.stream_endings[0]
 
 
-def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider) -> None:
+def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider: FakeProvider) -> None:
     body = chat_body("[[tokens:50]] [[fault:slow_chunks:delay=0.05]]", stream=True)
     with httpx.stream(
         "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
@@ -1222,7 +1272,9 @@ def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider) ->
     assert provider.stream_endings == [bill.ending]
 
 
-def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(provider) -> None:
+def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(
+    provider: FakeProvider,
+) -> None:
     body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
     with httpx.stream(
         "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
@@ -1238,7 +1290,7 @@ def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(pro
 
 
 def test_it_bills_a_non_streamed_answer_whole_when_the_client_left_while_it_was_slow(
-    provider,
+    provider: FakeProvider,
 ) -> None:
     with pytest.raises(httpx.ReadTimeout):
         openai_post(provider, chat_body("[[fault:slow:seconds=5]] [[tokens:4]]"), timeout=0.2)
@@ -1246,7 +1298,7 @@ def test_it_bills_a_non_streamed_answer_whole_when_the_client_left_while_it_was_
     assert (bill.output_tokens, bill.ending) == (4, "CancelledError")
 
 
-def test_it_bills_only_the_answers_a_provider_would_charge_for(provider) -> None:
+def test_it_bills_only_the_answers_a_provider_would_charge_for(provider: FakeProvider) -> None:
     billed = ["slow:seconds=0.01", "hold:seconds=0.01", "malformed", "drop_mid_stream"]
     unbilled = ["http_500", "http_502", "http_429", "http_529", "http_503", "http_400"]
     unbilled += ["http_401", "drop", "non_json", "unknown_fault"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
+from pytest_django import Settings
 
 from gateway.core.errors import InvalidRequest
 from gateway.proxy import upstream
@@ -35,11 +37,16 @@ from tests.gateway.upstream_support import (
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import stream_via as stream
 
+# A scripted provider: the answer to each request the gateway sends.
+Handler = Callable[[httpx.Request], httpx.Response]
+
 DEEPSEEK, GPT_5 = "deepseek-r1-distill-llama-70b", "openai-gpt-5"
 
 
 @pytest.fixture
-def provider_answers(monkeypatch, settings):
+def provider_answers(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> Callable[[Handler], list[httpx.Request]]:
     """Install a scripted provider: ``provider_answers(handler)``; returns the seen requests."""
     settings.PROVIDER_BASE_URLS = {
         "openai": "https://openai.test/v1",
@@ -48,7 +55,7 @@ def provider_answers(monkeypatch, settings):
     }
     seen: list[httpx.Request] = []
 
-    def install(handler):
+    def install(handler: Handler) -> list[httpx.Request]:
         def recording(request: httpx.Request) -> httpx.Response:
             seen.append(request)
             return handler(request)
@@ -88,7 +95,9 @@ def deeply_nested(depth):
 # --- request building ---------------------------------------------------------------
 
 
-def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(settings) -> None:
+def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(
+    settings: Settings,
+) -> None:
     request = chat(max_tokens=20, temperature=0.5, stream=True)
     openai, do = body_for(OPENAI, request, 20), body_for(DIGITALOCEAN, request, 20)
     assert openai["max_completion_tokens"] == 20 and "max_tokens" not in openai
@@ -186,7 +195,7 @@ def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr() -> 
     ],
 )
 async def test_anthropic_stop_reasons_become_openai_finish_reasons(
-    provider_answers, stop_reason, finish_reason
+    provider_answers: Callable[[Handler], list[httpx.Request]], stop_reason, finish_reason
 ) -> None:
     provider_answers(
         lambda request: httpx.Response(
@@ -205,7 +214,7 @@ async def test_anthropic_stop_reasons_become_openai_finish_reasons(
 
 
 async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     provider_answers(
         lambda request: httpx.Response(
@@ -253,7 +262,7 @@ async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
 
 
 async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_usage(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
         (
@@ -369,7 +378,7 @@ def block_delta(index: int, delta: dict) -> tuple[str, dict]:
 
 
 async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_was_seen(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
         message_start(8),
@@ -391,7 +400,7 @@ async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_wa
 
 
 async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     thinking = "Let me think: 東京 or Kyoto"
     body = sse(
@@ -423,7 +432,7 @@ def openai_chunk(delta, finish=None, usage=None, choices=True):
 
 
 async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_consumed(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
         (None, openai_chunk({"role": "assistant", "content": ""}, usage=None)),
@@ -450,7 +459,7 @@ async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_co
 
 
 async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_bytes(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
         (None, openai_chunk({"content": "Hello"})),
@@ -463,7 +472,9 @@ async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_b
     assert call.billed == Usage(call.outbound.input_bound, len("Hello world"), False)
 
 
-async def test_deepseek_reasoning_content_deltas_are_billed_as_output(provider_answers) -> None:
+async def test_deepseek_reasoning_content_deltas_are_billed_as_output(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         (None, openai_chunk({"role": "assistant", "reasoning_content": "The user "})),
         (None, openai_chunk({"reasoning_content": "greets me."})),
@@ -476,7 +487,7 @@ async def test_deepseek_reasoning_content_deltas_are_billed_as_output(provider_a
 
 
 async def test_an_openai_stream_ending_before_any_finish_fails_costing_the_bytes_seen(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse((None, openai_chunk({"content": "ab"})), (None, openai_chunk({"content": "cd"})))
     provider_answers(lambda request: httpx.Response(200, content=body))
@@ -505,7 +516,7 @@ ANTHROPIC_TEXT = (
     ids=["openai", "anthropic"],
 )
 async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
-    provider_answers, name, before
+    provider_answers: Callable[[Handler], list[httpx.Request]], name, before
 ) -> None:
     # What it held is unknown: it may be output never seen.
     provider_answers(lambda request: httpx.Response(200, content=sse(*before, (None, "{oops"))))
@@ -523,7 +534,7 @@ def answer_of(message, **fields):
 
 
 async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer_of({"content": "abcdefgh"})))
     call = call_to(DIGITALOCEAN, chat())
@@ -532,7 +543,9 @@ async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(
     assert "usage" not in answer.body  # the proxy adds the billed usage at settlement
 
 
-async def test_output_is_counted_in_utf8_bytes_not_characters(provider_answers) -> None:
+async def test_output_is_counted_in_utf8_bytes_not_characters(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     text = "你好，世界"  # 5 characters, 15 bytes
     tool_call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '"é"'}}
     provider_answers(
@@ -546,7 +559,7 @@ async def test_output_is_counted_in_utf8_bytes_not_characters(provider_answers) 
 
 
 async def test_a_route_with_hidden_reasoning_costs_its_whole_output_bound_when_usage_is_unknown(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     usage = {"prompt_tokens": 9, "completion_tokens": 70}
     answers = iter([answer_of({"content": "ok"}), answer_of({"content": "ok"}, usage=usage)])
@@ -560,7 +573,9 @@ async def test_a_route_with_hidden_reasoning_costs_its_whole_output_bound_when_u
     assert reported.billed == Usage(9, 70, True)
 
 
-async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answers) -> None:
+async def test_unknown_top_level_fields_of_an_answer_are_dropped(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(
         lambda request: httpx.Response(
             200,
@@ -585,7 +600,9 @@ async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answer
 # --- errors -----------------------------------------------------------------------------
 
 
-async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(provider_answers) -> None:
+async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     secret = key_for(OPENAI).reveal()
     message = f"Incorrect key {secret} for org; " + "x" * 2000
     provider_answers(
@@ -601,7 +618,9 @@ async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(provider_
     assert len(text) <= 500
 
 
-async def test_a_rejection_without_a_message_gets_a_generic_one(provider_answers) -> None:
+async def test_a_rejection_without_a_message_gets_a_generic_one(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(404, text="<html>nope</html>"))
     with pytest.raises(UpstreamRejected) as caught:
         await complete(OPENAI, chat())
@@ -612,7 +631,7 @@ async def test_a_rejection_without_a_message_gets_a_generic_one(provider_answers
     ("header", "expected"), [("12", "12"), ("0.5", "1"), ("soon", "5"), ("99999", "300")]
 )
 async def test_retry_after_is_taken_from_the_provider_within_bounds(
-    provider_answers, header, expected
+    provider_answers: Callable[[Handler], list[httpx.Request]], header, expected
 ) -> None:
     provider_answers(lambda request: httpx.Response(429, headers={"retry-after": header}, json={}))
     with pytest.raises(UpstreamOverloaded) as caught:
@@ -620,7 +639,9 @@ async def test_retry_after_is_taken_from_the_provider_within_bounds(
     assert caught.value.headers()["Retry-After"] == expected
 
 
-async def test_a_3xx_is_an_upstream_error(provider_answers) -> None:
+async def test_a_3xx_is_an_upstream_error(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(302, headers={"location": "https://elsewhere"}))
     with pytest.raises(UpstreamError) as caught:
         await complete(OPENAI, chat())
@@ -670,7 +691,7 @@ def test_salvage_finds_nothing_without_both_counts() -> None:
 
 
 async def test_a_200_that_does_not_parse_is_billed_its_salvaged_input_and_the_whole_output_bound(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     broken = b'{"id": "x", "usage": {"prompt_tokens": 7, "completion_tokens": 9}, "choices": [{'
     provider_answers(lambda request: httpx.Response(200, content=broken))
@@ -683,7 +704,7 @@ async def test_a_200_that_does_not_parse_is_billed_its_salvaged_input_and_the_wh
 
 
 async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_reservation(
-    provider_answers,
+    provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, content=b'{"id": "x", "choices": [{'))
     call = call_to(ANTHROPIC, chat())
@@ -700,7 +721,7 @@ async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_rese
     ],
 )
 async def test_a_server_error_that_reports_usage_is_billed_that_usage(
-    provider_answers, name, usage
+    provider_answers: Callable[[Handler], list[httpx.Request]], name, usage
 ) -> None:
     error = {"error": {"type": "server_error", "message": "failed mid-answer"}, "usage": usage}
     provider_answers(lambda request: httpx.Response(500, json=error))
@@ -711,7 +732,9 @@ async def test_a_server_error_that_reports_usage_is_billed_that_usage(
     assert call.billed == Usage(12, 40, False)
 
 
-async def test_a_salvaged_usage_never_bills_more_than_the_reservation(provider_answers) -> None:
+async def test_a_salvaged_usage_never_bills_more_than_the_reservation(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     # Valid JSON, too deep for the gateway's parser (1,024 levels): the model
     # controls both the depth and the keys of a tool_use input.
     deep = b'{"a": ' * 1100 + b"{}" + b"}" * 1100
@@ -788,7 +811,7 @@ ODD_EVENTS = [
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
 async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_bound(
-    provider_answers, name, answer
+    provider_answers: Callable[[Handler], list[httpx.Request]], name, answer
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer))
     call = call_to(name, chat())
@@ -802,7 +825,7 @@ async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("event", ODD_EVENTS, ids=[e[1][:40] for e in ODD_EVENTS])
 async def test_an_odd_stream_event_is_ignored_or_an_upstream_error_never_a_crash(
-    provider_answers, name, event
+    provider_answers: Callable[[Handler], list[httpx.Request]], name, event
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, content=sse(event)))
     try:

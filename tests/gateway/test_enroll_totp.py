@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from tests.support.staff import STAFF_PASSWORD, admin_login, make_staff
 
@@ -33,7 +34,7 @@ def uri_in(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("otpauth://"))
 
 
-def test_it_prints_a_uri_and_qr_code_whose_codes_open_the_admin(settings) -> None:
+def test_it_prints_a_uri_and_qr_code_whose_codes_open_the_admin(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     make_staff("ops", enrol=False)
     output = enroll("ops")

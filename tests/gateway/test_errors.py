@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.test import Client
 
 pytestmark = pytest.mark.urls("tests.gateway.error_views")
 
@@ -18,13 +19,13 @@ def assert_openai_error(response, status: int, error_type: str, code: str) -> di
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/api/nope", "/v1", "/v1/chat/completion"])
-def test_unknown_api_paths_answer_openai_shaped_404(client, path) -> None:
+def test_unknown_api_paths_answer_openai_shaped_404(client: Client, path) -> None:
     response = client.get(path)
     assert_openai_error(response, 404, "not_found_error", "not_found")
     assert response["X-Request-ID"].startswith("req_")
 
 
-def test_a_wrong_method_answers_405_with_allow(client) -> None:
+def test_a_wrong_method_answers_405_with_allow(client: Client) -> None:
     response = client.get("/v1/post-only")
     assert_openai_error(response, 405, "invalid_request_error", "method_not_allowed")
     assert response["Allow"] == "POST"
@@ -32,7 +33,7 @@ def test_a_wrong_method_answers_405_with_allow(client) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/explode", "/api/explode"])
 def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details(
-    client, path, caplog
+    client: Client, path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client.raise_request_exception = False
     with caplog.at_level(logging.ERROR):
@@ -57,7 +58,7 @@ def _formatter():
     return handler
 
 
-def test_a_gateway_error_keeps_its_fields_and_retry_after(client) -> None:
+def test_a_gateway_error_keeps_its_fields_and_retry_after(client: Client) -> None:
     response = client.get("/v1/limited")
     error = assert_openai_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
     assert error["message"] == "Device rate limit exceeded"
@@ -65,7 +66,7 @@ def test_a_gateway_error_keeps_its_fields_and_retry_after(client) -> None:
     assert response["Retry-After"] == "30"
 
 
-def test_non_api_paths_keep_django_pages(client) -> None:
+def test_non_api_paths_keep_django_pages(client: Client) -> None:
     response = client.get("/nowhere")
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import uvicorn
+from pytest_django import Settings
 
 from gateway.core import lifecycle
 from gateway.core.errors import RateLimited
@@ -71,13 +72,13 @@ async def record_settlement(request_id: str) -> None:
 
 
 @pytest.fixture
-def client(settings) -> httpx.AsyncClient:
+def client(settings: Settings) -> httpx.AsyncClient:
     settings.MAX_REQUEST_BYTES = 64
     transport = httpx.ASGITransport(app=bound_bodies(echo))
     return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
-async def test_it_answers_json_with_a_request_id(client) -> None:
+async def test_it_answers_json_with_a_request_id(client: httpx.AsyncClient) -> None:
     response = await client.post("/x", content=b"hello")
     assert response.status_code == 200
     assert response.json() == {"size": 5}
@@ -86,7 +87,9 @@ async def test_it_answers_json_with_a_request_id(client) -> None:
     assert response.headers["content-length"] == str(len(response.content))
 
 
-async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(client) -> None:
+async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/x", content=b"limited")
     assert response.status_code == 429
     assert response.json()["error"] == {
@@ -98,7 +101,9 @@ async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(clie
     assert response.headers["retry-after"] == "7"
 
 
-async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, caplog) -> None:
+async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR):
         response = await client.post("/x", content=b"bug")
     assert response.status_code == 500
@@ -109,7 +114,9 @@ async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, ca
     assert any("RuntimeError" in str(record.exc_info) for record in caplog.records)
 
 
-async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client) -> None:
+async def test_a_body_over_the_cap_is_413_whether_declared_or_not(
+    client: httpx.AsyncClient,
+) -> None:
     assert (await client.post("/x", content=b"x" * 64)).json() == {"size": 64}
     declared = await client.post("/x", content=b"x" * 65)
     assert declared.status_code == 413
@@ -125,7 +132,9 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client) -> Non
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
-async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host) -> None:
+async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(
+    client: httpx.AsyncClient, host
+) -> None:
     response = await client.get("/x", headers={"Host": host})  # a wrong method too
     assert response.status_code == 400
     assert response.json()["error"] == {
@@ -136,7 +145,9 @@ async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, 
     assert response.headers["x-request-id"].startswith("req_")
 
 
-async def test_an_allowed_host_passes_with_or_without_a_port(client, settings) -> None:
+async def test_an_allowed_host_passes_with_or_without_a_port(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     for host in ["localhost", "LOCALHOST:8000", "127.0.0.1:1234"]:
         response = await client.post("/x", content=b"a", headers={"Host": host})
         assert response.status_code == 200, host
@@ -146,14 +157,16 @@ async def test_an_allowed_host_passes_with_or_without_a_port(client, settings) -
     assert response.status_code == 200
 
 
-async def test_a_wrong_method_is_405_with_allow(client) -> None:
+async def test_a_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.get("/x")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response.headers["allow"] == "POST"
 
 
-async def test_cors_preflight_and_headers_match_django_cors_headers(client) -> None:
+async def test_cors_preflight_and_headers_match_django_cors_headers(
+    client: httpx.AsyncClient,
+) -> None:
     preflight = await client.options(
         "/x",
         headers={"Origin": "https://app.hanzo.ai", "Access-Control-Request-Method": "POST"},
@@ -169,7 +182,9 @@ async def test_cors_preflight_and_headers_match_django_cors_headers(client) -> N
     assert "access-control-allow-origin" not in foreign.headers
 
 
-def test_the_access_line_has_the_request_id_and_status(client, caplog) -> None:
+def test_the_access_line_has_the_request_id_and_status(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     async def call() -> httpx.Response:
         return await client.post("/x", content=b"limited")
 
@@ -196,7 +211,7 @@ def ticker_server() -> Iterator[str]:
 
 
 def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(
-    ticker_server,
+    ticker_server: str,
 ) -> None:
     closed_streams.clear()
     settled.clear()
@@ -244,7 +259,9 @@ async def test_after_response_outside_a_request_or_after_its_response_spawns_at_
     assert sorted(ran) == [1, 2, 3]
 
 
-async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(monkeypatch) -> None:
+async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(lifecycle, "_startup", [])  # no flusher or housekeeping in this process
     gc.unfreeze()
     try:

@@ -7,6 +7,7 @@ import random
 import re
 
 import pytest
+from django.test import Client
 
 from gateway.core import logs
 from gateway.core.logs import (
@@ -133,7 +134,9 @@ def test_formatters_mask_arguments_and_tracebacks():
     assert json.loads(json_line)["request_id"] == "req_1"
 
 
-def test_every_request_is_one_access_line_with_its_id(client, caplog) -> None:
+def test_every_request_is_one_access_line_with_its_id(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="gateway.access"):
         response = client.get("/health")
     lines = [r for r in caplog.records if r.name == "gateway.access"]

@@ -6,7 +6,10 @@ from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from tests.support.staff import STAFF_PASSWORD, admin_login, totp_code, wrong_code
 
@@ -16,7 +19,7 @@ LIMIT = 3
 
 
 @pytest.fixture(autouse=True)
-def _guard(settings) -> None:
+def _guard(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     settings.AXES_FAILURE_LIMIT = LIMIT
     settings.ADMIN_LOGIN_COOLOFF_MINUTES = 15
@@ -40,14 +43,18 @@ def log_in(device, **extra) -> int:
 
 
 @pytest.mark.parametrize("kind", ["password", "code"])
-def test_one_failure_below_the_limit_still_lets_the_right_credentials_in(staff_user, kind) -> None:
+def test_one_failure_below_the_limit_still_lets_the_right_credentials_in(
+    staff_user: tuple[User, TOTPDevice | None], kind
+) -> None:
     _user, device = staff_user
     fail(device, kind, LIMIT - 1)
     assert log_in(device) == 302
 
 
 @pytest.mark.parametrize("kind", ["password", "code"])
-def test_at_the_limit_even_the_right_credentials_get_429(staff_user, kind) -> None:
+def test_at_the_limit_even_the_right_credentials_get_429(
+    staff_user: tuple[User, TOTPDevice | None], kind
+) -> None:
     _user, device = staff_user
     fail(device, kind, LIMIT)
     response = admin_login(Client(), "ops", STAFF_PASSWORD, totp_code(device))
@@ -57,7 +64,7 @@ def test_at_the_limit_even_the_right_credentials_get_429(staff_user, kind) -> No
 
 
 def test_a_locked_user_name_is_refused_from_any_address_and_a_locked_address_for_any_name(
-    staff_user,
+    staff_user: tuple[User, TOTPDevice | None],
 ) -> None:
     _user, device = staff_user
     fail(device, "password", LIMIT)
@@ -68,7 +75,9 @@ def test_a_locked_user_name_is_refused_from_any_address_and_a_locked_address_for
     assert elsewhere.status_code == 200
 
 
-def test_a_lockout_ends_after_the_cool_off_which_each_try_during_it_restarts(staff_user) -> None:
+def test_a_lockout_ends_after_the_cool_off_which_each_try_during_it_restarts(
+    staff_user: tuple[User, TOTPDevice | None],
+) -> None:
     _user, device = staff_user
     fail(device, "password", LIMIT)
     backdate(minutes=14)
@@ -86,7 +95,9 @@ def backdate(*, minutes: int) -> None:
     attempt.save()
 
 
-def test_a_successful_login_clears_earlier_failures(staff_user) -> None:
+def test_a_successful_login_clears_earlier_failures(
+    staff_user: tuple[User, TOTPDevice | None],
+) -> None:
     _user, device = staff_user
     fail(device, "password", LIMIT - 1)
     assert log_in(device) == 302
@@ -98,7 +109,7 @@ def test_a_successful_login_clears_earlier_failures(staff_user) -> None:
 
 
 def test_a_code_sent_during_the_backoff_after_a_wrong_one_is_refused_but_not_counted(
-    staff_user,
+    staff_user: tuple[User, TOTPDevice | None],
 ) -> None:
     _user, device = staff_user
     admin_login(Client(), "ops", STAFF_PASSWORD, wrong_code(device))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import httpx
@@ -9,8 +9,10 @@ import pytest
 import yaml
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.test import Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_django import Settings
 
 from billing import alerts
 from billing.services import budget_pause
@@ -18,9 +20,11 @@ from devices.selectors import device_counts_by_status
 from gateway import checks
 from gateway.asgi import application
 from gateway.core.metrics import REQUESTS, observe_request, render
+from tests.conftest import TestClock
 from tests.devices.conftest import fresh_store_clients
-from tests.fakes.slack import fake_slack
-from tests.support.processes import ROOT
+from tests.devices.support import Registered
+from tests.fakes.slack import FakeSlack, fake_slack
+from tests.support.processes import ROOT, PrivateRedis
 from tests.usage.test_outage import private_redis
 from usage import limits
 
@@ -125,7 +129,9 @@ def test_the_limiters_own_layer_wins_and_other_paths_are_not_counted() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refused_registration_is_counted_with_its_route_and_layer(client, settings) -> None:
+def test_a_refused_registration_is_counted_with_its_route_and_layer(
+    client: Client, settings: Settings
+) -> None:
     settings.REGISTRATIONS_PER_IP_PER_HOUR = 0
     labels = {"layer": "registration", "code": "registration_rate_limit_exceeded"}
     before = sample("hanzo_refusals_total", **labels)
@@ -139,7 +145,7 @@ def test_a_refused_registration_is_counted_with_its_route_and_layer(client, sett
 
 
 @pytest.mark.django_db(transaction=True)
-def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack) -> None:
+def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack: FakeSlack) -> None:
     sent = sample("hanzo_alerts_total", kind="new_device", outcome="sent")
     failed = sample("hanzo_alerts_total", kind="suspicious_device", outcome="failed")
     alerts.alert_new_device(device_id="dev_1", name="a", platform="b", ip="192.0.2.1")
@@ -153,7 +159,10 @@ def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack) ->
 
 @pytest.mark.django_db(transaction=True)
 async def test_budget_pause_and_device_gauges_describe_the_shared_state(
-    make_device, settings, fresh_store_clients, thread_connections
+    make_device: Callable[..., Registered],
+    settings: Settings,
+    fresh_store_clients: None,
+    thread_connections: None,
 ) -> None:
     settings.DAILY_BUDGET_USD = Decimal("2")
     await sync_to_async(make_device)("approved")
@@ -183,7 +192,9 @@ async def test_budget_pause_and_device_gauges_describe_the_shared_state(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_expired_suspension_counts_as_approved(make_device, clock) -> None:
+def test_an_expired_suspension_counts_as_approved(
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     make_device("suspended")  # two hours
     assert device_counts_by_status() == {"suspended": 1}
     clock.advance(3 * 3600)
@@ -192,7 +203,7 @@ def test_an_expired_suspension_counts_as_approved(make_device, clock) -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_scrape_still_answers_when_redis_is_down_and_says_so(
-    private_redis, fresh_store_clients, thread_connections
+    private_redis: PrivateRedis, fresh_store_clients: None, thread_connections: None
 ) -> None:
     private_redis.stop()
     metrics = scraped((await render()).decode())
@@ -201,7 +212,9 @@ async def test_the_scrape_still_answers_when_redis_is_down_and_says_so(
     assert metrics[("hanzo_database_up", frozenset())] == 1
 
 
-def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(settings) -> None:
+def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(
+    settings: Settings,
+) -> None:
     settings.WEB_CONCURRENCY = 2
     settings.PROMETHEUS_MULTIPROC_DIR = ""
     assert [w.id for w in checks.metrics_of_one_worker_only()] == ["hanzo.W004"]
@@ -211,7 +224,7 @@ def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(settin
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_alert_rules_and_the_readme_name_only_metrics_that_exist(
-    fresh_store_clients, thread_connections
+    fresh_store_clients: None, thread_connections: None
 ) -> None:
     text = (await render()).decode()
     families = {

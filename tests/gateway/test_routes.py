@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.db import connection
+from django.test import Client
+from pytest_django import Settings
 
 from gateway.core.errors import GatewayError
 from gateway.core.store import read_versions
 from gateway.models import ModelRoute
 from gateway.proxy import routes
+from gateway.proxy.routes import Route
 from gateway.proxy.validation import prepare_chat
 
 # SPEC section 6, written out independently of the seed data.
@@ -29,7 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def seeded_routes():
+def seeded_routes() -> Iterator[None]:
     routes.seed_routes()
     routes.clear_cache()
     yield
@@ -37,11 +41,11 @@ def seeded_routes():
 
 
 @pytest.fixture
-def load_counter(monkeypatch):
+def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = []
     original = routes._load_routes
 
-    def counting():
+    def counting() -> dict[str, Route]:
         calls.append(1)
         return original()
 
@@ -133,7 +137,7 @@ async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier() -> None
     assert (await routes.resolve("llama3-8b-instruct", "free")).provider == "digitalocean"
 
 
-async def test_warm_lookups_do_not_touch_the_database(load_counter) -> None:
+async def test_warm_lookups_do_not_touch_the_database(load_counter: list[int]) -> None:
     _, epoch = await read_versions("-")
     for _ in range(20):
         await routes.resolve("openai-gpt-4o", "paid", epoch=epoch)
@@ -141,7 +145,7 @@ async def test_warm_lookups_do_not_touch_the_database(load_counter) -> None:
     assert len(load_counter) == 1
 
 
-async def test_concurrent_cold_lookups_load_the_table_once(load_counter) -> None:
+async def test_concurrent_cold_lookups_load_the_table_once(load_counter: list[int]) -> None:
     _, epoch = await read_versions("-")
     found = await asyncio.gather(
         *(routes.resolve("openai-gpt-4o", "paid", epoch=epoch) for _ in range(50))
@@ -150,7 +154,9 @@ async def test_concurrent_cold_lookups_load_the_table_once(load_counter) -> None
     assert len(load_counter) == 1
 
 
-async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(load_counter) -> None:
+async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(
+    load_counter: list[int],
+) -> None:
     _, before = await read_versions("-")
     assert (await routes.resolve("openai-gpt-4o", "paid", epoch=before)).input_price_usd == 2.5
 
@@ -190,7 +196,7 @@ async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format() -
     assert isinstance(entry["created"], int) and entry["created"] > 1_700_000_000
 
 
-def test_the_admin_lists_filters_and_edits_routes(admin_client) -> None:
+def test_the_admin_lists_filters_and_edits_routes(admin_client: Client) -> None:
     _, before = asyncio.run(read_versions("-"))
     listing = admin_client.get("/admin/gateway/modelroute/?provider__exact=digitalocean")
     assert listing.status_code == 200
@@ -217,7 +223,7 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client) -> None:
     assert after > before
 
 
-def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client) -> None:
+def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client: Client) -> None:
     _, before = asyncio.run(read_versions("-"))
     ids = list(ModelRoute.objects.filter(provider="openai").values_list("pk", flat=True))
     response = admin_client.post(
@@ -272,7 +278,7 @@ async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected)
 
 
 async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(
-    settings,
+    settings: Settings,
 ) -> None:
     settings.MAX_TOKENS = {"free": 512, "paid": 4096}
     prepared = await prepare_chat(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from tests.support.staff import STAFF_PASSWORD, admin_login, make_staff, totp_code, verified_client
 
@@ -15,7 +18,9 @@ DEVICE_TOKEN = "hzt_" + "A" * 43
 
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
-def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_2fa) -> None:
+def test_anonymous_callers_and_device_tokens_are_refused(
+    settings: Settings, url, require_2fa
+) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     client = Client()
     assert client.get(url).status_code == 401
@@ -28,7 +33,7 @@ def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
 def test_a_logged_in_user_who_is_not_staff_is_refused(
-    settings, plain_user, url, require_2fa
+    settings: Settings, plain_user: User, url, require_2fa
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     response = verified_client(plain_user, None).get(url)
@@ -38,7 +43,7 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(
 
 @pytest.mark.parametrize("url", URLS)
 def test_staff_without_the_second_factor_is_refused_when_it_is_required(
-    settings, staff_user, url
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
@@ -46,13 +51,17 @@ def test_staff_without_the_second_factor_is_refused_when_it_is_required(
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_past_the_second_factor_is_served(settings, staff_user, url) -> None:
+def test_staff_past_the_second_factor_is_served(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user
     assert verified_client(user, device).get(url).status_code == 200
 
 
-def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user) -> None:
+def test_staff_logged_in_through_the_admin_form_is_served(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     _user, device = staff_user
     client = Client()
@@ -60,13 +69,15 @@ def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user) 
     assert client.get("/api/admin/staff-only").json() == {"user": "ops"}
 
 
-def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings) -> None:
+def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = False
     user, _ = make_staff("ops", enrol=False)
     assert verified_client(user, None).get("/api/admin/staff-only").status_code == 200
 
 
-def test_an_unverified_session_cannot_post_either(settings, staff_user) -> None:
+def test_an_unverified_session_cannot_post_either(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     client = verified_client(user, None)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncIterator
 
 import pytest
+from pytest_django import Settings
 
 from gateway.proxy import keys, upstream
 from gateway.proxy.providers.base import (
@@ -76,7 +78,7 @@ REFUSALS = [
     ("fault", "error", "status", "code"), REFUSALS, ids=[f[0] for f in REFUSALS]
 )
 async def test_each_refusal_maps_to_its_error_and_costs_nothing(
-    fake, name, fault, error, status, code
+    fake: FakeProvider, name, fault, error, status, code
 ) -> None:
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
@@ -91,7 +93,9 @@ async def test_each_refusal_maps_to_its_error_and_costs_nothing(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 @pytest.mark.parametrize("fault", ["non_json", "malformed"])
-async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault) -> None:
+async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(
+    fake: FakeProvider, name, fault
+) -> None:
     # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
@@ -103,7 +107,7 @@ async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, n
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_unseen_output(
-    fake, name
+    fake: FakeProvider, name
 ) -> None:
     # The request reached the provider. Not streamed, it may have generated the
     # whole answer; streamed, it produced nothing before the drop.
@@ -116,7 +120,7 @@ async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_uns
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_overloaded_carries_the_provider_retry_after(fake, name) -> None:
+async def test_overloaded_carries_the_provider_retry_after(fake: FakeProvider, name) -> None:
     with pytest.raises(UpstreamOverloaded) as caught:
         await complete(name, directive("http_429", retry_after=7))
     assert caught.value.headers()["Retry-After"] == "7"
@@ -126,7 +130,7 @@ async def test_overloaded_carries_the_provider_retry_after(fake, name) -> None:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_rejection_carries_the_provider_message_text_only(fake, name) -> None:
+async def test_a_rejection_carries_the_provider_message_text_only(fake: FakeProvider, name) -> None:
     with pytest.raises(UpstreamRejected) as caught:
         await complete(name, directive("http_400", message="prompt is too long for this model"))
     error = caught.value.payload()["error"]
@@ -137,7 +141,7 @@ async def test_a_rejection_carries_the_provider_message_text_only(fake, name) ->
     }
 
 
-async def test_a_wrong_key_is_auth_rejected(fake) -> None:
+async def test_a_wrong_key_is_auth_rejected(fake: FakeProvider) -> None:
     fake.keys["openai"] = "sk-rotated-upstream-0123456789"
     with pytest.raises(UpstreamAuthRejected):
         await complete(OPENAI, chat())
@@ -145,7 +149,7 @@ async def test_a_wrong_key_is_auth_rejected(fake) -> None:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(
-    fake, settings, name
+    fake: FakeProvider, settings: Settings, name
 ) -> None:
     # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
@@ -158,7 +162,7 @@ async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(
 
 
 async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(
-    fake, settings
+    fake: FakeProvider, settings: Settings
 ) -> None:
     from tests.support.processes import free_port
 
@@ -175,7 +179,7 @@ async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_reservation(
-    fake, name
+    fake: FakeProvider, name
 ) -> None:
     # The half that arrived is never parsed: the output it holds is unseen.
     call = call_to(name, directive("drop_mid_stream"))
@@ -199,7 +203,7 @@ def input_billed(call: Call) -> int:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(
-    fake, name
+    fake: FakeProvider, name
 ) -> None:
     call = call_to(name, streamed("drop_mid_stream", after=3))
     chunks, error = await consume_until_error(call.stream())
@@ -211,7 +215,7 @@ async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_whole_output(
-    fake, settings, name
+    fake: FakeProvider, settings: Settings, name
 ) -> None:
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.2
     call = call_to(name, streamed("slow_chunks", delay=1))
@@ -223,7 +227,9 @@ async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_who
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(fake, name) -> None:
+async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(
+    fake: FakeProvider, name
+) -> None:
     call = call_to(name, streamed("error_mid_stream", after=2))
     chunks, error = await consume_until_error(call.stream())
     assert text_of(chunks) == "tok0 tok1 "
@@ -256,13 +262,15 @@ class WatchedProvider(FakeProvider):
 
 
 @pytest.fixture
-async def watched(settings):
+async def watched(settings: Settings) -> AsyncIterator[WatchedProvider]:
     async with serving(WatchedProvider(), settings) as provider:
         yield provider
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name) -> None:
+async def test_closing_a_stream_early_cancels_the_upstream_request(
+    watched: WatchedProvider, name
+) -> None:
     # 50 chunks 0.2 s apart: ten seconds of answer if nobody hangs up.
     request = chat("hello [[tokens:50]] [[fault:slow_chunks:delay=0.2]]", stream=True)
     call = call_to(name, request)
@@ -280,7 +288,7 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name
 
 
 @pytest.fixture
-async def stale_openai_key(fake, settings) -> str:
+async def stale_openai_key(fake: FakeProvider, settings: Settings) -> str:
     """The process caches a key the provider no longer accepts; the env now holds the right one."""
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-stale-0123456789abcdef"}
@@ -294,7 +302,7 @@ def sent_keys(fake):
 
 
 async def test_a_refused_key_is_refetched_and_the_completion_retried_once(
-    fake, stale_openai_key
+    fake: FakeProvider, stale_openai_key: str
 ) -> None:
     call = call_to(OPENAI, chat(), max_tokens=10)
     answer = await upstream.complete_with_key_retry(call.outbound, meter=call.meter, epoch=0)
@@ -305,7 +313,7 @@ async def test_a_refused_key_is_refetched_and_the_completion_retried_once(
 
 
 async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chunk(
-    fake, stale_openai_key
+    fake: FakeProvider, stale_openai_key: str
 ) -> None:
     call = call_to(OPENAI, chat(stream=True), max_tokens=10)
     events = upstream.stream_with_key_retry(call.outbound, meter=call.meter, epoch=0)
@@ -316,7 +324,7 @@ async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chun
 
 
 async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(
-    fake, settings
+    fake: FakeProvider, settings: Settings
 ) -> None:
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-wrong-0123456789abcdef"}

@@ -4,6 +4,7 @@ import json
 
 import orjson
 import pytest
+from pytest_django import Settings
 
 from gateway.core.errors import GatewayError, InvalidRequest
 from gateway.proxy.validation import (
@@ -244,14 +245,16 @@ def test_tools_and_tool_choice_are_normalised() -> None:
     assert request.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
 
 
-def test_the_tier_cap_is_sent_when_the_client_sends_none(settings) -> None:
+def test_the_tier_cap_is_sent_when_the_client_sends_none(settings: Settings) -> None:
     settings.MAX_TOKENS = {"free": 1024, "paid": 8192}
     request = parse_chat_request(body())
     assert check_tier_cap(request, "free") == 1024
     assert effective_max_tokens(request, "paid") == 8192
 
 
-def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(settings) -> None:
+def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(
+    settings: Settings,
+) -> None:
     settings.MAX_TOKENS = {"free": 1024, "paid": 8192}
     assert check_tier_cap(parse_chat_request(body(max_tokens=1024)), "free") == 1024
     with pytest.raises(MaxTokensExceeded) as caught:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
+from pytest_django import Settings
 
 
-def test_cors_preflight_is_answered_for_an_allowed_origin(client) -> None:
+def test_cors_preflight_is_answered_for_an_allowed_origin(client: Client) -> None:
     response = client.options(
         "/v1/chat/completions",
         HTTP_ORIGIN="tauri://localhost",
@@ -15,13 +17,15 @@ def test_cors_preflight_is_answered_for_an_allowed_origin(client) -> None:
     assert "x-device-id" in response["Access-Control-Allow-Headers"]
 
 
-def test_cors_ignores_an_unknown_origin(client) -> None:
+def test_cors_ignores_an_unknown_origin(client: Client) -> None:
     response = client.get("/health", HTTP_ORIGIN="https://evil.example")
     assert "Access-Control-Allow-Origin" not in response
 
 
 @pytest.mark.django_db
-def test_the_admin_works_with_debug_off_including_its_static_files(client, settings) -> None:
+def test_the_admin_works_with_debug_off_including_its_static_files(
+    client: Client, settings: Settings
+) -> None:
     assert settings.DEBUG is False
     login = client.get("/admin/login/")
     assert login.status_code == 200

@@ -9,8 +9,12 @@ request of a device, different between devices, and revealing neither.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from devices.tokens import token_hash
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway
 
 CHOSEN = "victim@example.com"
 
@@ -22,7 +26,7 @@ def end_user_of(request) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_the_provider_gets_an_opaque_id_per_device_never_the_clients_user(
-    gateway, make_device, provider
+    gateway: Gateway, make_device: Callable[..., Registered], provider: FakeProvider
 ) -> None:
     alice = make_device("approved", tier="paid", name="alice")
     bob = make_device("approved", tier="paid", name="bob")

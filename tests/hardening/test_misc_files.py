@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.devices.support import REGISTRATION
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import provider_environment
 from tests.support.processes import ROOT, GatewayServer, base_environment, start_gateway, wait_for
 
@@ -35,7 +36,7 @@ def var_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def embedded_env(var_dir: Path, provider) -> dict[str, str]:
+def embedded_env(var_dir: Path, provider: FakeProvider) -> dict[str, str]:
     env = {k: v for k, v in base_environment().items() if k not in NOT_INHERITED}
     env.update(provider_environment(provider), VAR_DIR=str(var_dir), ADMIN_REQUIRE_2FA="false")
     return env

@@ -13,10 +13,12 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 
 import httpx
 
 from gateway.core.logs import JsonFormatter, RedactingFormatter
+from tests.proxy.conftest import Gateway
 from tests.support.processes import wait_for
 
 # CR LF, then a tab, ESC, DEL, NEL (C1) and LINE SEPARATOR.
@@ -40,7 +42,9 @@ def attack(gateway) -> tuple[str, str]:
     return request_id, written()
 
 
-def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gateway) -> None:
+def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(
+    gateway: Gateway,
+) -> None:
     request_id, text = attack(gateway)
     lines = text.split("\n")
     mentioning = [line for line in lines if "FORGED-LINE-2" in line]
@@ -50,7 +54,9 @@ def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gate
     assert not RAW_CONTROL.search(text), [line for line in lines if RAW_CONTROL.search(line)]
 
 
-def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(start_gateway) -> None:
+def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(
+    start_gateway: Callable[..., Gateway],
+) -> None:
     request_id, text = attack(start_gateway(LOG_FORMAT="json"))
     assert not RAW_CONTROL.search(text)
     entries = [json.loads(line) for line in text.split("\n") if line]  # each line one object

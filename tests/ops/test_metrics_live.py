@@ -9,14 +9,16 @@ also be an address outside it (127.0.0.1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IS_PRODUCTION
+from tests.devices.support import Registered
 from tests.proxy.conftest import Gateway, ledger
 from usage.models import UsageRecord
 
@@ -43,7 +45,9 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def metered(start_gateway, tmp_path, request) -> Iterator[Gateway]:
+def metered(
+    start_gateway: Callable[..., Gateway], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Gateway]:
     count = getattr(request, "param", 2 if IS_PRODUCTION else 1)
     gateway = start_gateway(
         count,
@@ -56,7 +60,9 @@ def metered(start_gateway, tmp_path, request) -> Iterator[Gateway]:
         server.stop()
 
 
-def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, make_device) -> None:
+def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(
+    metered: Gateway, make_device: Callable[..., Registered]
+) -> None:
     servers = len(metered.servers)
     paid = make_device("approved", tier="paid").token
     free = make_device("approved").token

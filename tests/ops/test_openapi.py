@@ -8,6 +8,7 @@ openapi-core: status, content type, body schema and the declared headers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
@@ -23,6 +24,8 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway
 
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
@@ -76,7 +79,9 @@ class Described(NamedTuple):
 
 
 @pytest.fixture
-def described(start_gateway, make_device) -> Described:
+def described(
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> Described:
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="2", RATE_LIMIT_FREE_DEVICE_PER_DAY="1")
     response = httpx.get(f"{gateway.url}/openapi.json")  # no credentials: it is public
     assert response.status_code == 200
@@ -105,7 +110,7 @@ def conforms(openapi: OpenAPI, response: httpx.Response) -> httpx.Response:
     return response
 
 
-def test_the_description_covers_every_client_and_admin_endpoint(described) -> None:
+def test_the_description_covers_every_client_and_admin_endpoint(described: Described) -> None:
     paths = set(described.document["paths"])
     assert paths >= {
         "/health",
@@ -123,7 +128,7 @@ def test_the_description_covers_every_client_and_admin_endpoint(described) -> No
 
 
 def test_live_client_responses_and_errors_match_the_description(
-    described, make_device, provider
+    described: Described, make_device: Callable[..., Registered], provider: FakeProvider
 ) -> None:
     gateway, openapi, document = described
     url = gateway.url
@@ -191,7 +196,7 @@ def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int,
 
 
 def test_admin_api_responses_and_errors_match_the_description(
-    described, staff_api, make_device
+    described: Described, staff_api: Client, make_device: Callable[..., Registered]
 ) -> None:
     openapi = described.openapi
     base = "/api/admin/devices"
@@ -217,7 +222,7 @@ def test_admin_api_responses_and_errors_match_the_description(
     ],
 )
 def test_a_response_that_strays_from_the_description_is_caught(
-    described, headers, error_type
+    described: Described, headers, error_type
 ) -> None:
     request = httpx.Request("POST", f"{described.gateway.url}/v1/chat/completions", json={})
     stray = httpx.Response(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import openai
 import pytest
+from pytest_django import Settings
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 ROUTES = [
     ("llama3-8b-instruct", "digitalocean"),
@@ -16,7 +19,7 @@ ROUTES = [
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_non_streamed_chat_completes_on_each_provider(
-    gateway, provider, paid_token, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
 ) -> None:
     client = gateway.sdk(paid_token)
     raw = client.chat.completions.with_raw_response.create(
@@ -52,7 +55,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
-    gateway, provider, paid_token, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
 ) -> None:
     client = gateway.sdk(paid_token)
     stream = client.chat.completions.create(
@@ -76,7 +79,7 @@ def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
 
 
 def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
-    gateway, provider, free_token
+    gateway: Gateway, provider: FakeProvider, free_token: str
 ) -> None:
     stream = gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct",
@@ -91,7 +94,7 @@ def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
     assert ledger(1)[0].tokens_out == 3
 
 
-def test_models_are_listed_per_tier(gateway, free_token, paid_token) -> None:
+def test_models_are_listed_per_tier(gateway: Gateway, free_token: str, paid_token: str) -> None:
     free = {model.id for model in gateway.sdk(free_token).models.list()}
     paid = {model.id for model in gateway.sdk(paid_token).models.list()}
     assert free == {"llama3.3-70b-instruct", "llama3-8b-instruct", "deepseek-r1-distill-llama-70b"}
@@ -99,7 +102,7 @@ def test_models_are_listed_per_tier(gateway, free_token, paid_token) -> None:
 
 
 def test_the_sdk_raises_the_right_exception_for_each_refusal(
-    gateway, free_token, pending_device, settings
+    gateway: Gateway, free_token: str, pending_device: Registered, settings: Settings
 ) -> None:
     hello = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):

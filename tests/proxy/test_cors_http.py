@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import bearer, chat_body
 
 APP = "https://app.hanzo.ai"
@@ -37,7 +37,9 @@ def cors(response: httpx.Response) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", LEAN)
 @pytest.mark.parametrize("origin", [APP, "tauri://localhost"])
-def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, path, origin) -> None:
+def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(
+    gateway: Gateway, path, origin
+) -> None:
     response = preflight(f"{gateway.url}{path}", origin)
     assert response.status_code == 200
     headers = cors(response)
@@ -53,7 +55,7 @@ def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, pa
 
 
 def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(
-    gateway, free_token
+    gateway: Gateway, free_token: str
 ) -> None:
     origin = {"Origin": APP}
     answered = httpx.post(
@@ -86,7 +88,7 @@ def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(
 
 
 @pytest.mark.parametrize("path", LEAN)
-def test_a_foreign_origin_gets_no_cors_headers(gateway, free_token, path) -> None:
+def test_a_foreign_origin_gets_no_cors_headers(gateway: Gateway, free_token: str, path) -> None:
     foreign = "https://evil.example"
     assert "access-control-allow-origin" not in preflight(f"{gateway.url}{path}", foreign).headers
     method = httpx.post if path.endswith("completions") else httpx.get

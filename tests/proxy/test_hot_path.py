@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
+from pytest_django import Settings
 
 from devices import services
 from gateway.asgi import application
@@ -14,15 +18,20 @@ from gateway.core.redis_pipe import PipelinedRedis
 from gateway.proxy import endpoints as proxy
 from gateway.proxy import upstream
 from gateway.proxy.routes import seed_routes
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import provider_environment
 from usage import guard
 from usage.models import BlockedNetwork
 
 pytestmark = [pytest.mark.production_only, pytest.mark.django_db(transaction=True)]
 
+# Posts a chat completion as the warm device (keyword arguments: httpx.post's).
+Poster = Callable[..., Awaitable[httpx.Response]]
+
 
 @pytest.fixture
-def counted(monkeypatch):
+def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Redis commands and SQL statements, and how many had run when the provider was called."""
     seen = {"redis": [], "sql": [], "at_upstream": []}
     execute = PipelinedRedis.execute
@@ -54,7 +63,9 @@ BODY = {"model": "openai-gpt-4o", "messages": [{"role": "user", "content": "hi"}
 
 
 @pytest.fixture
-async def warm(provider, make_device, settings):
+async def warm(
+    provider: FakeProvider, make_device: Callable[..., Registered], settings: Settings
+) -> AsyncIterator[tuple[Registered, Poster]]:
     """An approved device whose caches are warm (two requests made), and a poster."""
     for name, value in provider_environment(provider).items():
         if name.endswith("_BASE_URL"):
@@ -73,7 +84,7 @@ async def warm(provider, make_device, settings):
     headers = {"Authorization": f"Bearer {registered.token}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
 
-        async def post(**kwargs):
+        async def post(**kwargs: Any) -> httpx.Response:
             # The previous request's settlement runs after its response: let
             # it land so each request's window counts only its own commands.
             await lifecycle._drain_background()
@@ -90,7 +101,7 @@ async def warm(provider, make_device, settings):
 
 
 async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the_upstream(
-    warm, counted
+    warm: tuple[Registered, Poster], counted: dict[str, list[Any]]
 ) -> None:
     _registered, post = warm
     await lifecycle._drain_background()
@@ -125,7 +136,12 @@ def _block_network(registered, settings) -> None:
     ],
 )
 async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_request(
-    warm, provider, settings, change, status, code
+    warm: tuple[Registered, Poster],
+    provider: FakeProvider,
+    settings: Settings,
+    change,
+    status,
+    code,
 ) -> None:
     registered, post = warm
     upstream_calls = len(provider.requests)
@@ -136,7 +152,7 @@ async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_req
 
 
 async def test_an_address_blocked_after_the_caches_filled_is_refused_even_with_a_bad_body(
-    warm, provider, settings
+    warm: tuple[Registered, Poster], provider: FakeProvider, settings: Settings
 ) -> None:
     _registered, post = warm
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 1

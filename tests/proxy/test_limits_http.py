@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, post, remaining
 from usage.windows import BURST_SECONDS, DAY
 
@@ -58,7 +59,7 @@ LAYERS = {
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
-    start_gateway, make_device, layer
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered], layer
 ) -> None:
     env, code, window, devices_for = LAYERS[layer]
     gateway = start_gateway(**env)
@@ -82,7 +83,7 @@ def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
 
 
 def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_nothing(
-    start_gateway, free_token
+    start_gateway: Callable[..., Gateway], free_token: str
 ) -> None:
     # 30 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way:
     # the small request's worst case (about 230 tokens) fits, 1000 more do not.
@@ -98,7 +99,7 @@ def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_n
 
 
 def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
-    start_gateway, free_token
+    start_gateway: Callable[..., Gateway], free_token: str
 ) -> None:
     # 100 micro-dollars: 1000 tokens at 0.1 do not fit, 10 do.
     gateway = start_gateway(DAILY_BUDGET_USD="0.0001")
@@ -113,7 +114,7 @@ def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
 
 
 def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusals_do_not_pause(
-    start_gateway, make_device
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
 ) -> None:
     # 600 micro-dollars; each request's worst case is a little over 100 (1000 tokens at 0.1).
     gateway = start_gateway(DAILY_BUDGET_USD="0.0006", UPSTREAM_TIMEOUT_SECONDS="5")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 WEATHER = {
     "type": "function",
@@ -25,7 +26,9 @@ TOOL_ROUTES = [("openai-gpt-4o", "openai"), ("anthropic-claude-4-sonnet", "anthr
 
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
-def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, provider_name) -> None:
+def test_a_tool_call_comes_back_in_openai_shape(
+    gateway: Gateway, paid_token: str, model, provider_name
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER]
     )
@@ -40,7 +43,7 @@ def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, prov
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
-    gateway, paid_token, model, provider_name
+    gateway: Gateway, paid_token: str, model, provider_name
 ) -> None:
     stream = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER], stream=True
@@ -82,7 +85,7 @@ def round_trip(call_id: str) -> list[dict]:
 
 
 def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(
-    gateway, provider, paid_token
+    gateway: Gateway, provider: FakeProvider, paid_token: str
 ) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
@@ -122,7 +125,9 @@ def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(
     assert len(ledger(1)) == 1
 
 
-def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token) -> None:
+def test_a_tool_result_reaches_openai_unchanged(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model="openai-gpt-4o", messages=round_trip("call_abc"), tools=[WEATHER]
     )
@@ -137,7 +142,9 @@ def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token) -
     assert len(ledger(1)) == 1
 
 
-def test_stop_reaches_anthropic_as_stop_sequences(gateway, provider, paid_token) -> None:
+def test_stop_reaches_anthropic_as_stop_sequences(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
         messages=[{"role": "user", "content": "Count"}],
@@ -168,7 +175,7 @@ UNKNOWN = {
     [("llama3-8b-instruct", "digitalocean"), *TOOL_ROUTES],
 )
 def test_only_known_parameters_are_forwarded(
-    gateway, provider, paid_token, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
 ) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model=model,
@@ -198,7 +205,7 @@ def test_only_known_parameters_are_forwarded(
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_without_max_tokens_the_tier_cap_is_sent(
-    gateway, provider, paid_token, model, provider_name, field, stream
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name, field, stream
 ) -> None:
     created = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hi"}], stream=stream
@@ -213,7 +220,7 @@ def test_without_max_tokens_the_tier_cap_is_sent(
 
 
 def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(
-    gateway, provider, free_token
+    gateway: Gateway, provider: FakeProvider, free_token: str
 ) -> None:
     gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct", messages=[{"role": "user", "content": "hi"}]
@@ -224,7 +231,7 @@ def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(
 
 
 def test_tool_arguments_anthropic_cannot_take_are_refused_before_admission(
-    gateway, provider, paid_token
+    gateway: Gateway, provider: FakeProvider, paid_token: str
 ) -> None:
     from tests.proxy.support import assert_refused, post, remaining
 

@@ -9,17 +9,18 @@ Lua scripts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import connections
+from pytest_django import Settings
 
 from gateway.core import store
 from tests.support.processes import PrivateRedis
 from usage import guard, rebuild
-from usage.backends import get_backend, reset_memory_backend
+from usage.backends import Backend, get_backend, reset_memory_backend
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,7 @@ async def _fresh_admission_state() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _concurrency_out_of_the_way(settings) -> None:
+def _concurrency_out_of_the_way(settings: Settings) -> None:
     """Requests here are admitted and never settled: the in-flight layer has tests
     of its own (``test_concurrency_*``), which lower it."""
     settings.MAX_CONCURRENT_REQUESTS = {"free": 10_000, "paid": 10_000}
@@ -71,7 +72,9 @@ def redis_settings(settings, url: str) -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backend(request, settings, _private_redis):
+def backend(
+    request: pytest.FixtureRequest, settings: Settings, _private_redis: PrivateRedis | None
+) -> Backend:
     """The admission backend under test (``settings.GATEWAY_STORE`` follows it)."""
     if request.param == "memory":
         settings.GATEWAY_STORE = "memory"
@@ -112,12 +115,12 @@ class FrozenClock:
 
 
 @pytest.fixture
-def frozen_clock(monkeypatch) -> FrozenClock:
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     return FrozenClock(monkeypatch, START)
 
 
 @pytest.fixture
-def limits_config(settings):
+def limits_config(settings: Settings) -> Callable[..., None]:
     """``limits_config(device=20, burst=1000, ...)``: the free tier's request limits."""
 
     def configure(*, device=100, ip=500, user=1000, burst=100, global_=10000, tier="free") -> None:

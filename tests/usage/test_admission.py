@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from pytest_django import Settings
 
+from tests.usage.conftest import FrozenClock
 from usage import limits, liveness
+from usage.backends import Backend
 from usage.days import next_day_start
 from usage.limits import AdmissionRequest
 
@@ -57,7 +61,7 @@ async def remaining(device="dev-1", ip="203.0.113.7", user=None):
 
 
 @pytest.fixture
-def budget(settings):
+def budget(settings: Settings) -> Callable[..., None]:
     def configure(total: str, device_cap: str = "0") -> None:
         settings.DAILY_BUDGET_USD = Decimal(total)
         settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal(device_cap), "paid": Decimal("0")}
@@ -70,7 +74,7 @@ def budget(settings):
 
 
 async def test_a_hundred_simultaneous_admissions_with_a_device_limit_of_twenty_admit_twenty(
-    backend, limits_config
+    backend: Backend, limits_config: Callable[..., None]
 ) -> None:
     limits_config(device=20, burst=1000)
     results = await admit_all(request() for _ in range(100))
@@ -80,7 +84,7 @@ async def test_a_hundred_simultaneous_admissions_with_a_device_limit_of_twenty_a
 
 
 async def test_ip_refusals_leave_each_devices_count_and_device_refusals_leave_the_ip(
-    backend, limits_config
+    backend: Backend, limits_config: Callable[..., None]
 ) -> None:
     limits_config(device=3, ip=7)
     devices = [f"dev-{n}" for n in range(5)]
@@ -104,7 +108,7 @@ async def test_ip_refusals_leave_each_devices_count_and_device_refusals_leave_th
 
 
 async def test_the_user_layer_counts_every_device_of_one_owner_and_only_owned_devices(
-    backend, limits_config
+    backend: Backend, limits_config: Callable[..., None]
 ) -> None:
     limits_config(user=3)
     results = [await limits.admit(request(device=f"d{n}", user="alice")) for n in range(4)]
@@ -117,7 +121,10 @@ async def test_the_user_layer_counts_every_device_of_one_owner_and_only_owned_de
 
 
 async def test_checks_run_in_the_order_of_the_spec(
-    backend, limits_config, budget, settings
+    backend: Backend,
+    limits_config: Callable[..., None],
+    budget: Callable[..., None],
+    settings: Settings,
 ) -> None:
     # Every check would refuse; opening them one by one reveals their order.
     await limits.admit(request(user="alice"))  # in flight, never settled
@@ -159,7 +166,11 @@ async def test_checks_run_in_the_order_of_the_spec(
     ["device", "ip", "user", "burst", "global", "concurrency", "device_budget", "budget"],
 )
 async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
-    backend, limits_config, budget, refusing, settings
+    backend: Backend,
+    limits_config: Callable[..., None],
+    budget: Callable[..., None],
+    refusing,
+    settings: Settings,
 ) -> None:
     # The first request fits everything; the second is refused by `refusing` only.
     limits_config(
@@ -182,7 +193,9 @@ async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
     assert (await remaining(user="alice"), await limits.budget_state()) == before
 
 
-async def test_an_admission_reports_each_layer_after_this_request(backend, limits_config) -> None:
+async def test_an_admission_reports_each_layer_after_this_request(
+    backend: Backend, limits_config: Callable[..., None]
+) -> None:
     limits_config(device=5, ip=8, burst=4, global_=9)
     await limits.admit(request())
     admission = await limits.admit(request())
@@ -197,20 +210,22 @@ async def test_an_admission_reports_each_layer_after_this_request(backend, limit
     assert layers["burst"].window == "1 minute"
 
 
-async def test_reading_the_layers_admits_nothing(backend, limits_config) -> None:
+async def test_reading_the_layers_admits_nothing(
+    backend: Backend, limits_config: Callable[..., None]
+) -> None:
     limits_config(device=5)
     await limits.admit(request())
     for _ in range(3):
         assert (await remaining())["device"] == 4
 
 
-async def test_a_request_id_cannot_hold_two_reservations(backend) -> None:
+async def test_a_request_id_cannot_hold_two_reservations(backend: Backend) -> None:
     await limits.admit(request(request_id="same"))
     with pytest.raises(ValueError):
         await limits.admit(request(request_id="same"))
 
 
-async def test_an_unknown_tier_is_a_programming_error(backend) -> None:
+async def test_an_unknown_tier_is_a_programming_error(backend: Backend) -> None:
     with pytest.raises(ValueError):
         await limits.admit(request(tier="gold"))
 
@@ -219,7 +234,7 @@ async def test_an_unknown_tier_is_a_programming_error(backend) -> None:
 
 
 async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_never_overspend(
-    backend, budget
+    backend: Backend, budget: Callable[..., None]
 ) -> None:
     budget("1.00")
     results = await admit_all(request(device=f"d{n}", reserve=300_000) for n in range(20))
@@ -245,7 +260,9 @@ async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_
     assert state.pause is None
 
 
-async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budget) -> None:
+async def test_a_devices_daily_dollar_cap_holds_under_concurrency(
+    backend: Backend, budget: Callable[..., None]
+) -> None:
     budget("50", device_cap="0.50")
     results = await admit_all(request(reserve=200_000) for _ in range(10))
     admitted = [a for a in results if a.admitted]
@@ -263,7 +280,7 @@ async def test_a_devices_daily_dollar_cap_holds_under_concurrency(backend, budge
 
 
 async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_day(
-    backend, budget, frozen_clock
+    backend: Backend, budget: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     budget("50", device_cap="0.50")
     first = await limits.admit(request(reserve=400_000))
@@ -275,7 +292,7 @@ async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_
 
 
 async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothing(
-    backend, budget, frozen_clock
+    backend: Backend, budget: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=600_000))
@@ -294,7 +311,7 @@ async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothin
 
 
 async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_day(
-    backend, budget, frozen_clock, settings
+    backend: Backend, budget: Callable[..., None], frozen_clock: FrozenClock, settings: Settings
 ) -> None:
     budget("1.00")
     settings.BUDGET_PAUSE_REMAINING_USD = Decimal("0.10")
@@ -317,7 +334,9 @@ async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_ne
     assert (await limits.budget_state()).pause is None
 
 
-async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, budget) -> None:
+async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(
+    backend: Backend, budget: Callable[..., None]
+) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
     assert not (await limits.settle(first.reservation, actual_micro_usd=990_000)).auto_paused
@@ -326,7 +345,7 @@ async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(backend, 
 
 
 async def test_a_late_settlement_of_yesterday_pauses_nothing_today(
-    backend, budget, frozen_clock
+    backend: Backend, budget: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
@@ -335,7 +354,9 @@ async def test_a_late_settlement_of_yesterday_pauses_nothing_today(
     assert (await limits.admit(request(reserve=1))).admitted
 
 
-async def test_an_automatic_pause_ends_with_resume_service(backend, budget) -> None:
+async def test_an_automatic_pause_ends_with_resume_service(
+    backend: Backend, budget: Callable[..., None]
+) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
     assert (await limits.settle(first.reservation, actual_micro_usd=USD)).auto_paused
@@ -344,7 +365,9 @@ async def test_an_automatic_pause_ends_with_resume_service(backend, budget) -> N
     assert (await limits.admit(request(reserve=0))).admitted
 
 
-async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_clock) -> None:
+async def test_an_operator_pause_refuses_everyone_until_resumed(
+    backend: Backend, frozen_clock: FrozenClock
+) -> None:
     operator_pause = await pause(reason="provider incident")
     refused = await limits.admit(request())
     assert refused.refused_by == "paused"
@@ -364,7 +387,7 @@ async def test_an_operator_pause_refuses_everyone_until_resumed(backend, frozen_
 
 
 async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(
-    backend, frozen_clock
+    backend: Backend, frozen_clock: FrozenClock
 ) -> None:
     await pause(reason="deploy", until=frozen_clock.now() + 600)
     assert (await limits.admit(request())).retry_after == 600
@@ -375,7 +398,7 @@ async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(
 # --- Settle --------------------------------------------------------------------
 
 
-async def test_settling_twice_or_concurrently_counts_the_cost_once(backend) -> None:
+async def test_settling_twice_or_concurrently_counts_the_cost_once(backend: Backend) -> None:
     admission = await limits.admit(request(reserve=500_000))
     results = await asyncio.gather(
         *(limits.settle(admission.reservation, actual_micro_usd=123_456) for _ in range(10))
@@ -386,7 +409,9 @@ async def test_settling_twice_or_concurrently_counts_the_cost_once(backend) -> N
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (123_456, 0)
 
 
-async def test_settling_at_zero_releases_the_reservation(backend, budget) -> None:
+async def test_settling_at_zero_releases_the_reservation(
+    backend: Backend, budget: Callable[..., None]
+) -> None:
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
     assert not (await limits.admit(request(reserve=1))).admitted
@@ -395,7 +420,7 @@ async def test_settling_at_zero_releases_the_reservation(backend, budget) -> Non
 
 
 async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(
-    backend, frozen_clock
+    backend: Backend, frozen_clock: FrozenClock
 ) -> None:
     midnight = next_day_start(frozen_clock.now())
     frozen_clock.set(midnight - 5)
@@ -426,7 +451,11 @@ async def outlive(frozen_clock, seconds: float = LIVENESS) -> None:
 
 
 async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case(
-    backend, budget, frozen_clock, monkeypatch, settings
+    backend: Backend,
+    budget: Callable[..., None],
+    frozen_clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
 ) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
@@ -450,7 +479,11 @@ async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case
 
 
 async def test_a_reservation_lives_as_long_as_its_process_beats(
-    backend, budget, frozen_clock, monkeypatch, settings
+    backend: Backend,
+    budget: Callable[..., None],
+    frozen_clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
 ) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     budget("1.00")
@@ -472,7 +505,9 @@ async def test_a_reservation_lives_as_long_as_its_process_beats(
     assert (await limits.admit(request(reserve=600_000))).admitted
 
 
-async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, settings) -> None:
+async def test_a_device_holds_at_most_its_tiers_requests_in_flight(
+    backend: Backend, settings: Settings
+) -> None:
     settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}
     results = await admit_all(request(reserve=1) for _ in range(5))
     admitted = [a for a in results if a.admitted]
@@ -488,7 +523,7 @@ async def test_a_device_holds_at_most_its_tiers_requests_in_flight(backend, sett
 
 
 async def test_the_requests_a_dead_process_had_in_flight_free_their_slots(
-    backend, settings, frozen_clock, monkeypatch
+    backend: Backend, settings: Settings, frozen_clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     settings.MAX_CONCURRENT_REQUESTS = {"free": 2, "paid": 10}

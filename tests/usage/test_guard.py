@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
+from pytest_django import Settings
 
+from tests.usage.conftest import FrozenClock
 from usage import guard
+from usage.backends import Backend
 from usage.errors import IpBlocked, RegistrationRateLimited
 from usage.models import BlockedNetwork
 
@@ -15,7 +19,7 @@ async def create_blocked(cidr, reason=""):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend) -> None:
+async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend: Backend) -> None:
     await create_blocked("203.0.113.0/24", "abuse")
     await create_blocked("2001:db8::/32")
     for ip in ("203.0.113.9", "2001:db8:5::1"):
@@ -33,7 +37,7 @@ async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend) 
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_blocklist_is_read_once_per_process_until_it_changes(
-    backend, monkeypatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads = []
     real_load = guard._load_networks
@@ -53,7 +57,7 @@ async def test_the_blocklist_is_read_once_per_process_until_it_changes(
 
 @pytest.mark.django_db
 async def test_failed_authentications_block_the_ip_for_a_while(
-    backend, settings, frozen_clock
+    backend: Backend, settings: Settings, frozen_clock: FrozenClock
 ) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 3
     settings.IP_BLOCK_MINUTES = 15
@@ -74,7 +78,9 @@ async def test_failed_authentications_block_the_ip_for_a_while(
 
 
 @pytest.mark.django_db
-async def test_failures_are_counted_in_a_rolling_hour(backend, settings, frozen_clock) -> None:
+async def test_failures_are_counted_in_a_rolling_hour(
+    backend: Backend, settings: Settings, frozen_clock: FrozenClock
+) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 3
     for _ in range(2):
         await guard.record_auth_failure("203.0.113.7")
@@ -84,7 +90,9 @@ async def test_failures_are_counted_in_a_rolling_hour(backend, settings, frozen_
 
 
 @pytest.mark.django_db
-async def test_an_ipv6_subscriber_is_blocked_as_one_64(backend, settings) -> None:
+async def test_an_ipv6_subscriber_is_blocked_as_one_64(
+    backend: Backend, settings: Settings
+) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 2
     await guard.record_auth_failure("2001:db8:1:2::1")
     await guard.record_auth_failure("2001:db8:1:2::2")
@@ -94,7 +102,9 @@ async def test_an_ipv6_subscriber_is_blocked_as_one_64(backend, settings) -> Non
 
 
 @pytest.mark.django_db
-async def test_an_admin_lists_and_lifts_blocks(backend, settings, frozen_clock) -> None:
+async def test_an_admin_lists_and_lifts_blocks(
+    backend: Backend, settings: Settings, frozen_clock: FrozenClock
+) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 2
     settings.IP_BLOCK_MINUTES = 15
     for ip in ("203.0.113.7", "203.0.113.7", "2001:db8::1", "2001:db8::1"):
@@ -118,7 +128,7 @@ async def test_an_admin_lists_and_lifts_blocks(backend, settings, frozen_clock) 
 
 @pytest.mark.django_db
 async def test_registrations_are_limited_per_ip_per_rolling_hour(
-    backend, settings, frozen_clock
+    backend: Backend, settings: Settings, frozen_clock: FrozenClock
 ) -> None:
     settings.REGISTRATIONS_PER_IP_PER_HOUR = 3
     start = frozen_clock.now()
@@ -141,7 +151,9 @@ async def test_registrations_are_limited_per_ip_per_rolling_hour(
 
 
 @pytest.mark.django_db
-def test_the_admin_normalises_a_blocked_network_and_refuses_duplicates(admin_client) -> None:
+def test_the_admin_normalises_a_blocked_network_and_refuses_duplicates(
+    admin_client: Client,
+) -> None:
     url = "/admin/usage/blockednetwork/add/"
     response = admin_client.post(url, {"cidr": "203.0.113.7/24", "reason": "scraper"})
     assert response.status_code == 302

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from tests.usage.conftest import FrozenClock
 from usage import limits
+from usage.backends import Backend
 from usage.http import iso8601, rate_limit_headers, refusal_error
 from usage.limits import Admission, AdmissionRequest, Layer
 
@@ -86,7 +90,7 @@ def test_an_admitted_request_has_no_refusal() -> None:
 
 @pytest.mark.django_db
 async def test_a_real_refusal_renders_with_the_seconds_until_a_slot_frees(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limits_config(device=1)
     first = await limits.admit(AdmissionRequest("h-1", "dev-1", "203.0.113.7", None, "free", 0))

@@ -7,17 +7,20 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
+from pytest_django import Settings
 
 from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT, PrivateRedis
-from tests.usage.conftest import redis_settings
+from tests.usage.conftest import FrozenClock, redis_settings
 from usage import guard, limits
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
@@ -31,7 +34,7 @@ def request(device="dev-1", reserve=0):
 
 
 @pytest.fixture
-def private_redis(settings):
+def private_redis(settings: Settings) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     server = PrivateRedis().start()
@@ -64,7 +67,10 @@ def assert_unavailable(error) -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_rebuilt_counters(
-    private_redis, limits_config, settings, frozen_clock
+    private_redis: PrivateRedis,
+    limits_config: Callable[..., None],
+    settings: Settings,
+    frozen_clock: FrozenClock,
 ) -> None:
     limits_config(device=5)
     settings.DAILY_BUDGET_USD = Decimal("1.00")
@@ -113,7 +119,7 @@ async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend) -> None:
 
 
 @pytest.fixture
-def shared_redis_url(_private_redis):
+def shared_redis_url(_private_redis: PrivateRedis | None) -> str:
     """A Redis the test and its worker processes share (flushed by the fixtures)."""
     if django_settings.REDIS_URL:
         return django_settings.REDIS_URL
@@ -127,7 +133,7 @@ def shared_redis_url(_private_redis):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
-    shared_redis_url, tmp_path
+    shared_redis_url: str, tmp_path: Path
 ) -> None:
     env = gateway_environment(
         REDIS_URL=shared_redis_url,

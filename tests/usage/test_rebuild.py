@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from pytest_django import Settings
 
 from gateway.core.store import bump_epoch
+from tests.usage.conftest import FrozenClock
 from usage import limits, rebuild
+from usage.backends import Backend
 from usage.backends.base import PauseState
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
@@ -49,7 +53,10 @@ async def remaining(device="dev-1", ip="203.0.113.7", user=None):
 
 
 async def test_counters_are_rebuilt_from_the_ledger_before_anything_is_admitted(
-    backend, limits_config, settings, frozen_clock
+    backend: Backend,
+    limits_config: Callable[..., None],
+    settings: Settings,
+    frozen_clock: FrozenClock,
 ) -> None:
     limits_config(device=10, ip=10, user=10, burst=5, global_=100)
     settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal("0.20"), "paid": Decimal("0")}
@@ -77,7 +84,7 @@ async def test_counters_are_rebuilt_from_the_ledger_before_anything_is_admitted(
 
 
 async def test_concurrent_first_requests_rebuild_once_and_wait_for_it(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limits_config(device=20)
     now = frozen_clock.now()
@@ -88,7 +95,9 @@ async def test_concurrent_first_requests_rebuild_once_and_wait_for_it(
     assert rebuild.performed == before + 1
 
 
-async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, frozen_clock) -> None:
+async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(
+    backend: Backend, frozen_clock: FrozenClock
+) -> None:
     kept = PauseState("cost review", is_automatic=False, since=frozen_clock.now(), until=None)
     rebuild.set_pause_source(lambda: kept)
     refused = await limits.admit(request())
@@ -97,7 +106,7 @@ async def test_a_pause_kept_by_billing_is_restored_by_the_rebuild(backend, froze
 
 
 def test_a_command_reading_the_budget_of_an_empty_store_sees_the_ledgers_spend(
-    backend, frozen_clock
+    backend: Backend, frozen_clock: FrozenClock
 ) -> None:
     make_record(at=frozen_clock.now() - HOUR, cost="0.25")
     state = limits.budget_state_sync()
@@ -105,7 +114,9 @@ def test_a_command_reading_the_budget_of_an_empty_store_sees_the_ledgers_spend(
     assert state.remaining_micro_usd == 50_000_000 - 250_000
 
 
-async def test_the_in_process_store_follows_a_pause_written_by_another_process(settings) -> None:
+async def test_the_in_process_store_follows_a_pause_written_by_another_process(
+    settings: Settings,
+) -> None:
     settings.GATEWAY_STORE = "memory"
     billing_copy: list[PauseState | None] = [None]
     rebuild.set_pause_source(lambda: billing_copy[0])

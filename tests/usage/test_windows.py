@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 
 import pytest
+from pytest_django import Settings
 
 from gateway.core.store import sync_redis
-from tests.usage.conftest import START
+from tests.usage.conftest import START, FrozenClock
 from usage import limits
+from usage.backends import Backend
 from usage.backends.base import layer_keys, reservation_keys
 from usage.limits import AdmissionRequest
 from usage.windows import DAY, BucketWindow, SlidingLog, WindowSpec
@@ -28,7 +31,7 @@ async def admit(device="dev-1"):
 
 @pytest.mark.parametrize("into_bucket", [0.001, 360.0, 719.999])
 async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucket_later(
-    backend, limits_config, frozen_clock, into_bucket
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock, into_bucket
 ) -> None:
     limits_config(device=2)
     frozen_clock.set(START + into_bucket)
@@ -51,7 +54,7 @@ async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucke
 
 
 async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limit = 6
     limits_config(device=limit)
@@ -69,7 +72,7 @@ async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
 
 
 async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limits_config(burst=3)
     start = frozen_clock.now()
@@ -89,7 +92,7 @@ async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
 
 
 async def test_there_is_no_double_burst_at_a_minute_boundary(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limits_config(burst=5)
     minute = math.ceil(frozen_clock.now() / 60) * 60
@@ -113,7 +116,7 @@ def structure_sizes(backend, device="dev-1"):
 
 
 async def test_memory_per_key_stays_bounded_however_many_requests(
-    backend, limits_config, frozen_clock
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     limits_config(device=10**6, ip=10**6, burst=7, global_=10**6)
     for _ in range(1000):  # one every 150 s: ~42 hours, 5 per day bucket
@@ -132,7 +135,7 @@ async def test_memory_per_key_stays_bounded_however_many_requests(
 
 
 async def test_the_in_process_store_forgets_idle_keys(
-    settings, limits_config, frozen_clock
+    settings: Settings, limits_config: Callable[..., None], frozen_clock: FrozenClock
 ) -> None:
     settings.GATEWAY_STORE = "memory"
     from usage.backends import get_backend
