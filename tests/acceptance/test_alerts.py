@@ -18,12 +18,12 @@ pytestmark = pytest.mark.production_only  # the gateways share the budget counte
 SPEND = "Spend [[tokens:20000]]"  # about $0.30, really spent
 
 
-def spend(gateway, token: str, times: int) -> None:
+def spend(gateway: Gateway, token: str, times: int) -> None:
     for _ in range(times):
         assert send_all(gateway, [big(token, SPEND)])[0].status == 200
 
 
-def exhaust(gateway, token: str) -> None:
+def exhaust(gateway: Gateway, token: str) -> None:
     """About $0.06 on top of $0.90 leaves less than the $0.05 floor: the gateway pauses."""
     last = chat(token, "Spend [[tokens:4000]]", model="openai-gpt-5", max_tokens=6000)
     assert send_all(gateway, [last])[0].status == 200

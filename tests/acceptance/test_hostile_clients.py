@@ -274,7 +274,7 @@ def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
     ids=["cjk", "reasoning"],
 )
 def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, content, produced
+    gateway: Gateway, provider: FakeProvider, paid_token: str, content: str, produced: int
 ) -> None:
     body = stream_body(content, model="deepseek-r1-distill-llama-70b")
     response = post(gateway, body, token=paid_token)
@@ -291,7 +291,7 @@ def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 def test_a_200_that_cannot_be_parsed_is_billed_its_reported_input_and_the_whole_output_bound(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, kind
+    gateway: Gateway, provider: FakeProvider, paid_token: str, kind: str
 ) -> None:
     provider.input_billing = "bytes"
     content = "word " * 30_000 + f"[[tokens:8000]] [[fault:broken_json:kind={kind}]]"
@@ -363,7 +363,7 @@ def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_
 
 @pytest.mark.parametrize("where", ["tools", "response_format", "messages"])
 def test_json_nested_deeper_than_64_levels_is_a_400_that_consumes_nothing(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, where
+    gateway: Gateway, provider: FakeProvider, paid_token: str, where: str
 ) -> None:
     deep: object = {}
     for _ in range(300):

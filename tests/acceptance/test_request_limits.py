@@ -41,7 +41,7 @@ def _from(ip: str) -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
 
-def _stats(gateway, token: str, ip: str) -> dict:
+def _stats(gateway: Gateway, token: str, ip: str) -> dict:
     response = httpx.get(
         f"{gateway.url}/v1/usage/stats",
         headers={"Authorization": f"Bearer {token}", **_from(ip)},

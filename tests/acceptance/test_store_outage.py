@@ -44,7 +44,7 @@ def settled_spend(count: int) -> dict:
     return status
 
 
-def _get(gateway, path: str, token: str, server: int) -> httpx.Response:
+def _get(gateway: Gateway, path: str, token: str, server: int) -> httpx.Response:
     return httpx.get(
         f"{gateway.servers[server].url}{path}",
         headers={"Authorization": f"Bearer {token}"},

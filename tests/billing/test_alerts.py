@@ -43,7 +43,7 @@ def _check_budget() -> str:
     return out.getvalue()
 
 
-def _spend_today(clock, usd: str) -> None:
+def _spend_today(clock: TestClock, usd: str) -> None:
     create_records(1, budget_day=budget_day(clock.now()), cost_usd=Decimal(usd))
     # The store learns spend when requests settle; records written straight to
     # the ledger are seen once its counters are rebuilt from it.

@@ -68,7 +68,9 @@ def _cost(model: str, tokens_in: int, tokens_out: int) -> int:
         ("deepseek-r1-distill-llama-70b", 0, 0, 0),
     ],
 )
-def test_cost_matches_the_route_prices_exactly(model, tokens_in, tokens_out, micro) -> None:
+def test_cost_matches_the_route_prices_exactly(
+    model: str, tokens_in: int, tokens_out: int, micro: int
+) -> None:
     assert _cost(model, tokens_in, tokens_out) == micro
 
 
@@ -214,7 +216,9 @@ def _string_bytes(value: object) -> int:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tokens(name) -> None:
+def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tokens(
+    name: str,
+) -> None:
     rng = random.Random(10)
     for _ in range(300):
         pairs = [_random_message(rng) for _ in range(rng.randrange(1, 12))]
@@ -234,7 +238,7 @@ def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tok
 # Anthropic's translation drops what it does not send (message names, empty
 # parts) and re-encodes tool arguments: its bound follows the body sent (above).
 @pytest.mark.parametrize("name", [OPENAI, DIGITALOCEAN])
-def test_the_input_bound_grows_with_every_message(name) -> None:
+def test_the_input_bound_grows_with_every_message(name: str) -> None:
     rng = random.Random(11)
     messages = [{"role": "user", "content": "hi"}]
     bound = input_bound(messages, name)
@@ -247,7 +251,7 @@ def test_the_input_bound_grows_with_every_message(name) -> None:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-def test_the_input_bound_counts_tool_definitions_and_names(name) -> None:
+def test_the_input_bound_counts_tool_definitions_and_names(name: str) -> None:
     messages = [{"role": "user", "content": "weather?"}]
     tools = [
         {

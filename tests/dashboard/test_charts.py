@@ -75,7 +75,7 @@ def test_bar_lengths_are_proportional_to_cost() -> None:
     ("micro", "text"),
     [(0, "$0.00"), (1_234_500_000, "$1,234.50"), (250_000, "$0.25"), (4_200, "$0.0042")],
 )
-def test_money_is_written_for_people(micro, text) -> None:
+def test_money_is_written_for_people(micro: int, text: str) -> None:
     assert usd_text(micro) == text
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ async def test_a_failed_flush_keeps_the_sightings_for_the_next_one(
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.bearer(), ip="198.51.100.1")
 
-    def unavailable(**kwargs):
+    def unavailable(**kwargs: Any):
         raise ServiceUnavailable()
 
     monkeypatch.setattr(housekeeping, "device_record_activity", unavailable)

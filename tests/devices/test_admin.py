@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/devices/device/"
 
 
-def act(client, action, *devices, **fields):
+def act(client, action, *devices: Any, **fields: Any):
     data = {"action": action, "_selected_action": [device.id for device in devices], **fields}
     return client.post(CHANGELIST, data)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.django_db
 BASE = "/api/admin/devices"
 
 
-def post(client, path, body=None):
+def post(client, path: str, body=None):
     return client.post(f"{BASE}{path}", data=body or {}, content_type="application/json")
 
 
@@ -114,7 +115,7 @@ def test_suspending_needs_positive_hours_and_a_reason(
 
 @pytest.mark.parametrize("operation", ["approve", "reject", "revoke", "suspend"])
 @pytest.mark.parametrize("device_id", ["dev_" + "x" * 22, "nonsense"])
-def test_an_unknown_device_is_a_404(staff_api: Client, operation, device_id) -> None:
+def test_an_unknown_device_is_a_404(staff_api: Client, operation: str, device_id: str) -> None:
     body = {"hours": 1, "reason": "x"} if operation == "suspend" else None
     assert_error(post(staff_api, f"/{device_id}/{operation}", body), 404, "device_not_found")
 
@@ -155,7 +156,7 @@ def test_a_write_without_the_csrf_token_is_refused(
 def test_a_database_outage_is_a_503_with_retry_after_not_a_500(
     staff_api: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unreachable(**kwargs):
+    def unreachable(**kwargs: Any):
         raise OperationalError("connection refused")
 
     monkeypatch.setattr("devices.api.device_list", unreachable)

@@ -120,7 +120,7 @@ async def test_a_revoked_device_gets_the_same_401(
     [("pending_approval", DevicePendingApproval), ("rejected", DeviceRejected)],
 )
 async def test_pending_and_rejected_devices_get_their_403(
-    make_device: Callable[..., Registered], auth_failures: list[str], status, error
+    make_device: Callable[..., Registered], auth_failures: list[str], status: str, error
 ) -> None:
     registered = await in_thread(make_device)(status)
     with pytest.raises(error) as refused:

@@ -120,7 +120,7 @@ def test_reject_revoke_and_suspend_device(make_device: Callable[..., Registered]
     ],
 )
 def test_bad_input_is_a_one_line_command_error(
-    make_device: Callable[..., Registered], args, reason
+    make_device: Callable[..., Registered], args, reason: str
 ) -> None:
     ids = {
         "revoked": make_device("revoked").id,

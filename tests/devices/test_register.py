@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ class RegistrationLimited(RateLimited):  # stands in for usage.guard's refusal
     code = "registration_rate_limit_exceeded"
 
 
-def post(client, body, **extra):
+def post(client, body, **extra: Any):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return client.post(URL, data=data, content_type="application/json", **extra)
 
@@ -85,7 +86,7 @@ def test_each_field_may_be_255_characters(client: Client) -> None:
     ids=repr,
 )
 def test_each_field_must_be_a_string_of_1_to_255_printable_characters(
-    client: Client, field, value
+    client: Client, field: str, value
 ) -> None:
     response = post(client, {**REGISTRATION, field: value})
     error = assert_error(response, 400, "invalid_request")
@@ -95,13 +96,13 @@ def test_each_field_must_be_a_string_of_1_to_255_printable_characters(
 
 
 @pytest.mark.parametrize("field", ["deviceName", "platform", "version"])
-def test_a_missing_field_is_a_400(client: Client, field) -> None:
+def test_a_missing_field_is_a_400(client: Client, field: str) -> None:
     body = {key: value for key, value in REGISTRATION.items() if key != field}
     assert_error(post(client, body), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("body", ["{not json", "[1, 2]", '"text"', "null", "", "\xff"])
-def test_a_body_that_is_not_a_json_object_is_a_400(client: Client, body) -> None:
+def test_a_body_that_is_not_a_json_object_is_a_400(client: Client, body: str) -> None:
     # CONTENT_TYPE given outright: the test client sends none with an empty body.
     assert_error(post(client, body, CONTENT_TYPE="application/json"), 400, "invalid_request")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -110,7 +111,7 @@ def test_the_new_device_signal_is_sent_once_on_commit(
 ) -> None:
     received = []
 
-    def receiver(sender, device, **kwargs) -> None:
+    def receiver(sender, device, **kwargs: Any) -> None:
         received.append(device.pk)
 
     device_registered.connect(receiver)
@@ -130,7 +131,7 @@ def test_the_new_device_signal_is_sent_once_on_commit(
 def test_a_failing_new_device_receiver_does_not_fail_the_registration(
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    def broken(sender, device, **kwargs):
+    def broken(sender, device, **kwargs: Any):
         raise ConnectionError("slack is down")
 
     device_registered.connect(broken)
@@ -225,7 +226,7 @@ def test_a_suspension_needs_a_positive_sensible_number_of_hours(
 
 @pytest.mark.parametrize("reason", ["", "   ", "x" * 501, "bad\x00reason"])
 def test_a_suspension_needs_a_printable_reason(
-    make_device: Callable[..., Registered], reason
+    make_device: Callable[..., Registered], reason: str
 ) -> None:
     device = make_device("approved").device
     with pytest.raises(InvalidRequest):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,6 +17,7 @@ from devices.models import AuditEvent, Device
 from gateway.core import store
 from tests.conftest import TestClock
 from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
 from tests.fakes.slack import FakeSlack
 from usage.days import budget_day, next_day_start
 
@@ -53,7 +55,7 @@ async def state(device_id: str) -> tuple[str, list[tuple[str, str]]]:
     return await sync_to_async(read)()
 
 
-def suspicious_alerts(fake) -> list[str]:
+def suspicious_alerts(fake: FakeProvider) -> list[str]:
     alerts.drain()
     return [text for text in fake.texts() if "Suspicious device" in text]
 
@@ -143,7 +145,7 @@ async def test_a_failed_suspension_is_retried_on_the_next_new_address(
     real = suspicious._suspend_approved_device
     calls = []
 
-    def database_down_once(*args):
+    def database_down_once(*args: Any):
         calls.append(args)
         if len(calls) == 1:
             from django.db import OperationalError

@@ -160,7 +160,7 @@ def test_it_ends_openai_streams_with_a_done_line(provider: FakeProvider) -> None
 
 @pytest.mark.parametrize("cap_param", ["max_tokens", "max_completion_tokens"])
 def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(
-    provider: FakeProvider, cap_param
+    provider: FakeProvider, cap_param: str
 ) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi"), **{cap_param: 3}
@@ -291,7 +291,7 @@ def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider: FakeProvider
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
-    provider: FakeProvider, fault, error_class, status
+    provider: FakeProvider, fault: str, error_class, status: int
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
@@ -556,7 +556,7 @@ def test_it_reports_anthropic_overload_as_a_529(provider: FakeProvider) -> None:
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
-    provider: FakeProvider, fault, error_class, error_type
+    provider: FakeProvider, fault: str, error_class, error_type: str
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
@@ -578,7 +578,7 @@ def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
         ),
     ],
 )
-def test_it_rejects_invalid_anthropic_requests(provider: FakeProvider, body, fragment) -> None:
+def test_it_rejects_invalid_anthropic_requests(provider: FakeProvider, body, fragment: str) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages", json=body, headers=anthropic_headers(provider)
     )
@@ -606,7 +606,7 @@ def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_it_aborts_the_connection_after_the_requested_number_of_chunks(
-    provider: FakeProvider, dialect
+    provider: FakeProvider, dialect: str
 ) -> None:
     if dialect == "openai":
         url = provider.openai_base_url + "/chat/completions"
@@ -1030,7 +1030,9 @@ def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider: FakeP
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_counts_hidden_reasoning_without_emitting_it(provider: FakeProvider, dialect) -> None:
+def test_it_counts_hidden_reasoning_without_emitting_it(
+    provider: FakeProvider, dialect: str
+) -> None:
     text = "[[hidden_reasoning:7]] [[tokens:2]]"
     answer = httpx.post(
         chat_url(provider, dialect), json=chat_body(text), headers=chat_headers(provider, dialect)
@@ -1060,7 +1062,7 @@ def test_it_spends_the_token_cap_on_reasoning_first(provider: FakeProvider) -> N
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(
-    provider: FakeProvider, dialect
+    provider: FakeProvider, dialect: str
 ) -> None:
     body = chat_body("[[reasoning:5]] [[fault:drop_mid_stream:after=2]]", stream=True)
     lines: list[str] = []
@@ -1111,7 +1113,7 @@ def test_it_records_the_size_of_the_raw_body(provider: FakeProvider) -> None:
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(
-    provider: FakeProvider, dialect
+    provider: FakeProvider, dialect: str
 ) -> None:
     provider.input_billing = "bytes"
     answer, size = post_raw(provider, dialect, chat_body("漢字 and more [[tokens:2]]"))
@@ -1159,7 +1161,7 @@ def test_it_refuses_unknown_billings(provider: FakeProvider) -> None:
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_broken_json_carries_the_usage_then_fails_to_parse(
-    provider: FakeProvider, dialect, kind
+    provider: FakeProvider, dialect: str, kind: str
 ) -> None:
     provider.fail_next("broken_json", kind=kind)
     answer, _ = post_raw(provider, dialect, chat_body("one two three [[tokens:4]]"))
@@ -1223,7 +1225,9 @@ def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider: Fake
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_bills_a_completed_stream_as_its_usage_says(provider: FakeProvider, dialect) -> None:
+def test_it_bills_a_completed_stream_as_its_usage_says(
+    provider: FakeProvider, dialect: str
+) -> None:
     body = chat_body(
         "[[reasoning:2]] [[hidden_reasoning:3]] [[tokens:4]]",
         stream_options={"include_usage": True},
@@ -1241,7 +1245,7 @@ def test_it_bills_a_completed_stream_as_its_usage_says(provider: FakeProvider, d
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "error_mid_stream"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(
-    provider: FakeProvider, dialect, fault
+    provider: FakeProvider, dialect: str, fault: str
 ) -> None:
     provider.fail_next(fault, after=3)
     body = chat_body("[[reasoning:2]] [[hidden_reasoning:4]] [[tokens:10]]", stream=True)

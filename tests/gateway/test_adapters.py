@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ def sse(*events: tuple[str | None, object]) -> bytes:
     return out
 
 
-def body_for(name, request, max_tokens=100):
+def body_for(name: str, request, max_tokens=100):
     """The upstream body route ``name``'s adapter builds, parsed."""
     built = adapter_for(route(name).provider).build_body(
         route(name), request, max_tokens=max_tokens, end_user=END_USER
@@ -113,7 +114,7 @@ def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(
 
 
 def test_anthropic_tool_choice_maps_each_openai_choice() -> None:
-    def mapped(**fields):
+    def mapped(**fields: Any):
         return translate_tools(chat(tools=[WEATHER_TOOL], **fields)).get("tool_choice")
 
     assert mapped() is None
@@ -195,7 +196,7 @@ def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr() -> 
     ],
 )
 async def test_anthropic_stop_reasons_become_openai_finish_reasons(
-    provider_answers: Callable[[Handler], list[httpx.Request]], stop_reason, finish_reason
+    provider_answers: Callable[[Handler], list[httpx.Request]], stop_reason: str, finish_reason: str
 ) -> None:
     provider_answers(
         lambda request: httpx.Response(
@@ -516,7 +517,7 @@ ANTHROPIC_TEXT = (
     ids=["openai", "anthropic"],
 )
 async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name, before
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, before
 ) -> None:
     # What it held is unknown: it may be output never seen.
     provider_answers(lambda request: httpx.Response(200, content=sse(*before, (None, "{oops"))))
@@ -527,7 +528,7 @@ async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
     assert call.billed == Usage(tokens_in, call.outbound.max_tokens, False)
 
 
-def answer_of(message, **fields):
+def answer_of(message, **fields: Any):
     """An OpenAI chat.completion body of one choice."""
     choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
     return {"id": "x", "choices": [choice], **fields}
@@ -631,7 +632,7 @@ async def test_a_rejection_without_a_message_gets_a_generic_one(
     ("header", "expected"), [("12", "12"), ("0.5", "1"), ("soon", "5"), ("99999", "300")]
 )
 async def test_retry_after_is_taken_from_the_provider_within_bounds(
-    provider_answers: Callable[[Handler], list[httpx.Request]], header, expected
+    provider_answers: Callable[[Handler], list[httpx.Request]], header: str, expected: str
 ) -> None:
     provider_answers(lambda request: httpx.Response(429, headers={"retry-after": header}, json={}))
     with pytest.raises(UpstreamOverloaded) as caught:
@@ -721,7 +722,7 @@ async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_rese
     ],
 )
 async def test_a_server_error_that_reports_usage_is_billed_that_usage(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name, usage
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, usage
 ) -> None:
     error = {"error": {"type": "server_error", "message": "failed mid-answer"}, "usage": usage}
     provider_answers(lambda request: httpx.Response(500, json=error))
@@ -811,7 +812,7 @@ ODD_EVENTS = [
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
 async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_bound(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name, answer
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, answer
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer))
     call = call_to(name, chat())
@@ -825,7 +826,7 @@ async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("event", ODD_EVENTS, ids=[e[1][:40] for e in ODD_EVENTS])
 async def test_an_odd_stream_event_is_ignored_or_an_upstream_error_never_a_crash(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name, event
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, event
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, content=sse(event)))
     try:

@@ -117,7 +117,7 @@ def test_without_two_factor_the_password_alone_opens_the_admin(
 
 @pytest.mark.parametrize("require_2fa", [True, False])
 def test_a_user_who_is_not_staff_is_refused_by_the_admin(
-    settings: Settings, require_2fa, plain_user: User
+    settings: Settings, require_2fa: bool, plain_user: User
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     client = Client()

@@ -19,7 +19,7 @@ def assert_openai_error(response, status: int, error_type: str, code: str) -> di
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/api/nope", "/v1", "/v1/chat/completion"])
-def test_unknown_api_paths_answer_openai_shaped_404(client: Client, path) -> None:
+def test_unknown_api_paths_answer_openai_shaped_404(client: Client, path: str) -> None:
     response = client.get(path)
     assert_openai_error(response, 404, "not_found_error", "not_found")
     assert response["X-Request-ID"].startswith("req_")
@@ -33,7 +33,7 @@ def test_a_wrong_method_answers_405_with_allow(client: Client) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/explode", "/api/explode"])
 def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details(
-    client: Client, path, caplog: pytest.LogCaptureFixture
+    client: Client, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     client.raise_request_exception = False
     with caplog.at_level(logging.ERROR):
@@ -88,7 +88,7 @@ def test_non_api_paths_keep_django_pages(client: Client) -> None:
         (504, "api_error"),
     ],
 )
-def test_the_error_type_follows_the_status_as_spec_says(status, expected) -> None:
+def test_the_error_type_follows_the_status_as_spec_says(status: int, expected: str) -> None:
     from gateway.core.errors import error_for_status, error_type_for
 
     assert error_type_for(status) == expected

@@ -199,7 +199,7 @@ def test_rotate_key_creates_the_secret_when_missing(secrets_manager: Any) -> Non
     ],
 )
 def test_rotate_key_refuses_bad_input_in_one_line(
-    secrets_manager: Any, provider, stdin, reason
+    secrets_manager: Any, provider: str, stdin, reason: str
 ) -> None:
     with pytest.raises(CommandError) as caught:
         rotate(provider, stdin)
@@ -266,7 +266,7 @@ async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(
     calls = []
     original = secrets_aws.get_secret
 
-    def slow_counting_fetch(name):
+    def slow_counting_fetch(name: str):
         calls.append(name)
         time.sleep(0.1)  # long enough for every caller to pile up behind the lock
         return original(name)

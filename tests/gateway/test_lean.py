@@ -133,7 +133,7 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
 async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(
-    client: httpx.AsyncClient, host
+    client: httpx.AsyncClient, host: str
 ) -> None:
     response = await client.get("/x", headers={"Host": host})  # a wrong method too
     assert response.status_code == 400

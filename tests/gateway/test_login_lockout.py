@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from axes.models import AccessAttempt
@@ -25,7 +26,7 @@ def _guard(settings: Settings) -> None:
     settings.ADMIN_LOGIN_COOLOFF_MINUTES = 15
 
 
-def fail(device, kind: str, times: int, **extra) -> None:
+def fail(device, kind: str, times: int, **extra: Any) -> None:
     for _ in range(times):
         if kind == "password":
             response = admin_login(Client(), "ops", "guess", totp_code(device), **extra)
@@ -38,13 +39,13 @@ def fail(device, kind: str, times: int, **extra) -> None:
         assert response.status_code in (200, 429)
 
 
-def log_in(device, **extra) -> int:
+def log_in(device, **extra: Any) -> int:
     return admin_login(Client(), "ops", STAFF_PASSWORD, totp_code(device), **extra).status_code
 
 
 @pytest.mark.parametrize("kind", ["password", "code"])
 def test_one_failure_below_the_limit_still_lets_the_right_credentials_in(
-    staff_user: tuple[User, TOTPDevice | None], kind
+    staff_user: tuple[User, TOTPDevice | None], kind: str
 ) -> None:
     _user, device = staff_user
     fail(device, kind, LIMIT - 1)
@@ -53,7 +54,7 @@ def test_one_failure_below_the_limit_still_lets_the_right_credentials_in(
 
 @pytest.mark.parametrize("kind", ["password", "code"])
 def test_at_the_limit_even_the_right_credentials_get_429(
-    staff_user: tuple[User, TOTPDevice | None], kind
+    staff_user: tuple[User, TOTPDevice | None], kind: str
 ) -> None:
     _user, device = staff_user
     fail(device, kind, LIMIT)

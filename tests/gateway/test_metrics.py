@@ -46,7 +46,7 @@ async def test_metrics_are_served_to_an_allowed_peer_in_prometheus_format() -> N
 
 
 @pytest.mark.parametrize("peer", ["10.1.2.3", "203.0.113.9"])
-async def test_metrics_refuse_other_peers(peer) -> None:
+async def test_metrics_refuse_other_peers(peer: str) -> None:
     async with client(peer) as http:
         response = await http.get("/metrics")
     assert response.status_code == 403

@@ -51,7 +51,7 @@ async def test_a_store_outage_when_the_process_beats_does_not_cut_a_long_stream(
 ) -> None:
     beats = []
 
-    async def store_down(process_id, now):
+    async def store_down(process_id: str, now):
         beats.append(process_id)
         raise StoreUnavailable()
 

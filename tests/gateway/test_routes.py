@@ -4,6 +4,7 @@ import asyncio
 import importlib
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -53,7 +54,7 @@ def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-async def in_db_thread(function, *args, **kwargs):
+async def in_db_thread(function, *args: Any, **kwargs: Any):
     """Run ORM code from an async test, then release that thread's connection."""
 
     def run():

@@ -22,7 +22,7 @@ POLICY = (
 
 @pytest.mark.parametrize("url", ["/admin/login/", "/admin/"])
 def test_admin_pages_allow_no_inline_script_and_no_framing(
-    url, staff_user: tuple[User, TOTPDevice | None]
+    url: str, staff_user: tuple[User, TOTPDevice | None]
 ) -> None:
     user, device = staff_user
     client = Client() if url == "/admin/login/" else verified_client(user, device)

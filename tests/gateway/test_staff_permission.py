@@ -19,7 +19,7 @@ DEVICE_TOKEN = "hzt_" + "A" * 43
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
 def test_anonymous_callers_and_device_tokens_are_refused(
-    settings: Settings, url, require_2fa
+    settings: Settings, url: str, require_2fa: bool
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     client = Client()
@@ -33,7 +33,7 @@ def test_anonymous_callers_and_device_tokens_are_refused(
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
 def test_a_logged_in_user_who_is_not_staff_is_refused(
-    settings: Settings, plain_user: User, url, require_2fa
+    settings: Settings, plain_user: User, url: str, require_2fa: bool
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     response = verified_client(plain_user, None).get(url)
@@ -43,7 +43,7 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(
 
 @pytest.mark.parametrize("url", URLS)
 def test_staff_without_the_second_factor_is_refused_when_it_is_required(
-    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
@@ -52,7 +52,7 @@ def test_staff_without_the_second_factor_is_refused_when_it_is_required(
 
 @pytest.mark.parametrize("url", URLS)
 def test_staff_past_the_second_factor_is_served(
-    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user

@@ -132,7 +132,7 @@ async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_seque
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_the_body_sent_is_exactly_the_one_the_input_bound_was_computed_from(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     answered, streamed = call_to(name, chat()), call_to(name, chat(stream=True))
     await answered.complete()
@@ -174,7 +174,7 @@ async def test_a_cookie_the_provider_sets_is_never_sent_back(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_usage_metered(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     sent = call_to(name, chat("one two three"))
     answer = await sent.complete()
@@ -190,7 +190,7 @@ async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_hitting_max_tokens_is_finish_reason_length(fake: FakeProvider, name) -> None:
+async def test_hitting_max_tokens_is_finish_reason_length(fake: FakeProvider, name: str) -> None:
     sent = call_to(name, chat("hello [[tokens:50]]"), max_tokens=5)
     answer = await sent.complete()
     assert answer.body["choices"][0]["finish_reason"] == "length"
@@ -198,7 +198,7 @@ async def test_hitting_max_tokens_is_finish_reason_length(fake: FakeProvider, na
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_tool_call_comes_back_as_openai_tool_calls(fake: FakeProvider, name) -> None:
+async def test_a_tool_call_comes_back_as_openai_tool_calls(fake: FakeProvider, name: str) -> None:
     answer = await complete(name, chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL]))
     choice = answer.body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -303,7 +303,7 @@ async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake: Fak
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_usage(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     sent = call_to(name, chat("one two three", stream=True))
     chunks, done = await collect(sent.stream())
@@ -326,7 +326,9 @@ async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_
 
 
 @pytest.mark.parametrize("name", (OPENAI, DIGITALOCEAN))
-async def test_openai_compatible_streams_always_ask_for_usage(fake: FakeProvider, name) -> None:
+async def test_openai_compatible_streams_always_ask_for_usage(
+    fake: FakeProvider, name: str
+) -> None:
     await collect(stream(name, chat(stream=True)))
     assert received(fake, name).body["stream_options"] == {"include_usage": True}
     assert received(fake, name).body["stream"] is True
@@ -344,7 +346,9 @@ async def test_anthropic_stream_output_usage_is_the_last_cumulative_count_not_a_
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake: FakeProvider, name) -> None:
+async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(
+    fake: FakeProvider, name: str
+) -> None:
     sent = call_to(name, chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL], stream=True))
     chunks, _ = await collect(sent.stream())
     deltas = [
@@ -365,7 +369,7 @@ async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake: FakeProvid
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_stop_sequence_ends_a_stream_with_finish_reason_stop(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     chunks, _ = await collect(stream(name, chat("go", stop="tok2", stream=True)))
     assert text_of(chunks) == "tok0 tok1 "

@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pytest_django import Settings
@@ -42,12 +43,12 @@ from tests.gateway.upstream_support import complete_via as complete
 # --- faults ---------------------------------------------------------------------------
 
 
-def directive(fault, **params):
+def directive(fault, **params: Any):
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]")
 
 
-def streamed(fault, **params):
+def streamed(fault, **params: Any):
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]", stream=True)
 
@@ -78,7 +79,7 @@ REFUSALS = [
     ("fault", "error", "status", "code"), REFUSALS, ids=[f[0] for f in REFUSALS]
 )
 async def test_each_refusal_maps_to_its_error_and_costs_nothing(
-    fake: FakeProvider, name, fault, error, status, code
+    fake: FakeProvider, name: str, fault, error, status, code
 ) -> None:
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
@@ -94,7 +95,7 @@ async def test_each_refusal_maps_to_its_error_and_costs_nothing(
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 @pytest.mark.parametrize("fault", ["non_json", "malformed"])
 async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(
-    fake: FakeProvider, name, fault
+    fake: FakeProvider, name: str, fault: str
 ) -> None:
     # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
     for request in (directive(fault), streamed(fault)):
@@ -107,7 +108,7 @@ async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_unseen_output(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     # The request reached the provider. Not streamed, it may have generated the
     # whole answer; streamed, it produced nothing before the drop.
@@ -120,7 +121,7 @@ async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_uns
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_overloaded_carries_the_provider_retry_after(fake: FakeProvider, name) -> None:
+async def test_overloaded_carries_the_provider_retry_after(fake: FakeProvider, name: str) -> None:
     with pytest.raises(UpstreamOverloaded) as caught:
         await complete(name, directive("http_429", retry_after=7))
     assert caught.value.headers()["Retry-After"] == "7"
@@ -130,7 +131,9 @@ async def test_overloaded_carries_the_provider_retry_after(fake: FakeProvider, n
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_rejection_carries_the_provider_message_text_only(fake: FakeProvider, name) -> None:
+async def test_a_rejection_carries_the_provider_message_text_only(
+    fake: FakeProvider, name: str
+) -> None:
     with pytest.raises(UpstreamRejected) as caught:
         await complete(name, directive("http_400", message="prompt is too long for this model"))
     error = caught.value.payload()["error"]
@@ -149,7 +152,7 @@ async def test_a_wrong_key_is_auth_rejected(fake: FakeProvider) -> None:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(
-    fake: FakeProvider, settings: Settings, name
+    fake: FakeProvider, settings: Settings, name: str
 ) -> None:
     # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
@@ -179,7 +182,7 @@ async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_reservation(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     # The half that arrived is never parsed: the output it holds is unseen.
     call = call_to(name, directive("drop_mid_stream"))
@@ -203,7 +206,7 @@ def input_billed(call: Call) -> int:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     call = call_to(name, streamed("drop_mid_stream", after=3))
     chunks, error = await consume_until_error(call.stream())
@@ -215,7 +218,7 @@ async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_whole_output(
-    fake: FakeProvider, settings: Settings, name
+    fake: FakeProvider, settings: Settings, name: str
 ) -> None:
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.2
     call = call_to(name, streamed("slow_chunks", delay=1))
@@ -228,7 +231,7 @@ async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_who
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(
-    fake: FakeProvider, name
+    fake: FakeProvider, name: str
 ) -> None:
     call = call_to(name, streamed("error_mid_stream", after=2))
     chunks, error = await consume_until_error(call.stream())
@@ -249,7 +252,7 @@ class WatchedProvider(FakeProvider):
         self.stream_ended = threading.Event()
         self.outcome: str | None = None
 
-    async def _stream(self, *args, **kwargs):
+    async def _stream(self, *args: Any, **kwargs: Any):
         try:
             response = await super()._stream(*args, **kwargs)
             self.outcome = "completed"
@@ -269,7 +272,7 @@ async def watched(settings: Settings) -> AsyncIterator[WatchedProvider]:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_closing_a_stream_early_cancels_the_upstream_request(
-    watched: WatchedProvider, name
+    watched: WatchedProvider, name: str
 ) -> None:
     # 50 chunks 0.2 s apart: ten seconds of answer if nobody hangs up.
     request = chat("hello [[tokens:50]] [[fault:slow_chunks:delay=0.2]]", stream=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from gateway.proxy.validation import (
 USER = [{"role": "user", "content": "hi"}]
 
 
-def body(**fields) -> bytes:
+def body(**fields: Any) -> bytes:
     return json.dumps({"model": "llama3-8b-instruct", "messages": USER, **fields}).encode()
 
 

@@ -98,7 +98,7 @@ def push_chunks(client: RawClient, total: int) -> tuple[int, BaseException | Non
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_declared_body_over_the_limit_gets_413_before_a_byte_of_it_is_sent(
-    bounded: Gateway, path
+    bounded: Gateway, path: str
 ) -> None:
     client = RawClient(bounded.url)
     client.send(head(path, Content_Length=str(10**9)))  # and nothing of the gigabyte
@@ -108,7 +108,7 @@ def test_a_declared_body_over_the_limit_gets_413_before_a_byte_of_it_is_sent(
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_chunked_body_gets_413_once_past_the_limit_and_the_rest_is_never_read(
-    bounded: Gateway, path
+    bounded: Gateway, path: str
 ) -> None:
     client = RawClient(bounded.url)
     client.send(head(path, Transfer_Encoding="chunked"))
@@ -120,7 +120,7 @@ def test_a_chunked_body_gets_413_once_past_the_limit_and_the_rest_is_never_read(
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded: Gateway, path) -> None:
+def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded: Gateway, path: str) -> None:
     body = b'{"pad": "' + b"x" * (LIMIT - 11) + b'"}'
     assert len(body) == LIMIT
     declared = RawClient(bounded.url)
@@ -135,7 +135,7 @@ def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded: Gateway, path)
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_body_trickling_in_gets_408_at_the_deadline(bounded: Gateway, path) -> None:
+def test_a_body_trickling_in_gets_408_at_the_deadline(bounded: Gateway, path: str) -> None:
     client = RawClient(bounded.url)
     started = time.monotonic()
     client.send(head(path, Content_Length="100"))

@@ -92,7 +92,7 @@ def test_gunicorn_with_any_uvicorn_worker_does_not_let_clients_pick_an_address(
 
 
 @pytest.mark.parametrize("trusted", ["", "10.0.0.0/8"])
-def test_check_deploy_flags_a_server_told_to_trust_forwarded_headers(trusted) -> None:
+def test_check_deploy_flags_a_server_told_to_trust_forwarded_headers(trusted: str) -> None:
     env = {
         key: value
         for key, value in os.environ.items()

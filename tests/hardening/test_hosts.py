@@ -64,7 +64,7 @@ def test_a_host_outside_allowed_hosts_gets_400_on_every_path(
     gateway: Gateway,
     free_token: str,
     method,
-    path,
+    path: str,
     needs_token,
 ) -> None:
     token = free_token if needs_token else None

@@ -41,7 +41,7 @@ def staff_session() -> dict[str, str]:
     }
 
 
-def suspend(gateway, device: Device, body: str) -> httpx.Response:
+def suspend(gateway: Gateway, device: Device, body: str) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/api/admin/devices/{device.pk}/suspend",
         content=body,
@@ -52,7 +52,7 @@ def suspend(gateway, device: Device, body: str) -> httpx.Response:
 
 @pytest.mark.parametrize("depth", [65, 1000, 5000])
 def test_the_admin_api_refuses_json_nested_too_deep_and_changes_nothing(
-    gateway: Gateway, make_device: Callable[..., Registered], depth
+    gateway: Gateway, make_device: Callable[..., Registered], depth: int
 ) -> None:
     device = make_device("approved").device
     audited = AuditEvent.objects.filter(device=device).count()
@@ -77,7 +77,7 @@ def test_the_admin_api_takes_json_64_levels_deep(
 
 @pytest.mark.parametrize(("depth", "status"), [(64, 201), (65, 400), (5000, 400)])
 def test_registration_refuses_json_nested_deeper_than_64_levels(
-    start_gateway: Callable[..., Gateway], depth, status
+    start_gateway: Callable[..., Gateway], depth: int, status: int
 ) -> None:
     # Room for every registration the session's other tests make from 127.0.0.1.
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="100000")

@@ -28,7 +28,7 @@ ESCAPED = "/admin/x\\r\\nFORGED-LINE-2\\t\\x1b\\x7f\\x85\\u2028end"
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def attack(gateway) -> tuple[str, str]:
+def attack(gateway: Gateway) -> tuple[str, str]:
     """Send the request; returns (its request id, the log the server wrote since)."""
     server = gateway.servers[0]
     skip = len(server.log_path.read_bytes())  # the server may be shared with earlier tests

@@ -75,7 +75,7 @@ def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(
     ],
 )
 def test_a_wrong_method_on_the_device_api_is_a_405_even_with_a_valid_token(
-    gateway: Gateway, free_token: str, method, path, allowed
+    gateway: Gateway, free_token: str, method: str, path: str, allowed: str
 ) -> None:
     response = httpx.request(
         method,

@@ -142,7 +142,7 @@ def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(
 
 
 @pytest.mark.parametrize("metered", [1], indirect=True)
-def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered) -> None:
+def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered: int) -> None:
     url = metered.url
     assert scrape(url).status_code == 200
     outside = scrape(url, source="127.0.0.1")

@@ -184,7 +184,7 @@ def test_live_client_responses_and_errors_match_the_description(
     check(httpx.get(f"{url}/v1/usage/stats"), 401)
 
 
-def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body):
+def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body: Any):
     if method == "get":
         response = client.get(path, body)
     else:
@@ -222,7 +222,7 @@ def test_admin_api_responses_and_errors_match_the_description(
     ],
 )
 def test_a_response_that_strays_from_the_description_is_caught(
-    described: Described, headers, error_type
+    described: Described, headers, error_type: str
 ) -> None:
     request = httpx.Request("POST", f"{described.gateway.url}/v1/chat/completions", json={})
     stray = httpx.Response(

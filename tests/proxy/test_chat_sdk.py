@@ -19,7 +19,7 @@ ROUTES = [
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_non_streamed_chat_completes_on_each_provider(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
 ) -> None:
     client = gateway.sdk(paid_token)
     raw = client.chat.completions.with_raw_response.create(
@@ -55,7 +55,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
 ) -> None:
     client = gateway.sdk(paid_token)
     stream = client.chat.completions.create(

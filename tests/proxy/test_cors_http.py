@@ -38,7 +38,7 @@ def cors(response: httpx.Response) -> dict[str, str]:
 @pytest.mark.parametrize("path", LEAN)
 @pytest.mark.parametrize("origin", [APP, "tauri://localhost"])
 def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(
-    gateway: Gateway, path, origin
+    gateway: Gateway, path: str, origin
 ) -> None:
     response = preflight(f"{gateway.url}{path}", origin)
     assert response.status_code == 200
@@ -88,7 +88,9 @@ def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(
 
 
 @pytest.mark.parametrize("path", LEAN)
-def test_a_foreign_origin_gets_no_cors_headers(gateway: Gateway, free_token: str, path) -> None:
+def test_a_foreign_origin_gets_no_cors_headers(
+    gateway: Gateway, free_token: str, path: str
+) -> None:
     foreign = "https://evil.example"
     assert "access-control-allow-origin" not in preflight(f"{gateway.url}{path}", foreign).headers
     method = httpx.post if path.endswith("completions") else httpx.get

@@ -36,7 +36,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     seen = {"redis": [], "sql": [], "at_upstream": []}
     execute = PipelinedRedis.execute
 
-    async def counting_execute(self, *args):
+    async def counting_execute(self, *args: Any):
         seen["redis"].append(str(args[0]))
         return await execute(self, *args)
 
@@ -48,7 +48,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
     forward = proxy.complete_with_key_retry
 
-    async def marking_forward(*args, **kwargs):
+    async def marking_forward(*args: Any, **kwargs: Any):
         seen["at_upstream"].append((len(seen["redis"]), len(seen["sql"])))
         return await forward(*args, **kwargs)
 
@@ -113,17 +113,17 @@ async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the
     assert sql_at == before[1], counted["sql"][before[1] : sql_at]
 
 
-def _revoke(registered, settings) -> None:
+def _revoke(registered, settings: Settings) -> None:
     services.device_revoke(device=registered.device, actor="test", ip=None)
 
 
-def _suspend(registered, settings) -> None:
+def _suspend(registered, settings: Settings) -> None:
     services.device_suspend(
         device=registered.device, actor="test", ip=None, hours=1, reason="testing"
     )
 
 
-def _block_network(registered, settings) -> None:
+def _block_network(registered, settings: Settings) -> None:
     BlockedNetwork.objects.create(cidr="203.0.113.0/24", reason="testing")
 
 
@@ -140,8 +140,8 @@ async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_req
     provider: FakeProvider,
     settings: Settings,
     change,
-    status,
-    code,
+    status: int,
+    code: str,
 ) -> None:
     registered, post = warm
     upstream_calls = len(provider.requests)

@@ -60,7 +60,7 @@ def rotate_key(provider: str, stdin: str, env: dict[str, str]) -> subprocess.Com
     )
 
 
-def sent_keys(provider) -> list[str]:
+def sent_keys(provider: FakeProvider) -> list[str]:
     return [
         r.headers["authorization"].removeprefix("Bearer ") for r in provider.requests_for("openai")
     ]
@@ -73,7 +73,7 @@ def test_after_rotate_key_every_gateway_process_sends_the_new_key_on_its_next_re
     secrets: Any,
     moto_url: str,
     paid_token: str,
-    count,
+    count: int,
 ) -> None:
     secrets.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     provider.keys["openai"] = OLD_KEY

@@ -29,7 +29,7 @@ def dialect(model: str) -> str:
 @pytest.mark.parametrize("model", ROUTES)
 @pytest.mark.parametrize("fault", MID_STREAM)
 def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_what_was_sent(
-    gateway: Gateway, paid_token: str, fault, model
+    gateway: Gateway, paid_token: str, fault, model: str
 ) -> None:
     content = f"Count [[tokens:20]] [[fault:{fault}:after=3]]"
     response = post(
@@ -57,7 +57,7 @@ def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_w
 
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_far(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str
 ) -> None:
     # 200 chunks 50 ms apart: ten seconds of answer if nobody tells the provider.
     content = "Count [[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
@@ -88,7 +88,7 @@ def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_f
 
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged_its_worst_case(
-    start_gateway: Callable[..., Gateway], paid_token: str, model
+    start_gateway: Callable[..., Gateway], paid_token: str, model: str
 ) -> None:
     gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5")
     # The stream opens at once, then the first word takes longer than the read timeout.

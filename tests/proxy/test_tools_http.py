@@ -27,7 +27,7 @@ TOOL_ROUTES = [("openai-gpt-4o", "openai"), ("anthropic-claude-4-sonnet", "anthr
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_tool_call_comes_back_in_openai_shape(
-    gateway: Gateway, paid_token: str, model, provider_name
+    gateway: Gateway, paid_token: str, model: str, provider_name
 ) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER]
@@ -43,7 +43,7 @@ def test_a_tool_call_comes_back_in_openai_shape(
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
-    gateway: Gateway, paid_token: str, model, provider_name
+    gateway: Gateway, paid_token: str, model: str, provider_name
 ) -> None:
     stream = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER], stream=True
@@ -175,7 +175,7 @@ UNKNOWN = {
     [("llama3-8b-instruct", "digitalocean"), *TOOL_ROUTES],
 )
 def test_only_known_parameters_are_forwarded(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
 ) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model=model,
@@ -205,7 +205,13 @@ def test_only_known_parameters_are_forwarded(
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_without_max_tokens_the_tier_cap_is_sent(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model, provider_name, field, stream
+    gateway: Gateway,
+    provider: FakeProvider,
+    paid_token: str,
+    model: str,
+    provider_name: str,
+    field: str,
+    stream: bool,
 ) -> None:
     created = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hi"}], stream=stream

@@ -50,7 +50,7 @@ def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
     )
 
 
-def fail_on_every_route(gateway, token: str, fault: str, stream: bool) -> dict:
+def fail_on_every_route(gateway: Gateway, token: str, fault: str, stream: bool) -> dict:
     """The fault on each route; the responses by request id, each checked for leaks."""
     content = f"Hello [[fault:{fault}]]"
     responses = {}
@@ -73,7 +73,7 @@ def fail_on_every_route(gateway, token: str, fault: str, stream: bool) -> dict:
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-before-output"])
 @pytest.mark.parametrize("fault", REFUSALS)
 def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream: bool
 ) -> None:
     status, code, ledger_status = REFUSALS[fault]
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
@@ -88,7 +88,7 @@ def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing
         assert_admitted_headers(responses[record.request_id], record)
 
 
-def assert_charged_the_worst_case(provider, record: UsageRecord) -> None:
+def assert_charged_the_worst_case(provider: FakeProvider, record: UsageRecord) -> None:
     """Billed at its bounds, marked estimated: every byte the provider received, and the
     whole output bound."""
     received = provider.requests_for(ROUTES[record.model])[-1].size
@@ -100,7 +100,7 @@ def assert_charged_the_worst_case(provider, record: UsageRecord) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault", UNREADABLE)
 def test_an_answer_the_gateway_cannot_read_is_an_upstream_error_charged_its_worst_case(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream: bool
 ) -> None:
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for record in ledger(len(ROUTES)):
@@ -120,7 +120,7 @@ def assert_admitted_headers(response: httpx.Response, record: UsageRecord) -> No
 
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "drop"])
 def test_a_non_streamed_answer_cut_off_is_an_upstream_error_charged_its_worst_case(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, fault
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str
 ) -> None:
     # drop_mid_stream, not streamed: half the body, then a reset; drop: a reset, no answer.
     for model in ROUTES:
@@ -170,7 +170,7 @@ def test_an_overloaded_provider_passes_its_retry_after_on(
 
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_rejection_carries_the_providers_message_text_only(
-    gateway: Gateway, paid_token: str, model
+    gateway: Gateway, paid_token: str, model: str
 ) -> None:
     response = post(
         gateway,
@@ -206,7 +206,11 @@ def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
-    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, model, stream
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    paid_token: str,
+    model: str,
+    stream: bool,
 ) -> None:
     gateway = start_gateway(**TIMEOUT_ENV)
     response = post(
@@ -229,7 +233,7 @@ def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_provider_without_a_key_is_an_upstream_error_that_costs_nothing(
-    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, stream
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, stream: bool
 ) -> None:
     gateway = start_gateway(DIGITALOCEAN_API_KEY="")
     response = post(gateway, chat_body(stream=stream), token=paid_token)

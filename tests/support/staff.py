@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -104,7 +105,9 @@ def plain_user(db: None) -> User:
     return make_staff("visitor", is_staff=False, enrol=False)[0]
 
 
-def admin_login(client: Client, username: str, password: str, code: str | None = None, **extra):
+def admin_login(
+    client: Client, username: str, password: str, code: str | None = None, **extra: Any
+):
     """Post the admin login form as a browser would; returns the response."""
     data = {"username": username, "password": password, "next": "/admin/"}
     if code is not None:

@@ -57,7 +57,7 @@ def _private_redis() -> Iterator[PrivateRedis | None]:
     server.stop()
 
 
-def redis_settings(settings, url: str) -> None:
+def redis_settings(settings: Settings, url: str) -> None:
     """Point the store (asyncio client and django-redis) at ``url``."""
     settings.REDIS_URL = url
     settings.GATEWAY_STORE = "redis"
@@ -96,7 +96,7 @@ START = 1_800_000_000.0
 class FrozenClock:
     """The gateway clock, stopped: it moves only when the test moves it."""
 
-    def __init__(self, monkeypatch, start: float) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: float) -> None:
         from types import SimpleNamespace
 
         from gateway.core import clock as gateway_clock

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -42,7 +43,7 @@ def request(
     )
 
 
-async def pause(**kwargs):
+async def pause(**kwargs: Any):
     """The operator's pause, called from sync code as billing's command will."""
     return await sync_to_async(limits.service_pause)(**kwargs)
 
@@ -169,7 +170,7 @@ async def test_a_request_refused_by_any_layer_consumes_nothing_from_any_of_them(
     backend: Backend,
     limits_config: Callable[..., None],
     budget: Callable[..., None],
-    refusing,
+    refusing: str,
     settings: Settings,
 ) -> None:
     # The first request fits everything; the second is refused by `refusing` only.
@@ -435,7 +436,7 @@ async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(
     assert (today.spent_micro_usd, today.reserved_micro_usd) == (0, 0)
 
 
-def as_process(monkeypatch, process_id: str) -> None:
+def as_process(monkeypatch: pytest.MonkeyPatch, process_id: str) -> None:
     """Admissions from now on come from the process ``process_id``."""
     monkeypatch.setattr(liveness, "process_id", lambda: process_id)
 

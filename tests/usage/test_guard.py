@@ -14,7 +14,7 @@ from usage.errors import IpBlocked, RegistrationRateLimited
 from usage.models import BlockedNetwork
 
 
-async def create_blocked(cidr, reason=""):
+async def create_blocked(cidr: str, reason: str = ""):
     return await sync_to_async(BlockedNetwork.objects.create)(cidr=cidr, reason=reason)
 
 

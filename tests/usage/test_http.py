@@ -52,7 +52,7 @@ def test_an_admitted_response_carries_the_device_and_ip_headers() -> None:
     ],
 )
 def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(
-    layer, code, window, reset
+    layer: str, code: str, window: str, reset: str
 ) -> None:
     error = refusal_error(admission(layer, retry_after=77))
     assert error.status == 429
@@ -74,7 +74,7 @@ def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(
     ],
 )
 def test_pause_and_budget_refusals_carry_their_code_and_retry_after(
-    refused_by, status, code, error_type
+    refused_by: str, status: int, code: str, error_type: str
 ) -> None:
     error = refusal_error(admission(refused_by, retry_after=3600))
     body = error.payload()["error"]

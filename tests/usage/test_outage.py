@@ -112,7 +112,7 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
-async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend) -> None:
+async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend: str) -> None:
     assert (await limits.admit(request())).admitted
     sync_redis().script_flush()
     assert (await limits.admit(request())).admitted

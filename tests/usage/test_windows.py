@@ -31,7 +31,10 @@ async def admit(device="dev-1"):
 
 @pytest.mark.parametrize("into_bucket", [0.001, 360.0, 719.999])
 async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucket_later(
-    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock, into_bucket
+    backend: Backend,
+    limits_config: Callable[..., None],
+    frozen_clock: FrozenClock,
+    into_bucket: float,
 ) -> None:
     limits_config(device=2)
     frozen_clock.set(START + into_bucket)
@@ -102,7 +105,7 @@ async def test_there_is_no_double_burst_at_a_minute_boundary(
     assert (await admit()).refused_by == "burst"
 
 
-def structure_sizes(backend, device="dev-1"):
+def structure_sizes(backend: Backend, device="dev-1"):
     """(buckets of the device's day window, entries of its burst log, open reservations)."""
     keys = layer_keys(device, "203.0.113.7", None)
     if backend.name == "redis":
