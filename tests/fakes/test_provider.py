@@ -15,10 +15,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from anthropic.types import TextBlock, ToolParam
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageFunctionToolCall
 
 from tests.fakes.provider import Bill, FakeProvider
 
-WEATHER_TOOL_OPENAI = {
+WEATHER_TOOL_OPENAI: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -34,7 +36,7 @@ WEATHER_TOOL_OPENAI = {
         },
     },
 }
-WEATHER_TOOL_ANTHROPIC = {
+WEATHER_TOOL_ANTHROPIC: ToolParam = {
     "name": "get_weather",
     "description": "Weather for a city",
     "input_schema": WEATHER_TOOL_OPENAI["function"]["parameters"],
@@ -55,7 +57,8 @@ def claude(fake: FakeProvider, key: str | None = None) -> anthropic.Anthropic:
     )
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
+    """One user message, as either SDK takes it (their TypedDicts differ only in name)."""
     return [{"role": "user", "content": text}]
 
 
@@ -99,6 +102,7 @@ def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usag
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-")
     assert completion.model == "gpt-4o-mini"
+    assert completion.usage is not None
     choice = completion.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == TEN_TOKENS
@@ -135,6 +139,7 @@ def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider: FakePr
     chunks = list(stream)
     last = chunks[-1]
     assert last.choices == []
+    assert last.usage is not None
     assert last.usage.prompt_tokens == 3 + 3
     assert last.usage.completion_tokens == 3
     assert last.usage.total_tokens == 9
@@ -162,11 +167,11 @@ def test_it_ends_openai_streams_with_a_done_line(provider: FakeProvider) -> None
 def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(
     provider: FakeProvider, cap_param: str
 ) -> None:
-    completion = oai(provider).chat.completions.create(
-        model="gpt-4o", messages=user("hi"), **{cap_param: 3}
-    )
+    cap: dict[str, Any] = {cap_param: 3}
+    completion = oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"), **cap)
     assert completion.choices[0].message.content == "tok0 tok1 tok2 "
     assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 3
 
 
@@ -175,6 +180,7 @@ def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider: Fake
         model="gpt-4o", messages=user("hi [[tokens:4]]"), max_tokens=4
     )
     assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 4
 
 
@@ -193,9 +199,10 @@ def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider: FakeProvid
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
+    assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
     assert call.id.startswith("call_")
-    assert call.type == "function"
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == EXPECTED_ARGS
 
@@ -243,12 +250,16 @@ def test_it_streams_an_openai_tool_call_as_argument_fragments(provider: FakeProv
     deltas = [tc for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     head, fragments = deltas[0], deltas[1:]
     assert head.index == 0
-    assert head.id.startswith("call_")
+    assert head.id is not None and head.id.startswith("call_")
     assert head.type == "function"
+    assert head.function is not None and head.function.arguments is not None
     assert head.function.name == "get_weather"
     assert len(fragments) > 1
     assert all(f.index == 0 and f.id is None for f in fragments)
-    arguments = head.function.arguments + "".join(f.function.arguments for f in fragments)
+    arguments = head.function.arguments
+    for fragment in fragments:
+        assert fragment.function is not None and fragment.function.arguments is not None
+        arguments += fragment.function.arguments
     assert json.loads(arguments) == EXPECTED_ARGS
 
 
@@ -272,6 +283,7 @@ def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider: FakeProvider
             model="gpt-4o", messages=user("hi")
         )
     error = caught.value.body
+    assert isinstance(error, dict)
     assert caught.value.status_code == 401
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "invalid_api_key"
@@ -291,7 +303,7 @@ def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider: FakeProvider
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
-    provider: FakeProvider, fault: str, error_class, status: int
+    provider: FakeProvider, fault: str, error_class: type[openai.APIStatusError], status: int
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
@@ -370,6 +382,7 @@ def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(
     assert message.id.startswith("msg_")
     assert message.model == "claude-fake-1"
     assert [b.type for b in message.content] == ["text"]
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == TEN_TOKENS
     assert message.stop_reason == "end_turn"
     assert message.stop_sequence is None
@@ -394,6 +407,7 @@ def test_it_streams_an_anthropic_message_with_cumulative_usage(provider: FakePro
         texts = list(stream.text_stream)
         final = stream.get_final_message()
     assert texts == ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "]
+    assert isinstance(final.content[0], TextBlock)
     assert final.content[0].text == "tok0 tok1 tok2 tok3 tok4 "
     assert final.stop_reason == "end_turn"
     assert final.usage.input_tokens == 2 + 3
@@ -436,6 +450,7 @@ def test_it_stops_anthropic_answers_at_max_tokens(provider: FakeProvider) -> Non
     client = claude(provider)
     message = client.messages.create(model="claude", max_tokens=2, messages=user("hi"))
     assert message.stop_reason == "max_tokens"
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "tok0 tok1 "
     with client.messages.stream(model="claude", max_tokens=2, messages=user("hi")) as stream:
         final = stream.get_final_message()
@@ -449,6 +464,7 @@ def test_it_stops_anthropic_answers_at_a_stop_sequence(provider: FakeProvider) -
     )
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == "tok2"
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "tok0 tok1 "
 
 
@@ -509,6 +525,7 @@ def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider: FakeProvi
             model="claude", max_tokens=10, messages=user("hi")
         )
     assert caught.value.status_code == 401
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == "authentication_error"
     assert "sk-ant-wrong-777" not in caught.value.response.text
@@ -544,6 +561,7 @@ def test_it_reports_anthropic_overload_as_a_529(provider: FakeProvider) -> None:
         claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
     assert isinstance(caught.value, anthropic.InternalServerError)
     assert caught.value.status_code == 529
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
@@ -556,11 +574,12 @@ def test_it_reports_anthropic_overload_as_a_529(provider: FakeProvider) -> None:
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
-    provider: FakeProvider, fault: str, error_class, error_type: str
+    provider: FakeProvider, fault: str, error_class: type[anthropic.APIStatusError], error_type: str
 ) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
         claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == error_type
 
 
@@ -578,7 +597,9 @@ def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
         ),
     ],
 )
-def test_it_rejects_invalid_anthropic_requests(provider: FakeProvider, body, fragment: str) -> None:
+def test_it_rejects_invalid_anthropic_requests(
+    provider: FakeProvider, body: dict[str, Any], fragment: str
+) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages", json=body, headers=anthropic_headers(provider)
     )
@@ -657,7 +678,10 @@ def test_it_answers_late_for_slow_and_times_out_a_short_client(provider: FakePro
 
 
 def test_it_spaces_stream_chunks_for_slow_chunks(provider: FakeProvider) -> None:
-    body = {"model": "m", "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]")}
+    body: dict[str, Any] = {
+        "model": "m",
+        "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]"),
+    }
     body["stream"] = True
     arrivals: list[float] = []
     with httpx.stream(

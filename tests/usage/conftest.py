@@ -9,7 +9,7 @@ Lua scripts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,11 +20,13 @@ from pytest_django import Settings
 from gateway.core import store
 from tests.support.processes import PrivateRedis
 from usage import guard, rebuild
-from usage.backends import Backend, get_backend, reset_memory_backend
+from usage.backends import get_backend, reset_memory_backend
+from usage.backends.base import Backend, Reservation
+from usage.limits import Admission
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_admission_state() -> Iterator[None]:
+async def _fresh_admission_state() -> AsyncIterator[None]:
     reset_memory_backend()
     guard.forget_cached_blocklist()
     billing_pause_source = rebuild._pause_source
@@ -93,6 +95,12 @@ def backend(
 START = 1_800_000_000.0
 
 
+def reservation(admission: Admission) -> Reservation:
+    """The reservation of an admitted request."""
+    assert admission.reservation is not None
+    return admission.reservation
+
+
 class FrozenClock:
     """The gateway clock, stopped: it moves only when the test moves it."""
 
@@ -123,7 +131,15 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
 def limits_config(settings: Settings) -> Callable[..., None]:
     """``limits_config(device=20, burst=1000, ...)``: the free tier's request limits."""
 
-    def configure(*, device=100, ip=500, user=1000, burst=100, global_=10000, tier="free") -> None:
+    def configure(
+        *,
+        device: int = 100,
+        ip: int = 500,
+        user: int = 1000,
+        burst: int = 100,
+        global_: int = 10000,
+        tier: str = "free",
+    ) -> None:
         settings.RATE_LIMITS = {
             **django_settings.RATE_LIMITS,
             tier: {

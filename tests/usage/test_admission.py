@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -12,11 +12,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from pytest_django import Settings
 
-from tests.usage.conftest import FrozenClock
+from tests.usage.conftest import FrozenClock, reservation
 from usage import limits, liveness
-from usage.backends import Backend
+from usage.backends.base import Backend, PauseState
 from usage.days import next_day_start
-from usage.limits import AdmissionRequest
+from usage.limits import Admission, AdmissionRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,7 @@ def request(
     )
 
 
-async def pause(**kwargs: Any):
+async def pause(**kwargs: Any) -> PauseState:
     """The operator's pause, called from sync code as billing's command will."""
     return await sync_to_async(limits.service_pause)(**kwargs)
 
@@ -52,11 +52,13 @@ async def resume() -> None:
     await sync_to_async(limits.service_resume)()
 
 
-async def admit_all(requests):
+async def admit_all(requests: Iterable[AdmissionRequest]) -> list[Admission]:
     return await asyncio.gather(*(limits.admit(r) for r in requests))
 
 
-async def remaining(device="dev-1", ip="203.0.113.7", user=None):
+async def remaining(
+    device: str = "dev-1", ip: str = "203.0.113.7", user: str | None = None
+) -> dict[str, int]:
     layers = await limits.layer_state(device_id=device, ip=ip, user_id=user, tier="free")
     return {name: layer.remaining for name, layer in layers.items()}
 
@@ -93,7 +95,7 @@ async def test_ip_refusals_leave_each_devices_count_and_device_refusals_leave_th
     admitted = {d: 0 for d in devices}
     for a in results:
         if a.admitted:
-            admitted[a.reservation.device_id] += 1
+            admitted[reservation(a).device_id] += 1
     assert sum(admitted.values()) == 7
     assert {a.refused_by for a in results if not a.admitted} <= {"device", "ip"}
     for device in devices:
@@ -135,7 +137,7 @@ async def test_checks_run_in_the_order_of_the_spec(
     budget("1", device_cap="0.10")
     await pause(reason="maintenance")
 
-    async def refused_by():
+    async def refused_by() -> str | None:
         return (await limits.admit(request(user="alice", reserve=2 * USD))).refused_by
 
     seen = [await refused_by()]
@@ -249,12 +251,12 @@ async def test_twenty_reservations_of_30_cents_against_a_dollar_admit_three_and_
     assert (state.spent_micro_usd, state.reserved_micro_usd, state.pause) == (0, 900_000, None)
 
     await asyncio.gather(
-        *(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted)
+        *(limits.settle(reservation(a), actual_micro_usd=100_000) for a in admitted)
     )
     results = await admit_all(request(device=f"e{n}", reserve=300_000) for n in range(20))
     second = [a for a in results if a.admitted]
     assert len(second) == 2  # $0.70 left
-    await asyncio.gather(*(limits.settle(a.reservation, actual_micro_usd=300_000) for a in second))
+    await asyncio.gather(*(limits.settle(reservation(a), actual_micro_usd=300_000) for a in second))
     state = await limits.budget_state()
     assert state.spent_micro_usd == 900_000
     assert state.reserved_micro_usd == 0
@@ -274,7 +276,7 @@ async def test_a_devices_daily_dollar_cap_holds_under_concurrency(
     assert (await limits.admit(request(device="other", reserve=200_000))).admitted
 
     await asyncio.gather(
-        *(limits.settle(a.reservation, actual_micro_usd=100_000) for a in admitted)
+        *(limits.settle(reservation(a), actual_micro_usd=100_000) for a in admitted)
     )
     results = await admit_all(request(reserve=200_000) for _ in range(10))
     assert sum(a.admitted for a in results) == 1  # $0.30 of the cap left
@@ -285,7 +287,7 @@ async def test_a_device_that_spent_its_cap_is_told_to_come_back_the_next_budget_
 ) -> None:
     budget("50", device_cap="0.50")
     first = await limits.admit(request(reserve=400_000))
-    await limits.settle(first.reservation, actual_micro_usd=400_000)
+    await limits.settle(reservation(first), actual_micro_usd=400_000)
     refused = await limits.admit(request(reserve=200_000))
     assert refused.refused_by == "device_budget"
     assert refused.retry_after == next_day_start(frozen_clock.now()) - frozen_clock.now()
@@ -297,10 +299,10 @@ async def test_a_request_that_cannot_fit_even_alone_is_refused_and_pauses_nothin
 ) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=600_000))
-    await limits.settle(first.reservation, actual_micro_usd=600_000)
+    await limits.settle(reservation(first), actual_micro_usd=600_000)
     exact = await limits.admit(request(reserve=400_000))  # spent + worst == budget: fits
     assert exact.admitted
-    await limits.settle(exact.reservation, actual_micro_usd=0)
+    await limits.settle(reservation(exact), actual_micro_usd=0)
 
     refused = await limits.admit(request(reserve=500_000))
     tomorrow = next_day_start(frozen_clock.now())
@@ -317,15 +319,16 @@ async def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_ne
     budget("1.00")
     settings.BUDGET_PAUSE_REMAINING_USD = Decimal("0.10")
     first = await limits.admit(request(reserve=950_000))
-    settled = await limits.settle(first.reservation, actual_micro_usd=900_000)
+    settled = await limits.settle(reservation(first), actual_micro_usd=900_000)
     assert settled.is_first and not settled.auto_paused  # $0.10 left: not less than the floor
     second = await limits.admit(request(reserve=50_000))
-    settled = await limits.settle(second.reservation, actual_micro_usd=1)
+    settled = await limits.settle(reservation(second), actual_micro_usd=1)
     assert settled.is_first and settled.auto_paused
     tomorrow = next_day_start(frozen_clock.now())
     paused = await limits.admit(request(device="someone-else", reserve=1))
     assert (paused.refused_by, paused.retry_after) == ("paused", tomorrow - frozen_clock.now())
     state = await limits.budget_state()
+    assert state.pause is not None
     assert state.pause.is_automatic and state.pause.until == tomorrow
 
     frozen_clock.set(tomorrow - 1)
@@ -340,9 +343,9 @@ async def test_the_pause_floor_is_one_percent_of_the_budget_by_default(
 ) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
-    assert not (await limits.settle(first.reservation, actual_micro_usd=990_000)).auto_paused
+    assert not (await limits.settle(reservation(first), actual_micro_usd=990_000)).auto_paused
     second = await limits.admit(request(reserve=10_000))
-    assert (await limits.settle(second.reservation, actual_micro_usd=1)).auto_paused
+    assert (await limits.settle(reservation(second), actual_micro_usd=1)).auto_paused
 
 
 async def test_a_late_settlement_of_yesterday_pauses_nothing_today(
@@ -351,7 +354,7 @@ async def test_a_late_settlement_of_yesterday_pauses_nothing_today(
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
     frozen_clock.set(next_day_start(frozen_clock.now()) + 5)
-    assert not (await limits.settle(admission.reservation, actual_micro_usd=USD)).auto_paused
+    assert not (await limits.settle(reservation(admission), actual_micro_usd=USD)).auto_paused
     assert (await limits.admit(request(reserve=1))).admitted
 
 
@@ -360,7 +363,7 @@ async def test_an_automatic_pause_ends_with_resume_service(
 ) -> None:
     budget("1.00")
     first = await limits.admit(request(reserve=USD))
-    assert (await limits.settle(first.reservation, actual_micro_usd=USD)).auto_paused
+    assert (await limits.settle(reservation(first), actual_micro_usd=USD)).auto_paused
     assert (await limits.admit(request(reserve=1))).refused_by == "paused"
     await resume()
     assert (await limits.admit(request(reserve=0))).admitted
@@ -402,10 +405,10 @@ async def test_an_operator_pause_with_an_end_answers_retry_after_until_then(
 async def test_settling_twice_or_concurrently_counts_the_cost_once(backend: Backend) -> None:
     admission = await limits.admit(request(reserve=500_000))
     results = await asyncio.gather(
-        *(limits.settle(admission.reservation, actual_micro_usd=123_456) for _ in range(10))
+        *(limits.settle(reservation(admission), actual_micro_usd=123_456) for _ in range(10))
     )
     assert sorted(bool(result) for result in results) == [False] * 9 + [True]
-    assert not await limits.settle(admission.reservation, actual_micro_usd=123_456)
+    assert not await limits.settle(reservation(admission), actual_micro_usd=123_456)
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (123_456, 0)
 
@@ -416,7 +419,7 @@ async def test_settling_at_zero_releases_the_reservation(
     budget("1.00")
     admission = await limits.admit(request(reserve=USD))
     assert not (await limits.admit(request(reserve=1))).admitted
-    assert await limits.settle(admission.reservation, actual_micro_usd=0)
+    assert await limits.settle(reservation(admission), actual_micro_usd=0)
     assert (await limits.admit(request(reserve=USD))).admitted
 
 
@@ -428,7 +431,7 @@ async def test_a_cost_settled_after_midnight_belongs_to_the_day_of_admission(
     admission = await limits.admit(request(reserve=100_000))
     admitted_day = (await limits.budget_state()).day
     frozen_clock.set(midnight + 5)
-    assert await limits.settle(admission.reservation, actual_micro_usd=70_000)
+    assert await limits.settle(reservation(admission), actual_micro_usd=70_000)
     yesterday = await limits.budget_state(admitted_day)
     today = await limits.budget_state()
     assert (yesterday.spent_micro_usd, yesterday.reserved_micro_usd) == (70_000, 0)
@@ -445,7 +448,7 @@ def as_process(monkeypatch: pytest.MonkeyPatch, process_id: str) -> None:
 LIVENESS = 0.3
 
 
-async def outlive(frozen_clock, seconds: float = LIVENESS) -> None:
+async def outlive(frozen_clock: FrozenClock, seconds: float = LIVENESS) -> None:
     """Let ``seconds`` pass, in real time and on the gateway clock."""
     await asyncio.sleep(seconds)
     frozen_clock.advance(seconds)
@@ -473,8 +476,8 @@ async def test_a_reservation_of_a_dead_process_counts_as_spent_at_its_worst_case
     assert not (await limits.admit(request(reserve=600_000))).admitted
     assert (await limits.admit(request(reserve=400_000))).admitted
     # A holder that was only slow still settles: the real cost replaces the worst case, once.
-    assert await limits.settle(crashed.reservation, actual_micro_usd=200_000)
-    assert not await limits.settle(crashed.reservation, actual_micro_usd=200_000)
+    assert await limits.settle(reservation(crashed), actual_micro_usd=200_000)
+    assert not await limits.settle(reservation(crashed), actual_micro_usd=200_000)
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (200_000, 400_000)
 
@@ -502,7 +505,7 @@ async def test_a_reservation_lives_as_long_as_its_process_beats(
     assert not (await limits.admit(request(reserve=600_000))).admitted
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (0, 600_000)
-    assert await limits.settle(stream.reservation, actual_micro_usd=10)
+    assert await limits.settle(reservation(stream), actual_micro_usd=10)
     assert (await limits.admit(request(reserve=600_000))).admitted
 
 
@@ -518,7 +521,7 @@ async def test_a_device_holds_at_most_its_tiers_requests_in_flight(
     assert (await limits.admit(request(device="dev-2", reserve=1))).admitted
     assert (await limits.admit(request(tier="paid", device="dev-3"))).admitted
 
-    await limits.settle(admitted[0].reservation, actual_micro_usd=1)
+    await limits.settle(reservation(admitted[0]), actual_micro_usd=1)
     assert (await limits.admit(request(reserve=1))).admitted
     assert (await limits.admit(request(reserve=1))).refused_by == "concurrency"
 

@@ -7,7 +7,7 @@ from pytest_django import Settings
 from usage.days import budget_day, day_start, next_day_start
 
 
-def epoch(text):
+def epoch(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 

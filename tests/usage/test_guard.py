@@ -9,12 +9,13 @@ from pytest_django import Settings
 
 from tests.usage.conftest import FrozenClock
 from usage import guard
-from usage.backends import Backend
+from usage.backends.base import Backend
 from usage.errors import IpBlocked, RegistrationRateLimited
+from usage.ipguard import Network
 from usage.models import BlockedNetwork
 
 
-async def create_blocked(cidr: str, reason: str = ""):
+async def create_blocked(cidr: str, reason: str = "") -> BlockedNetwork:
     return await sync_to_async(BlockedNetwork.objects.create)(cidr=cidr, reason=reason)
 
 
@@ -39,9 +40,14 @@ async def test_addresses_inside_a_blocked_network_are_refused_with_403(backend: 
 async def test_the_blocklist_is_read_once_per_process_until_it_changes(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads = []
+    loads: list[int] = []
     real_load = guard._load_networks
-    monkeypatch.setattr(guard, "_load_networks", lambda: loads.append(1) or real_load())
+
+    def counting_load() -> tuple[Network, ...]:
+        loads.append(1)
+        return real_load()
+
+    monkeypatch.setattr(guard, "_load_networks", counting_load)
     network = await create_blocked("203.0.113.0/24")
     for _ in range(20):
         with pytest.raises(IpBlocked):
@@ -140,6 +146,7 @@ async def test_registrations_are_limited_per_ip_per_rolling_hour(
     assert (error.status, error.code) == (429, "registration_rate_limit_exceeded")
     assert error.payload()["error"]["limit"] == 3
     # A slot frees between one hour and one hour plus a one-minute bucket later.
+    assert error.retry_after is not None
     assert 3600 <= error.retry_after <= 3660
     await guard.admit_registration("203.0.113.8")
 

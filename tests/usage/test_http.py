@@ -8,14 +8,14 @@ import pytest
 
 from tests.usage.conftest import FrozenClock
 from usage import limits
-from usage.backends import Backend
+from usage.backends.base import Backend
 from usage.http import iso8601, rate_limit_headers, refusal_error
 from usage.limits import Admission, AdmissionRequest, Layer
 
 RESET = 1_800_086_400.0  # 2027-01-16T08:00:00Z
 
 
-def admission(refused_by=None, retry_after=None):
+def admission(refused_by: str | None = None, retry_after: int | None = None) -> Admission:
     layers = {
         "device": Layer("device", 100, 0 if refused_by == "device" else 41, RESET),
         "ip": Layer("ip", 500, 0 if refused_by == "ip" else 300, RESET + 60),

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -80,7 +81,9 @@ def _unreachable_database_url() -> str:
     return "sqlite:////nonexistent-dir/nothing.sqlite3"
 
 
-def _child(var_dir: Path, prefix: str, count: int, mode: str, *flags: str, **env: str):
+def _child(
+    var_dir: Path, prefix: str, count: int, mode: str, *flags: str, **env: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -174,7 +177,7 @@ def test_a_spooled_line_round_trips_to_the_same_record(spool_var: Path) -> None:
         datetime(2026, 11, 26, 7, 0, 1, 7, tzinfo=ZoneInfo("America/New_York")),
     ],
 )
-def test_a_spooled_line_is_the_documented_json(spool_var: Path, created_at) -> None:
+def test_a_spooled_line_is_the_documented_json(spool_var: Path, created_at: datetime) -> None:
     # Processes of another version may replay this spool: the line's shape is fixed.
     record = record_data(cost_usd=Decimal("1.500000"), created_at=created_at)
     line = record.to_line()
@@ -217,7 +220,7 @@ def test_spooled_records_land_once_when_the_database_is_back(
     assert spool.pending_segments() == []
 
 
-def _refusing(records):
+def _refusing(records: list[UsageRecordData]) -> NoReturn:
     raise OperationalError("connection refused")
 
 
@@ -239,6 +242,7 @@ def test_a_live_writers_segment_is_left_alone_and_replayed_once_it_is_killed(
     db: None, spool_var: Path
 ) -> None:
     child = _child(spool_var.parent, "req_live", 50, "spool", "--hold")
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     try:
         assert child.stdout.readline().strip() == "written"
         assert spool.spool_replay() == 0
@@ -264,6 +268,7 @@ def test_two_processes_writing_one_spool_at_once_never_corrupt_it(
 ) -> None:
     children = [_child(spool_var.parent, f"req_w{n}", 3000, "spool", "--wait-go") for n in (1, 2)]
     for child in children:
+        assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
     for child in children:

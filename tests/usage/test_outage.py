@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +20,7 @@ from pytest_django import Settings
 from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
 from tests.support.processes import ROOT, PrivateRedis
-from tests.usage.conftest import FrozenClock, redis_settings
+from tests.usage.conftest import FrozenClock, redis_settings, reservation
 from usage import guard, limits
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
@@ -29,7 +29,7 @@ from usage.models import UsageRecord
 _ids = itertools.count()
 
 
-def request(device="dev-1", reserve=0):
+def request(device: str = "dev-1", reserve: int = 0) -> AdmissionRequest:
     return AdmissionRequest(f"out-{next(_ids)}", device, "203.0.113.7", None, "free", reserve)
 
 
@@ -43,7 +43,7 @@ def private_redis(settings: Settings) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-def ledger(now, rows) -> None:
+def ledger(now: float, rows: Iterable[tuple[str, str]]) -> None:
     for device, cost in rows:
         UsageRecord.objects.create(
             request_id=f"out-led-{next(_ids)}",
@@ -59,7 +59,7 @@ def ledger(now, rows) -> None:
         )
 
 
-def assert_unavailable(error) -> None:
+def assert_unavailable(error: StoreUnavailable) -> None:
     assert error.status == 503
     assert error.code == "service_unavailable"
     assert error.headers()["Retry-After"] == "5"
@@ -81,9 +81,9 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
     assert in_flight.layers["device"].remaining == 2
 
     private_redis.stop()
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: limits.admit(request()),
-        lambda: limits.settle(in_flight.reservation, actual_micro_usd=1),
+        lambda: limits.settle(reservation(in_flight), actual_micro_usd=1),
         lambda: limits.budget_state(),
         lambda: limits.layer_state(device_id="dev-1", ip="203.0.113.7", user_id=None, tier="free"),
         lambda: guard.check_ip("203.0.113.7"),
@@ -105,8 +105,8 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (900_000, 50_000)
     # The request admitted before the restart settles into the rebuilt day, once.
-    assert await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
-    assert not await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
+    assert await limits.settle(reservation(in_flight), actual_micro_usd=30_000)
+    assert not await limits.settle(reservation(in_flight), actual_micro_usd=30_000)
     assert (await limits.budget_state()).spent_micro_usd == 930_000
 
 
@@ -155,6 +155,7 @@ def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
     ]
     try:
         for worker in workers:
+            assert worker.stdout is not None and worker.stderr is not None
             assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
         go.touch()
         outputs = [worker.communicate(timeout=60) for worker in workers]

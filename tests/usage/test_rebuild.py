@@ -15,8 +15,7 @@ from pytest_django import Settings
 from gateway.core.store import bump_epoch
 from tests.usage.conftest import FrozenClock
 from usage import limits, rebuild
-from usage.backends import Backend
-from usage.backends.base import PauseState
+from usage.backends.base import Backend, PauseState
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
 from usage.models import UsageRecord
@@ -27,7 +26,14 @@ _ids = itertools.count()
 HOUR = 3600.0
 
 
-def make_record(*, at, device="dev-1", ip="203.0.113.7", owner="", cost="0"):
+def make_record(
+    *,
+    at: float,
+    device: str = "dev-1",
+    ip: str = "203.0.113.7",
+    owner: str = "",
+    cost: str = "0",
+) -> UsageRecord:
     return UsageRecord.objects.create(
         request_id=f"led-{next(_ids)}",
         device_id=device,
@@ -43,11 +49,15 @@ def make_record(*, at, device="dev-1", ip="203.0.113.7", owner="", cost="0"):
     )
 
 
-def request(device="dev-1", ip="203.0.113.7", user=None, reserve=0):
+def request(
+    device: str = "dev-1", ip: str = "203.0.113.7", user: str | None = None, reserve: int = 0
+) -> AdmissionRequest:
     return AdmissionRequest(f"rb-{next(_ids)}", device, ip, user, "free", reserve)
 
 
-async def remaining(device="dev-1", ip="203.0.113.7", user=None):
+async def remaining(
+    device: str = "dev-1", ip: str = "203.0.113.7", user: str | None = None
+) -> dict[str, int]:
     layers = await limits.layer_state(device_id=device, ip=ip, user_id=user, tier="free")
     return {name: layer.remaining for name, layer in layers.items()}
 

@@ -11,11 +11,11 @@ import pytest
 from pytest_django import Settings
 
 from gateway.core.store import sync_redis
-from tests.usage.conftest import START, FrozenClock
+from tests.usage.conftest import START, FrozenClock, reservation
 from usage import limits
-from usage.backends import Backend
-from usage.backends.base import layer_keys, reservation_keys
-from usage.limits import AdmissionRequest
+from usage.backends.base import Backend, layer_keys, reservation_keys
+from usage.backends.memory import MemoryBackend
+from usage.limits import Admission, AdmissionRequest
 from usage.windows import DAY, BucketWindow, SlidingLog, WindowSpec
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 _ids = itertools.count()
 
 
-async def admit(device="dev-1"):
+async def admit(device: str = "dev-1") -> Admission:
     return await limits.admit(
         AdmissionRequest(f"w-{next(_ids)}", device, "203.0.113.7", None, "free", 0)
     )
@@ -62,7 +62,8 @@ async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
     limit = 6
     limits_config(device=limit)
     rng = random.Random(3)
-    admitted, refused = [], []
+    admitted: list[float] = []
+    refused: list[float] = []
     for _ in range(150):
         frozen_clock.advance(rng.expovariate(1 / 1700))  # ~3 days in all
         (admitted if (await admit()).admitted else refused).append(frozen_clock.now())
@@ -105,7 +106,7 @@ async def test_there_is_no_double_burst_at_a_minute_boundary(
     assert (await admit()).refused_by == "burst"
 
 
-def structure_sizes(backend: Backend, device="dev-1"):
+def structure_sizes(backend: Backend, device: str = "dev-1") -> tuple[int, int, int]:
     """(buckets of the device's day window, entries of its burst log, open reservations)."""
     keys = layer_keys(device, "203.0.113.7", None)
     if backend.name == "redis":
@@ -113,6 +114,7 @@ def structure_sizes(backend: Backend, device="dev-1"):
         day_fields = redis.hlen(keys["device"])
         open_reservations = len(redis.keys(reservation_keys("*")["open"]))
         return day_fields - 2, redis.zcard(keys["burst"]), open_reservations
+    assert isinstance(backend, MemoryBackend)
     window = backend._windows[keys["device"]][1]
     opened = sum(len(day.open) for day in backend._days.values())
     return len(window.counts), len(backend._logs[keys["burst"]].times), opened
@@ -124,7 +126,7 @@ async def test_memory_per_key_stays_bounded_however_many_requests(
     limits_config(device=10**6, ip=10**6, burst=7, global_=10**6)
     for _ in range(1000):  # one every 150 s: ~42 hours, 5 per day bucket
         admission = await admit()
-        await limits.settle(admission.reservation, actual_micro_usd=1)
+        await limits.settle(reservation(admission), actual_micro_usd=1)
         frozen_clock.advance(150)
     buckets, burst_entries, open_reservations = structure_sizes(backend)
     assert buckets <= DAY.buckets
@@ -144,6 +146,7 @@ async def test_the_in_process_store_forgets_idle_keys(
     from usage.backends import get_backend
 
     backend = get_backend()
+    assert isinstance(backend, MemoryBackend)
     for n in range(50):
         await admit(device=f"d{n}")
     frozen_clock.advance(86400 + 2 * DAY.bucket_seconds)
