@@ -22,6 +22,7 @@ from gateway.proxy.providers.base import (
     UpstreamRejected,
     Usage,
 )
+from gateway.proxy.validation import ChatRequest
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     DIGITALOCEAN,
@@ -78,16 +79,17 @@ def sse(*events: tuple[str | None, object]) -> bytes:
     return out
 
 
-def body_for(name: str, request, max_tokens=100):
+def body_for(name: str, request: ChatRequest, max_tokens: int = 100) -> dict[str, Any]:
     """The upstream body route ``name``'s adapter builds, parsed."""
     built = adapter_for(route(name).provider).build_body(
         route(name), request, max_tokens=max_tokens, end_user=END_USER
     )
-    return json.loads(built)
+    body: dict[str, Any] = json.loads(built)
+    return body
 
 
-def deeply_nested(depth):
-    value: dict = {}
+def deeply_nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
     for _ in range(depth):
         value = {"a": value}
     return value
@@ -114,7 +116,7 @@ def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(
 
 
 def test_anthropic_tool_choice_maps_each_openai_choice() -> None:
-    def mapped(**fields: Any):
+    def mapped(**fields: Any) -> object:
         return translate_tools(chat(tools=[WEATHER_TOOL], **fields)).get("tool_choice")
 
     assert mapped() is None
@@ -369,12 +371,12 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     assert call.billed == Usage(25, 15, True)
 
 
-def message_start(tokens_in: int) -> tuple[str, dict]:
+def message_start(tokens_in: int) -> tuple[str, dict[str, Any]]:
     usage = {"input_tokens": tokens_in, "output_tokens": 1}
     return "message_start", {"type": "message_start", "message": {"id": "m", "usage": usage}}
 
 
-def block_delta(index: int, delta: dict) -> tuple[str, dict]:
+def block_delta(index: int, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
 
 
@@ -424,8 +426,18 @@ async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
 # --- OpenAI-compatible answers ----------------------------------------------------------
 
 
-def openai_chunk(delta, finish=None, usage=None, choices=True):
-    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+def openai_chunk(
+    delta: dict[str, Any],
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    choices: bool = True,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o",
+    }
     chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
     if usage is not None:
         chunk["usage"] = usage
@@ -517,7 +529,9 @@ ANTHROPIC_TEXT = (
     ids=["openai", "anthropic"],
 )
 async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, before
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+    name: str,
+    before: list[tuple[str | None, object]],
 ) -> None:
     # What it held is unknown: it may be output never seen.
     provider_answers(lambda request: httpx.Response(200, content=sse(*before, (None, "{oops"))))
@@ -528,7 +542,7 @@ async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
     assert call.billed == Usage(tokens_in, call.outbound.max_tokens, False)
 
 
-def answer_of(message, **fields: Any):
+def answer_of(message: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """An OpenAI chat.completion body of one choice."""
     choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
     return {"id": "x", "choices": [choice], **fields}
@@ -722,7 +736,7 @@ async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_rese
     ],
 )
 async def test_a_server_error_that_reports_usage_is_billed_that_usage(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, usage
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, usage: dict[str, int]
 ) -> None:
     error = {"error": {"type": "server_error", "message": "failed mid-answer"}, "usage": usage}
     provider_answers(lambda request: httpx.Response(500, json=error))
@@ -812,7 +826,7 @@ ODD_EVENTS = [
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
 async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_bound(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, answer
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, answer: object
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer))
     call = call_to(name, chat())
@@ -826,7 +840,9 @@ async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("event", ODD_EVENTS, ids=[e[1][:40] for e in ODD_EVENTS])
 async def test_an_odd_stream_event_is_ignored_or_an_upstream_error_never_a_crash(
-    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, event
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+    name: str,
+    event: tuple[str | None, object],
 ) -> None:
     provider_answers(lambda request: httpx.Response(200, content=sse(event)))
     try:

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 import pytest
 from django.test import Client
 
+from tests.devices.support import Answer
+
 pytestmark = pytest.mark.urls("tests.gateway.error_views")
 
 
-def assert_openai_error(response, status: int, error_type: str, code: str) -> dict:
+class DjangoAnswer(Answer, Protocol):
+    """A response of Django's test client: its headers read by name."""
+
+    def __getitem__(self, header: str) -> str: ...
+
+
+def assert_openai_error(
+    response: DjangoAnswer, status: int, error_type: str, code: str
+) -> dict[str, Any]:
     assert response.status_code == status
     assert response["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["type"] == error_type
     assert error["code"] == code
     assert isinstance(error["message"], str) and error["message"]
@@ -50,7 +61,7 @@ def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details
     assert "sk-live-abcdefghijklmnop" not in logged
 
 
-def _formatter():
+def _formatter() -> logging.Handler:
     from gateway.core.logs import RedactingFormatter
 
     handler = logging.Handler()

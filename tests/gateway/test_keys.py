@@ -199,7 +199,7 @@ def test_rotate_key_creates_the_secret_when_missing(secrets_manager: Any) -> Non
     ],
 )
 def test_rotate_key_refuses_bad_input_in_one_line(
-    secrets_manager: Any, provider: str, stdin, reason: str
+    secrets_manager: Any, provider: str, stdin: str, reason: str
 ) -> None:
     with pytest.raises(CommandError) as caught:
         rotate(provider, stdin)
@@ -263,10 +263,10 @@ async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(
     secrets_manager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
-    calls = []
+    calls: list[str] = []
     original = secrets_aws.get_secret
 
-    def slow_counting_fetch(name: str):
+    def slow_counting_fetch(name: str) -> str:
         calls.append(name)
         time.sleep(0.1)  # long enough for every caller to pile up behind the lock
         return original(name)
@@ -283,11 +283,14 @@ async def test_a_refresh_after_a_refused_key_fetches_once_for_all_waiters(
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     rejected = await keys.get_key("openai", epoch=0)
     secrets_manager.put_secret_value(SecretId="hanzo-gateway/openai/api-key", SecretString=NEW_KEY)
-    calls = []
+    calls: list[str] = []
     original = secrets_aws.get_secret
-    monkeypatch.setattr(
-        secrets_aws, "get_secret", lambda name: calls.append(name) or original(name)
-    )
+
+    def counting_fetch(name: str) -> str:
+        calls.append(name)
+        return original(name)
+
+    monkeypatch.setattr(secrets_aws, "get_secret", counting_fetch)
     found = await asyncio.gather(*(keys.refresh("openai", rejected=rejected) for _ in range(20)))
     assert {key.reveal() for key in found} == {NEW_KEY}
     assert len(calls) == 1

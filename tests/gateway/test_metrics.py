@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,8 @@ __all__ = ["fake_slack", "fresh_store_clients", "private_redis"]  # fixtures
 
 
 def client(peer: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=application, client=(peer, 40000))
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=application, client=(peer, 40000))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
@@ -113,9 +115,9 @@ SPEC_CODES = {
 
 
 @pytest.mark.parametrize(("code", "layer"), SPEC_CODES.items())
-def test_every_refusal_code_of_spec_is_counted_under_its_layer(code, layer) -> None:
+def test_every_refusal_code_of_spec_is_counted_under_its_layer(code: str, layer: str) -> None:
     before = sample("hanzo_refusals_total", layer=layer, code=code)
-    fields: dict = {"code": code}
+    fields: dict[str, Any] = {"code": code}
     observe_request("/v1/chat/completions", 429, fields, 0.01)
     assert sample("hanzo_refusals_total", layer=layer, code=code) == before + 1
     assert fields["layer"] == layer  # and the access line names it too

@@ -5,6 +5,7 @@ stream's reservation)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -38,7 +39,8 @@ async def proxy(provider: FakeProvider, settings: Settings) -> AsyncIterator[htt
     settings.PROVIDER_ENV_KEYS = dict(DEFAULT_KEYS)
     keys.clear_cache()
     clear_cache()
-    transport = httpx.ASGITransport(app=application)
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=application)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
     await upstream.close_clients()
@@ -49,9 +51,9 @@ async def proxy(provider: FakeProvider, settings: Settings) -> AsyncIterator[htt
 async def test_a_store_outage_when_the_process_beats_does_not_cut_a_long_stream(
     proxy: httpx.AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
-    beats = []
+    beats: list[str] = []
 
-    async def store_down(process_id: str, now):
+    async def store_down(process_id: str, now: float) -> NoReturn:
         beats.append(process_id)
         raise StoreUnavailable()
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -54,10 +54,13 @@ def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-async def in_db_thread(function, *args: Any, **kwargs: Any):
+T = TypeVar("T")
+
+
+async def in_db_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ORM code from an async test, then release that thread's connection."""
 
-    def run():
+    def run() -> T:
         try:
             return function(*args, **kwargs)
         finally:
@@ -66,7 +69,7 @@ async def in_db_thread(function, *args: Any, **kwargs: Any):
     return await sync_to_async(run)()
 
 
-def table_as_spec():
+def table_as_spec() -> dict[str, tuple[str, str, str, set[str]]]:
     return {
         route.public_name: (
             route.provider,
@@ -237,7 +240,9 @@ def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client: Client) -
     assert after > before
 
 
-def chat_body(model: str, max_tokens: str, messages: str = '[{"role": "user", "content": "x"}]'):
+def chat_body(
+    model: str, max_tokens: str, messages: str = '[{"role": "user", "content": "x"}]'
+) -> bytes:
     return f'{{"model": "{model}", "messages": {messages}, "max_tokens": {max_tokens}}}'.encode()
 
 
@@ -272,7 +277,9 @@ ORDER_CASES = {
 
 
 @pytest.mark.parametrize(("raw", "tier", "expected"), ORDER_CASES.values(), ids=ORDER_CASES.keys())
-async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected) -> None:
+async def test_checks_before_admission_answer_in_spec_order(
+    raw: bytes, tier: str, expected: tuple[int, str]
+) -> None:
     with pytest.raises(GatewayError) as caught:
         await prepare_chat(raw, tier)
     assert (caught.value.status, caught.value.code) == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -25,7 +27,7 @@ def test_anonymous_callers_and_device_tokens_are_refused(
     client = Client()
     assert client.get(url).status_code == 401
     assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {DEVICE_TOKEN}").status_code == 401
-    headers = {"HTTP_X_DEVICE_ID": "dev_123", "HTTP_X_SESSION_TOKEN": DEVICE_TOKEN}
+    headers: dict[str, Any] = {"HTTP_X_DEVICE_ID": "dev_123", "HTTP_X_SESSION_TOKEN": DEVICE_TOKEN}
     assert client.get(url, **headers).status_code == 401
     assert client.post(url, {}, content_type="application/json", **headers).status_code == 401
 

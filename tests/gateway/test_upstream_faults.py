@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from pytest_django import Settings
 
 from gateway.proxy import keys, upstream
 from gateway.proxy.providers.base import (
     NO_USAGE,
+    StreamEvent,
     UpstreamAuthRejected,
     UpstreamError,
     UpstreamOverloaded,
@@ -23,6 +25,7 @@ from gateway.proxy.providers.base import (
     UpstreamTimeout,
     Usage,
 )
+from gateway.proxy.validation import ChatRequest
 from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
@@ -43,12 +46,12 @@ from tests.gateway.upstream_support import complete_via as complete
 # --- faults ---------------------------------------------------------------------------
 
 
-def directive(fault, **params: Any):
+def directive(fault: str, **params: Any) -> ChatRequest:
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]")
 
 
-def streamed(fault, **params: Any):
+def streamed(fault: str, **params: Any) -> ChatRequest:
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]", stream=True)
 
@@ -79,7 +82,12 @@ REFUSALS = [
     ("fault", "error", "status", "code"), REFUSALS, ids=[f[0] for f in REFUSALS]
 )
 async def test_each_refusal_maps_to_its_error_and_costs_nothing(
-    fake: FakeProvider, name: str, fault, error, status, code
+    fake: FakeProvider,
+    name: str,
+    fault: str,
+    error: type[UpstreamError],
+    status: int,
+    code: str,
 ) -> None:
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
@@ -190,8 +198,10 @@ async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_r
     assert call.billed == call.whole_bound
 
 
-async def consume_until_error(events):
-    chunks = []
+async def consume_until_error(
+    events: AsyncIterator[StreamEvent],
+) -> tuple[list[StreamEvent], UpstreamError]:
+    chunks: list[StreamEvent] = []
     with pytest.raises(UpstreamError) as caught:
         async for event in events:
             chunks.append(event)
@@ -252,7 +262,7 @@ class WatchedProvider(FakeProvider):
         self.stream_ended = threading.Event()
         self.outcome: str | None = None
 
-    async def _stream(self, *args: Any, **kwargs: Any):
+    async def _stream(self, *args: Any, **kwargs: Any) -> web.StreamResponse:
         try:
             response = await super()._stream(*args, **kwargs)
             self.outcome = "completed"
@@ -300,7 +310,7 @@ async def stale_openai_key(fake: FakeProvider, settings: Settings) -> str:
     return "sk-stale-0123456789abcdef"
 
 
-def sent_keys(fake):
+def sent_keys(fake: FakeProvider) -> list[str]:
     return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests_for("openai")]
 
 

@@ -115,7 +115,7 @@ BAD_BODIES = {
 
 
 @pytest.mark.parametrize("raw", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_a_bad_body_is_a_400_invalid_request_and_nothing_else(raw) -> None:
+def test_a_bad_body_is_a_400_invalid_request_and_nothing_else(raw: bytes) -> None:
     with pytest.raises(GatewayError) as caught:
         parse_chat_request(raw)
     assert type(caught.value) is InvalidRequest
@@ -303,7 +303,7 @@ def test_the_parsed_request_serialises_back_to_json() -> None:
     assert orjson.loads(orjson.dumps(request.messages)) == USER
 
 
-ODD_VALUES = [
+ODD_VALUES: list[Any] = [
     None,
     True,
     False,

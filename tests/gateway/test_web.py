@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 from pytest_django import Settings
 
@@ -32,4 +33,5 @@ def test_the_admin_works_with_debug_off_including_its_static_files(
     assert login["X-Request-ID"].startswith("req_")
     css = client.get("/static/admin/css/base.css")
     assert css.status_code == 200
+    assert isinstance(css, StreamingHttpResponse)
     assert b"".join(css.streaming_content)

@@ -80,7 +80,8 @@ async def warm(
     }
     await sync_to_async(seed_routes)()
     registered = await sync_to_async(make_device)("approved", tier="paid")
-    transport = httpx.ASGITransport(app=application, client=(CLIENT_IP, 5000))
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=application, client=(CLIENT_IP, 5000))  # type: ignore[arg-type]
     headers = {"Authorization": f"Bearer {registered.token}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
 
