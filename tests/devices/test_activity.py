@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, NoReturn
 
 import pytest
 
@@ -18,7 +19,7 @@ pytestmark = [
 ]
 
 
-async def last_seen(device_id: str):
+async def last_seen(device_id: str) -> tuple[datetime | None, str | None]:
     device = await in_thread(Device.objects.get)(pk=device_id)
     return device.last_seen_at, device.last_ip
 
@@ -58,7 +59,7 @@ async def test_a_failed_flush_keeps_the_sightings_for_the_next_one(
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.bearer(), ip="198.51.100.1")
 
-    def unavailable(**kwargs: Any):
+    def unavailable(**kwargs: Any) -> NoReturn:
         raise ServiceUnavailable()
 
     monkeypatch.setattr(housekeeping, "device_record_activity", unavailable)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -10,17 +10,21 @@ from django.test import Client
 from devices.models import AuditEvent, Device, OwnerAccount
 from tests.devices.support import Registered
 
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/devices/device/"
 
 
-def act(client, action, *devices: Any, **fields: Any):
+def act(client: Client, action: str, *devices: Any, **fields: Any) -> TestResponse:
     data = {"action": action, "_selected_action": [device.id for device in devices], **fields}
     return client.post(CHANGELIST, data)
 
 
-def status_of(registered) -> str:
+def status_of(registered: Registered) -> str:
     return Device.objects.get(pk=registered.id).status
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import User
@@ -11,12 +11,16 @@ from django.test import Client
 from devices.models import AuditEvent, Device
 from tests.devices.support import Registered, assert_error
 
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
 pytestmark = pytest.mark.django_db
 
 BASE = "/api/admin/devices"
 
 
-def post(client, path: str, body=None):
+def post(client: Client, path: str, body: dict[str, Any] | None = None) -> TestResponse:
     return client.post(f"{BASE}{path}", data=body or {}, content_type="application/json")
 
 
@@ -70,7 +74,7 @@ def test_approving_without_a_body_keeps_the_tier(
 
 @pytest.mark.parametrize("body", [{"tier": "gold"}, {"user": ""}, {"user": "x" * 151}])
 def test_approving_with_bad_values_is_a_400(
-    staff_api: Client, make_device: Callable[..., Registered], body
+    staff_api: Client, make_device: Callable[..., Registered], body: dict[str, Any]
 ) -> None:
     device = make_device()
     assert_error(post(staff_api, f"/{device.id}/approve", body), 400, "invalid_request")
@@ -107,7 +111,7 @@ def test_suspending_takes_fractional_hours_and_a_reason(
     ],
 )
 def test_suspending_needs_positive_hours_and_a_reason(
-    staff_api: Client, make_device: Callable[..., Registered], body
+    staff_api: Client, make_device: Callable[..., Registered], body: dict[str, Any]
 ) -> None:
     device = make_device("approved")
     assert_error(post(staff_api, f"/{device.id}/suspend", body), 400, "invalid_request")
@@ -156,7 +160,7 @@ def test_a_write_without_the_csrf_token_is_refused(
 def test_a_database_outage_is_a_503_with_retry_after_not_a_500(
     staff_api: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unreachable(**kwargs: Any):
+    def unreachable(**kwargs: Any) -> NoReturn:
         raise OperationalError("connection refused")
 
     monkeypatch.setattr("devices.api.device_list", unreachable)

@@ -8,11 +8,13 @@ from pytest_django import Settings
 from devices import auth, services
 from devices.auth import AuthenticatedDevice, authenticate
 from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspended
+from devices.models import Device
 from gateway.core import store
-from gateway.core.errors import AuthenticationFailed
+from gateway.core.errors import AuthenticationFailed, GatewayError
 from gateway.core.store import StoreUnavailable
 from tests.conftest import TestClock
 from tests.devices.support import Registered, in_thread
+from usage import guard
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -30,7 +32,7 @@ def auth_failures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     async def record(ip: str) -> None:
         recorded.append(ip)
 
-    monkeypatch.setattr(auth.guard, "record_auth_failure", record)
+    monkeypatch.setattr(guard, "record_auth_failure", record)
     return recorded
 
 
@@ -40,6 +42,7 @@ async def test_a_bearer_token_alone_identifies_an_approved_device(
     registered = await in_thread(make_device)("approved", tier="paid", owner="acme")
     device = await authenticate(registered.bearer(), ip=IP)
     owner = await in_thread(lambda: registered.device.owner)()
+    assert owner is not None
     assert device == AuthenticatedDevice(
         id=registered.id,
         name="Ada's laptop",
@@ -77,7 +80,7 @@ async def test_the_device_id_and_session_token_pair_works_too(
     ],
 )
 async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guard(
-    make_device: Callable[..., Registered], auth_failures: list[str], headers
+    make_device: Callable[..., Registered], auth_failures: list[str], headers: dict[str, str]
 ) -> None:
     registered = await in_thread(make_device)("approved")
     filled = {
@@ -120,7 +123,10 @@ async def test_a_revoked_device_gets_the_same_401(
     [("pending_approval", DevicePendingApproval), ("rejected", DeviceRejected)],
 )
 async def test_pending_and_rejected_devices_get_their_403(
-    make_device: Callable[..., Registered], auth_failures: list[str], status: str, error
+    make_device: Callable[..., Registered],
+    auth_failures: list[str],
+    status: str,
+    error: type[GatewayError],
 ) -> None:
     registered = await in_thread(make_device)(status)
     with pytest.raises(error) as refused:
@@ -135,6 +141,7 @@ async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension
     make_device: Callable[..., Registered], clock: TestClock
 ) -> None:
     registered = await in_thread(make_device)("suspended")
+    assert registered.device.suspended_until is not None
     until = registered.device.suspended_until.strftime("%Y-%m-%dT%H:%M:%SZ")
     with pytest.raises(DeviceSuspended) as refused:
         await authenticate(registered.bearer(), ip=IP)
@@ -190,7 +197,7 @@ async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
     ],
 )
 async def test_every_change_is_seen_on_the_next_request_despite_the_cache(
-    make_device: Callable[..., Registered], change
+    make_device: Callable[..., Registered], change: Callable[[Device], object]
 ) -> None:
     registered = await in_thread(make_device)("approved")
     for _ in range(3):

@@ -120,7 +120,7 @@ def test_reject_revoke_and_suspend_device(make_device: Callable[..., Registered]
     ],
 )
 def test_bad_input_is_a_one_line_command_error(
-    make_device: Callable[..., Registered], args, reason: str
+    make_device: Callable[..., Registered], args: tuple[str, ...], reason: str
 ) -> None:
     ids = {
         "revoked": make_device("revoked").id,
@@ -151,7 +151,7 @@ def test_a_pasted_token_is_not_echoed_back(make_device: Callable[..., Registered
     ],
 )
 def test_from_the_shell_bad_input_exits_non_zero_without_a_traceback(
-    args, transactional_db: None
+    args: list[str], transactional_db: None
 ) -> None:
     from tests.conftest import gateway_environment
 

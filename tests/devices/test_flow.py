@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from io import StringIO
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -18,23 +19,27 @@ from tests.conftest import TestClock
 from tests.devices.support import REGISTRATION, Registered
 from tests.support.processes import GatewayServer, free_port
 
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
-def register(server) -> tuple[str, str]:
+
+def register(server: GatewayServer) -> tuple[str, str]:
     response = httpx.post(f"{server.url}/v1/devices/register", json=REGISTRATION)
     assert response.status_code == 201, response.text
     body = response.json()
     return body["deviceId"], body["sessionToken"]
 
 
-def me(server, token: str | None = None, **headers: str) -> httpx.Response:
+def me(server: GatewayServer, token: str | None = None, **headers: str) -> httpx.Response:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.get(f"{server.url}/v1/devices/me", headers=headers, timeout=30)
 
 
-def error_of(response: httpx.Response, status: int, code: str) -> dict:
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code
     return error
 
@@ -187,8 +192,8 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
     digest = Device.objects.get(pk=device_id).token_hash
     seen: list[str] = []
 
-    def keep(response) -> None:
-        headers = response.headers.items() if hasattr(response, "headers") else response.items()
+    def keep(response: httpx.Response | TestResponse) -> None:
+        headers = response.headers.items()  # both httpx's and Django's responses have .headers
         seen.append(f"{response.status_code} {list(headers)} {response.content.decode()}")
 
     keep(me(server, token))  # pending

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -11,13 +11,17 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 from pytest_django import Settings
 
-from devices import views
 from devices.models import AuditEvent, Device
 from devices.tokens import token_hash
 from gateway.asgi import application
 from gateway.core.errors import RateLimited
 from tests.conftest import TestClock
 from tests.devices.support import REGISTRATION, Registered, assert_error
+from usage import guard
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +32,7 @@ class RegistrationLimited(RateLimited):  # stands in for usage.guard's refusal
     code = "registration_rate_limit_exceeded"
 
 
-def post(client, body, **extra: Any):
+def post(client: Client, body: object, **extra: Any) -> TestResponse:
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return client.post(URL, data=data, content_type="application/json", **extra)
 
@@ -86,7 +90,7 @@ def test_each_field_may_be_255_characters(client: Client) -> None:
     ids=repr,
 )
 def test_each_field_must_be_a_string_of_1_to_255_printable_characters(
-    client: Client, field: str, value
+    client: Client, field: str, value: object
 ) -> None:
     response = post(client, {**REGISTRATION, field: value})
     error = assert_error(response, 400, "invalid_request")
@@ -136,7 +140,7 @@ def test_the_per_ip_registration_limit_is_asked_first_with_the_client_ip(
         if len(asked) > 1:
             raise RegistrationLimited(retry_after=3600)
 
-    monkeypatch.setattr(views.guard, "admit_registration", admit)
+    monkeypatch.setattr(guard, "admit_registration", admit)
     assert post(client, REGISTRATION).status_code == 201
     response = post(client, REGISTRATION)
     assert_error(response, 429, "registration_rate_limit_exceeded")

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import User
@@ -66,7 +66,7 @@ WORKFLOW = {
 
 @pytest.mark.parametrize(("before", "action"), list(WORKFLOW))
 def test_the_workflow_allows_only_its_transitions(
-    make_device: Callable[..., Registered], before, action
+    make_device: Callable[..., Registered], before: str, action: str
 ) -> None:
     device = make_device(before).device
     events_before = AuditEvent.objects.filter(device=device).count()
@@ -111,7 +111,7 @@ def test_the_new_device_signal_is_sent_once_on_commit(
 ) -> None:
     received = []
 
-    def receiver(sender, device, **kwargs: Any) -> None:
+    def receiver(sender: object, device: Device, **kwargs: Any) -> None:
         received.append(device.pk)
 
     device_registered.connect(receiver)
@@ -131,7 +131,7 @@ def test_the_new_device_signal_is_sent_once_on_commit(
 def test_a_failing_new_device_receiver_does_not_fail_the_registration(
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    def broken(sender, device, **kwargs: Any):
+    def broken(sender: object, device: Device, **kwargs: Any) -> NoReturn:
         raise ConnectionError("slack is down")
 
     device_registered.connect(broken)
@@ -217,7 +217,7 @@ def test_a_suspension_lasts_the_given_hours_fractions_included(
 
 @pytest.mark.parametrize("hours", [0, -1, "abc", float("nan"), float("inf"), 10**9, True])
 def test_a_suspension_needs_a_positive_sensible_number_of_hours(
-    make_device: Callable[..., Registered], hours
+    make_device: Callable[..., Registered], hours: Any
 ) -> None:
     device = make_device("approved").device
     with pytest.raises(InvalidRequest):
@@ -302,11 +302,11 @@ def test_activity_never_moves_last_seen_backwards(make_device: Callable[..., Reg
     assert device.ip == "198.51.100.1"
 
 
-def clock_now():
+def clock_now() -> datetime:
     return clock.utcnow()
 
 
-async def _revoke(device) -> None:
+async def _revoke(device: Device) -> None:
     await in_thread(services.device_revoke)(device=device, actor="test", ip=None)
 
 

@@ -17,7 +17,6 @@ from devices.models import AuditEvent, Device
 from gateway.core import store
 from tests.conftest import TestClock
 from tests.devices.support import Registered
-from tests.fakes.provider import FakeProvider
 from tests.fakes.slack import FakeSlack
 from usage.days import budget_day, next_day_start
 
@@ -47,7 +46,7 @@ async def note_all(device_id: str, addresses: list[str]) -> None:
 
 
 async def state(device_id: str) -> tuple[str, list[tuple[str, str]]]:
-    def read():
+    def read() -> tuple[str, list[tuple[str, str]]]:
         device = Device.objects.get(pk=device_id)
         events = AuditEvent.objects.filter(device=device, action="suspend")
         return device.status, list(events.values_list("actor", "changes__suspension_reason__after"))
@@ -55,7 +54,7 @@ async def state(device_id: str) -> tuple[str, list[tuple[str, str]]]:
     return await sync_to_async(read)()
 
 
-def suspicious_alerts(fake: FakeProvider) -> list[str]:
+def suspicious_alerts(fake: FakeSlack) -> list[str]:
     alerts.drain()
     return [text for text in fake.texts() if "Suspicious device" in text]
 
@@ -145,7 +144,7 @@ async def test_a_failed_suspension_is_retried_on_the_next_new_address(
     real = suspicious._suspend_approved_device
     calls = []
 
-    def database_down_once(*args: Any):
+    def database_down_once(*args: Any) -> Any:
         calls.append(args)
         if len(calls) == 1:
             from django.db import OperationalError
