@@ -180,7 +180,7 @@ def test_pause_and_resume_commands_change_the_state_and_leave_audit_records() ->
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("args", [[], ["--reason", "   "], ["--reason", "x" * 501]])
-def test_pause_service_refuses_a_missing_or_bad_reason(args) -> None:
+def test_pause_service_refuses_a_missing_or_bad_reason(args: list[str]) -> None:
     with pytest.raises(CommandError):
         call_command("pause_service", *args, stdout=io.StringIO())
     assert not PauseState.objects.exists()

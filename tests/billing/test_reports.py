@@ -168,7 +168,7 @@ def test_csv_and_table_carry_the_same_totals() -> None:
         ["--format", "xml"],
     ],
 )
-def test_bad_input_is_a_one_line_command_error(args) -> None:
+def test_bad_input_is_a_one_line_command_error(args: list[str]) -> None:
     with pytest.raises(CommandError) as error:
         _report(*args)
     assert "\n" not in str(error.value)

@@ -105,7 +105,7 @@ def test_a_dry_run_counts_and_deletes_nothing(today: date) -> None:
 
 
 @pytest.mark.parametrize("args", [["--days", "0"], ["--batch-size", "0"], ["--days", "-3"]])
-def test_bad_input_is_a_one_line_command_error(today: date, args) -> None:
+def test_bad_input_is_a_one_line_command_error(today: date, args: list[str]) -> None:
     with pytest.raises(CommandError) as error:
         retention(*args)
     assert "\n" not in str(error.value)

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from playwright.sync_api import Page
 
 from gateway.core import clock
 from gateway.proxy.routes import seed_routes
@@ -74,7 +76,7 @@ def fill_ledger() -> None:
                 )
 
 
-def log_in(page, base_url: str, device) -> None:
+def log_in(page: Page, base_url: str, device: TOTPDevice) -> None:
     page.goto(f"{base_url}/dashboard/")
     assert "/admin/login/" in page.url
     page.fill("#id_username", "ops")

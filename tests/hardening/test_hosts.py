@@ -63,9 +63,9 @@ def evil_hosts(gateway: Gateway) -> list[str]:
 def test_a_host_outside_allowed_hosts_gets_400_on_every_path(
     gateway: Gateway,
     free_token: str,
-    method,
+    method: str,
     path: str,
-    needs_token,
+    needs_token: bool,
 ) -> None:
     token = free_token if needs_token else None
     for host in evil_hosts(gateway):

@@ -13,16 +13,19 @@ from collections.abc import Callable
 
 from devices.tokens import token_hash
 from tests.devices.support import Registered
-from tests.fakes.provider import FakeProvider
+from tests.fakes.provider import FakeProvider, RecordedRequest
 from tests.proxy.conftest import Gateway
 
 CHOSEN = "victim@example.com"
 
 
-def end_user_of(request) -> str:  # type: ignore[no-untyped-def]
-    if request.provider == "anthropic":
-        return request.body["metadata"]["user_id"]
-    return request.body["user"]
+def end_user_of(request: RecordedRequest) -> str:
+    end_user: str = (
+        request.body["metadata"]["user_id"]
+        if request.provider == "anthropic"
+        else request.body["user"]
+    )
+    return end_user
 
 
 def test_the_provider_gets_an_opaque_id_per_device_never_the_clients_user(

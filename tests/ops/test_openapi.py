@@ -222,7 +222,7 @@ def test_admin_api_responses_and_errors_match_the_description(
     ],
 )
 def test_a_response_that_strays_from_the_description_is_caught(
-    described: Described, headers, error_type: str
+    described: Described, headers: dict[str, str], error_type: str
 ) -> None:
     request = httpx.Request("POST", f"{described.gateway.url}/v1/chat/completions", json={})
     stray = httpx.Response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from pytest_django import Settings
 
 from tests.devices.support import Registered
@@ -19,7 +20,7 @@ ROUTES = [
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_non_streamed_chat_completes_on_each_provider(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
 ) -> None:
     client = gateway.sdk(paid_token)
     raw = client.chat.completions.with_raw_response.create(
@@ -33,6 +34,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
     completion = raw.parse()
     assert completion.model == model
     assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 "
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 4
     assert completion.usage.prompt_tokens > 0
     assert raw.headers["x-request-cost-usd"].count(".") == 1
@@ -55,7 +57,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
 ) -> None:
     client = gateway.sdk(paid_token)
     stream = client.chat.completions.create(
@@ -69,6 +71,7 @@ def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
     assert text == "tok0 tok1 tok2 tok3 tok4 "
     assert all(c.model == model for c in chunks)
     usage_chunk = chunks[-1]
+    assert usage_chunk.usage is not None and usage_chunk.usage.model_extra is not None
     assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens == 5
     assert usage_chunk.usage.model_extra["cost_usd"] > 0
     (sent,) = provider.requests_for(provider_name)
@@ -104,7 +107,7 @@ def test_models_are_listed_per_tier(gateway: Gateway, free_token: str, paid_toke
 def test_the_sdk_raises_the_right_exception_for_each_refusal(
     gateway: Gateway, free_token: str, pending_device: Registered, settings: Settings
 ) -> None:
-    hello = [{"role": "user", "content": "hi"}]
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):
         gateway.sdk("hzt_not-a-real-token-000000000000000000000000").chat.completions.create(
             model="llama3-8b-instruct", messages=hello

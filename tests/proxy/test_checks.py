@@ -4,7 +4,7 @@ code (never a 500), in SPEC's order, and a refused request consumes nothing."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -67,7 +67,7 @@ def test_a_body_over_max_request_bytes_is_413_before_authentication_declared_or_
     assert_refused(post(checks, TOO_LARGE), 413, "request_too_large")
     assert_refused(post(checks, TOO_LARGE, token=free_token), 413, "request_too_large")
 
-    def chunked():  # no Content-Length: the cap is enforced while reading
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is enforced while reading
         yield TOO_LARGE[:30_000]
         yield TOO_LARGE[30_000:]
 
@@ -121,6 +121,7 @@ def test_pending_rejected_and_suspended_devices_get_their_own_403(
     )
     suspended.device.refresh_from_db()
     assert error["reason"] == "too many IPs"
+    assert suspended.device.suspended_until is not None
     assert error["suspendedUntil"] == suspended.device.suspended_until.strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
@@ -179,7 +180,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
 def test_each_malformed_body_is_a_400_invalid_request(
-    checks: Gateway, free_token: str, body
+    checks: Gateway, free_token: str, body: bytes
 ) -> None:
     response = post(checks, body, token=free_token, headers={"Content-Type": "application/json"})
     assert_refused(response, 400, "invalid_request")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -38,7 +40,7 @@ def cors(response: httpx.Response) -> dict[str, str]:
 @pytest.mark.parametrize("path", LEAN)
 @pytest.mark.parametrize("origin", [APP, "tauri://localhost"])
 def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(
-    gateway: Gateway, path: str, origin
+    gateway: Gateway, path: str, origin: str
 ) -> None:
     response = preflight(f"{gateway.url}{path}", origin)
     assert response.status_code == 200
@@ -94,7 +96,7 @@ def test_a_foreign_origin_gets_no_cors_headers(
     foreign = "https://evil.example"
     assert "access-control-allow-origin" not in preflight(f"{gateway.url}{path}", foreign).headers
     method = httpx.post if path.endswith("completions") else httpx.get
-    kwargs = {"json": chat_body()} if method is httpx.post else {}
+    kwargs: dict[str, Any] = {"json": chat_body()} if method is httpx.post else {}
     response = method(
         f"{gateway.url}{path}",
         headers={**bearer(free_token), "Origin": foreign},

@@ -14,9 +14,10 @@ from pytest_django import Settings
 from devices import services
 from gateway.asgi import application
 from gateway.core import lifecycle, store
-from gateway.core.redis_pipe import PipelinedRedis
+from gateway.core.redis_pipe import Arg, PipelinedRedis
 from gateway.proxy import endpoints as proxy
 from gateway.proxy import upstream
+from gateway.proxy.providers.base import Completion
 from gateway.proxy.routes import seed_routes
 from tests.devices.support import Registered
 from tests.fakes.provider import FakeProvider
@@ -33,22 +34,25 @@ Poster = Callable[..., Awaitable[httpx.Response]]
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Redis commands and SQL statements, and how many had run when the provider was called."""
-    seen = {"redis": [], "sql": [], "at_upstream": []}
+    seen: dict[str, list[Any]] = {"redis": [], "sql": [], "at_upstream": []}
     execute = PipelinedRedis.execute
 
-    async def counting_execute(self, *args: Any):
+    async def counting_execute(self: PipelinedRedis, *args: Arg) -> Any:
         seen["redis"].append(str(args[0]))
         return await execute(self, *args)
 
-    original_sql = CursorWrapper._execute_with_wrappers
+    # A private method of Django's, absent from django-stubs.
+    original_sql = CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
 
-    def counting_sql(self, sql, params, many, executor):
+    def counting_sql(
+        self: CursorWrapper, sql: str, params: Any, many: bool, executor: Callable[..., Any]
+    ) -> Any:
         seen["sql"].append(sql)
         return original_sql(self, sql, params, many, executor)
 
-    forward = proxy.complete_with_key_retry
+    forward = upstream.complete_with_key_retry
 
-    async def marking_forward(*args: Any, **kwargs: Any):
+    async def marking_forward(*args: Any, **kwargs: Any) -> Completion:
         seen["at_upstream"].append((len(seen["redis"]), len(seen["sql"])))
         return await forward(*args, **kwargs)
 
@@ -114,17 +118,17 @@ async def test_a_warm_request_makes_one_redis_round_trip_and_no_query_before_the
     assert sql_at == before[1], counted["sql"][before[1] : sql_at]
 
 
-def _revoke(registered, settings: Settings) -> None:
+def _revoke(registered: Registered, settings: Settings) -> None:
     services.device_revoke(device=registered.device, actor="test", ip=None)
 
 
-def _suspend(registered, settings: Settings) -> None:
+def _suspend(registered: Registered, settings: Settings) -> None:
     services.device_suspend(
         device=registered.device, actor="test", ip=None, hours=1, reason="testing"
     )
 
 
-def _block_network(registered, settings: Settings) -> None:
+def _block_network(registered: Registered, settings: Settings) -> None:
     BlockedNetwork.objects.create(cidr="203.0.113.0/24", reason="testing")
 
 
@@ -140,7 +144,7 @@ async def test_a_change_after_the_caches_filled_is_honoured_on_the_very_next_req
     warm: tuple[Registered, Poster],
     provider: FakeProvider,
     settings: Settings,
-    change,
+    change: Callable[[Registered, Settings], None],
     status: int,
     code: str,
 ) -> None:
@@ -166,5 +170,5 @@ async def test_an_address_blocked_after_the_caches_filled_is_refused_even_with_a
     assert len(provider.requests) == upstream_calls
 
 
-async def _is_blocked():
+async def _is_blocked() -> bool:
     return any(block.ip == CLIENT_IP for block in await sync_to_async(guard.list_ip_blocks)())

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from tests.devices.support import Registered
@@ -18,12 +19,16 @@ from usage.windows import BURST_SECONDS, DAY
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def owned_by(name: str) -> Callable[[Callable[..., object]], list[object]]:
+# Makes (with the make_device fixture) the devices a test sends from.
+DevicesFor = Callable[[Callable[..., Registered]], list[Registered]]
+
+
+def owned_by(name: str) -> DevicesFor:
     return lambda make_device: [make_device("approved", owner=name) for _ in range(2)]
 
 
 # layer -> (the environment that makes it tiny, its code, its window, the devices to use)
-LAYERS = {
+LAYERS: dict[str, tuple[dict[str, str], str, str, DevicesFor]] = {
     "device": (
         {"RATE_LIMIT_FREE_DEVICE_PER_DAY": "2"},
         "device_rate_limit_exceeded",
@@ -59,7 +64,7 @@ LAYERS = {
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
-    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered], layer
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered], layer: str
 ) -> None:
     env, code, window, devices_for = LAYERS[layer]
     gateway = start_gateway(**env)
@@ -123,7 +128,7 @@ def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusal
         max_tokens=1000, messages=[{"role": "user", "content": "hi [[fault:slow:seconds=1]]"}]
     )
 
-    def call(device):
+    def call(device: Registered) -> httpx.Response:
         return post(gateway, slow, token=device.token)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:

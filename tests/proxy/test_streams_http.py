@@ -29,7 +29,7 @@ def dialect(model: str) -> str:
 @pytest.mark.parametrize("model", ROUTES)
 @pytest.mark.parametrize("fault", MID_STREAM)
 def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_what_was_sent(
-    gateway: Gateway, paid_token: str, fault, model: str
+    gateway: Gateway, paid_token: str, fault: str, model: str
 ) -> None:
     content = f"Count [[tokens:20]] [[fault:{fault}:after=3]]"
     response = post(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
 
-WEATHER = {
+WEATHER: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -21,21 +27,24 @@ WEATHER = {
         },
     },
 }
-ASK = [{"role": "user", "content": "Weather in Paris? [[tool:get_weather]]"}]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Weather in Paris? [[tool:get_weather]]"}
+]
 TOOL_ROUTES = [("openai-gpt-4o", "openai"), ("anthropic-claude-4-sonnet", "anthropic")]
 
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_tool_call_comes_back_in_openai_shape(
-    gateway: Gateway, paid_token: str, model: str, provider_name
+    gateway: Gateway, paid_token: str, model: str, provider_name: str
 ) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER]
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
-    assert call.id and call.type == "function"
+    assert call.id and isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "tok", "days": 1}
     assert ledger(1)[0].status == "ok"
@@ -43,12 +52,14 @@ def test_a_tool_call_comes_back_in_openai_shape(
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
-    gateway: Gateway, paid_token: str, model: str, provider_name
+    gateway: Gateway, paid_token: str, model: str, provider_name: str
 ) -> None:
     stream = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER], stream=True
     )
-    ids, names, arguments, finish = set(), set(), "", None
+    ids: set[str] = set()
+    names: set[str] = set()
+    arguments, finish = "", None
     for chunk in stream:
         for choice in chunk.choices:
             finish = choice.finish_reason or finish
@@ -66,7 +77,8 @@ def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
     assert record.status == "ok" and record.tokens_out > 0
 
 
-def round_trip(call_id: str) -> list[dict]:
+def round_trip(call_id: str) -> list[Any]:
+    """The messages of a tool round trip, for the SDK or (changed) for a raw request."""
     return [
         *ASK,
         {
@@ -93,7 +105,8 @@ def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    assert completion.choices[0].message.content.startswith("tok0 ")
+    content = completion.choices[0].message.content
+    assert content is not None and content.startswith("tok0 ")
     (sent,) = provider.requests_for("anthropic")
     user, assistant, result = sent.body["messages"]
     assert user["role"] == "user"
@@ -175,7 +188,7 @@ UNKNOWN = {
     [("llama3-8b-instruct", "digitalocean"), *TOOL_ROUTES],
 )
 def test_only_known_parameters_are_forwarded(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
 ) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model=model,

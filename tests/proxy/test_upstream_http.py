@@ -50,7 +50,9 @@ def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
     )
 
 
-def fail_on_every_route(gateway: Gateway, token: str, fault: str, stream: bool) -> dict:
+def fail_on_every_route(
+    gateway: Gateway, token: str, fault: str, stream: bool
+) -> dict[str, httpx.Response]:
     """The fault on each route; the responses by request id, each checked for leaks."""
     content = f"Hello [[fault:{fault}]]"
     responses = {}
@@ -73,7 +75,7 @@ def fail_on_every_route(gateway: Gateway, token: str, fault: str, stream: bool) 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-before-output"])
 @pytest.mark.parametrize("fault", REFUSALS)
 def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream: bool
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str, stream: bool
 ) -> None:
     status, code, ledger_status = REFUSALS[fault]
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
@@ -100,7 +102,7 @@ def assert_charged_the_worst_case(provider: FakeProvider, record: UsageRecord) -
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault", UNREADABLE)
 def test_an_answer_the_gateway_cannot_read_is_an_upstream_error_charged_its_worst_case(
-    gateway: Gateway, provider: FakeProvider, paid_token: str, fault, stream: bool
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str, stream: bool
 ) -> None:
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for record in ledger(len(ROUTES)):
