@@ -10,6 +10,8 @@ reservations overlap for certain, whatever the machine's speed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.acceptance.support import (
     Call,
     InFlight,
@@ -48,7 +50,7 @@ def big(token: str, text: str = HELD) -> Call:
 
 def held_round(
     gateway: Gateway, provider: FakeProvider, calls: list[Call]
-) -> tuple[dict, list[Outcome]]:
+) -> tuple[dict[str, Any], list[Outcome]]:
     """Send ``calls`` at once; while the admitted ones wait upstream, read budget_status."""
     provider.hold()
     flight = InFlight(gateway, spread(calls))
@@ -62,7 +64,7 @@ def held_round(
     return during, flight.result()
 
 
-def settled(count: int) -> dict:
+def settled(count: int) -> dict[str, Any]:
     """budget_status once ``count`` records are in the ledger and nothing is reserved."""
     records = ledger(count)
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=15, what="reservations settled")

@@ -187,6 +187,7 @@ def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_bud
     )
     until = next_day_start(clock.now())
     state = PauseState.objects.get()
+    assert state.until is not None
     assert state.until.timestamp() == until and state.paused_by == "gateway"
     auto_pauses = BudgetAuditEvent.objects.filter(action=BudgetAuditEvent.Action.AUTO_PAUSE)
     assert auto_pauses.count() == 1

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def at_least_billed(record: UsageRecord, bill: Bill) -> None:
     assert record.tokens_out >= bill.output_tokens, (record.tokens_out, bill)
 
 
-def stream_body(content: str, **fields: object) -> dict:
+def stream_body(content: str, **fields: object) -> dict[str, Any]:
     return chat_body(stream=True, messages=[{"role": "user", "content": content}], **fields)
 
 
@@ -143,7 +144,9 @@ def test_a_pipelined_stream_reset_before_it_started_is_recorded_and_billed(
 # --- 3. Every forwarded byte is in the worst case ------------------------------------
 
 
-def held_reservation(gateway: Gateway, provider: FakeProvider, body: dict, token: str):
+def held_reservation(
+    gateway: Gateway, provider: FakeProvider, body: dict[str, Any], token: str
+) -> tuple[Decimal, UsageRecord]:
     """Send ``body`` held at the provider; (what was reserved meanwhile, the record)."""
     provider.hold()
     answer: list[httpx.Response] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -41,14 +42,15 @@ def _from(ip: str) -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
 
-def _stats(gateway: Gateway, token: str, ip: str) -> dict:
+def _stats(gateway: Gateway, token: str, ip: str) -> dict[str, Any]:
     response = httpx.get(
         f"{gateway.url}/v1/usage/stats",
         headers={"Authorization": f"Bearer {token}", **_from(ip)},
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    return response.json()["limits"]
+    limits: dict[str, Any] = response.json()["limits"]
+    return limits
 
 
 def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_untouched(

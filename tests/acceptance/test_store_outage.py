@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -36,7 +37,7 @@ def spending(token: str) -> Call:
     return chat(token, "Spend a little [[tokens:40]]")
 
 
-def settled_spend(count: int) -> dict:
+def settled_spend(count: int) -> dict[str, Any]:
     records = ledger(count)
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=15, what="reservations settled")
     status = budget_status()

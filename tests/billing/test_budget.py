@@ -174,7 +174,8 @@ def test_pause_and_resume_commands_change_the_state_and_leave_audit_records() ->
     assert not pause_state_get().is_paused
     actions = list(BudgetAuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions == ["pause", "resume"]
-    assert BudgetAuditEvent.objects.first().actor.startswith("manage.py")
+    last = BudgetAuditEvent.objects.first()
+    assert last is not None and last.actor.startswith("manage.py")
     assert json.loads(_run("budget_status", "--format", "json"))["pauseReason"] is None
 
 
@@ -201,7 +202,8 @@ def test_mirroring_copies_the_database_pause_into_the_store() -> None:
         id=PauseState.SINGLETON_ID, defaults={"is_paused": True, "reason": "set elsewhere"}
     )
     budget.mirror_pause_state()
-    assert limits.budget_state_sync().pause.reason == "set elsewhere"
+    pause = limits.budget_state_sync().pause
+    assert pause is not None and pause.reason == "set elsewhere"
     PauseState.objects.filter(id=PauseState.SINGLETON_ID).update(is_paused=False)
     budget.mirror_pause_state()
     assert not limits.budget_state_sync().is_paused

@@ -5,6 +5,7 @@ import math
 import random
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,10 @@ def test_cost_is_the_exact_sum_rounded_up_once_for_any_price() -> None:
     for _ in range(3000):
         # Any number of decimal places, and the forms a price may come in.
         prices = [Decimal(rng.randrange(10**9)).scaleb(-rng.randrange(13)) for _ in range(2)]
-        forms = [rng.choice([price, str(price), f"{price:E}"]) for price in prices]
+        forms: list[Decimal | int | str] = []
+        for price in prices:
+            options: list[Decimal | int | str] = [price, str(price), f"{price:E}"]
+            forms.append(rng.choice(options))
         if prices[1] == int(prices[1]):
             forms[1] = int(prices[1])
         tokens_in, tokens_out = rng.randrange(10**7), rng.randrange(10**6)
@@ -150,7 +154,7 @@ def test_usd_and_micro_dollars_convert_both_ways_exactly() -> None:
         micro = rng.randrange(10**14)
         assert usd_to_micro(micro_to_usd(micro)) == micro
     with pytest.raises(TypeError):
-        usd_to_micro(0.1)  # type: ignore[arg-type]
+        usd_to_micro(0.1)
 
 
 def test_usd_numbers_print_exactly_to_six_places() -> None:
@@ -165,7 +169,7 @@ def _random_text(rng: random.Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300)))
 
 
-def _random_message(rng: random.Random) -> tuple[dict, int]:
+def _random_message(rng: random.Random) -> tuple[dict[str, Any], int]:
     """A message and the UTF-8 bytes of the text in it."""
     role = rng.choice(["system", "user", "assistant", "tool"])
     reply = {"tool_call_id": "call_1"} if role == "tool" else {}
@@ -198,7 +202,9 @@ def _random_message(rng: random.Random) -> tuple[dict, int]:
     )
 
 
-def input_bound(messages: list[dict], name: str, tools: list | None = None) -> int:
+def input_bound(
+    messages: list[dict[str, Any]], name: str, tools: list[dict[str, Any]] | None = None
+) -> int:
     """The input bound of the body the gateway sends upstream on route ``name``."""
     body = {"model": name, "messages": messages, **({"tools": tools} if tools else {})}
     request = parse_chat_request(json.dumps(body).encode())
@@ -252,8 +258,8 @@ def test_the_input_bound_grows_with_every_message(name: str) -> None:
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 def test_the_input_bound_counts_tool_definitions_and_names(name: str) -> None:
-    messages = [{"role": "user", "content": "weather?"}]
-    tools = [
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "weather?"}]
+    tools: list[dict[str, Any]] = [
         {
             "type": "function",
             "function": {

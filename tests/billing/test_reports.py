@@ -6,6 +6,7 @@ import json
 import random
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -30,8 +31,9 @@ def _report(*args: str) -> str:
     return out.getvalue()
 
 
-def _json_report(*args: str) -> dict:
-    return json.loads(_report(*args, "--format", "json"))
+def _json_report(*args: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(_report(*args, "--format", "json"))
+    return report
 
 
 def _random_ledger(rng: random.Random, days: list[date], count: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -39,7 +40,7 @@ def retention(*args: str) -> str:
     return out.getvalue()
 
 
-def reports() -> list[dict]:
+def reports() -> list[dict[str, Any]]:
     return [
         _json_report("--month", "2026-10"),
         _json_report("--month", "2026-11"),

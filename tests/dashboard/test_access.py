@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -13,10 +15,14 @@ from devices.models import AuditEvent
 from tests.dashboard.support import register_device
 from tests.support.staff import make_staff, verified_client
 
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
 pytestmark = pytest.mark.django_db
 
 
-def dashboard_requests(device_id: str) -> list[tuple[str, str, dict]]:
+def dashboard_requests(device_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         ("get", "/dashboard/", {}),
         ("post", f"/dashboard/devices/{device_id}/approve", {"tier": "paid"}),
@@ -26,7 +32,7 @@ def dashboard_requests(device_id: str) -> list[tuple[str, str, dict]]:
     ]
 
 
-def api_requests(device_id: str) -> list[tuple[str, str, dict]]:
+def api_requests(device_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         ("get", "/api/admin/devices?status=pending_approval", {}),
         ("get", "/api/admin/devices", {}),
@@ -37,7 +43,7 @@ def api_requests(device_id: str) -> list[tuple[str, str, dict]]:
     ]
 
 
-def callers(token: str) -> dict[str, tuple[Client, dict]]:
+def callers(token: str) -> dict[str, tuple[Client, dict[str, Any]]]:
     """Each kind of caller that must be refused, with the headers it sends."""
     visitor = make_staff("visitor", is_staff=False, enrol=False)[0]
     unverified = make_staff("half-staff")[0]
@@ -53,7 +59,9 @@ def callers(token: str) -> dict[str, tuple[Client, dict]]:
     }
 
 
-def send(client: Client, method: str, url: str, data: dict, headers: dict):
+def send(
+    client: Client, method: str, url: str, data: dict[str, Any], headers: dict[str, Any]
+) -> TestResponse:
     if method == "get":
         return client.get(url, **headers)
     if url.startswith("/api/"):

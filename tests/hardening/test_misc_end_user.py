@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from devices.tokens import token_hash
 from tests.devices.support import Registered
@@ -33,7 +34,7 @@ def test_the_provider_gets_an_opaque_id_per_device_never_the_clients_user(
 ) -> None:
     alice = make_device("approved", tier="paid", name="alice")
     bob = make_device("approved", tier="paid", name="bob")
-    calls = [
+    calls: list[tuple[Registered, str, dict[str, Any]]] = [
         (alice, "openai-gpt-4o", {"user": CHOSEN}),
         (alice, "llama3-8b-instruct", {}),
         (alice, "anthropic-claude-4-sonnet", {"user": CHOSEN}),

@@ -64,7 +64,7 @@ def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(
     assert access["path"] == DECODED
 
 
-def test_an_exception_message_cannot_forge_a_line_inside_a_traceback():
+def test_an_exception_message_cannot_forge_a_line_inside_a_traceback() -> None:
     try:
         raise ValueError("bad header value\r\n2026-01-01 00:00:00,000 INFO gateway.access forged")
     except ValueError:

@@ -361,6 +361,7 @@ def test_no_admin_page_shows_a_totp_seed_or_its_qr_code(
 ) -> None:
     root = staff_session("root", superuser=True)
     _, device = make_staff("ops", for_servers=True)
+    assert device is not None
     device = TOTPDevice.objects.get(pk=device.pk)
     secrets = [
         device.key.lower(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -15,9 +16,9 @@ from tests.support.processes import wait_for
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
 
 
-def access_lines(text: str) -> dict[str, dict]:
+def access_lines(text: str) -> dict[str, dict[str, Any]]:
     """The access line of each request id (asserting there is exactly one each)."""
-    lines: dict[str, dict] = {}
+    lines: dict[str, dict[str, Any]] = {}
     for raw in text.splitlines():
         entry = json.loads(raw)  # every line is one JSON object
         if entry["logger"] == "gateway.access":

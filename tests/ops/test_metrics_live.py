@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def value(metrics: dict, name: str, **labels: str) -> float:
+def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
     return metrics.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -142,7 +143,9 @@ def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(
 
 
 @pytest.mark.parametrize("metered", [1], indirect=True)
-def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered: int) -> None:
+def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(
+    metered: Gateway,
+) -> None:
     url = metered.url
     assert scrape(url).status_code == 200
     outside = scrape(url, source="127.0.0.1")

@@ -9,12 +9,13 @@ openapi-core: status, content type, body schema and the declared headers
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 import pytest
+from django.http import HttpResponse
 from django.test import Client
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
@@ -27,6 +28,10 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 from tests.devices.support import Registered
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
 
@@ -60,7 +65,8 @@ class HttpxRequest:
 
     @property
     def content_type(self) -> str:
-        return self.request.headers.get("content-type", "")
+        content_type: str = self.request.headers.get("content-type", "")
+        return content_type
 
 
 class HttpxResponse:
@@ -93,7 +99,7 @@ def described(
     return Described(gateway, OpenAPI.from_dict(document, config=config), document)
 
 
-def stream_chunks(document: dict[str, Any], response: httpx.Response) -> list[dict]:
+def stream_chunks(document: dict[str, Any], response: httpx.Response) -> list[dict[str, Any]]:
     """Each ``data:`` event of a stream, validated as a ChatCompletionChunk."""
     components = document["components"]
     schema = {"$ref": "#/components/schemas/ChatCompletionChunk", "components": components}
@@ -184,12 +190,15 @@ def test_live_client_responses_and_errors_match_the_description(
     check(httpx.get(f"{url}/v1/usage/stats"), 401)
 
 
-def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body: Any):
+def admin(
+    openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body: Any
+) -> TestResponse:
     if method == "get":
         response = client.get(path, body)
     else:
         response = client.post(path, body, content_type="application/json")
     assert response.status_code == status, response.content
+    assert isinstance(response, HttpResponse)
     request = DjangoOpenAPIRequest(response.wsgi_request)
     openapi.validate_response(request, DjangoOpenAPIResponse(response))
     return response

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -21,6 +21,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from pytest_django import Settings
 
 from gateway.staff.totp import totp_device_enroll
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 STAFF_PASSWORD = "correct horse battery staple 42"
 # What an operator ("ops") holds: every ability of gateway.core.permissions.
@@ -107,7 +111,7 @@ def plain_user(db: None) -> User:
 
 def admin_login(
     client: Client, username: str, password: str, code: str | None = None, **extra: Any
-):
+) -> TestResponse:
     """Post the admin login form as a browser would; returns the response."""
     data = {"username": username, "password": password, "next": "/admin/"}
     if code is not None:

@@ -22,6 +22,7 @@ from tests.conftest import gateway_environment
 from tests.support.processes import ROOT, PrivateRedis
 from tests.usage.conftest import FrozenClock, redis_settings, reservation
 from usage import guard, limits
+from usage.backends.base import Backend
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
 from usage.models import UsageRecord
@@ -112,7 +113,7 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
-async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend: str) -> None:
+async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend: Backend) -> None:
     assert (await limits.admit(request())).admitted
     sync_redis().script_flush()
     assert (await limits.admit(request())).admitted
