@@ -18,7 +18,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +41,9 @@ def configure(redis_url: str) -> None:
     django.setup()
 
 
-async def rate(label: str, total: int, concurrency: int, operation) -> float:  # type: ignore[no-untyped-def]
+async def rate(
+    label: str, total: int, concurrency: int, operation: Callable[[int], Awaitable[object]]
+) -> float:
     counter = iter(range(total))
 
     async def worker() -> None:
@@ -64,7 +68,7 @@ async def mark_live() -> None:
     await backend.load(empty, "bench", "bench")
 
 
-def device_memory(redis, device_id: str) -> int:  # type: ignore[no-untyped-def]
+def device_memory(redis: Any, device_id: str) -> int:
     from gateway.core import clock
     from usage.backends.base import device_budget_key, layer_keys
     from usage.days import budget_day

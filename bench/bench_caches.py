@@ -30,6 +30,7 @@ import threading
 import timeit
 from collections import OrderedDict
 from datetime import date
+from typing import Any
 
 try:
     import cachetools
@@ -142,7 +143,7 @@ def build(rounds: int) -> dict[str, dict[str, float]]:
     }
 
 
-def reset_inserted(ordered: OrderedDict, lru, ttl, keys) -> None:  # type: ignore[no-untyped-def]
+def reset_inserted(ordered: OrderedDict[Any, Any], lru: Any, ttl: Any, keys: Any) -> None:
     ordered.clear()
     ordered.update(OrderedDict.fromkeys(keys))
     lru.clear()

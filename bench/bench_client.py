@@ -87,7 +87,12 @@ def build_request(url: str, body: bytes, authorization: str) -> bytes:
 
 
 async def _worker(
-    host: str, port: int, request: bytes, deadline: float, stream: bool, results: dict[str, list]
+    host: str,
+    port: int,
+    request: bytes,
+    deadline: float,
+    stream: bool,
+    results: dict[str, list[float]],
 ) -> None:
     loop = asyncio.get_running_loop()
     connection: _Connection | None = None
@@ -126,7 +131,7 @@ async def run(
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = build_request(url, body, authorization)
-    results: dict[str, list] = {"latency": [], "ttfb": [], "errors": []}
+    results: dict[str, list[float]] = {"latency": [], "ttfb": [], "errors": []}
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(

@@ -127,7 +127,7 @@ class Variant:
         import usage.backends.redis as redis_backend
 
         if self.client is not None:
-            redis_backend.async_redis = lambda: self.client  # type: ignore[assignment]
+            redis_backend.async_redis = lambda: self.client  # type: ignore[attr-defined]
 
 
 async def make_live(variant: Variant) -> None:

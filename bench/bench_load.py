@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from bench.bench_processes import ROOT, pinned
 
@@ -34,7 +35,7 @@ def ensure_wrk() -> str | None:
     if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return found
     print("bench: installing wrk (apt-get install -y wrk)", flush=True)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
         subprocess.run(["apt-get", "update"], check=False, **quiet)
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)

@@ -129,13 +129,13 @@ def install() -> None:
     for cls in (psycopg.Cursor, psycopg.ServerCursor):
         cls.execute = _wrap_sync(cls.execute, "db", _sql_summary)
         cls.executemany = _wrap_sync(cls.executemany, "db", _sql_summary)
-    for cls in (psycopg.AsyncCursor, psycopg.AsyncServerCursor):
-        cls.execute = _wrap_async(cls.execute, "db", _sql_summary)
-        cls.executemany = _wrap_async(cls.executemany, "db", _sql_summary)
-    for cls in (psycopg.Cursor, psycopg.AsyncCursor):
+    for async_cls in (psycopg.AsyncCursor, psycopg.AsyncServerCursor):
+        async_cls.execute = _wrap_async(async_cls.execute, "db", _sql_summary)
+        async_cls.executemany = _wrap_async(async_cls.executemany, "db", _sql_summary)
+    for any_cls in (psycopg.Cursor, psycopg.AsyncCursor):
         # copy() and stream() are generators (or context managers): record at the call.
-        cls.copy = _wrap_sync(cls.copy, "db", _sql_summary)
-        cls.stream = _wrap_sync(cls.stream, "db", _sql_summary)
+        any_cls.copy = _wrap_sync(any_cls.copy, "db", _sql_summary)
+        any_cls.stream = _wrap_sync(any_cls.stream, "db", _sql_summary)
     base = psycopg._connection_base.BaseConnection
     base._exec_command = _wrap_generator(base._exec_command, "db", _sql_summary)
 

@@ -181,7 +181,7 @@ def counts_table(label: str, count: PhaseCount) -> str:
     ]
     seen = count.monitor.get("commands")
     if seen is not None:
-        scripts = count.monitor.get("in_scripts") or {}
+        scripts: Counter[str] | dict[str, int] = count.monitor.get("in_scripts") or {}
         lines += [
             "",
             f"Cross-check, Redis MONITOR on the benchmark db over the same requests: "

@@ -171,12 +171,13 @@ class Bench:
         """One measurement, and how much of the target's core went to other
         work meanwhile (CPU time of that core minus our own processes' on it)."""
         assert target.process is not None
+        target_process = target.process
         pinned = pinning_available()
         is_fake = target.result.key == "fake"
         core = (LOAD_CORE if is_fake else TARGET_CORE) if pinned else None
 
         def own() -> float:  # CPU time of what runs on that core (everything when unpinned)
-            processes = self.processes if core is None else [target.process]
+            processes = self.processes if core is None else [target_process]
             spent = sum(cpu_seconds(process.tree()) for process in processes)
             return spent + (children_cpu_seconds() if core in (None, LOAD_CORE) else 0.0)
 

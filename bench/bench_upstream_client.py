@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 OPENAI_KEY = "sk-fake-openai-0123456789abcdef"  # bench_upstream's
 PROMPT = {"role": "user", "content": "Say hello to the benchmark"}
+# The provider's end-user id the proxy would send (devices.tokens.end_user_id's shape).
+END_USER = "0123456789abcdef0123456789abcdef"
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ async def main(upstream_url: str, calls: int) -> None:
 
     from gateway.proxy import upstream
     from gateway.proxy.keys import ProviderKey
-    from gateway.proxy.providers.base import StreamDone
+    from gateway.proxy.providers.base import Meter, StreamDone
     from gateway.proxy.routes import Route
     from gateway.proxy.validation import parse_chat_request
 
@@ -98,12 +100,17 @@ async def main(upstream_url: str, calls: int) -> None:
     streamed = parse_chat_request(json.dumps({**body, "stream": True}).encode())
 
     async def gateway_complete() -> None:
-        answer = await upstream.complete(route, plain, key=key, max_tokens=50)
-        assert answer.usage.is_reported
+        meter = Meter()
+        outbound = upstream.outbound(route, plain, max_tokens=50, end_user=END_USER)
+        await upstream.complete(outbound, key=key, meter=meter)
+        assert meter.reported is not None and meter.reported.is_reported
 
     async def gateway_stream() -> None:
-        events = [event async for event in upstream.stream(route, streamed, key=key, max_tokens=50)]
-        assert isinstance(events[-1], StreamDone) and events[-1].usage.is_reported
+        meter = Meter()
+        outbound = upstream.outbound(route, streamed, max_tokens=50, end_user=END_USER)
+        events = [event async for event in upstream.stream(outbound, key=key, meter=meter)]
+        assert isinstance(events[-1], StreamDone)
+        assert meter.reported is not None and meter.reported.is_reported
 
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     bare = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=30.0)

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on the experiment's venv
     TcpFakeServer = None
 else:
 
-    class _CountingServer(TcpFakeServer):  # type: ignore[misc,valid-type]
+    class _CountingServer(TcpFakeServer):  # type: ignore[misc]
         def process_request(self, request: Any, client_address: Any) -> None:
             _accepted.append(client_address)
             super().process_request(request, client_address)

@@ -82,7 +82,7 @@ def _nice_ceiling(value: int) -> int:
     """The smallest 1, 2 or 5 times a power of ten that is at least ``value`` (>= 1)."""
     if value <= 1:
         return 1
-    magnitude = 10 ** (len(str(value)) - 1)  # exact, unlike log10 on floats
+    magnitude: int = 10 ** (len(str(value)) - 1)  # exact, unlike log10 on floats
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
             return step * magnitude

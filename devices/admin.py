@@ -276,7 +276,8 @@ class OwnerAccountAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OwnerAccount]:
-        return super().get_queryset(request).annotate(device_count=Count("devices"))
+        queryset: QuerySet[OwnerAccount] = super().get_queryset(request)
+        return queryset.annotate(device_count=Count("devices"))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # Renaming would change every device's owner behind the services' back.

@@ -12,7 +12,7 @@ illegal transition, 400 bad input, 401/403 not staff or not permitted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
@@ -30,7 +30,7 @@ from gateway.core.permissions import CHANGE_DEVICES, VIEW_DEVICES
 
 
 @extend_schema_serializer(component_name="Device")
-class DeviceOutputSerializer(serializers.Serializer):
+class DeviceOutputSerializer(serializers.Serializer[Any]):
     """A device as the admin API shows it.
 
     ``device_detail`` builds the answer; the fields (camelCase, the JSON
@@ -67,7 +67,7 @@ DEVICE_LIST = inline_serializer(
 )
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -83,7 +83,7 @@ class DeviceListApi(APIView):
     required_ability = VIEW_DEVICES
 
     @extend_schema_serializer(component_name="DeviceListQuery")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
 
     OutputSerializer = DeviceOutputSerializer
@@ -100,7 +100,12 @@ class DeviceListApi(APIView):
         return Response({"object": "list", "data": self.OutputSerializer(devices, many=True).data})
 
 
-def _action_schema(name: str, request: type[serializers.Serializer] | None = None) -> Any:
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def _action_schema(
+    name: str, request: type[serializers.Serializer[Any]] | None = None
+) -> Callable[[_View], _View]:
     """The OpenAPI description of a device action, whose answer is the device."""
     return extend_schema(
         operation_id=f"admin_devices_{name}",
@@ -131,7 +136,7 @@ class _DeviceActionApi(APIView):
 
 class DeviceApproveApi(_DeviceActionApi):
     @extend_schema_serializer(component_name="DeviceApproval")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         tier = serializers.ChoiceField(choices=Device.Tier.choices, required=False)
         user = serializers.CharField(required=False, max_length=services.MAX_OWNER_NAME_LENGTH)
 
@@ -161,7 +166,7 @@ class DeviceRevokeApi(_DeviceActionApi):
 
 class DeviceSuspendApi(_DeviceActionApi):
     @extend_schema_serializer(component_name="DeviceSuspension")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         # Positivity and the upper bound are the service's rules (one place).
         hours = serializers.FloatField()
         reason = serializers.CharField(max_length=services.MAX_REASON_LENGTH)

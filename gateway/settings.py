@@ -29,7 +29,7 @@ if (BASE_DIR / ".env").is_file():
 # Local state: the embedded profile's database and generated secret key, the
 # usage spool, the store's epoch. Owner-only, like all it holds (gateway.core.files).
 # A relative path is taken from the project directory.
-VAR_DIR = BASE_DIR / env.str("VAR_DIR", default="var")
+VAR_DIR: Path = BASE_DIR / env.str("VAR_DIR", default="var")
 
 
 def _decimal(name: str, default: str) -> Decimal:
@@ -44,14 +44,14 @@ def _decimal(name: str, default: str) -> Decimal:
 
 
 def _positive_int(name: str, default: int) -> int:
-    value = env.int(name, default=default)
+    value: int = env.int(name, default=default)
     if value < 0:
         raise ImproperlyConfigured(f"{name} must not be negative, got {value}")
     return value
 
 
 def _networks(name: str, default: list[str]) -> list[str]:
-    values = env.list(name, default=default)
+    values: list[str] = env.list(name, default=default)
     for value in values:
         try:
             ipaddress.ip_network(value, strict=False)

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import orjson
 from django.db import (
@@ -110,7 +111,7 @@ def _decimal_str(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not a usage record field type")
 
 
-def _concrete_field(name: str) -> models.Field:
+def _concrete_field(name: str) -> models.Field[Any, Any]:
     field = UsageRecord._meta.get_field(name)
     assert isinstance(field, models.Field)
     return field

@@ -10,6 +10,8 @@ reservations overlap for certain, whatever the machine's speed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.acceptance.support import (
     Call,
     InFlight,
@@ -20,7 +22,9 @@ from tests.acceptance.support import (
     spread,
     usd,
 )
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.fakes.slack import FakeSlack
+from tests.proxy.conftest import Gateway, ledger
 from tests.support.processes import wait_for
 
 BUDGET = 1_000_000  # micro-dollars
@@ -44,7 +48,9 @@ def big(token: str, text: str = HELD) -> Call:
     return chat(token, text, model="openai-gpt-5", max_tokens=MAX_TOKENS)
 
 
-def held_round(gateway, provider, calls: list[Call]) -> tuple[dict, list[Outcome]]:
+def held_round(
+    gateway: Gateway, provider: FakeProvider, calls: list[Call]
+) -> tuple[dict[str, Any], list[Outcome]]:
     """Send ``calls`` at once; while the admitted ones wait upstream, read budget_status."""
     provider.hold()
     flight = InFlight(gateway, spread(calls))
@@ -58,7 +64,7 @@ def held_round(gateway, provider, calls: list[Call]) -> tuple[dict, list[Outcome
     return during, flight.result()
 
 
-def settled(count: int) -> dict:
+def settled(count: int) -> dict[str, Any]:
     """budget_status once ``count`` records are in the ledger and nothing is reserved."""
     records = ledger(count)
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=15, what="reservations settled")
@@ -72,13 +78,13 @@ def small(token: str, server: int = 0) -> Call:
     return chat(token, "Hi [[tokens:5]]", model="openai-gpt-5", max_tokens=100, server=server)
 
 
-def budget_alerts(slack) -> list[str]:
+def budget_alerts(slack: FakeSlack) -> list[str]:
     # Registering devices alerts too (new_device): only budget alerts count here.
     return [
         text for text in slack.texts() if text.startswith((":warning: Budget", ":no_entry: Budget"))
     ]
 
 
-def wait_for_budget_alerts(slack, count: int) -> list[str]:
+def wait_for_budget_alerts(slack: FakeSlack, count: int) -> list[str]:
     wait_for(lambda: len(budget_alerts(slack)) >= count, timeout=15, what=f"{count} budget alerts")
     return budget_alerts(slack)

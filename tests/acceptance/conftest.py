@@ -8,10 +8,11 @@ reads the money back the way an operator would: ``budget_status``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
+from pytest_django import Settings
 
 from tests.acceptance.budget import BUDGET_ENVIRONMENT
 from tests.acceptance.support import PROCESSES, SLACK_CHANNEL, SLACK_TOKEN, slack_environment
@@ -32,7 +33,7 @@ def _acceptance_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
+def slack(_acceptance_slack: FakeSlack, settings: Settings) -> FakeSlack:
     """The fake Slack, emptied, with this process's Slack settings pointing at it."""
     fake = _acceptance_slack
     fake.heal()
@@ -46,7 +47,11 @@ def slack(_acceptance_slack: FakeSlack, settings) -> FakeSlack:
 
 
 @pytest.fixture
-def budget_gateway(start_gateway, slack: FakeSlack, settings) -> Gateway:  # noqa: F811
+def budget_gateway(
+    start_gateway: Callable[..., Gateway],  # noqa: F811
+    slack: FakeSlack,
+    settings: Settings,
+) -> Gateway:
     """Gateways with the $1.00 budget of ``tests.acceptance.budget``, alerting the fake Slack."""
     settings.DAILY_BUDGET_USD = Decimal(BUDGET_ENVIRONMENT["DAILY_BUDGET_USD"])
     settings.BUDGET_WARNING_PERCENT = int(BUDGET_ENVIRONMENT["BUDGET_WARNING_PERCENT"])

@@ -61,7 +61,8 @@ class Outcome:
     @property
     def code(self) -> str | None:
         try:
-            return json.loads(self.text)["error"]["code"]
+            code: str | None = json.loads(self.text)["error"]["code"]
+            return code
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -172,11 +173,13 @@ def command_json(name: str, *args: str) -> Any:
 
 
 def budget_status() -> dict[str, Any]:
-    return command_json("budget_status")
+    status: dict[str, Any] = command_json("budget_status")
+    return status
 
 
 def cost_report(day: str) -> dict[str, Any]:
-    return command_json("cost_report", "--day", day)
+    report: dict[str, Any] = command_json("cost_report", "--day", day)
+    return report
 
 
 def ledger_cost(records: list[UsageRecord]) -> Decimal:

@@ -8,6 +8,9 @@ from django.core.management import call_command
 from billing.models import AlertLog, PauseState
 from tests.acceptance.budget import big, budget_alerts, settled, wait_for_budget_alerts
 from tests.acceptance.support import chat, send_all
+from tests.fakes.provider import FakeProvider
+from tests.fakes.slack import FakeSlack
+from tests.proxy.conftest import Gateway
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.production_only  # the gateways share the budget counters
@@ -15,12 +18,12 @@ pytestmark = pytest.mark.production_only  # the gateways share the budget counte
 SPEND = "Spend [[tokens:20000]]"  # about $0.30, really spent
 
 
-def spend(gateway, token: str, times: int) -> None:
+def spend(gateway: Gateway, token: str, times: int) -> None:
     for _ in range(times):
         assert send_all(gateway, [big(token, SPEND)])[0].status == 200
 
 
-def exhaust(gateway, token: str) -> None:
+def exhaust(gateway: Gateway, token: str) -> None:
     """About $0.06 on top of $0.90 leaves less than the $0.05 floor: the gateway pauses."""
     last = chat(token, "Spend [[tokens:4000]]", model="openai-gpt-5", max_tokens=6000)
     assert send_all(gateway, [last])[0].status == 200
@@ -28,8 +31,8 @@ def exhaust(gateway, token: str) -> None:
 
 
 def test_check_budget_sends_the_warning_once_and_never_repeats_the_exhausted_alert(
-    budget_gateway, paid_token, slack, provider
-):
+    budget_gateway: Gateway, paid_token: str, slack: FakeSlack, provider: FakeProvider
+) -> None:
     spend(budget_gateway, paid_token, 2)
     settled(2)  # $0.60 of $1.00: past the 50% warning
     call_command("check_budget")
@@ -55,8 +58,8 @@ def test_check_budget_sends_the_warning_once_and_never_repeats_the_exhausted_ale
 
 
 def test_an_exhausted_alert_that_slack_failed_is_sent_by_the_next_check_budget(
-    budget_gateway, paid_token, slack
-):
+    budget_gateway: Gateway, paid_token: str, slack: FakeSlack
+) -> None:
     spend(budget_gateway, paid_token, 3)
     settled(3)
     slack.fail_with_status(500)

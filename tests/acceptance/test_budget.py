@@ -6,11 +6,13 @@ answers) is described in ``tests.acceptance.budget``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
+from pytest_django import Settings
 
 from billing.models import BudgetAuditEvent, PauseState
 from tests.acceptance.budget import (
@@ -35,6 +37,11 @@ from tests.acceptance.support import (
     usd,
     worst_case,
 )
+from tests.conftest import TestClock
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.fakes.slack import FakeSlack
+from tests.proxy.conftest import Gateway
 from tests.support.processes import wait_for
 from usage.days import next_day_start
 from usage.models import UsageRecord
@@ -45,8 +52,8 @@ pytestmark = pytest.mark.production_only  # budget_status reads the counters the
 
 
 def test_simultaneous_reservations_admit_only_what_fits_and_refusals_do_not_pause(
-    budget_gateway, provider, paid_token
-):
+    budget_gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     worst = worst_case(big(paid_token), MAX_TOKENS)
     assert 3 * worst <= BUDGET < 4 * worst
 
@@ -81,8 +88,12 @@ def remaining_device(outcomes: list[Outcome]) -> list[int]:
 
 
 def test_a_devices_daily_dollar_cap_holds_under_simultaneous_requests(
-    start_gateway, provider, make_device, settings, clock
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    make_device: Callable[..., Registered],
+    settings: Settings,
+    clock: TestClock,
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("50")
     gateway = start_gateway(
         PROCESSES,
@@ -128,7 +139,7 @@ def _spent_by(device_id: str) -> Decimal:
     return ledger_cost(list(UsageRecord.objects.filter(device_id=device_id)))
 
 
-def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered_at: float):
+def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered_at: float) -> None:
     """503 service_paused, Retry-After reaching the end of the pause (the clock read around it)."""
     assert (outcome.status, outcome.code) == (503, "service_paused")
     retry_after = int(outcome.headers["retry-after"])
@@ -136,8 +147,8 @@ def assert_paused_until(outcome: Outcome, until: float, sent_at: float, answered
 
 
 def test_a_request_that_cannot_fit_is_refused_and_pauses_nothing(
-    budget_gateway, provider, paid_token, clock
-):
+    budget_gateway: Gateway, provider: FakeProvider, paid_token: str, clock: TestClock
+) -> None:
     for _ in range(3):  # about $0.30 each, really spent: $0.90 of $1.00
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200
@@ -158,8 +169,12 @@ def test_a_request_that_cannot_fit_is_refused_and_pauses_nothing(
 
 
 def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_budget_day(
-    budget_gateway, provider, paid_token, slack, clock
-):
+    budget_gateway: Gateway,
+    provider: FakeProvider,
+    paid_token: str,
+    slack: FakeSlack,
+    clock: TestClock,
+) -> None:
     for _ in range(3):  # $0.90 of $1.00: $0.10 left, not less than the $0.05 floor
         (outcome,) = send_all(budget_gateway, [big(paid_token, "Spend [[tokens:20000]]")])
         assert outcome.status == 200
@@ -172,6 +187,7 @@ def test_settled_spend_that_leaves_less_than_the_floor_pauses_until_the_next_bud
     )
     until = next_day_start(clock.now())
     state = PauseState.objects.get()
+    assert state.until is not None
     assert state.until.timestamp() == until and state.paused_by == "gateway"
     auto_pauses = BudgetAuditEvent.objects.filter(action=BudgetAuditEvent.Action.AUTO_PAUSE)
     assert auto_pauses.count() == 1

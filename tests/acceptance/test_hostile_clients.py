@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -28,11 +30,13 @@ from tests.acceptance.support import (
     spread,
     usd,
 )
+from tests.conftest import TestClock
+from tests.devices.support import Registered
 from tests.fakes.provider import Bill, FakeProvider
 from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, leave_after, post, remaining
 from tests.proxy.test_upstream_http import cost_usd
-from tests.support.processes import wait_for
+from tests.support.processes import PrivateRedis, wait_for
 from tests.support.raw_http import RawClient, request_bytes
 from usage.models import UsageRecord
 
@@ -50,7 +54,7 @@ def at_least_billed(record: UsageRecord, bill: Bill) -> None:
     assert record.tokens_out >= bill.output_tokens, (record.tokens_out, bill)
 
 
-def stream_body(content: str, **fields: object) -> dict:
+def stream_body(content: str, **fields: object) -> dict[str, Any]:
     return chat_body(stream=True, messages=[{"role": "user", "content": content}], **fields)
 
 
@@ -58,7 +62,9 @@ def stream_body(content: str, **fields: object) -> dict:
 
 
 @pytest.fixture
-def capped(start_gateway, make_device):
+def capped(
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> tuple[Gateway, str]:
     """Gateways where one paid device's cap holds one llama3-8b worst case, not two."""
     # 8192 output tokens at $0.10 per 1M is 819 micro-dollars, plus the input bound.
     gateway = start_gateway(PROCESSES, DEVICE_DAILY_BUDGET_USD_PAID="0.0012", **HOSTILE)
@@ -66,8 +72,8 @@ def capped(start_gateway, make_device):
 
 
 def test_a_client_that_stops_reading_keeps_its_reservation_until_its_stream_is_ended(
-    capped, provider, clock
-):
+    capped: tuple[Gateway, str], provider: FakeProvider, clock: TestClock
+) -> None:
     gateway, token = capped
     staller = RawClient(gateway.url)
     staller.post(stream_body(FLOOD), token)
@@ -88,7 +94,9 @@ def test_a_client_that_stops_reading_keeps_its_reservation_until_its_stream_is_e
     assert record.cost_usd <= Decimal("0.0012")
 
 
-def test_a_slow_first_token_keeps_its_reservation(capped, provider, clock):
+def test_a_slow_first_token_keeps_its_reservation(
+    capped: tuple[Gateway, str], provider: FakeProvider, clock: TestClock
+) -> None:
     gateway, token = capped
     waiting = threading.Thread(
         target=post,
@@ -107,8 +115,8 @@ def test_a_slow_first_token_keeps_its_reservation(capped, provider, clock):
 
 
 def test_a_pipelined_stream_reset_before_it_started_is_recorded_and_billed(
-    start_gateway, provider, paid_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     client = RawClient(gateway.url)
     big_answer = chat_body(messages=[{"role": "user", "content": FLOOD}])
@@ -136,7 +144,9 @@ def test_a_pipelined_stream_reset_before_it_started_is_recorded_and_billed(
 # --- 3. Every forwarded byte is in the worst case ------------------------------------
 
 
-def held_reservation(gateway: Gateway, provider: FakeProvider, body: dict, token: str):
+def held_reservation(
+    gateway: Gateway, provider: FakeProvider, body: dict[str, Any], token: str
+) -> tuple[Decimal, UsageRecord]:
     """Send ``body`` held at the provider; (what was reserved meanwhile, the record)."""
     provider.hold()
     answer: list[httpx.Response] = []
@@ -154,7 +164,9 @@ def held_reservation(gateway: Gateway, provider: FakeProvider, body: dict, token
 
 
 @pytest.mark.production_only  # budget_status reads the counters the gateways share
-def test_a_large_json_schema_is_part_of_the_worst_case(start_gateway, provider, paid_token):
+def test_a_large_json_schema_is_part_of_the_worst_case(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"  # the worst honest tokenizer
     schema = {
@@ -178,7 +190,9 @@ def test_a_large_json_schema_is_part_of_the_worst_case(start_gateway, provider, 
 
 
 @pytest.mark.production_only
-def test_re_serialised_tool_calls_are_part_of_the_worst_case(start_gateway, provider, paid_token):
+def test_re_serialised_tool_calls_are_part_of_the_worst_case(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     # Anthropic's tool_use input is JSON, re-encoded: 1E15 comes out as 1000000000000000.0.
@@ -208,7 +222,11 @@ def test_re_serialised_tool_calls_are_part_of_the_worst_case(start_gateway, prov
     assert record.tokens_in == bill.input_tokens and record.cost_usd <= reserved
 
 
-def test_large_schemas_at_once_never_spend_past_the_budget(start_gateway, provider, make_device):
+def test_large_schemas_at_once_never_spend_past_the_budget(
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    make_device: Callable[..., Registered],
+) -> None:
     provider.input_billing = "bytes"
     gateway = start_gateway(
         PROCESSES, DAILY_BUDGET_USD="2.00", MAX_CONCURRENT_REQUESTS_PAID="50", **HOSTILE
@@ -236,8 +254,8 @@ def test_large_schemas_at_once_never_spend_past_the_budget(start_gateway, provid
 
 
 def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
-    start_gateway, provider, paid_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     gateway = start_gateway(1, **HOSTILE)
     provider.input_billing = "bytes"
     text = "word " * 18_000 + "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
@@ -259,8 +277,8 @@ def test_a_client_leaving_an_anthropic_stream_is_billed_the_input_it_reported(
     ids=["cjk", "reasoning"],
 )
 def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
-    gateway, provider, paid_token, content, produced
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, content: str, produced: int
+) -> None:
     body = stream_body(content, model="deepseek-r1-distill-llama-70b")
     response = post(gateway, body, token=paid_token)
     assert response.status_code == 200 and '"error"' in response.text
@@ -276,8 +294,8 @@ def test_a_stream_cut_mid_answer_is_billed_every_byte_it_produced(
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 def test_a_200_that_cannot_be_parsed_is_billed_its_reported_input_and_the_whole_output_bound(
-    gateway, provider, paid_token, kind
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, kind: str
+) -> None:
     provider.input_billing = "bytes"
     content = "word " * 30_000 + f"[[tokens:8000]] [[fault:broken_json:kind={kind}]]"
     response = post(
@@ -292,7 +310,9 @@ def test_a_200_that_cannot_be_parsed_is_billed_its_reported_input_and_the_whole_
     assert response.headers["x-request-cost-usd"] == f"{record.cost_usd:.6f}"
 
 
-def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, paid_token):
+def test_a_timeout_is_billed_the_whole_output_bound(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     gateway = start_gateway(1, UPSTREAM_TIMEOUT_SECONDS="0.5")
     content = "Hi [[tokens:300]] [[fault:slow:seconds=2]]"
     response = post(
@@ -310,8 +330,11 @@ def test_a_timeout_is_billed_the_whole_output_bound(start_gateway, provider, pai
 
 @pytest.mark.production_only  # the gateways' store is a Redis
 def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_ledger(
-    start_gateway, provider, paid_token, private_redis
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    paid_token: str,
+    private_redis: PrivateRedis,
+) -> None:
     # A Redis of its own: EVALSHA is refused there for everyone for a while.
     gateway = start_gateway(1, REDIS_URL=private_redis.url, **HOSTILE)
     store = redis.Redis.from_url(private_redis.url)
@@ -343,8 +366,8 @@ def test_a_settlement_the_store_refused_is_retried_until_the_counters_equal_the_
 
 @pytest.mark.parametrize("where", ["tools", "response_format", "messages"])
 def test_json_nested_deeper_than_64_levels_is_a_400_that_consumes_nothing(
-    gateway, provider, paid_token, where
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, where: str
+) -> None:
     deep: object = {}
     for _ in range(300):
         deep = {"a": deep}
@@ -368,8 +391,8 @@ def test_json_nested_deeper_than_64_levels_is_a_400_that_consumes_nothing(
 
 
 def test_a_device_with_its_tiers_requests_in_flight_is_refused_another(
-    start_gateway, provider, free_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, free_token: str
+) -> None:
     gateway = start_gateway(1, MAX_CONCURRENT_REQUESTS_FREE="2", **HOSTILE)
     provider.hold()
     held = [chat(free_token, "Hi [[fault:hold]]")] * 2

@@ -12,15 +12,21 @@ record per request the provider received.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
+from pytest_django import Settings
 
 from tests.acceptance.support import budget_status, ledger_cost, usd
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway
 from tests.proxy.support import bearer, chat_body, leave_after
 from tests.support.processes import wait_for
 from tests.support.raw_http import RawClient, request_bytes
@@ -48,14 +54,14 @@ SLOW_STREAM = "Hi [[tokens:30]] [[fault:slow_chunks:delay=3]]"
 TRICKLE = "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
 
 
-def user(text: str, **fields: object) -> dict:
+def user(text: str, **fields: object) -> dict[str, Any]:
     return chat_body(messages=[{"role": "user", "content": text}], **fields)
 
 
 REFUSED_BY_MONEY = ("device_budget_exceeded", "budget_exceeded")
 
 
-def plain(url: str, token: str, body: dict) -> str | None:
+def plain(url: str, token: str, body: dict[str, Any]) -> str | None:
     """The error code of the answer, if any."""
     response = httpx.post(
         f"{url}/v1/chat/completions", json=body, headers=bearer(token), timeout=30
@@ -65,11 +71,11 @@ def plain(url: str, token: str, body: dict) -> str | None:
     return str(response.json()["error"]["code"])
 
 
-def leave_early(url: str, token: str, body: dict) -> int:
+def leave_early(url: str, token: str, body: dict[str, Any]) -> int:
     return leave_after(url, token, body, 3)
 
 
-def stall(url: str, token: str, body: dict) -> None:
+def stall(url: str, token: str, body: dict[str, Any]) -> None:
     """Send, read the first bytes, then read nothing until the gateway gives up."""
     client = RawClient(url)
     client.post(body, token)
@@ -83,7 +89,7 @@ def stall(url: str, token: str, body: dict) -> None:
         client.reset()
 
 
-def pipeline_and_reset(url: str, token: str, body: dict) -> None:
+def pipeline_and_reset(url: str, token: str, body: dict[str, Any]) -> None:
     client = RawClient(url)
     flood = user(FLOOD)
     path = "/v1/chat/completions"
@@ -99,7 +105,7 @@ def pipeline_and_reset(url: str, token: str, body: dict) -> None:
 def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[[], object]]:
     schema = {"name": "big", "schema": {"enum": ["x" * 100] * 600}}  # ~60 KB forwarded: $0.15
     schema_format = {"type": "json_schema", "json_schema": schema}
-    calls: list[tuple[Callable[[str, str, dict], object], str, dict]] = []
+    calls: list[tuple[Callable[[str, str, dict[str, Any]], object], str, dict[str, Any]]] = []
     for token in paid:
         calls += [
             (plain, token, user("Hi [[tokens:20]]", model=GPT)),
@@ -129,14 +135,17 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
             (plain, token, user("Slow [[fault:slow:seconds=4]]", stream=True)),
         ]
     return [
-        (lambda call=call, url=urls[index % len(urls)]: call[0](url, call[1], call[2]))
+        functools.partial(call[0], urls[index % len(urls)], call[1], call[2])
         for index, call in enumerate(calls)
     ]
 
 
 def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record_each(
-    start_gateway, provider, make_device, settings
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    make_device: Callable[..., Registered],
+    settings: Settings,
+) -> None:
     settings.DAILY_BUDGET_USD = BUDGET
     provider.input_billing = "bytes"
     gateway = start_gateway(2, **ENVIRONMENT)

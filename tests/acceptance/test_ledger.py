@@ -11,6 +11,7 @@ cost_report's totals are the ledger's.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -27,7 +28,8 @@ from tests.acceptance.support import (
     spread,
     usd,
 )
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.production_only  # budget_status reads the counters the gateways share
@@ -70,8 +72,8 @@ def mixed_traffic(paid: str, free: str) -> tuple[list[Call], dict[str, int]]:
 
 
 def test_after_concurrent_mixed_traffic_the_ledger_the_counters_and_the_report_agree(
-    start_gateway, provider, paid_token, free_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, free_token: str
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         UPSTREAM_TIMEOUT_SECONDS="2",

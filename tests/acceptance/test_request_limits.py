@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 
 from tests.acceptance.support import PROCESSES, chat, codes, send_all, spread
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 SHARED_IP = "198.51.100.10"
 OTHER_IP = "198.51.100.20"
 
 
 def test_a_hundred_simultaneous_requests_from_one_device_admit_exactly_its_limit(
-    start_gateway, provider, free_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, free_token: str
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         RATE_LIMIT_FREE_DEVICE_PER_DAY="20",
@@ -37,19 +42,20 @@ def _from(ip: str) -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
 
-def _stats(gateway, token: str, ip: str) -> dict:
+def _stats(gateway: Gateway, token: str, ip: str) -> dict[str, Any]:
     response = httpx.get(
         f"{gateway.url}/v1/usage/stats",
         headers={"Authorization": f"Bearer {token}", **_from(ip)},
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    return response.json()["limits"]
+    limits: dict[str, Any] = response.json()["limits"]
+    return limits
 
 
 def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_untouched(
-    start_gateway, make_device
-):
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     gateway = start_gateway(
         PROCESSES,
         TRUSTED_PROXIES="127.0.0.1/32",
@@ -93,7 +99,9 @@ def test_refusals_by_the_ip_layer_and_by_the_device_layer_leave_the_other_layer_
     ledger(6)
 
 
-def test_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(start_gateway, make_device):
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     gateway = start_gateway(
         PROCESSES, RATE_LIMIT_FREE_IP_PER_DAY="2", RATE_LIMIT_FREE_DEVICE_PER_MINUTE="1000"
     )

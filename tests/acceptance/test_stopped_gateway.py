@@ -9,19 +9,22 @@ worst case, never released.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
 import pytest
+from pytest_django import Settings
 
 from tests.acceptance.budget import MAX_TOKENS, big
 from tests.acceptance.support import InFlight, budget_status, chat, send_all, usd, worst_case
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 
 def test_a_stream_in_flight_when_its_worker_is_stopped_finishes_and_is_recorded(
-    start_gateway, paid_token
-):
+    start_gateway: Callable[..., Gateway], paid_token: str
+) -> None:
     # A scenario name of its own: these servers are stopped, never shared.
     gateway = start_gateway(1, ACCEPTANCE_SCENARIO="stopped mid-stream")
     body = {
@@ -51,8 +54,11 @@ def test_a_stream_in_flight_when_its_worker_is_stopped_finishes_and_is_recorded(
 
 @pytest.mark.production_only  # budget_status reads the counters the gateways share
 def test_reservations_of_a_killed_worker_count_as_spent_once_it_is_silent(
-    start_gateway, provider, paid_token, settings
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    paid_token: str,
+    settings: Settings,
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("1.00")
     settings.RESERVATION_LIVENESS_SECONDS = LIVENESS
     environment = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 import pytest
 
@@ -16,8 +19,9 @@ from tests.acceptance.support import (
     spread,
     usd,
 )
-from tests.proxy.conftest import ledger
-from tests.support.processes import wait_for
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
+from tests.support.processes import PrivateRedis, wait_for
 from tests.support.store import forget_store_counters
 
 pytestmark = pytest.mark.production_only
@@ -33,7 +37,7 @@ def spending(token: str) -> Call:
     return chat(token, "Spend a little [[tokens:40]]")
 
 
-def settled_spend(count: int) -> dict:
+def settled_spend(count: int) -> dict[str, Any]:
     records = ledger(count)
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=15, what="reservations settled")
     status = budget_status()
@@ -41,7 +45,7 @@ def settled_spend(count: int) -> dict:
     return status
 
 
-def _get(gateway, path: str, token: str, server: int) -> httpx.Response:
+def _get(gateway: Gateway, path: str, token: str, server: int) -> httpx.Response:
     return httpx.get(
         f"{gateway.servers[server].url}{path}",
         headers={"Authorization": f"Bearer {token}"},
@@ -50,8 +54,11 @@ def _get(gateway, path: str, token: str, server: int) -> httpx.Response:
 
 
 def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_rebuilt_counters(
-    start_gateway, private_redis, provider, free_token
-):
+    start_gateway: Callable[..., Gateway],
+    private_redis: PrivateRedis,
+    provider: FakeProvider,
+    free_token: str,
+) -> None:
     gateway = start_gateway(PROCESSES, REDIS_URL=private_redis.url, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}
     before = settled_spend(3)
@@ -86,8 +93,8 @@ def test_redis_stopped_is_503_with_retry_after_and_started_empty_it_serves_with_
 
 
 def test_flushing_redis_mid_day_rebuilds_the_spend_from_the_ledger_on_the_next_request(
-    start_gateway, provider, free_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, free_token: str
+) -> None:
     gateway = start_gateway(PROCESSES, **LIMITS)
     assert codes(send_all(gateway, spread([spending(free_token)] * 3))) == {(200, None): 3}
     before = settled_spend(3)

@@ -5,16 +5,20 @@ import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
+from pytest_django import Settings
 
 from billing import alerts
 from billing.models import AlertLog
 from billing.services import budget_auto_pause
 from tests.billing.factories import create_records
-from tests.conftest import gateway_environment
+from tests.conftest import TestClock, gateway_environment
+from tests.fakes.slack import FakeSlack
 from tests.support.processes import ROOT
 from tests.support.store import forget_store_counters
 from usage.days import budget_day
@@ -26,7 +30,7 @@ SECRET_SHAPES = re.compile(r"hzt_|sk-|xox[abposr]-|\b[0-9a-f]{64}\b")
 
 
 @pytest.fixture(autouse=True)
-def _idle_alert_worker():
+def _idle_alert_worker() -> Iterator[None]:
     """Nothing queued by an earlier test reaches this one's fake Slack, or the next."""
     assert alerts.drain()
     yield
@@ -39,14 +43,14 @@ def _check_budget() -> str:
     return out.getvalue()
 
 
-def _spend_today(clock, usd: str) -> None:
+def _spend_today(clock: TestClock, usd: str) -> None:
     create_records(1, budget_day=budget_day(clock.now()), cost_usd=Decimal(usd))
     # The store learns spend when requests settle; records written straight to
     # the ledger are seen once its counters are rebuilt from it.
     forget_store_counters()
 
 
-def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack):
+def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack: FakeSlack) -> None:
     assert alerts.alert_new_device(
         device_id="dev_123", name="Ana's laptop", platform="macos", ip="203.0.113.9"
     )
@@ -60,7 +64,7 @@ def test_a_new_device_alert_arrives_once_with_its_admin_link(fake_slack):
     assert "xoxb" not in message.text
 
 
-def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack):
+def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack: FakeSlack) -> None:
     alerts.alert_suspicious_device(device_id="dev_9", name="kiosk", reason="used from 21 IPs today")
     assert alerts.drain()
     (text,) = fake_slack.texts()
@@ -68,7 +72,7 @@ def test_a_suspicious_device_alert_names_the_device_and_the_reason(fake_slack):
     assert "/admin/devices/device/dev_9/change/" in text
 
 
-def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack):
+def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack: FakeSlack) -> None:
     leaky = f"{SESSION_TOKEN} {PROVIDER_KEY} {TOKEN_HASH} Bearer {SESSION_TOKEN}"
     alerts.alert_new_device(device_id="dev_1", name=leaky, platform=leaky, ip="198.51.100.1")
     alerts.alert_suspicious_device(device_id="dev_1", name=leaky, reason=f"token {SESSION_TOKEN}")
@@ -80,7 +84,7 @@ def test_no_message_ever_carries_a_key_a_token_or_a_token_hash(fake_slack):
         assert SESSION_TOKEN[4:] not in text and PROVIDER_KEY[3:] not in text
 
 
-def test_a_device_name_cannot_forge_a_slack_link(fake_slack):
+def test_a_device_name_cannot_forge_a_slack_link(fake_slack: FakeSlack) -> None:
     alerts.alert_new_device(
         device_id="dev_1", name="<https://evil.example|Approve>", platform="x", ip="192.0.2.1"
     )
@@ -91,7 +95,9 @@ def test_a_device_name_cannot_forge_a_slack_link(fake_slack):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_budget_warning_is_sent_once_per_budget_day(fake_slack, clock, settings):
+def test_the_budget_warning_is_sent_once_per_budget_day(
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     settings.BUDGET_WARNING_PERCENT = 80
     _spend_today(clock, "7.99")
@@ -107,8 +113,8 @@ def test_the_budget_warning_is_sent_once_per_budget_day(fake_slack, clock, setti
 
 @pytest.mark.django_db(transaction=True)
 def test_the_exhausted_alert_is_sent_once_when_spend_reaches_the_budget(
-    fake_slack, clock, settings
-):
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     _spend_today(clock, "8.5")
     _check_budget()
@@ -127,8 +133,8 @@ def test_the_exhausted_alert_is_sent_once_when_spend_reaches_the_budget(
 
 @pytest.mark.django_db(transaction=True)
 def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_short_of_it(
-    fake_slack, clock, settings
-):
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings
+) -> None:
     # The gateway pauses when a worst case no longer fits, with spend still
     # under the budget; if Slack was down then, cron must still send it.
     settings.DAILY_BUDGET_USD = Decimal("1")
@@ -144,7 +150,9 @@ def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_s
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_next_budget_day_gets_its_own_alerts(fake_slack, clock, settings):
+def test_the_next_budget_day_gets_its_own_alerts(
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("1")
     _spend_today(clock, "0.9")
     _check_budget()
@@ -156,7 +164,9 @@ def test_the_next_budget_day_gets_its_own_alerts(fake_slack, clock, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_check_budget_from_several_processes_at_once_sends_one_alert(fake_slack, clock):
+def test_check_budget_from_several_processes_at_once_sends_one_alert(
+    fake_slack: FakeSlack, clock: TestClock
+) -> None:
     _spend_today(clock, "45")  # 90% of the default 50 USD budget
     env = gateway_environment(
         SLACK_API_URL=fake_slack.api_url,
@@ -182,8 +192,8 @@ def test_check_budget_from_several_processes_at_once_sends_one_alert(fake_slack,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_slack_outage_fails_nobody_and_the_alert_is_retried_later(
-    fake_slack, clock, settings, caplog
-):
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     _spend_today(clock, "9")
     fake_slack.fail_with_status(500)
@@ -197,7 +207,9 @@ def test_a_slack_outage_fails_nobody_and_the_alert_is_retried_later(
     assert len(fake_slack.texts()) == 1
 
 
-def test_a_slack_error_answer_is_logged_not_raised(fake_slack, caplog):
+def test_a_slack_error_answer_is_logged_not_raised(
+    fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_slack.fail_with_error("channel_not_found")
     assert alerts.alert_new_device(device_id="d", name="n", platform="p", ip="192.0.2.1")
     assert alerts.drain()
@@ -208,7 +220,9 @@ def test_a_slack_error_answer_is_logged_not_raised(fake_slack, caplog):
     assert len(fake_slack.texts()) == 1
 
 
-def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(fake_slack, caplog):
+def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(
+    fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_slack.hold()
     assert alerts.alert_new_device(device_id="d0", name="first", platform="p", ip="192.0.2.1")
     fake_slack.wait_for_held(1)  # the worker is stuck inside Slack now...
@@ -225,7 +239,9 @@ def test_a_hung_slack_never_blocks_the_caller_and_a_full_queue_drops(fake_slack,
     assert len(fake_slack.texts()) == 1 + alerts.QUEUE_SIZE
 
 
-def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
+def test_without_a_token_alerts_are_only_logged(
+    fake_slack: FakeSlack, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     settings.SLACK_BOT_TOKEN = ""
     caplog.set_level(logging.WARNING, logger="billing.alerts")
     alerts.alert_new_device(device_id="dev_5", name="tablet", platform="ios", ip="192.0.2.5")
@@ -235,7 +251,9 @@ def test_without_a_token_alerts_are_only_logged(fake_slack, settings, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_registering_a_device_alerts_slack_once_without_its_token(fake_slack, client):
+def test_registering_a_device_alerts_slack_once_without_its_token(
+    fake_slack: FakeSlack, client: Client
+) -> None:
     response = client.post(
         "/v1/devices/register",
         {"deviceName": "Ana's phone", "platform": "ios", "version": "1.2.0"},

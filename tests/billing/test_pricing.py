@@ -5,6 +5,7 @@ import math
 import random
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -67,22 +68,24 @@ def _cost(model: str, tokens_in: int, tokens_out: int) -> int:
         ("deepseek-r1-distill-llama-70b", 0, 0, 0),
     ],
 )
-def test_cost_matches_the_route_prices_exactly(model, tokens_in, tokens_out, micro):
+def test_cost_matches_the_route_prices_exactly(
+    model: str, tokens_in: int, tokens_out: int, micro: int
+) -> None:
     assert _cost(model, tokens_in, tokens_out) == micro
 
 
-def test_cost_rounds_up_to_a_whole_micro_dollar():
+def test_cost_rounds_up_to_a_whole_micro_dollar() -> None:
     assert _cost("llama3-8b-instruct", 1, 0) == 1  # 0.1 micro-dollar
     assert _cost("llama3-8b-instruct", 15, 0) == 2  # 1.5
     assert _cost("openai-gpt-4o", 1, 0) == 3  # 2.5
 
 
-def test_cost_rounds_once_per_request_not_per_side():
+def test_cost_rounds_once_per_request_not_per_side() -> None:
     # 0.5 + 0.5 = 1 micro-dollar; rounding each side would charge 2.
     assert _cost("llama3.3-70b-instruct", 1, 1) == 1
 
 
-def test_cost_is_monotonic_in_both_token_counts():
+def test_cost_is_monotonic_in_both_token_counts() -> None:
     rng = random.Random(6)
     for _ in range(2000):
         model = rng.choice(list(PRICES))
@@ -96,12 +99,15 @@ def test_cost_is_monotonic_in_both_token_counts():
         assert exact <= base < exact + 1
 
 
-def test_cost_is_the_exact_sum_rounded_up_once_for_any_price():
+def test_cost_is_the_exact_sum_rounded_up_once_for_any_price() -> None:
     rng = random.Random(10)
     for _ in range(3000):
         # Any number of decimal places, and the forms a price may come in.
         prices = [Decimal(rng.randrange(10**9)).scaleb(-rng.randrange(13)) for _ in range(2)]
-        forms = [rng.choice([price, str(price), f"{price:E}"]) for price in prices]
+        forms: list[Decimal | int | str] = []
+        for price in prices:
+            options: list[Decimal | int | str] = [price, str(price), f"{price:E}"]
+            forms.append(rng.choice(options))
         if prices[1] == int(prices[1]):
             forms[1] = int(prices[1])
         tokens_in, tokens_out = rng.randrange(10**7), rng.randrange(10**6)
@@ -112,7 +118,7 @@ def test_cost_is_the_exact_sum_rounded_up_once_for_any_price():
         assert cost == math.ceil(exact)
 
 
-def test_the_worst_case_covers_every_cost_within_its_bounds():
+def test_the_worst_case_covers_every_cost_within_its_bounds() -> None:
     rng = random.Random(7)
     for _ in range(2000):
         model = rng.choice(list(PRICES))
@@ -121,7 +127,7 @@ def test_the_worst_case_covers_every_cost_within_its_bounds():
         assert worst >= _cost(model, rng.randrange(bound + 1), rng.randrange(max_output + 1))
 
 
-def test_costs_refuse_floats_and_negative_tokens():
+def test_costs_refuse_floats_and_negative_tokens() -> None:
     with pytest.raises(TypeError):
         cost_micro_usd(tokens_in=1, tokens_out=1, input_price=0.5, output_price=Decimal(1))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -130,7 +136,7 @@ def test_costs_refuse_floats_and_negative_tokens():
         cost_micro_usd(tokens_in=1, tokens_out=1, input_price=Decimal(-1), output_price=Decimal(1))
 
 
-def test_usd_and_micro_dollars_convert_both_ways_exactly():
+def test_usd_and_micro_dollars_convert_both_ways_exactly() -> None:
     assert usd_to_micro(Decimal("50")) == 50_000_000
     assert usd_to_micro(Decimal("0.000123")) == 123
     assert micro_to_usd(123) == Decimal("0.000123")
@@ -140,10 +146,10 @@ def test_usd_and_micro_dollars_convert_both_ways_exactly():
         micro = rng.randrange(10**14)
         assert usd_to_micro(micro_to_usd(micro)) == micro
     with pytest.raises(TypeError):
-        usd_to_micro(0.1)  # type: ignore[arg-type]
+        usd_to_micro(0.1)
 
 
-def test_usd_numbers_print_exactly_to_six_places():
+def test_usd_numbers_print_exactly_to_six_places() -> None:
     rng = random.Random(9)
     for _ in range(1000):
         amount = micro_to_usd(rng.randrange(10**15))
@@ -155,7 +161,7 @@ def _random_text(rng: random.Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300)))
 
 
-def _random_message(rng: random.Random) -> tuple[dict, int]:
+def _random_message(rng: random.Random) -> tuple[dict[str, Any], int]:
     """A message and the UTF-8 bytes of the text in it."""
     role = rng.choice(["system", "user", "assistant", "tool"])
     reply = {"tool_call_id": "call_1"} if role == "tool" else {}
@@ -188,7 +194,9 @@ def _random_message(rng: random.Random) -> tuple[dict, int]:
     )
 
 
-def input_bound(messages: list[dict], name: str, tools: list | None = None) -> int:
+def input_bound(
+    messages: list[dict[str, Any]], name: str, tools: list[dict[str, Any]] | None = None
+) -> int:
     """The input bound of the body the gateway sends upstream on route ``name``."""
     body = {"model": name, "messages": messages, **({"tools": tools} if tools else {})}
     request = parse_chat_request(json.dumps(body).encode())
@@ -206,7 +214,9 @@ def _string_bytes(value: object) -> int:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tokens(name):
+def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tokens(
+    name: str,
+) -> None:
     rng = random.Random(10)
     for _ in range(300):
         pairs = [_random_message(rng) for _ in range(rng.randrange(1, 12))]
@@ -226,7 +236,7 @@ def test_the_input_bound_is_at_least_every_text_byte_sent_plus_chat_template_tok
 # Anthropic's translation drops what it does not send (message names, empty
 # parts) and re-encodes tool arguments: its bound follows the body sent (above).
 @pytest.mark.parametrize("name", [OPENAI, DIGITALOCEAN])
-def test_the_input_bound_grows_with_every_message(name):
+def test_the_input_bound_grows_with_every_message(name: str) -> None:
     rng = random.Random(11)
     messages = [{"role": "user", "content": "hi"}]
     bound = input_bound(messages, name)
@@ -239,9 +249,9 @@ def test_the_input_bound_grows_with_every_message(name):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-def test_the_input_bound_counts_tool_definitions_and_names(name):
-    messages = [{"role": "user", "content": "weather?"}]
-    tools = [
+def test_the_input_bound_counts_tool_definitions_and_names(name: str) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "weather?"}]
+    tools: list[dict[str, Any]] = [
         {
             "type": "function",
             "function": {

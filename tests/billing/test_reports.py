@@ -6,6 +6,7 @@ import json
 import random
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,6 +16,7 @@ from django.db.models import Sum
 from billing.models import DailyRollup
 from billing.services import rollup_day
 from tests.billing.factories import create_records, record_data
+from tests.conftest import TestClock
 from usage.days import budget_day
 from usage.models import UsageRecord
 
@@ -29,8 +31,9 @@ def _report(*args: str) -> str:
     return out.getvalue()
 
 
-def _json_report(*args: str) -> dict:
-    return json.loads(_report(*args, "--format", "json"))
+def _json_report(*args: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(_report(*args, "--format", "json"))
+    return report
 
 
 def _random_ledger(rng: random.Random, days: list[date], count: int) -> None:
@@ -64,7 +67,7 @@ def _ledger_totals(start: date, end: date) -> tuple[int, int, Decimal]:
     return rows.count(), (sums["i"] or 0) + (sums["o"] or 0), sums["c"] or Decimal(0)
 
 
-def test_the_json_report_has_the_spec_shape_and_its_totals_equal_the_ledger():
+def test_the_json_report_has_the_spec_shape_and_its_totals_equal_the_ledger() -> None:
     rng = random.Random(1)
     _random_ledger(rng, [NOV + timedelta(days=n) for n in range(30)], 400)
     _random_ledger(rng, [date(2026, 10, 31), date(2026, 12, 1)], 50)  # outside November
@@ -100,7 +103,7 @@ def test_the_json_report_has_the_spec_shape_and_its_totals_equal_the_ledger():
     assert [row["day"] for row in report["byDay"]] == sorted(row["day"] for row in report["byDay"])
 
 
-def test_top_devices_are_the_ten_most_expensive_in_order():
+def test_top_devices_are_the_ten_most_expensive_in_order() -> None:
     for n in range(12):
         create_records(n + 1, budget_day=NOV, device_id=f"dev_{n:02d}", cost_usd=Decimal("0.5"))
     devices = _json_report("--month", "2026-11")["topDevices"]
@@ -108,7 +111,7 @@ def test_top_devices_are_the_ten_most_expensive_in_order():
     assert devices[0] == {"deviceId": "dev_11", "requests": 12, "tokens": 1800, "costUsd": 6.0}
 
 
-def test_money_is_exact_to_the_micro_dollar_in_json():
+def test_money_is_exact_to_the_micro_dollar_in_json() -> None:
     create_records(7, budget_day=NOV, cost_usd=Decimal("0.000001"))
     create_records(1, budget_day=NOV, cost_usd=Decimal("12345.678901"))
     report = _json_report("--day", "2026-11-01")
@@ -116,7 +119,7 @@ def test_money_is_exact_to_the_micro_dollar_in_json():
     assert '"totalCostUsd": 12345.678908' in _report("--day", "2026-11-01", "--format", "json")
 
 
-def test_a_day_report_covers_only_that_budget_day():
+def test_a_day_report_covers_only_that_budget_day() -> None:
     create_records(2, budget_day=NOV)
     create_records(5, budget_day=NOV + timedelta(days=1))
     report = _json_report("--day", "2026-11-02")
@@ -127,7 +130,7 @@ def test_a_day_report_covers_only_that_budget_day():
     )
 
 
-def test_the_default_period_is_the_current_budget_month(clock):
+def test_the_default_period_is_the_current_budget_month(clock: TestClock) -> None:
     today = budget_day(clock.now())
     create_records(3, budget_day=today)
     report = _json_report()
@@ -136,14 +139,14 @@ def test_the_default_period_is_the_current_budget_month(clock):
     assert report["totalRequests"] == 3
 
 
-def test_an_empty_period_reports_zeros():
+def test_an_empty_period_reports_zeros() -> None:
     report = _json_report("--month", "2020-02")
     assert (report["from"], report["to"]) == ("2020-02-01", "2020-02-29")
     assert (report["totalRequests"], report["totalTokens"], report["totalCostUsd"]) == (0, 0, 0)
     assert report["byDay"] == [] and report["topDevices"] == []
 
 
-def test_csv_and_table_carry_the_same_totals():
+def test_csv_and_table_carry_the_same_totals() -> None:
     create_records(3, budget_day=NOV, cost_usd=Decimal("0.250000"), model="openai-gpt-4o")
     rows = list(csv.reader(io.StringIO(_report("--month", "2026-11", "--format", "csv"))))
     assert rows[0] == ["section", "key", "requests", "tokens", "cost_usd"]
@@ -167,13 +170,13 @@ def test_csv_and_table_carry_the_same_totals():
         ["--format", "xml"],
     ],
 )
-def test_bad_input_is_a_one_line_command_error(args):
+def test_bad_input_is_a_one_line_command_error(args: list[str]) -> None:
     with pytest.raises(CommandError) as error:
         _report(*args)
     assert "\n" not in str(error.value)
 
 
-def test_folding_a_day_is_idempotent_and_matches_its_records():
+def test_folding_a_day_is_idempotent_and_matches_its_records() -> None:
     rng = random.Random(2)
     _random_ledger(rng, [NOV], 200)
     first = rollup_day(NOV)
@@ -187,7 +190,7 @@ def test_folding_a_day_is_idempotent_and_matches_its_records():
     assert DailyRollup.objects.aggregate(c=Sum("cost_usd"))["c"] == ledger
 
 
-def test_a_late_record_is_picked_up_by_folding_again():
+def test_a_late_record_is_picked_up_by_folding_again() -> None:
     create_records(2, budget_day=NOV)
     rollup_day(NOV)
     create_records(1, budget_day=NOV)
@@ -195,7 +198,7 @@ def test_a_late_record_is_picked_up_by_folding_again():
     assert DailyRollup.objects.aggregate(n=Sum("requests"))["n"] == 3
 
 
-def test_pruned_days_are_reported_from_their_rollups_with_the_same_totals():
+def test_pruned_days_are_reported_from_their_rollups_with_the_same_totals() -> None:
     rng = random.Random(3)
     days = [NOV + timedelta(days=n) for n in range(5)]
     _random_ledger(rng, days, 300)
@@ -208,7 +211,7 @@ def test_pruned_days_are_reported_from_their_rollups_with_the_same_totals():
     assert after == before
 
 
-def test_a_day_with_records_ignores_stale_rollups():
+def test_a_day_with_records_ignores_stale_rollups() -> None:
     create_records(2, budget_day=NOV, cost_usd=Decimal("1"))
     rollup_day(NOV)
     create_records(1, budget_day=NOV, cost_usd=Decimal("1"))  # not folded yet

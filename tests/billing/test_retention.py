@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,6 +16,7 @@ from billing.selectors import usage_stats
 from billing.services import usage_day_seal
 from tests.billing.factories import create_records
 from tests.billing.test_reports import _json_report, _random_ledger
+from tests.conftest import TestClock
 from usage.days import budget_day
 from usage.models import UsageRecord
 
@@ -25,7 +27,7 @@ NOV_DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
 
 
 @pytest.fixture
-def today(clock) -> date:
+def today(clock: TestClock) -> date:
     """Budget day 2026-12-20: October is older than 40 days, November partly."""
     clock.set_offset(0)
     clock.set_offset((date(2026, 12, 20) - budget_day(clock.now())).days * 86400)
@@ -38,7 +40,7 @@ def retention(*args: str) -> str:
     return out.getvalue()
 
 
-def reports() -> list[dict]:
+def reports() -> list[dict[str, Any]]:
     return [
         _json_report("--month", "2026-10"),
         _json_report("--month", "2026-11"),
@@ -46,7 +48,7 @@ def reports() -> list[dict]:
     ]
 
 
-def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today):
+def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today: date) -> None:
     _random_ledger(random.Random(8), OCT_DAYS + NOV_DAYS, 400)
     recent = create_records(3, budget_day=today - timedelta(days=2))
     before = reports()
@@ -62,7 +64,7 @@ def test_pruning_old_days_in_batches_leaves_every_report_unchanged(today):
     assert DailyRollup.objects.exists()
 
 
-def test_running_it_again_is_a_no_op(today):
+def test_running_it_again_is_a_no_op(today: date) -> None:
     _random_ledger(random.Random(9), OCT_DAYS, 50)
     retention("--days", "45")
     before = reports()
@@ -73,7 +75,7 @@ def test_running_it_again_is_a_no_op(today):
     assert sorted(DailyRollup.objects.values_list(*fields)) == rollups
 
 
-def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today):
+def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today: date) -> None:
     _random_ledger(random.Random(10), OCT_DAYS[:2], 60)
     before = reports()
     day = OCT_DAYS[0]
@@ -86,7 +88,7 @@ def test_a_run_stopped_half_way_through_a_day_still_reports_the_whole_day(today)
     assert reports() == before
 
 
-def test_a_devices_month_figures_include_its_pruned_days(today, clock):
+def test_a_devices_month_figures_include_its_pruned_days(today: date, clock: TestClock) -> None:
     create_records(4, device_id="dev_kept", budget_day=date(2026, 12, 1))
     create_records(3, device_id="dev_kept", budget_day=date(2026, 12, 2))
     before = usage_stats(device_id="dev_kept", now=clock.now())
@@ -96,7 +98,7 @@ def test_a_devices_month_figures_include_its_pruned_days(today, clock):
     assert before["month"]["requests"] == 7
 
 
-def test_a_dry_run_counts_and_deletes_nothing(today):
+def test_a_dry_run_counts_and_deletes_nothing(today: date) -> None:
     create_records(5, budget_day=OCT_DAYS[0])
     assert "would prune 5 usage records before 2026-11-05" in retention("--days", "45", "--dry-run")
     assert UsageRecord.objects.count() == 5
@@ -104,7 +106,7 @@ def test_a_dry_run_counts_and_deletes_nothing(today):
 
 
 @pytest.mark.parametrize("args", [["--days", "0"], ["--batch-size", "0"], ["--days", "-3"]])
-def test_bad_input_is_a_one_line_command_error(today, args):
+def test_bad_input_is_a_one_line_command_error(today: date, args: list[str]) -> None:
     with pytest.raises(CommandError) as error:
         retention(*args)
     assert "\n" not in str(error.value)

@@ -4,6 +4,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from pytest_django import Settings
 
 from billing.selectors import usage_stats
 from billing.services import rollup_day
@@ -16,7 +17,7 @@ NOW = datetime.fromisoformat("2026-11-26T15:00:00+00:00").timestamp()
 TODAY = date(2026, 11, 26)
 
 
-def test_stats_give_today_the_month_and_the_months_models(settings):
+def test_stats_give_today_the_month_and_the_months_models(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     create_records(2, budget_day=TODAY, tokens_in=10, tokens_out=5, cost_usd=Decimal("0.1"))
     create_records(
@@ -47,7 +48,7 @@ def test_stats_give_today_the_month_and_the_months_models(settings):
     ]
 
 
-def test_a_device_without_usage_gets_zeros(settings):
+def test_a_device_without_usage_gets_zeros(settings: Settings) -> None:
     stats = usage_stats(device_id="dev_nobody", now=NOW)
     assert stats == {
         "today": {"requests": 0, "tokens": 0, "costUsd": 0.0},
@@ -56,7 +57,7 @@ def test_a_device_without_usage_gets_zeros(settings):
     }
 
 
-def test_today_is_the_budget_day_in_the_budget_timezone(settings):
+def test_today_is_the_budget_day_in_the_budget_timezone(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "Asia/Tokyo"  # 15:00 UTC is already the 27th there
     create_records(1, budget_day=TODAY + timedelta(days=1))
     create_records(2, budget_day=TODAY)
@@ -65,7 +66,7 @@ def test_today_is_the_budget_day_in_the_budget_timezone(settings):
     assert stats["month"]["requests"] == 3
 
 
-def test_pruned_days_of_the_month_still_count(settings):
+def test_pruned_days_of_the_month_still_count(settings: Settings) -> None:
     settings.BUDGET_TIMEZONE = "UTC"
     create_records(4, budget_day=date(2026, 11, 3), cost_usd=Decimal("0.25"))
     create_records(1, budget_day=TODAY, cost_usd=Decimal("0.5"))

@@ -58,7 +58,8 @@ def browser_page(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # A Page that also carries the console errors it saw (console_errors, set below).
+        page: Any = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(15_000)
         page.console_errors = []
         page.on("console", lambda message: _note_console(page, message))

@@ -11,7 +11,9 @@ from devices.models import Device
 from usage.models import UsageRecord
 
 
-def register_device(name: str = "Ada's laptop", *, status: str = "pending_approval"):
+def register_device(
+    name: str = "Ada's laptop", *, status: str = "pending_approval"
+) -> tuple[Device, str]:
     """(device, token) registered through the services, then moved to ``status``."""
     device, token = services.device_register(
         name=name, platform="macos", version="1.4.2", ip="203.0.113.7"

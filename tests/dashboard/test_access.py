@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from billing.selectors import pause_state_get
 from devices.models import AuditEvent
 from tests.dashboard.support import register_device
 from tests.support.staff import make_staff, verified_client
 
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
 pytestmark = pytest.mark.django_db
 
 
-def dashboard_requests(device_id: str) -> list[tuple[str, str, dict]]:
+def dashboard_requests(device_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         ("get", "/dashboard/", {}),
         ("post", f"/dashboard/devices/{device_id}/approve", {"tier": "paid"}),
@@ -25,7 +33,7 @@ def dashboard_requests(device_id: str) -> list[tuple[str, str, dict]]:
     ]
 
 
-def api_requests(device_id: str) -> list[tuple[str, str, dict]]:
+def api_requests(device_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         ("get", "/api/admin/devices?status=pending_approval", {}),
         ("get", "/api/admin/devices", {}),
@@ -36,7 +44,7 @@ def api_requests(device_id: str) -> list[tuple[str, str, dict]]:
     ]
 
 
-def callers(token: str) -> dict[str, tuple[Client, dict]]:
+def callers(token: str) -> dict[str, tuple[Client, dict[str, Any]]]:
     """Each kind of caller that must be refused, with the headers it sends."""
     visitor = make_staff("visitor", is_staff=False, enrol=False)[0]
     unverified = make_staff("half-staff")[0]
@@ -52,7 +60,9 @@ def callers(token: str) -> dict[str, tuple[Client, dict]]:
     }
 
 
-def send(client: Client, method: str, url: str, data: dict, headers: dict):
+def send(
+    client: Client, method: str, url: str, data: dict[str, Any], headers: dict[str, Any]
+) -> TestResponse:
     if method == "get":
         return client.get(url, **headers)
     if url.startswith("/api/"):
@@ -60,14 +70,18 @@ def send(client: Client, method: str, url: str, data: dict, headers: dict):
     return client.post(url, data, **headers)
 
 
-def sent_by_each_caller(token: str, requests: list[tuple[str, str, dict]]) -> Iterator[tuple]:
+def sent_by_each_caller(
+    token: str, requests: list[tuple[str, str, dict[str, Any]]]
+) -> Iterator[tuple[str, str, Any]]:
     """Each of ``requests`` sent by each of ``callers``: (who, url, response)."""
     for who, (client, headers) in callers(token).items():
         for method, url, data in requests:
             yield who, url, send(client, method, url, data, headers)
 
 
-def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(settings):
+def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothing(
+    settings: Settings,
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, url, response in sent_by_each_caller(token, dashboard_requests(device.pk)):
@@ -79,7 +93,7 @@ def test_every_dashboard_url_sends_other_callers_to_the_login_and_changes_nothin
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings):
+def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     device, token = register_device()
     for who, url, response in sent_by_each_caller(token, api_requests(device.pk)):
@@ -90,7 +104,9 @@ def test_every_admin_api_url_refuses_other_callers_and_changes_nothing(settings)
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["register"]
 
 
-def test_verified_staff_are_served_by_both(settings, staff_user):
+def test_verified_staff_are_served_by_both(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, otp_device = staff_user
     device, _ = register_device()

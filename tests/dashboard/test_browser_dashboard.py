@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -11,8 +13,9 @@ from gateway.core import clock
 from gateway.proxy.routes import seed_routes
 from tests.dashboard.conftest import log_in, screenshot
 from tests.dashboard.support import record_usage, register_device
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import provider_environment
-from tests.support.processes import wait_for
+from tests.support.processes import GatewayServer, wait_for
 from tests.support.staff import OPERATOR_PERMISSIONS, make_staff
 from usage.days import budget_day
 from usage.models import UsageRecord
@@ -25,7 +28,9 @@ MODELS = [
 
 
 @pytest.fixture
-def server(gateway_servers, provider):
+def server(
+    gateway_servers: Callable[..., list[GatewayServer]], provider: FakeProvider
+) -> GatewayServer:
     """A gateway in front of the fake provider, with the second factor on.
 
     Plain HTTP on 127.0.0.1: the production profile's Secure cookies would
@@ -69,7 +74,9 @@ def fill_ledger() -> None:
                 )
 
 
-def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_page):
+def test_staff_approve_a_pending_device_which_then_gets_through(
+    server: GatewayServer, browser_page: Any
+) -> None:
     _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     registered = httpx.post(
         f"{server.url}/v1/devices/register",
@@ -115,7 +122,7 @@ def test_staff_approve_a_pending_device_which_then_gets_through(server, browser_
     assert page.console_errors == []
 
 
-def test_the_dashboard_fits_a_phone_screen(server, browser_page):
+def test_the_dashboard_fits_a_phone_screen(server: GatewayServer, browser_page: Any) -> None:
     _, otp_device = make_staff("ops", for_servers=True, permissions=OPERATOR_PERMISSIONS)
     register_device("Grace's phone")
     fill_ledger()

@@ -16,19 +16,19 @@ def spend(spent: int, budget: int = 10_000_000, reserved: int = 0, warning: int 
     return Spend(date(2026, 11, 26), spent, reserved, budget, warning, False)
 
 
-def test_a_half_spent_budget_fills_the_gauge_to_its_top():
+def test_a_half_spent_budget_fills_the_gauge_to_its_top() -> None:
     drawn = gauge(spend(5_000_000))
     assert drawn.spent == "M 20.0 100.0 A 80.0 80.0 0 0 1 100.0 20.0"
     assert drawn.percent_text == "50%"
     assert not drawn.is_over_warning
 
 
-def test_the_gauge_turns_to_warning_exactly_at_the_warning_percent():
+def test_the_gauge_turns_to_warning_exactly_at_the_warning_percent() -> None:
     assert not gauge(spend(7_999_999)).is_over_warning
     assert gauge(spend(8_000_000)).is_over_warning
 
 
-def test_reservations_continue_the_arc_and_overspend_is_capped_at_full():
+def test_reservations_continue_the_arc_and_overspend_is_capped_at_full() -> None:
     drawn = gauge(spend(5_000_000, reserved=2_500_000))
     assert drawn.reserved.startswith("M 100.0 20.0 A")
     full = gauge(spend(12_000_000))
@@ -36,7 +36,7 @@ def test_reservations_continue_the_arc_and_overspend_is_capped_at_full():
     assert full.percent_text == "120%"
 
 
-def test_a_zero_budget_draws_an_empty_gauge():
+def test_a_zero_budget_draws_an_empty_gauge() -> None:
     drawn = gauge(spend(0, budget=0))
     assert (drawn.spent, drawn.percent_text) == ("", "no budget")
 
@@ -45,7 +45,7 @@ def amounts(*costs: int) -> list[Amount]:
     return [Amount(f"{index:02d}", cost, 1, 10) for index, cost in enumerate(costs)]
 
 
-def test_columns_are_proportional_on_a_rounded_scale():
+def test_columns_are_proportional_on_a_rounded_scale() -> None:
     chart = column_chart(amounts(0, 1_000_000, 3_000_000))
     heights = [bar.height for bar in chart.bars]
     assert heights[0] == 0
@@ -55,16 +55,16 @@ def test_columns_are_proportional_on_a_rounded_scale():
     assert not chart.is_empty
 
 
-def test_day_labels_are_every_fifth_counting_back_from_today():
+def test_day_labels_are_every_fifth_counting_back_from_today() -> None:
     chart = column_chart(amounts(*([1] * 30)))
     assert [tick.label for tick in chart.x_ticks] == ["04", "09", "14", "19", "24", "29"]
 
 
-def test_an_all_zero_series_is_empty():
+def test_an_all_zero_series_is_empty() -> None:
     assert column_chart(amounts(0, 0)).is_empty
 
 
-def test_bar_lengths_are_proportional_to_cost():
+def test_bar_lengths_are_proportional_to_cost() -> None:
     first, second = bar_list(amounts(4_000_000, 1_000_000))
     assert (first.percent, second.percent) == (100, 25)
     assert first.value == "$4.00" and second.value == "$1.00"
@@ -75,12 +75,12 @@ def test_bar_lengths_are_proportional_to_cost():
     ("micro", "text"),
     [(0, "$0.00"), (1_234_500_000, "$1,234.50"), (250_000, "$0.25"), (4_200, "$0.0042")],
 )
-def test_money_is_written_for_people(micro, text):
+def test_money_is_written_for_people(micro: int, text: str) -> None:
     assert usd_text(micro) == text
 
 
 @pytest.mark.django_db
-def test_the_daily_series_has_thirty_days_with_zeros_for_quiet_ones():
+def test_the_daily_series_has_thirty_days_with_zeros_for_quiet_ones() -> None:
     today = date(2026, 11, 26)
     record_usage("dev_a", day=today, cost="1.000000")
     record_usage("dev_a", day=today, cost="0.500000")

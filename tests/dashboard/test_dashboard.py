@@ -7,11 +7,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from billing.models import BudgetAuditEvent
 from billing.selectors import pause_state_get
 from devices.models import AuditEvent, Device
 from gateway.core import clock as gateway_clock
+from tests.conftest import TestClock
 from tests.dashboard.support import record_usage, register_device
 from tests.support.staff import verified_client
 from usage.days import budget_day
@@ -22,13 +27,13 @@ POLICY_START = "default-src 'self'; script-src 'self'; style-src 'self'"
 
 
 @pytest.fixture
-def staff(settings, staff_user):
+def staff(settings: Settings, staff_user: tuple[User, TOTPDevice | None]) -> Client:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user
     return verified_client(user, device)
 
 
-def test_the_page_lists_pending_devices_with_approve_and_reject_forms(staff):
+def test_the_page_lists_pending_devices_with_approve_and_reject_forms(staff: Client) -> None:
     pending, _ = register_device("Ada's laptop")
     register_device("Already approved", status="approved")
     page = staff.get("/dashboard/")
@@ -44,7 +49,7 @@ def test_the_page_lists_pending_devices_with_approve_and_reject_forms(staff):
     assert "<script" not in html and "style=" not in html
 
 
-def test_approving_goes_through_the_service_with_the_staff_user_and_ip(staff):
+def test_approving_goes_through_the_service_with_the_staff_user_and_ip(staff: Client) -> None:
     device, _ = register_device()
     response = staff.post(
         f"/dashboard/devices/{device.pk}/approve", {"tier": "paid"}, REMOTE_ADDR="198.51.100.4"
@@ -58,7 +63,7 @@ def test_approving_goes_through_the_service_with_the_staff_user_and_ip(staff):
     assert "approved" in staff.get("/dashboard/").content.decode()
 
 
-def test_rejecting_goes_through_the_service(staff):
+def test_rejecting_goes_through_the_service(staff: Client) -> None:
     device, _ = register_device()
     staff.post(f"/dashboard/devices/{device.pk}/reject")
     device.refresh_from_db()
@@ -66,7 +71,7 @@ def test_rejecting_goes_through_the_service(staff):
     assert AuditEvent.objects.filter(device=device, action="reject", actor="ops").exists()
 
 
-def test_a_refused_transition_is_a_message_not_an_error_page(staff):
+def test_a_refused_transition_is_a_message_not_an_error_page(staff: Client) -> None:
     device, _ = register_device(status="rejected")
     response = staff.post(f"/dashboard/devices/{device.pk}/approve", follow=True)
     assert response.status_code == 200
@@ -77,7 +82,7 @@ def test_a_refused_transition_is_a_message_not_an_error_page(staff):
     assert "No such device" in missing.content.decode()
 
 
-def test_pause_and_resume_are_audited_with_the_staff_user(staff):
+def test_pause_and_resume_are_audited_with_the_staff_user(staff: Client) -> None:
     staff.post("/dashboard/pause", {"reason": "provider incident"}, REMOTE_ADDR="198.51.100.4")
     state = pause_state_get()
     assert state.is_paused and state.reason == "provider incident"
@@ -89,13 +94,15 @@ def test_pause_and_resume_are_audited_with_the_staff_user(staff):
     assert actions == [("pause", "ops", "198.51.100.4"), ("resume", "ops", "127.0.0.1")]
 
 
-def test_a_pause_without_a_reason_is_refused(staff):
+def test_a_pause_without_a_reason_is_refused(staff: Client) -> None:
     response = staff.post("/dashboard/pause", {"reason": "  "}, follow=True)
     assert "needs a reason" in response.content.decode()
     assert not pause_state_get().is_paused
 
 
-def test_charts_and_tables_show_the_ledger(staff, settings, clock):
+def test_charts_and_tables_show_the_ledger(
+    staff: Client, settings: Settings, clock: TestClock
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("10")
     # Mid-month, so "three days ago" is in this month's by-model chart.
     clock.set_offset(datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp() - time.time())
@@ -119,7 +126,7 @@ def test_charts_and_tables_show_the_ledger(staff, settings, clock):
     assert "$2.50" in top and "$0.25" in top
 
 
-def test_an_empty_ledger_still_renders(staff):
+def test_an_empty_ledger_still_renders(staff: Client) -> None:
     html = staff.get("/dashboard/").content.decode()
     assert "No spend in this period" in html
     assert "No spend this month." in html
@@ -127,7 +134,7 @@ def test_an_empty_ledger_still_renders(staff):
     assert "No device is waiting." in html
 
 
-def test_recent_audit_events_name_who_did_what(staff):
+def test_recent_audit_events_name_who_did_what(staff: Client) -> None:
     device, _ = register_device("Ada's laptop")
     staff.post(f"/dashboard/devices/{device.pk}/approve")
     events = staff.get("/dashboard/").content.decode().split('id="events"')[1]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from devices.models import Device
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
 
@@ -25,18 +30,30 @@ class Registered:
         return {"x-device-id": self.id, "x-session-token": self.token}
 
 
-def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+class Answer(Protocol):
+    """What assert_error reads of a response: Django's test client's or httpx's."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    def json(self) -> Any: ...
+
+
+def assert_error(response: Answer, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code
     return error
 
 
-def in_thread(function):  # type: ignore[no-untyped-def]
+def in_thread(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     """``sync_to_async`` that gives the thread's connection back (see gateway.core.db.run_sync)."""
     from gateway.core.db import run_sync
 
-    async def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         return await run_sync(function, *args, **kwargs)
 
     return call

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn
+
 import pytest
 
 from devices import activity, housekeeping
 from devices.auth import authenticate
 from devices.models import Device
 from gateway.core.errors import ServiceUnavailable
-from tests.devices.support import in_thread
+from tests.conftest import TestClock
+from tests.devices.support import Registered, in_thread
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -14,12 +19,14 @@ pytestmark = [
 ]
 
 
-async def last_seen(device_id: str):
+async def last_seen(device_id: str) -> tuple[datetime | None, str | None]:
     device = await in_thread(Device.objects.get)(pk=device_id)
     return device.last_seen_at, device.last_ip
 
 
-async def test_authenticating_writes_nothing_until_the_flush(make_device, count_queries):
+async def test_authenticating_writes_nothing_until_the_flush(
+    make_device: Callable[..., Registered], count_queries: list[str]
+) -> None:
     registered = await in_thread(make_device)("approved")
     count_queries.clear()
     for _ in range(3):
@@ -32,7 +39,9 @@ async def test_authenticating_writes_nothing_until_the_flush(make_device, count_
     assert seen_at is not None and ip == "198.51.100.7"
 
 
-async def test_the_latest_sighting_wins_and_refused_tokens_are_not_recorded(make_device):
+async def test_the_latest_sighting_wins_and_refused_tokens_are_not_recorded(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved")
     revoked = await in_thread(make_device)("revoked")
     await authenticate(registered.bearer(), ip="198.51.100.1")
@@ -44,11 +53,13 @@ async def test_the_latest_sighting_wins_and_refused_tokens_are_not_recorded(make
     assert await last_seen(revoked.id) == (None, None)
 
 
-async def test_a_failed_flush_keeps_the_sightings_for_the_next_one(make_device, monkeypatch):
+async def test_a_failed_flush_keeps_the_sightings_for_the_next_one(
+    make_device: Callable[..., Registered], monkeypatch: pytest.MonkeyPatch
+) -> None:
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.bearer(), ip="198.51.100.1")
 
-    def unavailable(**kwargs):
+    def unavailable(**kwargs: Any) -> NoReturn:
         raise ServiceUnavailable()
 
     monkeypatch.setattr(housekeeping, "device_record_activity", unavailable)
@@ -59,7 +70,9 @@ async def test_a_failed_flush_keeps_the_sightings_for_the_next_one(make_device, 
     assert (await last_seen(registered.id))[1] == "198.51.100.1"
 
 
-async def test_stopping_housekeeping_flushes_what_it_holds(make_device):
+async def test_stopping_housekeeping_flushes_what_it_holds(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved")
     await housekeeping.start()
     await authenticate(registered.bearer(), ip="198.51.100.1")
@@ -68,7 +81,9 @@ async def test_stopping_housekeeping_flushes_what_it_holds(make_device):
     assert activity.take() == {}
 
 
-async def test_housekeeping_records_ended_suspensions(make_device, clock):
+async def test_housekeeping_records_ended_suspensions(
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     registered = await in_thread(make_device)("suspended")
     clock.advance(3 * 3600)
     await housekeeping.run_once()

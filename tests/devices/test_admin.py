@@ -1,26 +1,36 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 
 from devices.models import AuditEvent, Device, OwnerAccount
+from tests.devices.support import Registered
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/devices/device/"
 
 
-def act(client, action, *devices, **fields):
+def act(client: Client, action: str, *devices: Any, **fields: Any) -> TestResponse:
     data = {"action": action, "_selected_action": [device.id for device in devices], **fields}
     return client.post(CHANGELIST, data)
 
 
-def status_of(registered) -> str:
+def status_of(registered: Registered) -> str:
     return Device.objects.get(pk=registered.id).status
 
 
 def test_the_device_list_shows_status_tier_owner_and_token_prefix_never_the_hash(
-    admin_client, make_device
-):
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("approved", tier="paid", owner="acme")
     html = admin_client.get(CHANGELIST).content.decode()
     for expected in (
@@ -36,7 +46,9 @@ def test_the_device_list_shows_status_tier_owner_and_token_prefix_never_the_hash
     assert registered.device.token_hash not in html
 
 
-def test_the_list_filters_by_status_and_tier(admin_client, make_device):
+def test_the_list_filters_by_status_and_tier(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     pending = make_device(name="pending-one")
     paid = make_device("approved", tier="paid", name="paid-one")
     by_status = admin_client.get(CHANGELIST, {"status": "pending_approval"}).content.decode()
@@ -45,7 +57,9 @@ def test_the_list_filters_by_status_and_tier(admin_client, make_device):
     assert paid.id in by_tier and pending.id not in by_tier
 
 
-def test_the_list_searches_by_name_and_ip(admin_client, make_device):
+def test_the_list_searches_by_name_and_ip(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     laptop = make_device(name="kitchen laptop", ip="198.51.100.23")
     other = make_device(name="office phone", ip="192.0.2.5")
     by_name = admin_client.get(CHANGELIST, {"q": "kitchen"}).content.decode()
@@ -54,7 +68,9 @@ def test_the_list_searches_by_name_and_ip(admin_client, make_device):
     assert laptop.id in by_ip and other.id not in by_ip
 
 
-def test_the_change_page_is_read_only_with_the_audit_trail_and_no_secret(admin_client, make_device):
+def test_the_change_page_is_read_only_with_the_audit_trail_and_no_secret(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("suspended")
     response = admin_client.get(f"{CHANGELIST}{registered.id}/change/")
     assert response.status_code == 200
@@ -65,15 +81,17 @@ def test_the_change_page_is_read_only_with_the_audit_trail_and_no_secret(admin_c
     assert 'name="status"' not in html and 'name="tier"' not in html
 
 
-def test_devices_are_neither_added_nor_deleted_in_the_admin(admin_client, make_device):
+def test_devices_are_neither_added_nor_deleted_in_the_admin(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device()
     assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
     assert admin_client.get(f"{CHANGELIST}{registered.id}/delete/").status_code == 403
 
 
 def test_approve_reject_and_revoke_actions_go_through_the_services(
-    admin_client, admin_user, make_device
-):
+    admin_client: Client, admin_user: User, make_device: Callable[..., Registered]
+) -> None:
     first, second, third = make_device(), make_device(), make_device("approved")
     assert act(admin_client, "approve", first).status_code == 302
     assert act(admin_client, "reject", second).status_code == 302
@@ -87,7 +105,9 @@ def test_approve_reject_and_revoke_actions_go_through_the_services(
     assert (event.actor_user, event.ip) == (admin_user, "127.0.0.1")
 
 
-def test_an_illegal_action_shows_the_reason_and_changes_nothing(admin_client, make_device):
+def test_an_illegal_action_shows_the_reason_and_changes_nothing(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     revoked, pending = make_device("revoked"), make_device()
     response = act(admin_client, "approve", revoked, pending)
     followed = admin_client.get(response["Location"]).content.decode()
@@ -96,7 +116,9 @@ def test_an_illegal_action_shows_the_reason_and_changes_nothing(admin_client, ma
     assert (status_of(revoked), status_of(pending)) == ("revoked", "approved")
 
 
-def test_suspend_asks_for_hours_and_reason_then_suspends(admin_client, make_device):
+def test_suspend_asks_for_hours_and_reason_then_suspends(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("approved")
     form = act(admin_client, "suspend", registered)
     assert form.status_code == 200
@@ -108,7 +130,9 @@ def test_suspend_asks_for_hours_and_reason_then_suspends(admin_client, make_devi
     assert (device.status, device.suspension_reason) == ("suspended", "abuse")
 
 
-def test_an_invalid_suspend_form_is_shown_again(admin_client, make_device):
+def test_an_invalid_suspend_form_is_shown_again(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("approved")
     response = act(admin_client, "suspend", registered, apply="1", hours="soon", reason="")
     assert response.status_code == 200
@@ -116,7 +140,9 @@ def test_an_invalid_suspend_form_is_shown_again(admin_client, make_device):
     assert status_of(registered) == "approved"
 
 
-def test_set_tier_and_assign_user_actions(admin_client, make_device):
+def test_set_tier_and_assign_user_actions(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("approved")
     assert act(admin_client, "set_tier", registered).status_code == 200
     act(admin_client, "set_tier", registered, apply="1", tier="paid")
@@ -128,7 +154,9 @@ def test_set_tier_and_assign_user_actions(admin_client, make_device):
     assert {"set_tier", "assign_owner"} <= actions
 
 
-def test_audit_events_are_read_only(admin_client, make_device):
+def test_audit_events_are_read_only(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     registered = make_device("approved")
     event = AuditEvent.objects.filter(device_id=registered.id).first()
     assert event is not None
@@ -144,7 +172,9 @@ def test_audit_events_are_read_only(admin_client, make_device):
     assert event.actor == "test"
 
 
-def test_owner_accounts_are_listed_with_their_device_count(admin_client, make_device):
+def test_owner_accounts_are_listed_with_their_device_count(
+    admin_client: Client, make_device: Callable[..., Registered]
+) -> None:
     make_device("approved", owner="acme")
     make_device("approved", owner="acme")
     html = admin_client.get("/admin/devices/owneraccount/").content.decode()

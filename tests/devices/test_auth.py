@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from pytest_django import Settings
 
 from devices import auth, services
 from devices.auth import AuthenticatedDevice, authenticate
 from devices.errors import DevicePendingApproval, DeviceRejected, DeviceSuspended
+from devices.models import Device
 from gateway.core import store
-from gateway.core.errors import AuthenticationFailed
+from gateway.core.errors import AuthenticationFailed, GatewayError
 from gateway.core.store import StoreUnavailable
-from tests.devices.support import in_thread
+from tests.conftest import TestClock
+from tests.devices.support import Registered, in_thread
+from usage import guard
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -19,21 +25,24 @@ IP = "198.51.100.9"
 
 
 @pytest.fixture
-def auth_failures(monkeypatch):
+def auth_failures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each IP the guard was told about (usage.guard.record_auth_failure)."""
     recorded: list[str] = []
 
     async def record(ip: str) -> None:
         recorded.append(ip)
 
-    monkeypatch.setattr(auth.guard, "record_auth_failure", record)
+    monkeypatch.setattr(guard, "record_auth_failure", record)
     return recorded
 
 
-async def test_a_bearer_token_alone_identifies_an_approved_device(make_device):
+async def test_a_bearer_token_alone_identifies_an_approved_device(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved", tier="paid", owner="acme")
     device = await authenticate(registered.bearer(), ip=IP)
     owner = await in_thread(lambda: registered.device.owner)()
+    assert owner is not None
     assert device == AuthenticatedDevice(
         id=registered.id,
         name="Ada's laptop",
@@ -44,7 +53,9 @@ async def test_a_bearer_token_alone_identifies_an_approved_device(make_device):
     )
 
 
-async def test_the_device_id_and_session_token_pair_works_too(make_device):
+async def test_the_device_id_and_session_token_pair_works_too(
+    make_device: Callable[..., Registered],
+) -> None:
     registered = await in_thread(make_device)("approved")
     device = await authenticate(registered.pair(), ip=IP)
     assert (device.id, device.owner_id, device.owner_name) == (registered.id, None, None)
@@ -69,8 +80,8 @@ async def test_the_device_id_and_session_token_pair_works_too(make_device):
     ],
 )
 async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guard(
-    make_device, auth_failures, headers
-):
+    make_device: Callable[..., Registered], auth_failures: list[str], headers: dict[str, str]
+) -> None:
     registered = await in_thread(make_device)("approved")
     filled = {
         name: value.format(token=registered.token, id=registered.id)
@@ -83,7 +94,9 @@ async def test_unusable_credentials_are_one_generic_401_and_reported_to_the_guar
     assert auth_failures == [IP]
 
 
-async def test_a_token_with_another_devices_id_is_refused(make_device, auth_failures):
+async def test_a_token_with_another_devices_id_is_refused(
+    make_device: Callable[..., Registered], auth_failures: list[str]
+) -> None:
     mine = await in_thread(make_device)("approved")
     other = await in_thread(make_device)("approved")
     headers = {"x-device-id": other.id, "x-session-token": mine.token}
@@ -96,7 +109,9 @@ async def test_a_token_with_another_devices_id_is_refused(make_device, auth_fail
     assert (await authenticate(mine.pair(), ip=IP)).id == mine.id
 
 
-async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures):
+async def test_a_revoked_device_gets_the_same_401(
+    make_device: Callable[..., Registered], auth_failures: list[str]
+) -> None:
     registered = await in_thread(make_device)("revoked")
     with pytest.raises(AuthenticationFailed):
         await authenticate(registered.bearer(), ip=IP)
@@ -108,8 +123,11 @@ async def test_a_revoked_device_gets_the_same_401(make_device, auth_failures):
     [("pending_approval", DevicePendingApproval), ("rejected", DeviceRejected)],
 )
 async def test_pending_and_rejected_devices_get_their_403(
-    make_device, auth_failures, status, error
-):
+    make_device: Callable[..., Registered],
+    auth_failures: list[str],
+    status: str,
+    error: type[GatewayError],
+) -> None:
     registered = await in_thread(make_device)(status)
     with pytest.raises(error) as refused:
         await authenticate(registered.bearer(), ip=IP)
@@ -120,9 +138,10 @@ async def test_pending_and_rejected_devices_get_their_403(
 
 
 async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension_ends(
-    make_device, clock
-):
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     registered = await in_thread(make_device)("suspended")
+    assert registered.device.suspended_until is not None
     until = registered.device.suspended_until.strftime("%Y-%m-%dT%H:%M:%SZ")
     with pytest.raises(DeviceSuspended) as refused:
         await authenticate(registered.bearer(), ip=IP)
@@ -139,8 +158,8 @@ async def test_a_suspended_device_is_told_until_when_and_why_then_the_suspension
 
 
 async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
-    make_device, count_queries
-):
+    make_device: Callable[..., Registered], count_queries: list[str]
+) -> None:
     registered = await in_thread(make_device)("approved")
     count_queries.clear()
     await authenticate(registered.pair(), ip=IP)
@@ -177,7 +196,9 @@ async def test_a_warm_cache_does_no_database_query_yet_a_revoke_is_seen_at_once(
         ),
     ],
 )
-async def test_every_change_is_seen_on_the_next_request_despite_the_cache(make_device, change):
+async def test_every_change_is_seen_on_the_next_request_despite_the_cache(
+    make_device: Callable[..., Registered], change: Callable[[Device], object]
+) -> None:
     registered = await in_thread(make_device)("approved")
     for _ in range(3):
         before = await authenticate(registered.bearer(), ip=IP)
@@ -190,8 +211,8 @@ async def test_every_change_is_seen_on_the_next_request_despite_the_cache(make_d
 
 
 async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
-    make_device, count_queries
-):
+    make_device: Callable[..., Registered], count_queries: list[str]
+) -> None:
     # The first lookup finds the device id in the row it read; only later
     # lookups can read the version before the row (see devices.auth).
     registered = await in_thread(make_device)("approved")
@@ -204,8 +225,10 @@ async def test_a_bearer_token_seen_first_is_trusted_from_its_second_lookup(
 
 
 async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
-    make_device, count_queries, monkeypatch
-):
+    make_device: Callable[..., Registered],
+    count_queries: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     registered = await in_thread(make_device)("approved")
     await authenticate(registered.pair(), ip=IP)
     monkeypatch.setattr(services, "CACHE_MAX_AGE_SECONDS", 0)
@@ -216,7 +239,9 @@ async def test_a_cached_entry_is_reloaded_after_its_maximum_age(
 
 
 @pytest.mark.production_only
-async def test_redis_down_is_a_503_not_a_stale_answer(make_device, settings):
+async def test_redis_down_is_a_503_not_a_stale_answer(
+    make_device: Callable[..., Registered], settings: Settings
+) -> None:
     from tests.support.processes import free_port
 
     registered = await in_thread(make_device)("approved")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from io import StringIO
 
 import pytest
@@ -10,6 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from devices.models import AuditEvent, Device
+from tests.conftest import TestClock
+from tests.devices.support import Registered
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +24,7 @@ def run(*args: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def test_list_devices_as_json_has_the_spec_fields(make_device):
+def test_list_devices_as_json_has_the_spec_fields(make_device: Callable[..., Registered]) -> None:
     pending = make_device(name="pending-one")
     approved = make_device("approved", tier="paid", owner="acme", name="paid-one")
     rows = json.loads(run("list_devices", "--format", "json"))
@@ -39,7 +42,9 @@ def test_list_devices_as_json_has_the_spec_fields(make_device):
     }
 
 
-def test_list_devices_filters_by_status_and_prints_a_table(make_device):
+def test_list_devices_filters_by_status_and_prints_a_table(
+    make_device: Callable[..., Registered],
+) -> None:
     pending = make_device(name="pending-one")
     approved = make_device("approved", name="approved-one")
     rows = json.loads(run("list_devices", "--status", "pending_approval", "--format", "json"))
@@ -59,7 +64,9 @@ def test_list_devices_filters_by_status_and_prints_a_table(make_device):
     assert {line.split()[0] for line in lines} == {pending.id, approved.id}
 
 
-def test_an_expired_suspension_lists_as_approved(make_device, clock):
+def test_an_expired_suspension_lists_as_approved(
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     registered = make_device("suspended")
     clock.advance(3 * 3600)
     assert json.loads(run("list_devices", "--status", "approved", "--format", "json"))[0]["id"] == (
@@ -68,7 +75,7 @@ def test_an_expired_suspension_lists_as_approved(make_device, clock):
     assert json.loads(run("list_devices", "--status", "suspended", "--format", "json")) == []
 
 
-def test_approve_device_with_tier_and_user(make_device):
+def test_approve_device_with_tier_and_user(make_device: Callable[..., Registered]) -> None:
     registered = make_device()
     output = run("approve_device", registered.id, "--tier", "paid", "--user", "acme")
     assert registered.id in output and "approved" in output
@@ -82,7 +89,7 @@ def test_approve_device_with_tier_and_user(make_device):
     assert (event.actor, event.actor_user, event.ip) == ("command:approve_device", None, None)
 
 
-def test_reject_revoke_and_suspend_device(make_device):
+def test_reject_revoke_and_suspend_device(make_device: Callable[..., Registered]) -> None:
     pending, approved, other = make_device(), make_device("approved"), make_device("approved")
     run("reject_device", pending.id)
     run("revoke_device", approved.id)
@@ -112,7 +119,9 @@ def test_reject_revoke_and_suspend_device(make_device):
         (("approve_device", "{pending}", "--user", ""), "user must be"),
     ],
 )
-def test_bad_input_is_a_one_line_command_error(make_device, args, reason):
+def test_bad_input_is_a_one_line_command_error(
+    make_device: Callable[..., Registered], args: tuple[str, ...], reason: str
+) -> None:
     ids = {
         "revoked": make_device("revoked").id,
         "approved": make_device("approved").id,
@@ -125,7 +134,7 @@ def test_bad_input_is_a_one_line_command_error(make_device, args, reason):
     assert "\n" not in message
 
 
-def test_a_pasted_token_is_not_echoed_back(make_device):
+def test_a_pasted_token_is_not_echoed_back(make_device: Callable[..., Registered]) -> None:
     registered = make_device()
     with pytest.raises(CommandError) as refused:
         run("approve_device", registered.token)
@@ -141,7 +150,9 @@ def test_a_pasted_token_is_not_echoed_back(make_device):
         ["list_devices", "--status", "sleeping"],
     ],
 )
-def test_from_the_shell_bad_input_exits_non_zero_without_a_traceback(args, transactional_db):
+def test_from_the_shell_bad_input_exits_non_zero_without_a_traceback(
+    args: list[str], transactional_db: None
+) -> None:
     from tests.conftest import gateway_environment
 
     result = subprocess.run(

@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from io import StringIO
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.test import Client
 
 from devices.models import AuditEvent, Device
-from tests.devices.support import REGISTRATION
-from tests.support.processes import free_port
+from tests.conftest import TestClock
+from tests.devices.support import REGISTRATION, Registered
+from tests.support.processes import GatewayServer, free_port
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 
-def register(server) -> tuple[str, str]:
+def register(server: GatewayServer) -> tuple[str, str]:
     response = httpx.post(f"{server.url}/v1/devices/register", json=REGISTRATION)
     assert response.status_code == 201, response.text
     body = response.json()
     return body["deviceId"], body["sessionToken"]
 
 
-def me(server, token: str | None = None, **headers: str) -> httpx.Response:
+def me(server: GatewayServer, token: str | None = None, **headers: str) -> httpx.Response:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.get(f"{server.url}/v1/devices/me", headers=headers, timeout=30)
 
 
-def error_of(response: httpx.Response, status: int, code: str) -> dict:
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code
     return error
 
@@ -42,7 +50,9 @@ def command(*args: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def test_a_new_device_is_refused_until_the_approve_command(gateway_servers):
+def test_a_new_device_is_refused_until_the_approve_command(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error = error_of(me(server, token), 403, "device_pending_approval")
@@ -53,7 +63,9 @@ def test_a_new_device_is_refused_until_the_approve_command(gateway_servers):
     assert response.json() == {"id": device_id, "status": "approved", "tier": "paid"}
 
 
-def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, admin_client):
+def test_a_new_device_is_refused_until_the_admin_approves_it(
+    gateway_servers: Callable[..., list[GatewayServer]], admin_client: Client
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -64,7 +76,9 @@ def test_a_new_device_is_refused_until_the_admin_approves_it(gateway_servers, ad
     assert me(server, token).status_code == 200
 
 
-def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers, staff_api):
+def test_a_new_device_is_refused_until_the_json_api_approves_it(
+    gateway_servers: Callable[..., list[GatewayServer]], staff_api: Client
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     error_of(me(server, token), 403, "device_pending_approval")
@@ -77,7 +91,9 @@ def test_a_new_device_is_refused_until_the_json_api_approves_it(gateway_servers,
     assert me(server, token).json()["status"] == "approved"
 
 
-def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(gateway_servers, clock):
+def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(
+    gateway_servers: Callable[..., list[GatewayServer]], clock: TestClock
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     command("approve_device", device_id)
@@ -96,7 +112,9 @@ def test_a_suspension_refuses_with_until_and_reason_then_ends_by_itself(gateway_
     assert response.json()["status"] == "approved"
 
 
-def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers):
+def test_a_revoked_device_is_refused_on_its_very_next_request(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     command("approve_device", device_id)
@@ -108,7 +126,9 @@ def test_a_revoked_device_is_refused_on_its_very_next_request(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers):
+def test_a_revoke_is_honoured_at_once_by_every_gateway_process(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     servers = gateway_servers(count=2)
     device_id, token = register(servers[0])
     command("approve_device", device_id)
@@ -120,7 +140,9 @@ def test_a_revoke_is_honoured_at_once_by_every_gateway_process(gateway_servers):
         error_of(me(server, token), 401, "invalid_credentials")
 
 
-def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(gateway_servers):
+def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     mine_id, mine = register(server)
     other_id, _ = register(server)
@@ -139,7 +161,9 @@ def test_both_header_styles_work_and_foreign_or_mismatched_credentials_are_401(g
     assert len(messages) == 1  # one generic message whatever the reason
 
 
-def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_servers):
+def test_an_openai_client_authenticates_with_the_token_as_its_api_key(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0)
@@ -158,15 +182,18 @@ def test_an_openai_client_authenticates_with_the_token_as_its_api_key(gateway_se
 
 
 def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
-    gateway_servers, admin_client, staff_api, clock
-):
+    gateway_servers: Callable[..., list[GatewayServer]],
+    admin_client: Client,
+    staff_api: Client,
+    clock: TestClock,
+) -> None:
     (server,) = gateway_servers()
     device_id, token = register(server)
     digest = Device.objects.get(pk=device_id).token_hash
     seen: list[str] = []
 
-    def keep(response) -> None:
-        headers = response.headers.items() if hasattr(response, "headers") else response.items()
+    def keep(response: httpx.Response | TestResponse) -> None:
+        headers = response.headers.items()  # both httpx's and Django's responses have .headers
         seen.append(f"{response.status_code} {list(headers)} {response.content.decode()}")
 
     keep(me(server, token))  # pending
@@ -199,7 +226,9 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
     assert digest not in everything
 
 
-def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers):
+def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
     if not settings.REDIS_URL:
         unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
@@ -210,7 +239,9 @@ def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device):
+def test_a_redis_outage_is_a_503_not_a_500(
+    gateway_servers: Callable[..., list[GatewayServer]], make_device: Callable[..., Registered]
+) -> None:
     (server,) = gateway_servers(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     registered = make_device("approved")
     response = me(server, **registered.pair())
@@ -225,7 +256,9 @@ def test_a_redis_outage_is_a_503_not_a_500(gateway_servers, make_device):
     error_of(refused, 503, "service_unavailable")
 
 
-def test_last_seen_is_kept_in_memory_and_written_at_shutdown(gateway_servers):
+def test_last_seen_is_kept_in_memory_and_written_at_shutdown(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers(DEVICES_TEST_SERVER="stopped-by-this-test")
     device_id, token = register(server)
     command("approve_device", device_id)

@@ -105,7 +105,8 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
         def _payload(self) -> dict[str, Any]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if "json" in (self.headers.get("Content-Type") or ""):
-                return json.loads(body or b"{}")
+                payload: dict[str, Any] = json.loads(body or b"{}")
+                return payload
             return {key: values[0] for key, values in parse_qs(body.decode()).items()}
 
         def _answer(self, status: int, data: dict[str, Any]) -> None:

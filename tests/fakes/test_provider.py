@@ -15,10 +15,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from anthropic.types import TextBlock, ToolParam
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageFunctionToolCall
 
 from tests.fakes.provider import Bill, FakeProvider
 
-WEATHER_TOOL_OPENAI = {
+WEATHER_TOOL_OPENAI: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -34,7 +36,7 @@ WEATHER_TOOL_OPENAI = {
         },
     },
 }
-WEATHER_TOOL_ANTHROPIC = {
+WEATHER_TOOL_ANTHROPIC: ToolParam = {
     "name": "get_weather",
     "description": "Weather for a city",
     "input_schema": WEATHER_TOOL_OPENAI["function"]["parameters"],
@@ -55,7 +57,8 @@ def claude(fake: FakeProvider, key: str | None = None) -> anthropic.Anthropic:
     )
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
+    """One user message, as either SDK takes it (their TypedDicts differ only in name)."""
     return [{"role": "user", "content": text}]
 
 
@@ -95,7 +98,9 @@ def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
 # ------------------------------------------------------------------ OpenAI
 
 
-def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usage(provider):
+def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usage(
+    provider: FakeProvider,
+) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o-mini",
         messages=[
@@ -106,6 +111,7 @@ def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usag
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-")
     assert completion.model == "gpt-4o-mini"
+    assert completion.usage is not None
     choice = completion.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == TEN_TOKENS
@@ -116,7 +122,9 @@ def test_it_answers_an_openai_chat_completion_with_deterministic_tokens_and_usag
     assert completion.usage.total_tokens == 21
 
 
-def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(provider):
+def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi [[tokens:4]]"), stream=True
     )
@@ -130,7 +138,7 @@ def test_it_streams_openai_chunks_without_a_usage_chunk_when_not_asked(provider)
     assert all(c.usage is None and len(c.choices) == 1 for c in chunks)
 
 
-def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider):
+def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider: FakeProvider) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("one two [[tokens:3]]"),
@@ -140,6 +148,7 @@ def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider):
     chunks = list(stream)
     last = chunks[-1]
     assert last.choices == []
+    assert last.usage is not None
     assert last.usage.prompt_tokens == 3 + 3
     assert last.usage.completion_tokens == 3
     assert last.usage.total_tokens == 9
@@ -149,7 +158,7 @@ def test_it_streams_openai_chunks_with_a_usage_chunk_when_asked(provider):
     assert text == "tok0 tok1 tok2 "
 
 
-def test_it_ends_openai_streams_with_a_done_line(provider):
+def test_it_ends_openai_streams_with_a_done_line(provider: FakeProvider) -> None:
     body = {"model": "m", "messages": user("[[tokens:2]]"), "stream": True}
     with openai_stream(provider, body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -159,24 +168,27 @@ def test_it_ends_openai_streams_with_a_done_line(provider):
 
 
 @pytest.mark.parametrize("cap_param", ["max_tokens", "max_completion_tokens"])
-def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(provider, cap_param):
-    completion = oai(provider).chat.completions.create(
-        model="gpt-4o", messages=user("hi"), **{cap_param: 3}
-    )
+def test_it_cuts_openai_answers_at_the_token_cap_with_finish_reason_length(
+    provider: FakeProvider, cap_param: str
+) -> None:
+    cap: dict[str, Any] = {cap_param: 3}
+    completion = oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"), **cap)
     assert completion.choices[0].message.content == "tok0 tok1 tok2 "
     assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 3
 
 
-def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider):
+def test_it_finishes_with_stop_when_the_answer_fits_under_the_cap(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi [[tokens:4]]"), max_tokens=4
     )
     assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 4
 
 
-def test_it_stops_openai_answers_at_a_stop_sequence(provider):
+def test_it_stops_openai_answers_at_a_stop_sequence(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("hi"), stop=["tok3"]
     )
@@ -184,21 +196,24 @@ def test_it_stops_openai_answers_at_a_stop_sequence(provider):
     assert completion.choices[0].finish_reason == "stop"
 
 
-def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider):
+def test_it_calls_an_openai_tool_when_a_message_asks_for_it(provider: FakeProvider) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("weather? [[tool:get_weather]]"), tools=[WEATHER_TOOL_OPENAI]
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
+    assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
     assert call.id.startswith("call_")
-    assert call.type == "function"
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == EXPECTED_ARGS
 
 
-def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(provider):
+def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(
+    provider: FakeProvider,
+) -> None:
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("[[tool:get_weather]]")
     )
@@ -206,7 +221,7 @@ def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(provider):
     assert completion.choices[0].message.tool_calls is None
 
 
-def test_it_answers_in_text_after_an_openai_tool_result(provider):
+def test_it_answers_in_text_after_an_openai_tool_result(provider: FakeProvider) -> None:
     messages = [
         *user("weather? [[tool:get_weather]]"),
         {
@@ -229,7 +244,7 @@ def test_it_answers_in_text_after_an_openai_tool_result(provider):
     assert completion.choices[0].message.content == TEN_TOKENS
 
 
-def test_it_streams_an_openai_tool_call_as_argument_fragments(provider):
+def test_it_streams_an_openai_tool_call_as_argument_fragments(provider: FakeProvider) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("[[tool:get_weather]]"),
@@ -239,16 +254,22 @@ def test_it_streams_an_openai_tool_call_as_argument_fragments(provider):
     deltas = [tc for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     head, fragments = deltas[0], deltas[1:]
     assert head.index == 0
-    assert head.id.startswith("call_")
+    assert head.id is not None and head.id.startswith("call_")
     assert head.type == "function"
+    assert head.function is not None and head.function.arguments is not None
     assert head.function.name == "get_weather"
     assert len(fragments) > 1
     assert all(f.index == 0 and f.id is None for f in fragments)
-    arguments = head.function.arguments + "".join(f.function.arguments for f in fragments)
+    arguments = head.function.arguments
+    for fragment in fragments:
+        assert fragment.function is not None and fragment.function.arguments is not None
+        arguments += fragment.function.arguments
     assert json.loads(arguments) == EXPECTED_ARGS
 
 
-def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(provider):
+def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o",
         messages=user("[[tool:get_weather]]"),
@@ -260,12 +281,13 @@ def test_it_reports_the_openai_tool_call_finish_reason_when_streaming(provider):
     assert set(finishes[:-1]) == {None}
 
 
-def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider):
+def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider: FakeProvider) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
         oai(provider, key="sk-wrong-secret-123").chat.completions.create(
             model="gpt-4o", messages=user("hi")
         )
     error = caught.value.body
+    assert isinstance(error, dict)
     assert caught.value.status_code == 401
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "invalid_api_key"
@@ -285,8 +307,8 @@ def test_it_rejects_a_wrong_openai_key_without_echoing_it(provider):
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
-    provider, fault, error_class, status
-):
+    provider: FakeProvider, fault: str, error_class: type[openai.APIStatusError], status: int
+) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
         oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
@@ -295,7 +317,9 @@ def test_it_turns_queued_http_faults_into_the_matching_openai_sdk_errors(
     assert oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi")).choices
 
 
-def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body(provider):
+def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("http_429")
     response = openai_post(provider, {"model": "gpt-4o", "messages": user("hi")})
     assert response.status_code == 429
@@ -303,7 +327,7 @@ def test_it_sends_openai_rate_limits_with_retry_after_and_a_provider_shaped_body
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_it_explains_openai_context_length_errors(provider):
+def test_it_explains_openai_context_length_errors(provider: FakeProvider) -> None:
     provider.fail_next("http_400")
     with pytest.raises(openai.BadRequestError) as caught:
         oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
@@ -311,7 +335,9 @@ def test_it_explains_openai_context_length_errors(provider):
     assert "maximum context length" in caught.value.message
 
 
-def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(provider):
+def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(
+    provider: FakeProvider,
+) -> None:
     client = openai.OpenAI(
         base_url=provider.digitalocean_base_url,
         api_key=provider.keys["digitalocean"],
@@ -330,7 +356,9 @@ def test_it_serves_digitalocean_through_the_openai_sdk_with_its_own_key(provider
         ).chat.completions.create(model="m", messages=user("hi"))
 
 
-def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(provider):
+def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(
+    provider: FakeProvider,
+) -> None:
     stream = oai(provider).chat.completions.create(
         model="gpt-4o", messages=user("[[fault:error_mid_stream:after=2]]"), stream=True
     )
@@ -344,7 +372,9 @@ def test_it_raises_in_the_openai_sdk_when_an_error_arrives_mid_stream(provider):
 # ------------------------------------------------------------------ Anthropic
 
 
-def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider):
+def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(
+    provider: FakeProvider,
+) -> None:
     message = claude(provider).messages.create(
         model="claude-fake-1",
         max_tokens=100,
@@ -356,6 +386,7 @@ def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider):
     assert message.id.startswith("msg_")
     assert message.model == "claude-fake-1"
     assert [b.type for b in message.content] == ["text"]
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == TEN_TOKENS
     assert message.stop_reason == "end_turn"
     assert message.stop_sequence is None
@@ -363,7 +394,7 @@ def test_it_answers_an_anthropic_message_with_a_text_block_and_usage(provider):
     assert message.usage.output_tokens == 10
 
 
-def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider):
+def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude-fake-1",
         max_tokens=100,
@@ -373,20 +404,21 @@ def test_it_accepts_an_anthropic_system_prompt_given_as_blocks(provider):
     assert message.usage.input_tokens == 4 + 1 + 3
 
 
-def test_it_streams_an_anthropic_message_with_cumulative_usage(provider):
+def test_it_streams_an_anthropic_message_with_cumulative_usage(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude-fake-1", max_tokens=100, messages=user("hi [[tokens:5]]")
     ) as stream:
         texts = list(stream.text_stream)
         final = stream.get_final_message()
     assert texts == ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "]
+    assert isinstance(final.content[0], TextBlock)
     assert final.content[0].text == "tok0 tok1 tok2 tok3 tok4 "
     assert final.stop_reason == "end_turn"
     assert final.usage.input_tokens == 2 + 3
     assert final.usage.output_tokens == 5
 
 
-def test_it_sends_the_documented_anthropic_event_sequence(provider):
+def test_it_sends_the_documented_anthropic_event_sequence(provider: FakeProvider) -> None:
     body = {"model": "claude", "max_tokens": 50, "stream": True, "messages": user("[[tokens:3]]")}
     with httpx.stream(
         "POST",
@@ -418,10 +450,11 @@ def test_it_sends_the_documented_anthropic_event_sequence(provider):
     assert payloads[7]["usage"]["output_tokens"] == 3
 
 
-def test_it_stops_anthropic_answers_at_max_tokens(provider):
+def test_it_stops_anthropic_answers_at_max_tokens(provider: FakeProvider) -> None:
     client = claude(provider)
     message = client.messages.create(model="claude", max_tokens=2, messages=user("hi"))
     assert message.stop_reason == "max_tokens"
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "tok0 tok1 "
     with client.messages.stream(model="claude", max_tokens=2, messages=user("hi")) as stream:
         final = stream.get_final_message()
@@ -429,16 +462,17 @@ def test_it_stops_anthropic_answers_at_max_tokens(provider):
     assert final.usage.output_tokens == 2
 
 
-def test_it_stops_anthropic_answers_at_a_stop_sequence(provider):
+def test_it_stops_anthropic_answers_at_a_stop_sequence(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude", max_tokens=100, stop_sequences=["tok2"], messages=user("hi")
     )
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == "tok2"
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "tok0 tok1 "
 
 
-def test_it_answers_with_an_anthropic_tool_use_block(provider):
+def test_it_answers_with_an_anthropic_tool_use_block(provider: FakeProvider) -> None:
     message = claude(provider).messages.create(
         model="claude",
         max_tokens=100,
@@ -453,7 +487,7 @@ def test_it_answers_with_an_anthropic_tool_use_block(provider):
     assert block.input == EXPECTED_ARGS
 
 
-def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider):
+def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude",
         max_tokens=100,
@@ -470,7 +504,7 @@ def test_it_streams_an_anthropic_tool_use_as_input_json_deltas(provider):
     assert final.content[0].input == EXPECTED_ARGS
 
 
-def test_it_answers_in_text_after_an_anthropic_tool_result(provider):
+def test_it_answers_in_text_after_an_anthropic_tool_result(provider: FakeProvider) -> None:
     messages = [
         *user("[[tool:get_weather]]"),
         {
@@ -489,18 +523,19 @@ def test_it_answers_in_text_after_an_anthropic_tool_result(provider):
     assert message.content[0].type == "text"
 
 
-def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider):
+def test_it_rejects_a_wrong_anthropic_key_without_echoing_it(provider: FakeProvider) -> None:
     with pytest.raises(anthropic.AuthenticationError) as caught:
         claude(provider, key="sk-ant-wrong-777").messages.create(
             model="claude", max_tokens=10, messages=user("hi")
         )
     assert caught.value.status_code == 401
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == "authentication_error"
     assert "sk-ant-wrong-777" not in caught.value.response.text
 
 
-def test_it_can_insist_on_the_documented_x_api_key_header(provider):
+def test_it_can_insist_on_the_documented_x_api_key_header(provider: FakeProvider) -> None:
     body = {"model": "claude", "max_tokens": 5, "messages": user("hi")}
     url = provider.anthropic_base_url + "/v1/messages"
     key = provider.keys["anthropic"]
@@ -511,7 +546,7 @@ def test_it_can_insist_on_the_documented_x_api_key_header(provider):
     assert httpx.post(url, json=body, headers=anthropic_headers(provider)).status_code == 200
 
 
-def test_it_requires_the_anthropic_version_header(provider):
+def test_it_requires_the_anthropic_version_header(provider: FakeProvider) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages",
         json={"model": "claude", "max_tokens": 10, "messages": user("hi")},
@@ -524,12 +559,13 @@ def test_it_requires_the_anthropic_version_header(provider):
     }
 
 
-def test_it_reports_anthropic_overload_as_a_529(provider):
+def test_it_reports_anthropic_overload_as_a_529(provider: FakeProvider) -> None:
     provider.fail_next("http_529", provider="anthropic")
     with pytest.raises(anthropic.APIStatusError) as caught:
         claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
     assert isinstance(caught.value, anthropic.InternalServerError)
     assert caught.value.status_code == 529
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
@@ -542,11 +578,12 @@ def test_it_reports_anthropic_overload_as_a_529(provider):
     ],
 )
 def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
-    provider, fault, error_class, error_type
-):
+    provider: FakeProvider, fault: str, error_class: type[anthropic.APIStatusError], error_type: str
+) -> None:
     provider.fail_next(fault)
     with pytest.raises(error_class) as caught:
         claude(provider).messages.create(model="claude", max_tokens=10, messages=user("hi"))
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == error_type
 
 
@@ -564,7 +601,9 @@ def test_it_turns_queued_http_faults_into_the_matching_anthropic_sdk_errors(
         ),
     ],
 )
-def test_it_rejects_invalid_anthropic_requests(provider, body, fragment):
+def test_it_rejects_invalid_anthropic_requests(
+    provider: FakeProvider, body: dict[str, Any], fragment: str
+) -> None:
     response = httpx.post(
         provider.anthropic_base_url + "/v1/messages", json=body, headers=anthropic_headers(provider)
     )
@@ -574,7 +613,9 @@ def test_it_rejects_invalid_anthropic_requests(provider, body, fragment):
     assert fragment in response.json()["error"]["message"]
 
 
-def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(provider):
+def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(
+    provider: FakeProvider,
+) -> None:
     stream = claude(provider).messages.stream(
         model="claude", max_tokens=50, messages=user("[[fault:error_mid_stream:after=1]]")
     )
@@ -589,7 +630,9 @@ def test_it_raises_in_the_anthropic_sdk_when_an_error_event_arrives_mid_stream(p
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_aborts_the_connection_after_the_requested_number_of_chunks(provider, dialect):
+def test_it_aborts_the_connection_after_the_requested_number_of_chunks(
+    provider: FakeProvider, dialect: str
+) -> None:
     if dialect == "openai":
         url = provider.openai_base_url + "/chat/completions"
         headers = {"Authorization": f"Bearer {provider.keys['openai']}"}
@@ -611,13 +654,13 @@ def test_it_aborts_the_connection_after_the_requested_number_of_chunks(provider,
     assert not any("[DONE]" in d or "message_stop" in d for _, d in sse_events(lines))
 
 
-def test_it_cuts_a_non_stream_body_in_half_for_drop_mid_stream(provider):
+def test_it_cuts_a_non_stream_body_in_half_for_drop_mid_stream(provider: FakeProvider) -> None:
     provider.fail_next("drop_mid_stream")
     with pytest.raises(httpx.RemoteProtocolError):
         openai_post(provider, {"model": "m", "messages": user("hi")})
 
 
-def test_it_closes_the_connection_without_a_response_for_drop(provider):
+def test_it_closes_the_connection_without_a_response_for_drop(provider: FakeProvider) -> None:
     provider.fail_next("drop")
     with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
         openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -626,7 +669,7 @@ def test_it_closes_the_connection_without_a_response_for_drop(provider):
         oai(provider).chat.completions.create(model="m", messages=user("hi"))
 
 
-def test_it_answers_late_for_slow_and_times_out_a_short_client(provider):
+def test_it_answers_late_for_slow_and_times_out_a_short_client(provider: FakeProvider) -> None:
     provider.fail_next("slow", seconds=0.4)
     started = time.monotonic()
     response = openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -638,8 +681,11 @@ def test_it_answers_late_for_slow_and_times_out_a_short_client(provider):
         )
 
 
-def test_it_spaces_stream_chunks_for_slow_chunks(provider):
-    body = {"model": "m", "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]")}
+def test_it_spaces_stream_chunks_for_slow_chunks(provider: FakeProvider) -> None:
+    body: dict[str, Any] = {
+        "model": "m",
+        "messages": user("[[tokens:3]] [[fault:slow_chunks:delay=0.15]]"),
+    }
     body["stream"] = True
     arrivals: list[float] = []
     with openai_stream(provider, body) as response:
@@ -651,7 +697,9 @@ def test_it_spaces_stream_chunks_for_slow_chunks(provider):
     assert all(gap >= 0.12 for gap in gaps)
 
 
-def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(provider):
+def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("non_json")
     garbage = openai_post(provider, {"model": "m", "messages": user("hi")})
     assert garbage.status_code == 200
@@ -671,7 +719,9 @@ def test_it_serves_garbage_for_non_json_and_missing_fields_for_malformed(provide
     assert message["type"] == "message" and "content" not in message
 
 
-def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(provider):
+def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(
+    provider: FakeProvider,
+) -> None:
     texts = ["[[fault:http_500]]", "plain", "[[fault:http_429:retry_after=7]]", "[[tokens:2]]"]
     with ThreadPoolExecutor(max_workers=4) as pool:
         responses = list(
@@ -683,7 +733,7 @@ def test_it_lets_concurrent_requests_choose_their_own_faults_with_directives(pro
     assert responses[3].json()["usage"]["completion_tokens"] == 2
 
 
-def test_it_rejects_unknown_fault_names(provider):
+def test_it_rejects_unknown_fault_names(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         provider.fail_next("http_999")
     response = openai_post(provider, {"model": "m", "messages": user("[[fault:nope]]")})
@@ -691,7 +741,9 @@ def test_it_rejects_unknown_fault_names(provider):
     assert "nope" in response.json()["error"]["message"]
 
 
-def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(provider):
+def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(
+    provider: FakeProvider,
+) -> None:
     provider.fail_next("http_500", provider="anthropic", count=2)
     provider.fail_next("http_429")
     ok = openai_post(provider, {"model": "m", "messages": user("hi")})
@@ -708,7 +760,7 @@ def test_it_consumes_queued_faults_in_order_and_only_for_their_provider(provider
     assert statuses == [500, 500, 200]
 
 
-def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider):
+def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider: FakeProvider) -> None:
     provider.fail_next("http_500")
     refused = httpx.post(
         provider.openai_base_url + "/chat/completions",
@@ -722,7 +774,9 @@ def test_it_does_not_spend_a_queued_fault_on_a_refused_request(provider):
 # ------------------------------------------------------------------ recording, keys, counting
 
 
-def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(provider):
+def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(
+    provider: FakeProvider,
+) -> None:
     oai(provider).chat.completions.create(model="gpt-4o", messages=user("hi"))
     with pytest.raises(anthropic.AuthenticationError):
         claude(provider, key="bad").messages.create(model="c", max_tokens=5, messages=user("x"))
@@ -739,7 +793,9 @@ def test_it_records_every_request_with_lower_cased_headers_and_parsed_body(provi
     assert first.received_at <= second.received_at <= time.time()
 
 
-def test_it_honours_key_rotation_and_reset_restores_the_default_keys(provider):
+def test_it_honours_key_rotation_and_reset_restores_the_default_keys(
+    provider: FakeProvider,
+) -> None:
     old = provider.keys["openai"]
     provider.keys["openai"] = "sk-fake-openai-rotated"
     with pytest.raises(openai.AuthenticationError):
@@ -756,7 +812,9 @@ def test_it_honours_key_rotation_and_reset_restores_the_default_keys(provider):
     assert oai(provider).chat.completions.create(model="m", messages=user("hi")).choices
 
 
-def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(provider):
+def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(
+    provider: FakeProvider,
+) -> None:
     texts = ["a b c", "héllo wörld ünïcode", "x" * 50, "   spaced    out   ", ""]
     messages = [{"role": "user", "content": t} for t in texts]
     usage = openai_post(provider, {"model": "m", "messages": messages}).json()["usage"]
@@ -765,7 +823,7 @@ def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(prov
     assert usage["prompt_tokens"] <= sum(len(t.encode()) for t in texts) + 3 * len(texts)
 
 
-def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider):
+def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider: FakeProvider) -> None:
     response = httpx.post(
         provider.url + "/openai/v1/completions",
         json={},
@@ -776,7 +834,9 @@ def test_it_answers_404_in_the_provider_format_for_unknown_paths(provider):
     assert provider.requests[-1].path == "/openai/v1/completions"
 
 
-def test_it_holds_requests_until_released_then_answers_them_normally(provider):
+def test_it_holds_requests_until_released_then_answers_them_normally(
+    provider: FakeProvider,
+) -> None:
     body = {"model": "m", "messages": user("[[tokens:2]] [[fault:hold]]")}
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(openai_post, provider, body) for _ in range(3)]
@@ -852,7 +912,9 @@ def anthropic_deltas(events: list[tuple[str | None, Any]], kind: str) -> list[tu
     ]
 
 
-def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider):
+def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(
+    provider: FakeProvider,
+) -> None:
     body = chat_body("hi [[piece:漢]] [[tokens:5]]", stream_options={"include_usage": True})
     events = streamed(provider, "openai", body)
     assert openai_deltas(events, "content") == ["", *["漢"] * 5]  # the role chunk, then pieces
@@ -863,7 +925,9 @@ def test_it_streams_pieces_of_any_text_and_counts_one_token_per_piece(provider):
     assert answer["usage"]["completion_tokens"] == 5
 
 
-def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider):
+def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(
+    provider: FakeProvider,
+) -> None:
     events = streamed(provider, "anthropic", chat_body("[[piece_bytes:7]] [[tokens:3]]"))
     assert (
         anthropic_deltas(events, "text_delta")
@@ -872,7 +936,7 @@ def test_it_streams_pieces_of_a_given_byte_size_in_the_anthropic_format(provider
     assert events[-2][1]["usage"]["output_tokens"] == 3
 
 
-def test_it_streams_thousands_of_large_pieces_quickly(provider):
+def test_it_streams_thousands_of_large_pieces_quickly(provider: FakeProvider) -> None:
     body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
     started = time.monotonic()
     received = 0
@@ -886,7 +950,7 @@ def test_it_streams_thousands_of_large_pieces_quickly(provider):
     assert elapsed < 5, f"8000 pieces of 4 KiB took {elapsed:.1f}s"
 
 
-def test_it_cuts_custom_pieces_at_a_stop_sequence(provider):
+def test_it_cuts_custom_pieces_at_a_stop_sequence(provider: FakeProvider) -> None:
     body = chat_body("[[piece:ab]] [[tokens:5]]", stop=["ba"])
     answer = openai_post(provider, body).json()
     # "ab|ab|ab..." holds "ba" from offset 1: one byte kept, two tokens generated
@@ -895,7 +959,7 @@ def test_it_cuts_custom_pieces_at_a_stop_sequence(provider):
     assert answer["usage"]["completion_tokens"] == 2
 
 
-def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider):
+def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider: FakeProvider) -> None:
     started = time.monotonic()
     answer = openai_post(provider, chat_body("[[tokens:20000]]", stop=["tok19999"])).json()
     assert time.monotonic() - started < 2  # a quadratic cut takes seconds here
@@ -903,7 +967,7 @@ def test_it_cuts_a_long_answer_at_a_late_stop_sequence_quickly(provider):
     assert answer["usage"]["completion_tokens"] == 20000
 
 
-def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider):
+def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider: FakeProvider) -> None:
     answer = openai_post(provider, chat_body("[[reasoning:3]] [[tokens:2]]")).json()
     message = answer["choices"][0]["message"]
     assert message["reasoning_content"] == "think0 think1 think2 "
@@ -915,7 +979,7 @@ def test_it_answers_openai_reasoning_as_deepseek_reasoning_content(provider):
     assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
 
 
-def test_it_streams_openai_reasoning_deltas_before_the_content(provider):
+def test_it_streams_openai_reasoning_deltas_before_the_content(provider: FakeProvider) -> None:
     body = chat_body("[[reasoning:2]] [[tokens:2]]", stream_options={"include_usage": True})
     events = streamed(provider, "openai", body)
     deltas = [data["choices"][0]["delta"] for _, data in events[1:5]]
@@ -930,7 +994,9 @@ def test_it_streams_openai_reasoning_deltas_before_the_content(provider):
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 2
 
 
-def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider):
+def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(
+    provider: FakeProvider,
+) -> None:
     message = claude(provider).messages.create(
         model="claude",
         max_tokens=100,
@@ -944,7 +1010,9 @@ def test_it_answers_anthropic_reasoning_with_a_signed_thinking_block(provider):
     assert message.usage.output_tokens == 5
 
 
-def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(provider):
+def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(
+    provider: FakeProvider,
+) -> None:
     events = streamed(provider, "anthropic", chat_body("[[reasoning:2]] [[tokens:1]]"))
     assert [(name, data.get("index")) for name, data in events] == [
         ("message_start", None),
@@ -970,7 +1038,7 @@ def test_it_streams_anthropic_reasoning_as_a_thinking_block_then_the_text_block(
     assert events[-2][1]["usage"]["output_tokens"] == 3
 
 
-def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider):
+def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider: FakeProvider) -> None:
     with claude(provider).messages.stream(
         model="claude",
         max_tokens=100,
@@ -985,7 +1053,9 @@ def test_the_anthropic_sdk_assembles_the_streamed_thinking_block(provider):
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect):
+def test_it_counts_hidden_reasoning_without_emitting_it(
+    provider: FakeProvider, dialect: str
+) -> None:
     text = "[[hidden_reasoning:7]] [[tokens:2]]"
     answer = httpx.post(
         chat_url(provider, dialect), json=chat_body(text), headers=chat_headers(provider, dialect)
@@ -1005,7 +1075,7 @@ def test_it_counts_hidden_reasoning_without_emitting_it(provider, dialect):
         assert events[-2][1]["usage"]["output_tokens"] == 9
 
 
-def test_it_spends_the_token_cap_on_reasoning_first(provider):
+def test_it_spends_the_token_cap_on_reasoning_first(provider: FakeProvider) -> None:
     answer = openai_post(provider, chat_body("[[reasoning:4]] [[tokens:5]]", max_tokens=6)).json()
     assert answer["choices"][0]["message"]["reasoning_content"] == "think0 think1 think2 think3 "
     assert answer["choices"][0]["message"]["content"] == "tok0 tok1 "
@@ -1014,7 +1084,9 @@ def test_it_spends_the_token_cap_on_reasoning_first(provider):
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect):
+def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(
+    provider: FakeProvider, dialect: str
+) -> None:
     body = chat_body("[[reasoning:5]] [[fault:drop_mid_stream:after=2]]", stream=True)
     lines: list[str] = []
     with (
@@ -1029,7 +1101,7 @@ def test_it_can_drop_a_stream_in_the_middle_of_its_reasoning(provider, dialect):
     assert not any("tok0" in d for d in data)
 
 
-def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider):
+def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider: FakeProvider) -> None:
     events = streamed(
         provider, "anthropic", chat_body("[[reasoning:4]] [[fault:error_mid_stream:after=3]]")
     )
@@ -1038,7 +1110,7 @@ def test_it_can_send_an_error_in_the_middle_of_anthropic_thinking(provider):
     assert events[-1][0] == "error"
 
 
-def test_slow_chunks_also_spaces_the_reasoning_pieces(provider):
+def test_slow_chunks_also_spaces_the_reasoning_pieces(provider: FakeProvider) -> None:
     body = chat_body("[[reasoning:3]] [[tokens:1]] [[fault:slow_chunks:delay=0.15]]")
     started = time.monotonic()
     events = streamed(provider, "openai", body)
@@ -1056,14 +1128,16 @@ def post_raw(fake: FakeProvider, dialect: str, body: dict[str, Any]) -> tuple[ht
     return httpx.post(chat_url(fake, dialect), content=raw, headers=headers), len(raw)
 
 
-def test_it_records_the_size_of_the_raw_body(provider):
+def test_it_records_the_size_of_the_raw_body(provider: FakeProvider) -> None:
     response, size = post_raw(provider, "openai", chat_body("héllo wörld"))
     assert response.status_code == 200
     assert provider.requests[-1].size == size
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(provider, dialect):
+def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(
+    provider: FakeProvider, dialect: str
+) -> None:
     provider.input_billing = "bytes"
     answer, size = post_raw(provider, dialect, chat_body("漢字 and more [[tokens:2]]"))
     usage = answer.json()["usage"]
@@ -1083,7 +1157,7 @@ def test_it_reports_the_body_bytes_as_input_tokens_when_billing_by_bytes(provide
     assert answer.json()["usage"]["prompt_tokens" if dialect == "openai" else "input_tokens"] == 5
 
 
-def test_a_bill_directive_chooses_the_billing_of_one_request(provider):
+def test_a_bill_directive_chooses_the_billing_of_one_request(provider: FakeProvider) -> None:
     system = "[[bill:bytes]] be brief"
     answer, size = post_raw(provider, "anthropic", chat_body("one two", system=system))
     assert answer.json()["usage"]["input_tokens"] == size
@@ -1094,7 +1168,7 @@ def test_a_bill_directive_chooses_the_billing_of_one_request(provider):
     assert answer.json()["usage"]["prompt_tokens"] == 3 + 3
 
 
-def test_it_refuses_unknown_billings(provider):
+def test_it_refuses_unknown_billings(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="unknown input billing"):
         provider.input_billing = "chars"
     assert provider.input_billing == "words"
@@ -1109,7 +1183,9 @@ def test_it_refuses_unknown_billings(provider):
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate", "truncated"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_broken_json_carries_the_usage_then_fails_to_parse(provider, dialect, kind):
+def test_broken_json_carries_the_usage_then_fails_to_parse(
+    provider: FakeProvider, dialect: str, kind: str
+) -> None:
     provider.fail_next("broken_json", kind=kind)
     answer, _ = post_raw(provider, dialect, chat_body("one two three [[tokens:4]]"))
     assert answer.status_code == 200
@@ -1124,7 +1200,7 @@ def test_broken_json_carries_the_usage_then_fails_to_parse(provider, dialect, ki
         orjson.loads(answer.content)
 
 
-def test_each_broken_json_kind_breaks_in_its_own_way(provider):
+def test_each_broken_json_kind_breaks_in_its_own_way(provider: FakeProvider) -> None:
     bodies = {}
     for kind in ("deep", "surrogate", "truncated"):
         text = f"[[fault:broken_json:kind={kind}]]"
@@ -1135,7 +1211,7 @@ def test_each_broken_json_kind_breaks_in_its_own_way(provider):
         json.loads(bodies["truncated"])
 
 
-def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider):
+def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider: FakeProvider) -> None:
     provider.fail_next("broken_json", prompt_tokens=123, completion_tokens=45)
     answer, size = post_raw(provider, "anthropic", chat_body("hi [[id:broken]]", stream=True))
     assert answer.headers["content-type"].startswith("application/json")
@@ -1143,7 +1219,7 @@ def test_broken_json_reports_and_bills_the_token_counts_it_is_given(provider):
     assert provider.bills == [Bill("anthropic", "broken", 123, 45, "answered", size)]
 
 
-def test_it_refuses_unknown_broken_json_kinds(provider):
+def test_it_refuses_unknown_broken_json_kinds(provider: FakeProvider) -> None:
     with pytest.raises(ValueError, match="broken_json kind"):
         provider.fail_next("broken_json", kind="sideways")
     answer = openai_post(provider, chat_body("[[fault:broken_json:kind=sideways]]"))
@@ -1154,13 +1230,13 @@ def test_it_refuses_unknown_broken_json_kinds(provider):
 # ------------------------------------------------------------------ bills
 
 
-def test_it_bills_an_answer_with_its_label_tokens_and_body_size(provider):
+def test_it_bills_an_answer_with_its_label_tokens_and_body_size(provider: FakeProvider) -> None:
     answer, size = post_raw(provider, "openai", chat_body("one [[id:alpha]] [[tokens:3]]"))
     assert answer.status_code == 200
     assert provider.bills == [Bill("openai", "alpha", 3 + 3, 3, "answered", size)]
 
 
-def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider):
+def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider: FakeProvider) -> None:
     body = chat_body("[[id:from-user]]", system="[[id:from-system]]")
     post_raw(provider, "anthropic", body)
     (bill,) = provider.bills
@@ -1172,7 +1248,9 @@ def test_it_labels_a_bill_with_the_first_id_directive_in_any_text(provider):
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_bills_a_completed_stream_as_its_usage_says(provider, dialect):
+def test_it_bills_a_completed_stream_as_its_usage_says(
+    provider: FakeProvider, dialect: str
+) -> None:
     body = chat_body(
         "[[reasoning:2]] [[hidden_reasoning:3]] [[tokens:4]]",
         stream_options={"include_usage": True},
@@ -1189,7 +1267,9 @@ def test_it_bills_a_completed_stream_as_its_usage_says(provider, dialect):
 
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "error_mid_stream"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
-def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(provider, dialect, fault):
+def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(
+    provider: FakeProvider, dialect: str, fault: str
+) -> None:
     provider.fail_next(fault, after=3)
     body = chat_body("[[reasoning:2]] [[hidden_reasoning:4]] [[tokens:10]]", stream=True)
     with (
@@ -1204,7 +1284,7 @@ def test_it_bills_the_pieces_sent_before_a_stream_fault_ended_it(provider, diale
     assert bill.ending == provider.stream_endings[0]
 
 
-def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider):
+def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider: FakeProvider) -> None:
     body = chat_body("[[tokens:50]] [[fault:slow_chunks:delay=0.05]]", stream=True)
     with httpx.stream(
         "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
@@ -1219,7 +1299,9 @@ def test_it_bills_what_went_out_when_the_client_hangs_up_mid_stream(provider):
     assert provider.stream_endings == [bill.ending]
 
 
-def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(provider):
+def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(
+    provider: FakeProvider,
+) -> None:
     body = chat_body("[[tokens:8000]] [[piece_bytes:4096]]", stream=True)
     with httpx.stream(
         "POST", chat_url(provider, "openai"), json=body, headers=chat_headers(provider, "openai")
@@ -1234,14 +1316,16 @@ def test_it_bills_a_huge_stream_only_up_to_where_a_stalled_client_stopped_it(pro
     assert received // 4096 <= bill.output_tokens < 8000
 
 
-def test_it_bills_a_non_streamed_answer_whole_when_the_client_left_while_it_was_slow(provider):
+def test_it_bills_a_non_streamed_answer_whole_when_the_client_left_while_it_was_slow(
+    provider: FakeProvider,
+) -> None:
     with pytest.raises(httpx.ReadTimeout):
         openai_post(provider, chat_body("[[fault:slow:seconds=5]] [[tokens:4]]"), timeout=0.2)
     (bill,) = provider.wait_for_bills(1)
     assert (bill.output_tokens, bill.ending) == (4, "CancelledError")
 
 
-def test_it_bills_only_the_answers_a_provider_would_charge_for(provider):
+def test_it_bills_only_the_answers_a_provider_would_charge_for(provider: FakeProvider) -> None:
     billed = ["slow:seconds=0.01", "hold:seconds=0.01", "malformed", "drop_mid_stream"]
     unbilled = ["http_500", "http_502", "http_429", "http_529", "http_503", "http_400"]
     unbilled += ["http_401", "drop", "non_json", "unknown_fault"]

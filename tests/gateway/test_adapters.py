@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
+from pytest_django import Settings
 
 from gateway.core.errors import InvalidRequest
 from gateway.proxy import upstream
@@ -19,6 +22,7 @@ from gateway.proxy.providers.base import (
     UpstreamRejected,
     Usage,
 )
+from gateway.proxy.validation import ChatRequest
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     DIGITALOCEAN,
@@ -35,11 +39,16 @@ from tests.gateway.upstream_support import (
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import stream_via as stream
 
+# A scripted provider: the answer to each request the gateway sends.
+Handler = Callable[[httpx.Request], httpx.Response]
+
 DEEPSEEK, GPT_5 = "deepseek-r1-distill-llama-70b", "openai-gpt-5"
 
 
 @pytest.fixture
-def provider_answers(monkeypatch, settings):
+def provider_answers(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> Callable[[Handler], list[httpx.Request]]:
     """Install a scripted provider: ``provider_answers(handler)``; returns the seen requests."""
     settings.PROVIDER_BASE_URLS = {
         "openai": "https://openai.test/v1",
@@ -48,7 +57,7 @@ def provider_answers(monkeypatch, settings):
     }
     seen: list[httpx.Request] = []
 
-    def install(handler):
+    def install(handler: Handler) -> list[httpx.Request]:
         def recording(request: httpx.Request) -> httpx.Response:
             seen.append(request)
             return handler(request)
@@ -70,16 +79,17 @@ def sse(*events: tuple[str | None, object]) -> bytes:
     return out
 
 
-def body_for(name, request, max_tokens=100):
+def body_for(name: str, request: ChatRequest, max_tokens: int = 100) -> dict[str, Any]:
     """The upstream body route ``name``'s adapter builds, parsed."""
     built = adapter_for(route(name).provider).build_body(
         route(name), request, max_tokens=max_tokens, end_user=END_USER
     )
-    return json.loads(built)
+    body: dict[str, Any] = json.loads(built)
+    return body
 
 
-def deeply_nested(depth):
-    value: dict = {}
+def deeply_nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
     for _ in range(depth):
         value = {"a": value}
     return value
@@ -88,7 +98,9 @@ def deeply_nested(depth):
 # --- request building ---------------------------------------------------------------
 
 
-def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(settings):
+def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(
+    settings: Settings,
+) -> None:
     request = chat(max_tokens=20, temperature=0.5, stream=True)
     openai, do = body_for(OPENAI, request, 20), body_for(DIGITALOCEAN, request, 20)
     assert openai["max_completion_tokens"] == 20 and "max_tokens" not in openai
@@ -103,8 +115,8 @@ def test_openai_routes_send_max_completion_tokens_and_digitalocean_max_tokens(se
         assert headers["accept"] == "text/event-stream"
 
 
-def test_anthropic_tool_choice_maps_each_openai_choice():
-    def mapped(**fields):
+def test_anthropic_tool_choice_maps_each_openai_choice() -> None:
+    def mapped(**fields: Any) -> object:
         return translate_tools(chat(tools=[WEATHER_TOOL], **fields)).get("tool_choice")
 
     assert mapped() is None
@@ -119,7 +131,7 @@ def test_anthropic_tool_choice_maps_each_openai_choice():
     assert translate_tools(chat()) == {}
 
 
-def test_anthropic_refuses_tool_call_arguments_that_are_not_a_json_object():
+def test_anthropic_refuses_tool_call_arguments_that_are_not_a_json_object() -> None:
     request = chat(
         messages=[
             {"role": "user", "content": "hi"},
@@ -138,7 +150,7 @@ def test_anthropic_refuses_tool_call_arguments_that_are_not_a_json_object():
         )
 
 
-def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admission():
+def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admission() -> None:
     # Validation limits the client's JSON to 64 levels, but arguments are a
     # string there; Anthropic's tool_use.input is that string parsed, 300 deep.
     arguments = json.dumps(deeply_nested(300))
@@ -160,7 +172,7 @@ def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admissi
     }
 
 
-def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr():
+def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr() -> None:
     key = key_for(ANTHROPIC)
     _, headers = adapter_for("anthropic").target(key, stream=False)
     body = adapter_for("anthropic").build_body(
@@ -186,8 +198,8 @@ def test_the_key_travels_in_the_headers_only_never_in_the_body_or_its_repr():
     ],
 )
 async def test_anthropic_stop_reasons_become_openai_finish_reasons(
-    provider_answers, stop_reason, finish_reason
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]], stop_reason: str, finish_reason: str
+) -> None:
     provider_answers(
         lambda request: httpx.Response(
             200,
@@ -204,7 +216,9 @@ async def test_anthropic_stop_reasons_become_openai_finish_reasons(
     assert answer.body["choices"][0]["finish_reason"] == finish_reason
 
 
-async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(provider_answers):
+async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(
         lambda request: httpx.Response(
             200,
@@ -251,8 +265,8 @@ async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
 
 
 async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_usage(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         (
             "message_start",
@@ -357,18 +371,18 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     assert call.billed == Usage(25, 15, True)
 
 
-def message_start(tokens_in: int) -> tuple[str, dict]:
+def message_start(tokens_in: int) -> tuple[str, dict[str, Any]]:
     usage = {"input_tokens": tokens_in, "output_tokens": 1}
     return "message_start", {"type": "message_start", "message": {"id": "m", "usage": usage}}
 
 
-def block_delta(index: int, delta: dict) -> tuple[str, dict]:
+def block_delta(index: int, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_was_seen(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         message_start(8),
         block_delta(0, {"type": "text_delta", "text": "abc"}),
@@ -389,8 +403,8 @@ async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_wa
 
 
 async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     thinking = "Let me think: 東京 or Kyoto"
     body = sse(
         message_start(8),
@@ -412,8 +426,18 @@ async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
 # --- OpenAI-compatible answers ----------------------------------------------------------
 
 
-def openai_chunk(delta, finish=None, usage=None, choices=True):
-    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+def openai_chunk(
+    delta: dict[str, Any],
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    choices: bool = True,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o",
+    }
     chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
     if usage is not None:
         chunk["usage"] = usage
@@ -421,8 +445,8 @@ def openai_chunk(delta, finish=None, usage=None, choices=True):
 
 
 async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_consumed(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         (None, openai_chunk({"role": "assistant", "content": ""}, usage=None)),
         (None, openai_chunk({"content": "Hi"})),
@@ -448,8 +472,8 @@ async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_co
 
 
 async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_bytes(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         (None, openai_chunk({"content": "Hello"})),
         (None, openai_chunk({"content": " wor"})),
@@ -461,7 +485,9 @@ async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_b
     assert call.billed == Usage(call.outbound.input_bound, len("Hello world"), False)
 
 
-async def test_deepseek_reasoning_content_deltas_are_billed_as_output(provider_answers):
+async def test_deepseek_reasoning_content_deltas_are_billed_as_output(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse(
         (None, openai_chunk({"role": "assistant", "reasoning_content": "The user "})),
         (None, openai_chunk({"reasoning_content": "greets me."})),
@@ -474,8 +500,8 @@ async def test_deepseek_reasoning_content_deltas_are_billed_as_output(provider_a
 
 
 async def test_an_openai_stream_ending_before_any_finish_fails_costing_the_bytes_seen(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     body = sse((None, openai_chunk({"content": "ab"})), (None, openai_chunk({"content": "cd"})))
     provider_answers(lambda request: httpx.Response(200, content=body))
     call = call_to(OPENAI, chat(stream=True))
@@ -503,8 +529,10 @@ ANTHROPIC_TEXT = (
     ids=["openai", "anthropic"],
 )
 async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
-    provider_answers, name, before
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+    name: str,
+    before: list[tuple[str | None, object]],
+) -> None:
     # What it held is unknown: it may be output never seen.
     provider_answers(lambda request: httpx.Response(200, content=sse(*before, (None, "{oops"))))
     call = call_to(name, chat(stream=True))
@@ -514,13 +542,15 @@ async def test_a_stream_event_that_is_not_json_costs_the_whole_output_bound(
     assert call.billed == Usage(tokens_in, call.outbound.max_tokens, False)
 
 
-def answer_of(message, **fields):
+def answer_of(message: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """An OpenAI chat.completion body of one choice."""
     choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
     return {"id": "x", "choices": [choice], **fields}
 
 
-async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(provider_answers):
+async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer_of({"content": "abcdefgh"})))
     call = call_to(DIGITALOCEAN, chat())
     answer = await call.complete()
@@ -528,7 +558,9 @@ async def test_an_answer_without_usage_costs_its_input_bound_and_output_bytes(pr
     assert "usage" not in answer.body  # the proxy adds the billed usage at settlement
 
 
-async def test_output_is_counted_in_utf8_bytes_not_characters(provider_answers):
+async def test_output_is_counted_in_utf8_bytes_not_characters(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     text = "你好，世界"  # 5 characters, 15 bytes
     tool_call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '"é"'}}
     provider_answers(
@@ -542,8 +574,8 @@ async def test_output_is_counted_in_utf8_bytes_not_characters(provider_answers):
 
 
 async def test_a_route_with_hidden_reasoning_costs_its_whole_output_bound_when_usage_is_unknown(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     usage = {"prompt_tokens": 9, "completion_tokens": 70}
     answers = iter([answer_of({"content": "ok"}), answer_of({"content": "ok"}, usage=usage)])
     provider_answers(lambda request: httpx.Response(200, json=next(answers)))
@@ -556,7 +588,9 @@ async def test_a_route_with_hidden_reasoning_costs_its_whole_output_bound_when_u
     assert reported.billed == Usage(9, 70, True)
 
 
-async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answers):
+async def test_unknown_top_level_fields_of_an_answer_are_dropped(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(
         lambda request: httpx.Response(
             200,
@@ -581,7 +615,9 @@ async def test_unknown_top_level_fields_of_an_answer_are_dropped(provider_answer
 # --- errors -----------------------------------------------------------------------------
 
 
-async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(provider_answers):
+async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     secret = key_for(OPENAI).reveal()
     message = f"Incorrect key {secret} for org; " + "x" * 2000
     provider_answers(
@@ -597,7 +633,9 @@ async def test_a_rejection_message_is_cleaned_of_the_key_and_truncated(provider_
     assert len(text) <= 500
 
 
-async def test_a_rejection_without_a_message_gets_a_generic_one(provider_answers):
+async def test_a_rejection_without_a_message_gets_a_generic_one(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(404, text="<html>nope</html>"))
     with pytest.raises(UpstreamRejected) as caught:
         await complete(OPENAI, chat())
@@ -608,15 +646,17 @@ async def test_a_rejection_without_a_message_gets_a_generic_one(provider_answers
     ("header", "expected"), [("12", "12"), ("0.5", "1"), ("soon", "5"), ("99999", "300")]
 )
 async def test_retry_after_is_taken_from_the_provider_within_bounds(
-    provider_answers, header, expected
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]], header: str, expected: str
+) -> None:
     provider_answers(lambda request: httpx.Response(429, headers={"retry-after": header}, json={}))
     with pytest.raises(UpstreamOverloaded) as caught:
         await complete(OPENAI, chat())
     assert caught.value.headers()["Retry-After"] == expected
 
 
-async def test_a_3xx_is_an_upstream_error(provider_answers):
+async def test_a_3xx_is_an_upstream_error(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(302, headers={"location": "https://elsewhere"}))
     with pytest.raises(UpstreamError) as caught:
         await complete(OPENAI, chat())
@@ -626,7 +666,7 @@ async def test_a_3xx_is_an_upstream_error(provider_answers):
 # --- usage salvaged from a body that does not parse ---------------------------------------
 
 
-def test_openai_usage_is_salvaged_past_its_nested_details():
+def test_openai_usage_is_salvaged_past_its_nested_details() -> None:
     content = (
         b'{"id": "x", "usage": {"prompt_tokens_details": {"cached_tokens": 3}, '
         b'"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}, "choices": [{"mess'
@@ -634,7 +674,7 @@ def test_openai_usage_is_salvaged_past_its_nested_details():
     assert adapter_for("openai").salvage(content) == Usage(20, 7, True)
 
 
-def test_anthropic_usage_is_salvaged_with_cached_input_counted_as_input():
+def test_anthropic_usage_is_salvaged_with_cached_input_counted_as_input() -> None:
     content = (
         b'{"id": "m", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 4, '
         b'"cache_read_input_tokens": 6, "output_tokens": 3}, "content": [{"type": "te'
@@ -642,7 +682,7 @@ def test_anthropic_usage_is_salvaged_with_cached_input_counted_as_input():
     assert adapter_for("anthropic").salvage(content) == Usage(20, 3, True)
 
 
-def test_salvage_takes_the_largest_counts_of_several_usage_objects():
+def test_salvage_takes_the_largest_counts_of_several_usage_objects() -> None:
     content = (
         b'{"usage": {"prompt_tokens": 3, "completion_tokens": 40}, '
         b'"x": {"usage": {"prompt_tokens": 30, "completion_tokens": 4}}, "choi'
@@ -650,7 +690,7 @@ def test_salvage_takes_the_largest_counts_of_several_usage_objects():
     assert adapter_for("openai").salvage(content) == Usage(30, 40, True)
 
 
-def test_salvage_ignores_usage_the_model_wrote_inside_a_string():
+def test_salvage_ignores_usage_the_model_wrote_inside_a_string() -> None:
     written = json.dumps({"usage": {"prompt_tokens": 999999, "completion_tokens": 999999}})
     text = json.dumps(f"Here is some JSON: {written}").encode()
     assert adapter_for("openai").salvage(b'{"choices": [{"message": {"content": ' + text) is None
@@ -659,15 +699,15 @@ def test_salvage_ignores_usage_the_model_wrote_inside_a_string():
     assert adapter_for("openai").salvage(content) == Usage(5, 6, True)
 
 
-def test_salvage_finds_nothing_without_both_counts():
+def test_salvage_finds_nothing_without_both_counts() -> None:
     assert adapter_for("openai").salvage(b'{"usage": {"prompt_tokens": 5}, "x') is None
     assert adapter_for("anthropic").salvage(b'{"usage": {"output_tokens": 5}, "x') is None
     assert adapter_for("anthropic").salvage(b"<html>502 Bad Gateway</html>") is None
 
 
 async def test_a_200_that_does_not_parse_is_billed_its_salvaged_input_and_the_whole_output_bound(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     broken = b'{"id": "x", "usage": {"prompt_tokens": 7, "completion_tokens": 9}, "choices": [{'
     provider_answers(lambda request: httpx.Response(200, content=broken))
     call = call_to(OPENAI, chat())
@@ -679,8 +719,8 @@ async def test_a_200_that_does_not_parse_is_billed_its_salvaged_input_and_the_wh
 
 
 async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_reservation(
-    provider_answers,
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     provider_answers(lambda request: httpx.Response(200, content=b'{"id": "x", "choices": [{'))
     call = call_to(ANTHROPIC, chat())
     with pytest.raises(UpstreamError):
@@ -696,8 +736,8 @@ async def test_a_200_that_does_not_parse_and_holds_no_usage_costs_the_whole_rese
     ],
 )
 async def test_a_server_error_that_reports_usage_is_billed_that_usage(
-    provider_answers, name, usage
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, usage: dict[str, int]
+) -> None:
     error = {"error": {"type": "server_error", "message": "failed mid-answer"}, "usage": usage}
     provider_answers(lambda request: httpx.Response(500, json=error))
     call = call_to(name, chat())
@@ -707,7 +747,9 @@ async def test_a_server_error_that_reports_usage_is_billed_that_usage(
     assert call.billed == Usage(12, 40, False)
 
 
-async def test_a_salvaged_usage_never_bills_more_than_the_reservation(provider_answers):
+async def test_a_salvaged_usage_never_bills_more_than_the_reservation(
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+) -> None:
     # Valid JSON, too deep for the gateway's parser (1,024 levels): the model
     # controls both the depth and the keys of a tool_use input.
     deep = b'{"a": ' * 1100 + b"{}" + b"}" * 1100
@@ -728,7 +770,7 @@ async def test_a_salvaged_usage_never_bills_more_than_the_reservation(provider_a
 # --- server-sent events ------------------------------------------------------------------
 
 
-def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments():
+def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments() -> None:
     raw = b': keep-alive\r\nevent: a\r\ndata: {"x":\r\ndata: 1}\r\n\r\ndata: [DONE]\n\n'
     for size in (1, 2, 3, 7, len(raw)):
         decoder = SSEDecoder()
@@ -738,7 +780,7 @@ def test_the_sse_decoder_handles_events_split_anywhere_crlf_and_comments():
         assert events == [SSEEvent("a", '{"x":\n1}'), SSEEvent(None, "[DONE]")]
 
 
-def test_the_sse_decoder_keeps_characters_split_between_chunks():
+def test_the_sse_decoder_keeps_characters_split_between_chunks() -> None:
     raw = "data: héllo ✓\ndata\n\ndata:naïve\n\n".encode()
     for size in (1, 2, 3, 5):
         decoder = SSEDecoder()
@@ -784,8 +826,8 @@ ODD_EVENTS = [
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("answer", ODD_ANSWERS, ids=[str(a)[:40] for a in ODD_ANSWERS])
 async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_bound(
-    provider_answers, name, answer
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]], name: str, answer: object
+) -> None:
     provider_answers(lambda request: httpx.Response(200, json=answer))
     call = call_to(name, chat())
     try:
@@ -798,8 +840,10 @@ async def test_an_odd_answer_is_accepted_or_an_upstream_error_costing_the_whole_
 @pytest.mark.parametrize("name", [OPENAI, ANTHROPIC])
 @pytest.mark.parametrize("event", ODD_EVENTS, ids=[e[1][:40] for e in ODD_EVENTS])
 async def test_an_odd_stream_event_is_ignored_or_an_upstream_error_never_a_crash(
-    provider_answers, name, event
-):
+    provider_answers: Callable[[Handler], list[httpx.Request]],
+    name: str,
+    event: tuple[str | None, object],
+) -> None:
     provider_answers(lambda request: httpx.Response(200, content=sse(event)))
     try:
         await collect(stream(name, chat(stream=True)))

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from gateway.core import clock
 from tests.support.staff import verified_client
@@ -23,7 +26,7 @@ class Block:
 
 
 @pytest.fixture
-def guard(monkeypatch):
+def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     """usage.guard's admin functions over a dict, to show every kind of row."""
     blocks = {
         "198.51.100.7": clock.now() + 600,
@@ -38,12 +41,14 @@ def guard(monkeypatch):
 
 
 @pytest.fixture
-def staff(settings, staff_user):
+def staff(settings: Settings, staff_user: tuple[User, TOTPDevice | None]) -> Client:
     settings.ADMIN_REQUIRE_2FA = True
     return verified_client(*staff_user)
 
 
-def test_current_blocks_are_listed_with_a_lift_button(guard, staff):
+def test_current_blocks_are_listed_with_a_lift_button(
+    guard: dict[str, float], staff: Client
+) -> None:
     page = staff.get("/admin/ip-blocks/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -53,7 +58,7 @@ def test_current_blocks_are_listed_with_a_lift_button(guard, staff):
     assert "10 min" in html
 
 
-def test_lifting_a_block_calls_the_guard(guard, staff):
+def test_lifting_a_block_calls_the_guard(guard: dict[str, float], staff: Client) -> None:
     response = staff.post("/admin/ip-blocks/", {"ip": "198.51.100.7"}, follow=True)
     assert "Lifted the block on 198.51.100.7." in response.content.decode()
     assert "198.51.100.7" not in guard
@@ -61,12 +66,19 @@ def test_lifting_a_block_calls_the_guard(guard, staff):
     assert "198.51.100.7 was not blocked." in again.content.decode()
 
 
-def test_the_admin_index_and_the_dashboard_link_to_the_page(guard, staff):
+def test_the_admin_index_and_the_dashboard_link_to_the_page(
+    guard: dict[str, float], staff: Client
+) -> None:
     assert 'href="/admin/ip-blocks/"' in staff.get("/admin/").content.decode()
     assert 'href="/admin/ip-blocks/"' in staff.get("/dashboard/").content.decode()
 
 
-def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_user):
+def test_only_verified_staff_may_see_or_lift(
+    guard: dict[str, float],
+    settings: Settings,
+    staff_user: tuple[User, TOTPDevice | None],
+    plain_user: User,
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     for client in (Client(), verified_client(plain_user, None), verified_client(user, None)):
@@ -75,7 +87,9 @@ def test_only_verified_staff_may_see_or_lift(guard, settings, staff_user, plain_
     assert "198.51.100.7" in guard
 
 
-def test_blocks_from_real_authentication_failures_can_be_lifted(settings, staff):
+def test_blocks_from_real_authentication_failures_can_be_lifted(
+    settings: Settings, staff: Client
+) -> None:
     settings.AUTH_FAILURES_PER_IP_PER_HOUR = 2
     for _ in range(2):
         async_to_sync(usage_guard.record_auth_failure)("198.51.100.9")

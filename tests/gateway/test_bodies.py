@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from pytest_django import Settings
 
 from gateway.core.errors import RequestTimeout, RequestTooLarge
 from gateway.proxy.bodies import SWEEP_SECONDS, BoundedBody
@@ -29,12 +30,14 @@ def stalled_then(*messages: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def short_deadline(settings) -> float:
+def short_deadline(settings: Settings) -> float:
     settings.REQUEST_BODY_TIMEOUT_SECONDS = 0.2
     return 0.2
 
 
-async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(short_deadline):
+async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(
+    short_deadline: float,
+) -> None:
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"abc", "more_body": True})
     )
@@ -52,7 +55,7 @@ async def test_the_deadline_refuses_the_read_under_way_and_every_later_one(short
         await body.receive()
 
 
-async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadline):
+async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadline: float) -> None:
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"a", "more_body": True})
     )
@@ -62,7 +65,7 @@ async def test_a_deadline_passed_between_reads_refuses_the_next_one(short_deadli
         await body.receive()
 
 
-async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation():
+async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation() -> None:
     body = BoundedBody(SCOPE, stalled_then())
     reading = asyncio.get_running_loop().create_task(body.receive())
     await asyncio.sleep(0.01)
@@ -72,7 +75,9 @@ async def test_a_cancellation_that_is_not_the_deadlines_stays_a_cancellation():
     assert body.refusal is None
 
 
-async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(short_deadline):
+async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(
+    short_deadline: float,
+) -> None:
     disconnect = {"type": "http.disconnect"}
     body = BoundedBody(
         SCOPE, stalled_then({"type": "http.request", "body": b"0123456789"}, disconnect)
@@ -82,7 +87,9 @@ async def test_after_the_body_reads_go_to_the_server_whatever_the_deadline(short
     assert await body.receive() == disconnect
 
 
-async def test_a_declared_length_over_the_limit_is_refused_without_asking_the_server(settings):
+async def test_a_declared_length_over_the_limit_is_refused_without_asking_the_server(
+    settings: Settings,
+) -> None:
     settings.MAX_REQUEST_BYTES = 9
     body = BoundedBody(SCOPE, stalled_then({"type": "http.request", "body": b"x" * 10}))
     with pytest.raises(RequestTooLarge):

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from tests.support.staff import STAFF_PASSWORD, admin_login, make_staff
 
@@ -33,7 +34,7 @@ def uri_in(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("otpauth://"))
 
 
-def test_it_prints_a_uri_and_qr_code_whose_codes_open_the_admin(settings):
+def test_it_prints_a_uri_and_qr_code_whose_codes_open_the_admin(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     make_staff("ops", enrol=False)
     output = enroll("ops")
@@ -48,7 +49,7 @@ def test_it_prints_a_uri_and_qr_code_whose_codes_open_the_admin(settings):
     assert admin_login(client, "ops", STAFF_PASSWORD, code_from_uri(uri)).status_code == 302
 
 
-def test_a_second_enrolment_needs_reset_which_replaces_the_secret():
+def test_a_second_enrolment_needs_reset_which_replaces_the_secret() -> None:
     make_staff("ops", enrol=False)
     first = uri_in(enroll("ops"))
     with pytest.raises(CommandError, match="already has an authenticator; use --reset"):
@@ -58,12 +59,12 @@ def test_a_second_enrolment_needs_reset_which_replaces_the_secret():
     assert TOTPDevice.objects.filter(user__username="ops").count() == 1
 
 
-def test_an_unknown_user_is_a_one_line_error():
+def test_an_unknown_user_is_a_one_line_error() -> None:
     with pytest.raises(CommandError, match=r"^no user named 'ghost'$"):
         enroll("ghost")
 
 
-def test_a_user_who_is_not_staff_is_a_one_line_error():
+def test_a_user_who_is_not_staff_is_a_one_line_error() -> None:
     make_staff("visitor", is_staff=False, enrol=False)
     with pytest.raises(CommandError, match=r"^user 'visitor' is not staff$"):
         enroll("visitor")

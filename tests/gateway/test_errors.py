@@ -1,16 +1,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 import pytest
+from django.test import Client
+
+from tests.devices.support import Answer
 
 pytestmark = pytest.mark.urls("tests.gateway.error_views")
 
 
-def assert_openai_error(response, status: int, error_type: str, code: str) -> dict:
+class DjangoAnswer(Answer, Protocol):
+    """A response of Django's test client: its headers read by name."""
+
+    def __getitem__(self, header: str) -> str: ...
+
+
+def assert_openai_error(
+    response: DjangoAnswer, status: int, error_type: str, code: str
+) -> dict[str, Any]:
     assert response.status_code == status
     assert response["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["type"] == error_type
     assert error["code"] == code
     assert isinstance(error["message"], str) and error["message"]
@@ -18,13 +30,13 @@ def assert_openai_error(response, status: int, error_type: str, code: str) -> di
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/api/nope", "/v1", "/v1/chat/completion"])
-def test_unknown_api_paths_answer_openai_shaped_404(client, path):
+def test_unknown_api_paths_answer_openai_shaped_404(client: Client, path: str) -> None:
     response = client.get(path)
     assert_openai_error(response, 404, "not_found_error", "not_found")
     assert response["X-Request-ID"].startswith("req_")
 
 
-def test_a_wrong_method_answers_405_with_allow(client):
+def test_a_wrong_method_answers_405_with_allow(client: Client) -> None:
     response = client.get("/v1/post-only")
     assert_openai_error(response, 405, "invalid_request_error", "method_not_allowed")
     assert response["Allow"] == "POST"
@@ -32,8 +44,8 @@ def test_a_wrong_method_answers_405_with_allow(client):
 
 @pytest.mark.parametrize("path", ["/v1/explode", "/api/explode"])
 def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details(
-    client, path, caplog
-):
+    client: Client, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client.raise_request_exception = False
     with caplog.at_level(logging.ERROR):
         response = client.get(path)
@@ -49,7 +61,7 @@ def test_an_unhandled_exception_is_a_json_500_with_the_request_id_and_no_details
     assert "sk-live-abcdefghijklmnop" not in logged
 
 
-def _formatter():
+def _formatter() -> logging.Handler:
     from gateway.core.logs import RedactingFormatter
 
     handler = logging.Handler()
@@ -57,7 +69,7 @@ def _formatter():
     return handler
 
 
-def test_a_gateway_error_keeps_its_fields_and_retry_after(client):
+def test_a_gateway_error_keeps_its_fields_and_retry_after(client: Client) -> None:
     response = client.get("/v1/limited")
     error = assert_openai_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
     assert error["message"] == "Device rate limit exceeded"
@@ -65,7 +77,7 @@ def test_a_gateway_error_keeps_its_fields_and_retry_after(client):
     assert response["Retry-After"] == "30"
 
 
-def test_non_api_paths_keep_django_pages(client):
+def test_non_api_paths_keep_django_pages(client: Client) -> None:
     response = client.get("/nowhere")
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
@@ -87,7 +99,7 @@ def test_non_api_paths_keep_django_pages(client):
         (504, "api_error"),
     ],
 )
-def test_the_error_type_follows_the_status_as_spec_says(status, expected):
+def test_the_error_type_follows_the_status_as_spec_says(status: int, expected: str) -> None:
     from gateway.core.errors import error_for_status, error_type_for
 
     assert error_type_for(status) == expected

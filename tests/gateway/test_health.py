@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 from django.conf import settings
+from django.test import Client
 
 from gateway import __version__
-from tests.support.processes import free_port
+from tests.support.processes import GatewayServer, free_port
 
 
-def test_health_reports_healthy_and_the_version(client):
+def test_health_reports_healthy_and_the_version(client: Client) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "healthy", "version": __version__}
@@ -16,7 +19,7 @@ def test_health_reports_healthy_and_the_version(client):
 
 
 @pytest.mark.django_db
-def test_ready_reports_each_configured_dependency(client):
+def test_ready_reports_each_configured_dependency(client: Client) -> None:
     response = client.get("/health/ready")
     assert response.status_code == 200
     expected_redis = "ok" if settings.REDIS_URL else "not configured"
@@ -26,7 +29,9 @@ def test_ready_reports_each_configured_dependency(client):
     }
 
 
-def test_a_running_gateway_serves_health_over_http(gateway_servers):
+def test_a_running_gateway_serves_health_over_http(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers()
     response = httpx.get(f"{server.url}/health")
     assert response.status_code == 200
@@ -35,7 +40,9 @@ def test_a_running_gateway_serves_health_over_http(gateway_servers):
     assert ready.status_code == 200, ready.text
 
 
-def test_ready_is_503_when_the_database_is_down(gateway_servers):
+def test_ready_is_503_when_the_database_is_down(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
     if not settings.REDIS_URL:
         unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
@@ -47,7 +54,9 @@ def test_ready_is_503_when_the_database_is_down(gateway_servers):
 
 
 @pytest.mark.production_only
-def test_ready_is_503_when_redis_is_down(gateway_servers):
+def test_ready_is_503_when_redis_is_down(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     response = httpx.get(f"{server.url}/health/ready", timeout=30)
     assert response.status_code == 503

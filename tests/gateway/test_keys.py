@@ -11,16 +11,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from django.core.management import CommandError, call_command
+from pytest_django import Settings
 
 from gateway.core import secrets_aws
 from gateway.core.logs import RedactingFormatter
 from gateway.core.store import read_versions
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
+from tests.conftest import TestClock
 from tests.support.processes import ROOT, free_port, local_aws
 
 OLD_KEY = "old-openai-key-a1b2c3d4e5f6"
@@ -28,7 +32,7 @@ NEW_KEY = "new-openai-key-f6e5d4c3b2a1"
 
 
 @pytest.fixture(autouse=True)
-def fresh_key_cache():
+def fresh_key_cache() -> Iterator[None]:
     keys.clear_cache()
     yield
     keys.clear_cache()
@@ -42,7 +46,7 @@ async def current_epoch() -> int:
 
 
 @pytest.fixture
-def env_keys(settings):
+def env_keys(settings: Settings) -> Settings:
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {
         "openai": OLD_KEY,
@@ -52,20 +56,22 @@ def env_keys(settings):
     return settings
 
 
-async def test_the_env_backend_gives_each_provider_its_key(env_keys):
+async def test_the_env_backend_gives_each_provider_its_key(env_keys: Settings) -> None:
     key = await keys.get_key("openai", epoch=0)
     assert key.reveal() == OLD_KEY
     assert key.provider == "openai"
     assert (await keys.get_key("digitalocean", epoch=0)).reveal() == "do-key-123456789"
 
 
-async def test_a_provider_without_a_key_is_an_upstream_error(env_keys):
+async def test_a_provider_without_a_key_is_an_upstream_error(env_keys: Settings) -> None:
     with pytest.raises(ProviderKeyUnavailable) as caught:
         await keys.get_key("anthropic", epoch=0)
     assert (caught.value.status, caught.value.code) == (502, "upstream_error")
 
 
-async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(env_keys, clock):
+async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(
+    env_keys: Settings, clock: TestClock
+) -> None:
     env_keys.SECRET_CACHE_SECONDS = 300
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": NEW_KEY}
@@ -75,14 +81,14 @@ async def test_a_key_is_cached_until_secret_cache_seconds_have_passed(env_keys, 
     assert (await keys.get_key("openai", epoch=0)).reveal() == NEW_KEY
 
 
-async def test_a_new_epoch_drops_the_cached_key_at_once(env_keys):
+async def test_a_new_epoch_drops_the_cached_key_at_once(env_keys: Settings) -> None:
     assert (await keys.get_key("openai", epoch=4)).reveal() == OLD_KEY
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": NEW_KEY}
     assert (await keys.get_key("openai", epoch=4)).reveal() == OLD_KEY
     assert (await keys.get_key("openai", epoch=5)).reveal() == NEW_KEY
 
 
-def test_a_key_never_prints_itself():
+def test_a_key_never_prints_itself() -> None:
     key = ProviderKey("openai", OLD_KEY)
     for shown in (
         repr(key),
@@ -99,7 +105,7 @@ def test_a_key_never_prints_itself():
         pickle.dumps(key)
 
 
-async def test_a_loaded_key_is_masked_in_every_log_line(env_keys):
+async def test_a_loaded_key_is_masked_in_every_log_line(env_keys: Settings) -> None:
     # This key has no vendor shape the log patterns know: only registration masks it.
     env_keys.PROVIDER_ENV_KEYS = {**env_keys.PROVIDER_ENV_KEYS, "openai": "plainvalue9876543210"}
     await keys.get_key("openai", epoch=0)
@@ -121,13 +127,13 @@ async def test_a_loaded_key_is_masked_in_every_log_line(env_keys):
 
 
 @pytest.fixture(scope="module")
-def moto_server():
+def moto_server() -> Iterator[str]:
     with local_aws() as url:
         yield url
 
 
 @pytest.fixture
-def secrets_manager(moto_server, settings, monkeypatch):
+def secrets_manager(moto_server: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Settings pointing at a fresh local Secrets Manager; returns a boto3 client for it."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -145,19 +151,19 @@ def rotate(provider: str, stdin: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
-async def test_the_aws_backend_reads_the_plain_secret_string(secrets_manager):
+async def test_the_aws_backend_reads_the_plain_secret_string(secrets_manager: Any) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
 
 
-async def test_a_missing_secret_is_an_upstream_error(secrets_manager):
+async def test_a_missing_secret_is_an_upstream_error(secrets_manager: Any) -> None:
     with pytest.raises(ProviderKeyUnavailable):
         await keys.get_key("anthropic", epoch=0)
 
 
 async def test_rotate_key_stores_the_new_key_and_every_process_sees_it_next_request(
-    secrets_manager,
-):
+    secrets_manager: Any,
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     before = await current_epoch()
     assert (await keys.get_key("openai", epoch=before)).reveal() == OLD_KEY
@@ -173,7 +179,7 @@ async def test_rotate_key_stores_the_new_key_and_every_process_sees_it_next_requ
     assert (await keys.get_key("openai", epoch=after)).reveal() == NEW_KEY
 
 
-def test_rotate_key_creates_the_secret_when_missing(secrets_manager):
+def test_rotate_key_creates_the_secret_when_missing(secrets_manager: Any) -> None:
     rotate("digitalocean", "do-new-key-0123456789")
     stored = secrets_manager.get_secret_value(SecretId="hanzo-gateway/digitalocean/api-key")
     assert stored["SecretString"] == "do-new-key-0123456789"
@@ -188,14 +194,16 @@ def test_rotate_key_creates_the_secret_when_missing(secrets_manager):
         ("openai", "two keys\n", "whitespace"),
     ],
 )
-def test_rotate_key_refuses_bad_input_in_one_line(secrets_manager, provider, stdin, reason):
+def test_rotate_key_refuses_bad_input_in_one_line(
+    secrets_manager: Any, provider: str, stdin: str, reason: str
+) -> None:
     with pytest.raises(CommandError) as caught:
         rotate(provider, stdin)
     assert reason in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings):
+def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings: Settings) -> None:
     settings.SECRETS_BACKEND = "env"
     with pytest.raises(CommandError) as caught:
         rotate("anthropic", NEW_KEY)
@@ -203,7 +211,7 @@ def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings):
     assert "restart" in str(caught.value)
 
 
-def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback():
+def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "rotate_key", "openai"],
         input=NEW_KEY,
@@ -221,8 +229,8 @@ def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback():
 
 
 async def test_the_last_good_key_serves_while_the_store_is_unreachable(
-    secrets_manager, settings, clock
-):
+    secrets_manager: Any, settings: Settings, clock: TestClock
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     assert (await keys.get_key("openai", epoch=0)).reveal() == OLD_KEY
     settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
@@ -237,8 +245,8 @@ async def test_the_last_good_key_serves_while_the_store_is_unreachable(
 
 
 async def test_without_a_last_good_key_an_unreachable_store_is_an_upstream_error(
-    settings, monkeypatch
-):
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     settings.SECRETS_BACKEND = "aws"
@@ -247,12 +255,14 @@ async def test_without_a_last_good_key_an_unreachable_store_is_an_upstream_error
         await keys.get_key("openai", epoch=0)
 
 
-async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(secrets_manager, monkeypatch):
+async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(
+    secrets_manager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
-    calls = []
+    calls: list[str] = []
     original = secrets_aws.get_secret
 
-    def slow_counting_fetch(name):
+    def slow_counting_fetch(name: str) -> str:
         calls.append(name)
         time.sleep(0.1)  # long enough for every caller to pile up behind the lock
         return original(name)
@@ -264,16 +274,19 @@ async def test_concurrent_requests_on_a_cold_cache_fetch_the_key_once(secrets_ma
 
 
 async def test_a_refresh_after_a_refused_key_fetches_once_for_all_waiters(
-    secrets_manager, monkeypatch
-):
+    secrets_manager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secrets_manager.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     rejected = await keys.get_key("openai", epoch=0)
     secrets_manager.put_secret_value(SecretId="hanzo-gateway/openai/api-key", SecretString=NEW_KEY)
-    calls = []
+    calls: list[str] = []
     original = secrets_aws.get_secret
-    monkeypatch.setattr(
-        secrets_aws, "get_secret", lambda name: calls.append(name) or original(name)
-    )
+
+    def counting_fetch(name: str) -> str:
+        calls.append(name)
+        return original(name)
+
+    monkeypatch.setattr(secrets_aws, "get_secret", counting_fetch)
     found = await asyncio.gather(*(keys.refresh("openai", rejected=rejected) for _ in range(20)))
     assert {key.reveal() for key in found} == {NEW_KEY}
     assert len(calls) == 1

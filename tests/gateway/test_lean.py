@@ -6,17 +6,26 @@ import asyncio
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from pytest_django import Settings
 
+from gateway.asgi import Receive, Scope, Send
 from gateway.core import lifecycle
 from gateway.core.errors import RateLimited
 from gateway.core.lifecycle import finish
 from gateway.proxy.bodies import bound_bodies
-from gateway.proxy.lean import LeanRequest, StreamResponse, json_response, lean_endpoint
+from gateway.proxy.lean import (
+    LeanRequest,
+    Response,
+    StreamResponse,
+    json_response,
+    lean_endpoint,
+)
 from tests.support.processes import free_port, wait_for
 
 closed_streams: list[str] = []
@@ -24,7 +33,7 @@ settled: list[str] = []
 
 
 @lean_endpoint("POST")
-async def echo(request: LeanRequest):
+async def echo(request: LeanRequest) -> Response:
     body = await request.body()
     if body == b"limited":
         raise RateLimited("slow down", retry_after=7, limit=5)
@@ -37,7 +46,7 @@ events_seen: list[str] = []
 
 
 @lean_endpoint("POST")
-async def defers(request: LeanRequest):
+async def defers(request: LeanRequest) -> Response:
     async def later() -> None:
         events_seen.append("after-response work ran")
 
@@ -50,7 +59,7 @@ async def defers(request: LeanRequest):
 
 
 @lean_endpoint("POST")
-async def ticker(request: LeanRequest):
+async def ticker(request: LeanRequest) -> StreamResponse:
     await request.body()
 
     async def events() -> AsyncIterator[bytes]:
@@ -71,13 +80,14 @@ async def record_settlement(request_id: str) -> None:
 
 
 @pytest.fixture
-def client(settings) -> httpx.AsyncClient:
+def client(settings: Settings) -> httpx.AsyncClient:
     settings.MAX_REQUEST_BYTES = 64
-    transport = httpx.ASGITransport(app=bound_bodies(echo))
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=bound_bodies(echo))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
-async def test_it_answers_json_with_a_request_id(client):
+async def test_it_answers_json_with_a_request_id(client: httpx.AsyncClient) -> None:
     response = await client.post("/x", content=b"hello")
     assert response.status_code == 200
     assert response.json() == {"size": 5}
@@ -86,7 +96,9 @@ async def test_it_answers_json_with_a_request_id(client):
     assert response.headers["content-length"] == str(len(response.content))
 
 
-async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(client):
+async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/x", content=b"limited")
     assert response.status_code == 429
     assert response.json()["error"] == {
@@ -98,7 +110,9 @@ async def test_a_gateway_error_is_rendered_as_openai_error_with_its_headers(clie
     assert response.headers["retry-after"] == "7"
 
 
-async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, caplog):
+async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR):
         response = await client.post("/x", content=b"bug")
     assert response.status_code == 500
@@ -109,7 +123,9 @@ async def test_a_bug_is_a_json_500_with_the_request_id_and_no_details(client, ca
     assert any("RuntimeError" in str(record.exc_info) for record in caplog.records)
 
 
-async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
+async def test_a_body_over_the_cap_is_413_whether_declared_or_not(
+    client: httpx.AsyncClient,
+) -> None:
     assert (await client.post("/x", content=b"x" * 64)).json() == {"size": 64}
     declared = await client.post("/x", content=b"x" * 65)
     assert declared.status_code == 413
@@ -125,7 +141,9 @@ async def test_a_body_over_the_cap_is_413_whether_declared_or_not(client):
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", ""])
-async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, host):
+async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(
+    client: httpx.AsyncClient, host: str
+) -> None:
     response = await client.get("/x", headers={"Host": host})  # a wrong method too
     assert response.status_code == 400
     assert response.json()["error"] == {
@@ -136,7 +154,9 @@ async def test_a_host_outside_allowed_hosts_is_400_before_anything_else(client, 
     assert response.headers["x-request-id"].startswith("req_")
 
 
-async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
+async def test_an_allowed_host_passes_with_or_without_a_port(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     for host in ["localhost", "LOCALHOST:8000", "127.0.0.1:1234"]:
         response = await client.post("/x", content=b"a", headers={"Host": host})
         assert response.status_code == 200, host
@@ -146,14 +166,16 @@ async def test_an_allowed_host_passes_with_or_without_a_port(client, settings):
     assert response.status_code == 200
 
 
-async def test_a_wrong_method_is_405_with_allow(client):
+async def test_a_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.get("/x")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response.headers["allow"] == "POST"
 
 
-async def test_cors_preflight_and_headers_match_django_cors_headers(client):
+async def test_cors_preflight_and_headers_match_django_cors_headers(
+    client: httpx.AsyncClient,
+) -> None:
     preflight = await client.options(
         "/x",
         headers={"Origin": "https://app.hanzo.ai", "Access-Control-Request-Method": "POST"},
@@ -169,16 +191,18 @@ async def test_cors_preflight_and_headers_match_django_cors_headers(client):
     assert "access-control-allow-origin" not in foreign.headers
 
 
-def test_the_access_line_has_the_request_id_and_status(client, caplog):
+def test_the_access_line_has_the_request_id_and_status(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     async def call() -> httpx.Response:
         return await client.post("/x", content=b"limited")
 
     with caplog.at_level(logging.INFO, logger="gateway.access"):
         response = asyncio.run(call())
     (line,) = [r for r in caplog.records if r.name == "gateway.access"]
-    assert line.request_id == response.headers["x-request-id"]
+    assert getattr(line, "request_id") == response.headers["x-request-id"]
     assert "POST /x 429" in line.getMessage()
-    assert line.code == "rate_limit_exceeded"
+    assert getattr(line, "code") == "rate_limit_exceeded"
 
 
 @pytest.fixture
@@ -195,7 +219,9 @@ def ticker_server() -> Iterator[str]:
     thread.join(10)
 
 
-def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ticker_server):
+def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(
+    ticker_server: str,
+) -> None:
     closed_streams.clear()
     settled.clear()
     with httpx.stream("POST", ticker_server, content=b"{}", timeout=10) as response:
@@ -207,25 +233,26 @@ def test_a_client_disconnect_closes_the_stream_and_settlement_still_completes(ti
     assert closed_streams == [request_id]
 
 
-async def test_after_response_work_starts_once_the_response_is_sent():
+async def test_after_response_work_starts_once_the_response_is_sent() -> None:
     events_seen.clear()
 
-    async def app(scope, receive, send):
-        async def sending(message):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.body":
                 events_seen.append("response sent")
             await send(message)
 
         await defers(scope, receive, sending)
 
-    transport = httpx.ASGITransport(app=app)
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         assert (await client.post("/", content=b"")).status_code == 200
     await lifecycle._drain_background()
     assert events_seen == ["endpoint returned", "response sent", "after-response work ran"]
 
 
-async def test_after_response_outside_a_request_or_after_its_response_spawns_at_once():
+async def test_after_response_outside_a_request_or_after_its_response_spawns_at_once() -> None:
     ran: list[int] = []
 
     async def work(number: int) -> None:
@@ -242,7 +269,9 @@ async def test_after_response_outside_a_request_or_after_its_response_spawns_at_
     assert sorted(ran) == [1, 2, 3]
 
 
-async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(monkeypatch):
+async def test_start_up_freezes_what_it_built_out_of_the_collectors_sight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(lifecycle, "_startup", [])  # no flusher or housekeeping in this process
     gc.unfreeze()
     try:

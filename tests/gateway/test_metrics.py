@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.test import Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_django import Settings
 
 from billing import alerts
 from billing.services import budget_pause
@@ -18,9 +21,11 @@ from devices.selectors import device_counts_by_status
 from gateway import checks
 from gateway.asgi import application
 from gateway.core.metrics import REQUESTS, observe_request, render
+from tests.conftest import TestClock
 from tests.devices.conftest import fresh_store_clients
-from tests.fakes.slack import fake_slack
-from tests.support.processes import ROOT
+from tests.devices.support import Registered
+from tests.fakes.slack import FakeSlack, fake_slack
+from tests.support.processes import ROOT, PrivateRedis
 from tests.usage.conftest import private_redis
 from usage import limits
 
@@ -28,11 +33,12 @@ __all__ = ["fake_slack", "fresh_store_clients", "private_redis"]  # fixtures
 
 
 def client(peer: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=application, client=(peer, 40000))
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=application, client=(peer, 40000))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
-async def test_metrics_are_served_to_an_allowed_peer_in_prometheus_format():
+async def test_metrics_are_served_to_an_allowed_peer_in_prometheus_format() -> None:
     REQUESTS.labels("chat", "m", "p", "200").inc()
     async with client() as http:
         response = await http.get("/metrics")
@@ -42,14 +48,14 @@ async def test_metrics_are_served_to_an_allowed_peer_in_prometheus_format():
 
 
 @pytest.mark.parametrize("peer", ["10.1.2.3", "203.0.113.9"])
-async def test_metrics_refuse_other_peers(peer):
+async def test_metrics_refuse_other_peers(peer: str) -> None:
     async with client(peer) as http:
         response = await http.get("/metrics")
     assert response.status_code == 403
     assert response.json()["error"]["type"] == "permission_error"
 
 
-async def test_metrics_refuse_anything_that_came_through_a_proxy():
+async def test_metrics_refuse_anything_that_came_through_a_proxy() -> None:
     async with client() as http:
         response = await http.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
     assert response.status_code == 403
@@ -109,15 +115,15 @@ SPEC_CODES = {
 
 
 @pytest.mark.parametrize(("code", "layer"), SPEC_CODES.items())
-def test_every_refusal_code_of_spec_is_counted_under_its_layer(code, layer):
+def test_every_refusal_code_of_spec_is_counted_under_its_layer(code: str, layer: str) -> None:
     before = sample("hanzo_refusals_total", layer=layer, code=code)
-    fields: dict = {"code": code}
+    fields: dict[str, Any] = {"code": code}
     observe_request("/v1/chat/completions", 429, fields, 0.01)
     assert sample("hanzo_refusals_total", layer=layer, code=code) == before + 1
     assert fields["layer"] == layer  # and the access line names it too
 
 
-def test_the_limiters_own_layer_wins_and_other_paths_are_not_counted():
+def test_the_limiters_own_layer_wins_and_other_paths_are_not_counted() -> None:
     before = sample("hanzo_refusals_total", layer="burst", code="x_limited")
     observe_request("/v1/chat/completions", 429, {"code": "x_limited", "layer": "burst"}, 0.01)
     observe_request("/metrics", 403, {"code": "x_limited", "layer": "burst"}, 0.01)
@@ -125,7 +131,9 @@ def test_the_limiters_own_layer_wins_and_other_paths_are_not_counted():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refused_registration_is_counted_with_its_route_and_layer(client, settings):
+def test_a_refused_registration_is_counted_with_its_route_and_layer(
+    client: Client, settings: Settings
+) -> None:
     settings.REGISTRATIONS_PER_IP_PER_HOUR = 0
     labels = {"layer": "registration", "code": "registration_rate_limit_exceeded"}
     before = sample("hanzo_refusals_total", **labels)
@@ -139,7 +147,7 @@ def test_a_refused_registration_is_counted_with_its_route_and_layer(client, sett
 
 
 @pytest.mark.django_db(transaction=True)
-def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack):
+def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack: FakeSlack) -> None:
     sent = sample("hanzo_alerts_total", kind="new_device", outcome="sent")
     failed = sample("hanzo_alerts_total", kind="suspicious_device", outcome="failed")
     alerts.alert_new_device(device_id="dev_1", name="a", platform="b", ip="192.0.2.1")
@@ -153,8 +161,11 @@ def test_alert_sends_and_failures_are_counted_by_kind_and_outcome(fake_slack):
 
 @pytest.mark.django_db(transaction=True)
 async def test_budget_pause_and_device_gauges_describe_the_shared_state(
-    make_device, settings, fresh_store_clients, thread_connections
-):
+    make_device: Callable[..., Registered],
+    settings: Settings,
+    fresh_store_clients: None,
+    thread_connections: None,
+) -> None:
     settings.DAILY_BUDGET_USD = Decimal("2")
     await sync_to_async(make_device)("approved")
     await sync_to_async(make_device)("suspended")
@@ -183,7 +194,9 @@ async def test_budget_pause_and_device_gauges_describe_the_shared_state(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_expired_suspension_counts_as_approved(make_device, clock):
+def test_an_expired_suspension_counts_as_approved(
+    make_device: Callable[..., Registered], clock: TestClock
+) -> None:
     make_device("suspended")  # two hours
     assert device_counts_by_status() == {"suspended": 1}
     clock.advance(3 * 3600)
@@ -192,8 +205,8 @@ def test_an_expired_suspension_counts_as_approved(make_device, clock):
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_scrape_still_answers_when_redis_is_down_and_says_so(
-    private_redis, fresh_store_clients, thread_connections
-):
+    private_redis: PrivateRedis, fresh_store_clients: None, thread_connections: None
+) -> None:
     private_redis.stop()
     metrics = scraped((await render()).decode())
     assert metrics[("hanzo_store_up", frozenset())] == 0
@@ -201,7 +214,9 @@ async def test_the_scrape_still_answers_when_redis_is_down_and_says_so(
     assert metrics[("hanzo_database_up", frozenset())] == 1
 
 
-def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(settings):
+def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(
+    settings: Settings,
+) -> None:
     settings.WEB_CONCURRENCY = 2
     settings.PROMETHEUS_MULTIPROC_DIR = ""
     assert [w.id for w in checks.metrics_of_one_worker_only()] == ["hanzo.W004"]
@@ -211,8 +226,8 @@ def test_several_workers_without_a_metrics_directory_are_a_deploy_warning(settin
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_alert_rules_and_the_readme_name_only_metrics_that_exist(
-    fresh_store_clients, thread_connections
-):
+    fresh_store_clients: None, thread_connections: None
+) -> None:
     text = (await render()).decode()
     families = {
         family.name

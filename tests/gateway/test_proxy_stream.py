@@ -4,16 +4,21 @@ stream's reservation)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from typing import NoReturn
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
+from pytest_django import Settings
 
 from gateway.asgi import application
 from gateway.core.store import StoreUnavailable
 from gateway.proxy import keys, upstream
 from gateway.proxy.routes import clear_cache, seed_routes
-from tests.fakes.provider import DEFAULT_KEYS
+from tests.devices.support import Registered
+from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
 from tests.gateway.upstream_support import point_at
 from usage import liveness
 from usage.backends import get_backend
@@ -22,19 +27,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def token(make_device) -> str:
+def token(make_device: Callable[..., Registered]) -> str:
     seed_routes()
     return make_device("approved").token
 
 
 @pytest.fixture
-async def proxy(provider, settings):
+async def proxy(provider: FakeProvider, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     point_at(provider, settings)
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = dict(DEFAULT_KEYS)
     keys.clear_cache()
     clear_cache()
-    transport = httpx.ASGITransport(app=application)
+    # httpx types the ASGI send()'s message as a dict; the gateway's apps take a Mapping.
+    transport = httpx.ASGITransport(app=application)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
     await upstream.close_clients()
@@ -43,11 +49,11 @@ async def proxy(provider, settings):
 
 
 async def test_a_store_outage_when_the_process_beats_does_not_cut_a_long_stream(
-    proxy, token, monkeypatch, settings
-):
-    beats = []
+    proxy: httpx.AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    beats: list[str] = []
 
-    async def store_down(process_id, now):
+    async def store_down(process_id: str, now: float) -> NoReturn:
         beats.append(process_id)
         raise StoreUnavailable()
 

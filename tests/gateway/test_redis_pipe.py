@@ -33,7 +33,7 @@ real = pytest.mark.production_only
 
 
 @real
-async def test_commands_from_many_tasks_share_one_connection_and_each_gets_its_own_reply():
+async def test_commands_from_many_tasks_share_one_connection_and_each_gets_its_own_reply() -> None:
     client = _client(str(settings.REDIS_URL))
     prefix = f"{{hz}}:test-pipe:{uuid.uuid4().hex}"
     try:
@@ -52,7 +52,7 @@ async def test_commands_from_many_tasks_share_one_connection_and_each_gets_its_o
 
 
 @real
-async def test_evalsha_loads_a_script_redis_does_not_know_and_then_runs_it_by_hash():
+async def test_evalsha_loads_a_script_redis_does_not_know_and_then_runs_it_by_hash() -> None:
     client = _client(str(settings.REDIS_URL))
     # A comment no other test uses: Redis cannot have this script cached.
     script = LuaScript(f"-- {uuid.uuid4().hex}\nreturn {{KEYS[1], ARGV[1], 42}}".encode())
@@ -66,7 +66,7 @@ async def test_evalsha_loads_a_script_redis_does_not_know_and_then_runs_it_by_ha
 
 
 @real
-async def test_an_error_reply_is_a_response_error_and_the_connection_stays_usable():
+async def test_an_error_reply_is_a_response_error_and_the_connection_stays_usable() -> None:
     client = _client(str(settings.REDIS_URL))
     script = LuaScript(b"return redis.error_reply('DUPLICATE request')")
     try:
@@ -80,7 +80,7 @@ async def test_an_error_reply_is_a_response_error_and_the_connection_stays_usabl
 
 
 @real
-async def test_the_url_selects_the_database():
+async def test_the_url_selects_the_database() -> None:
     from gateway.core.store import sync_redis
 
     key = f"{{hz}}:test-pipe-db:{uuid.uuid4().hex}"
@@ -93,7 +93,7 @@ async def test_the_url_selects_the_database():
         await client.aclose()
 
 
-async def test_a_refused_connection_is_a_connection_error():
+async def test_a_refused_connection_is_a_connection_error() -> None:
     client = _client(f"redis://127.0.0.1:{_unused_port()}/0")
     with pytest.raises(RedisConnectionError):
         await client.execute("PING")
@@ -156,7 +156,7 @@ def ok(command: list[bytes]) -> bytes:
     return b"+OK\r\n"
 
 
-async def test_the_connection_authenticates_and_selects_before_any_command():
+async def test_the_connection_authenticates_and_selects_before_any_command() -> None:
     async with fake_redis(ok, db=3, auth="app:s3cret@") as fake:
         client = _client(fake.url)
         assert await client.execute("PING") == b"OK"
@@ -164,7 +164,7 @@ async def test_the_connection_authenticates_and_selects_before_any_command():
         await client.aclose()
 
 
-async def test_a_refused_password_fails_the_command_and_no_command_runs_unauthenticated():
+async def test_a_refused_password_fails_the_command_and_no_command_runs_unauthenticated() -> None:
     def refuse_auth(command: list[bytes]) -> bytes:
         return b"-WRONGPASS invalid password\r\n" if command[0] == b"AUTH" else b"+OK\r\n"
 
@@ -176,7 +176,7 @@ async def test_a_refused_password_fails_the_command_and_no_command_runs_unauthen
         await client.aclose()
 
 
-async def test_a_server_that_stops_answering_times_out_and_the_next_command_reconnects():
+async def test_a_server_that_stops_answering_times_out_and_the_next_command_reconnects() -> None:
     stalled = {"on": True}
 
     def maybe_stall(command: list[bytes]) -> bytes | None:
@@ -184,6 +184,8 @@ async def test_a_server_that_stops_answering_times_out_and_the_next_command_reco
 
     async with fake_redis(maybe_stall) as fake:
         client = _client(fake.url, timeout=0.2)
+        first: object
+        second: object
         first, second = await asyncio.gather(
             client.execute("PING"), client.execute("PING"), return_exceptions=True
         )
@@ -196,7 +198,7 @@ async def test_a_server_that_stops_answering_times_out_and_the_next_command_reco
         await client.aclose()
 
 
-async def test_a_caller_that_gives_up_does_not_shift_the_replies_of_the_others():
+async def test_a_caller_that_gives_up_does_not_shift_the_replies_of_the_others() -> None:
     release = asyncio.Event()
 
     async def slow_first(command: list[bytes]) -> bytes:
@@ -220,7 +222,7 @@ async def test_a_caller_that_gives_up_does_not_shift_the_replies_of_the_others()
         await client.aclose()
 
 
-async def test_a_server_that_closes_the_connection_fails_its_commands_and_the_next_connects_again():
+async def test_a_server_that_closes_the_connection_fails_its_commands_and_the_next_connects_again() -> None:  # noqa: E501  # fmt: skip
     answered = {"count": 0}
 
     def close_on_first(command: list[bytes]) -> bytes | None:
@@ -240,7 +242,7 @@ async def test_a_server_that_closes_the_connection_fails_its_commands_and_the_ne
         await client.aclose()
 
 
-async def test_a_malformed_reply_drops_the_connection_instead_of_misreading_it():
+async def test_a_malformed_reply_drops_the_connection_instead_of_misreading_it() -> None:
     async with fake_redis(lambda command: b"?garbage\r\n") as fake:
         client = _client(fake.url)
         with pytest.raises(RedisConnectionError, match="malformed"):
@@ -248,7 +250,9 @@ async def test_a_malformed_reply_drops_the_connection_instead_of_misreading_it()
         await client.aclose()
 
 
-async def test_the_commands_of_one_loop_turn_go_out_in_one_write_and_are_answered_in_order():
+async def test_the_commands_of_one_loop_turn_go_out_in_one_write_and_are_answered_in_order() -> (
+    None
+):
     from gateway.core.redis_pipe import _Protocol
 
     class Transport:
@@ -259,9 +263,14 @@ async def test_the_commands_of_one_loop_turn_go_out_in_one_write_and_are_answere
 
     protocol = _Protocol()
     protocol.connection_made(Transport())  # type: ignore[arg-type]
-    futures = [protocol.send(hiredis.pack_command(("ECHO", word))) for word in ("a", "b", "c")]
+    # hiredis's stub types pack_command's argument as a 1-tuple (as in gateway.core.redis_pipe).
+    futures = [
+        protocol.send(hiredis.pack_command(("ECHO", word)))  # type: ignore[arg-type]
+        for word in ("a", "b", "c")
+    ]
     await asyncio.sleep(0)
-    assert Transport.writes == [b"".join(hiredis.pack_command(("ECHO", w)) for w in "abc")]
+    sent = b"".join(hiredis.pack_command(("ECHO", w)) for w in "abc")  # type: ignore[arg-type]
+    assert Transport.writes == [sent]
     protocol.data_received(b"$1\r\na\r\n$1\r\nb")
     assert futures[0].result() == b"a" and not futures[1].done()
     protocol.data_received(b"\r\n$1\r\nc\r\n")

@@ -2,18 +2,24 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.db import connection
+from django.test import Client
+from pytest_django import Settings
 
 from gateway.core.errors import GatewayError
 from gateway.core.store import read_versions
 from gateway.models import ModelRoute
 from gateway.proxy import routes
+from gateway.proxy.routes import Route
 from gateway.proxy.validation import prepare_chat
+from usage.types import Tier
 
 # SPEC section 6, written out independently of the seed data.
 SPEC_ROUTES = {
@@ -29,7 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def seeded_routes():
+def seeded_routes() -> Iterator[None]:
     routes.seed_routes()
     routes.clear_cache()
     yield
@@ -37,11 +43,11 @@ def seeded_routes():
 
 
 @pytest.fixture
-def load_counter(monkeypatch):
+def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = []
     original = routes._load_routes
 
-    def counting():
+    def counting() -> dict[str, Route]:
         calls.append(1)
         return original()
 
@@ -49,10 +55,13 @@ def load_counter(monkeypatch):
     return calls
 
 
-async def in_db_thread(function, *args, **kwargs):
+T = TypeVar("T")
+
+
+async def in_db_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ORM code from an async test, then release that thread's connection."""
 
-    def run():
+    def run() -> T:
         try:
             return function(*args, **kwargs)
         finally:
@@ -61,7 +70,7 @@ async def in_db_thread(function, *args, **kwargs):
     return await sync_to_async(run)()
 
 
-def table_as_spec():
+def table_as_spec() -> dict[str, tuple[str, str, str, set[str]]]:
     return {
         route.public_name: (
             route.provider,
@@ -73,7 +82,7 @@ def table_as_spec():
     }
 
 
-def test_the_seed_is_spec_section_6_exactly():
+def test_the_seed_is_spec_section_6_exactly() -> None:
     assert table_as_spec() == SPEC_ROUTES
     assert {route.provider_model for route in ModelRoute.objects.all()} == {
         "llama3.3-70b-instruct",
@@ -85,14 +94,14 @@ def test_the_seed_is_spec_section_6_exactly():
     }
 
 
-def test_the_data_migration_seeds_an_empty_table():
+def test_the_data_migration_seeds_an_empty_table() -> None:
     ModelRoute.objects.all().delete()
     migration = importlib.import_module("gateway.migrations.0002_seed_routes")
     migration.seed(apps, None)
     assert table_as_spec() == SPEC_ROUTES
 
 
-def test_seeding_again_restores_edited_routes_without_duplicates():
+def test_seeding_again_restores_edited_routes_without_duplicates() -> None:
     ModelRoute.objects.filter(public_name="openai-gpt-4o").update(
         input_price_usd=Decimal("99"), is_enabled=False
     )
@@ -102,7 +111,7 @@ def test_seeding_again_restores_edited_routes_without_duplicates():
     assert ModelRoute.objects.get(public_name="openai-gpt-4o").is_enabled
 
 
-async def test_resolve_gives_the_route_with_its_provider_model_and_prices():
+async def test_resolve_gives_the_route_with_its_provider_model_and_prices() -> None:
     route = await routes.resolve("anthropic-claude-4-sonnet", "paid")
     assert route.provider == "anthropic"
     assert route.provider_model == "claude-sonnet-4-20250514"
@@ -110,14 +119,14 @@ async def test_resolve_gives_the_route_with_its_provider_model_and_prices():
     assert route.tiers == frozenset({"paid"})
 
 
-async def test_an_unknown_model_is_404_model_not_found():
+async def test_an_unknown_model_is_404_model_not_found() -> None:
     with pytest.raises(routes.ModelNotFound) as caught:
         await routes.resolve("gpt-17", "paid")
     assert caught.value.status == 404
     assert caught.value.payload()["error"]["code"] == "model_not_found"
 
 
-async def test_a_disabled_route_is_not_found():
+async def test_a_disabled_route_is_not_found() -> None:
     await in_db_thread(
         ModelRoute.objects.filter(public_name="llama3-8b-instruct").update, is_enabled=False
     )
@@ -125,7 +134,7 @@ async def test_a_disabled_route_is_not_found():
         await routes.resolve("llama3-8b-instruct", "free")
 
 
-async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier():
+async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier() -> None:
     with pytest.raises(routes.ModelNotAllowed) as caught:
         await routes.resolve("openai-gpt-5", "free")
     assert caught.value.status == 403
@@ -133,7 +142,7 @@ async def test_a_paid_model_is_403_model_not_allowed_for_the_free_tier():
     assert (await routes.resolve("llama3-8b-instruct", "free")).provider == "digitalocean"
 
 
-async def test_warm_lookups_do_not_touch_the_database(load_counter):
+async def test_warm_lookups_do_not_touch_the_database(load_counter: list[int]) -> None:
     _, epoch = await read_versions("-")
     for _ in range(20):
         await routes.resolve("openai-gpt-4o", "paid", epoch=epoch)
@@ -141,7 +150,7 @@ async def test_warm_lookups_do_not_touch_the_database(load_counter):
     assert len(load_counter) == 1
 
 
-async def test_concurrent_cold_lookups_load_the_table_once(load_counter):
+async def test_concurrent_cold_lookups_load_the_table_once(load_counter: list[int]) -> None:
     _, epoch = await read_versions("-")
     found = await asyncio.gather(
         *(routes.resolve("openai-gpt-4o", "paid", epoch=epoch) for _ in range(50))
@@ -150,11 +159,13 @@ async def test_concurrent_cold_lookups_load_the_table_once(load_counter):
     assert len(load_counter) == 1
 
 
-async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(load_counter):
+async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(
+    load_counter: list[int],
+) -> None:
     _, before = await read_versions("-")
     assert (await routes.resolve("openai-gpt-4o", "paid", epoch=before)).input_price_usd == 2.5
 
-    def edit():
+    def edit() -> None:
         route = ModelRoute.objects.get(public_name="openai-gpt-4o")
         route.input_price_usd = Decimal("2.75")
         route.save()
@@ -167,14 +178,14 @@ async def test_saving_a_route_bumps_the_epoch_and_every_lookup_after_sees_it(loa
     assert len(load_counter) == 2
 
 
-async def test_without_an_epoch_resolve_reads_it_and_sees_a_deleted_route_gone():
+async def test_without_an_epoch_resolve_reads_it_and_sees_a_deleted_route_gone() -> None:
     assert (await routes.resolve("openai-gpt-4o", "paid")).provider == "openai"
     await in_db_thread(lambda: ModelRoute.objects.get(public_name="openai-gpt-4o").delete())
     with pytest.raises(routes.ModelNotFound):
         await routes.resolve("openai-gpt-4o", "paid")
 
 
-async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format():
+async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format() -> None:
     free = routes.models_payload(await routes.models_for_tier("free"))
     paid = routes.models_payload(await routes.models_for_tier("paid"))
     assert free["object"] == "list"
@@ -190,7 +201,7 @@ async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format():
     assert isinstance(entry["created"], int) and entry["created"] > 1_700_000_000
 
 
-def test_the_admin_lists_filters_and_edits_routes(admin_client):
+def test_the_admin_lists_filters_and_edits_routes(admin_client: Client) -> None:
     _, before = asyncio.run(read_versions("-"))
     listing = admin_client.get("/admin/gateway/modelroute/?provider__exact=digitalocean")
     assert listing.status_code == 200
@@ -217,7 +228,7 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client):
     assert after > before
 
 
-def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client):
+def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client: Client) -> None:
     _, before = asyncio.run(read_versions("-"))
     ids = list(ModelRoute.objects.filter(provider="openai").values_list("pk", flat=True))
     response = admin_client.post(
@@ -230,7 +241,9 @@ def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client):
     assert after > before
 
 
-def chat_body(model: str, max_tokens: str, messages: str = '[{"role": "user", "content": "x"}]'):
+def chat_body(
+    model: str, max_tokens: str, messages: str = '[{"role": "user", "content": "x"}]'
+) -> bytes:
     return f'{{"model": "{model}", "messages": {messages}, "max_tokens": {max_tokens}}}'.encode()
 
 
@@ -265,13 +278,17 @@ ORDER_CASES = {
 
 
 @pytest.mark.parametrize(("raw", "tier", "expected"), ORDER_CASES.values(), ids=ORDER_CASES.keys())
-async def test_checks_before_admission_answer_in_spec_order(raw, tier, expected):
+async def test_checks_before_admission_answer_in_spec_order(
+    raw: bytes, tier: Tier, expected: tuple[int, str]
+) -> None:
     with pytest.raises(GatewayError) as caught:
         await prepare_chat(raw, tier)
     assert (caught.value.status, caught.value.code) == expected
 
 
-async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(settings):
+async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_asked(
+    settings: Settings,
+) -> None:
     settings.MAX_TOKENS = {"free": 512, "paid": 4096}
     prepared = await prepare_chat(
         b'{"model": "llama3-8b-instruct", "messages": [{"role": "user", "content": "x"}]}', "free"
@@ -281,7 +298,7 @@ async def test_a_prepared_chat_carries_its_route_and_the_tier_cap_when_none_was_
     assert prepared.request.max_tokens is None
 
 
-def test_a_route_prices_tokens_with_its_own_prices_rounded_up_once():
+def test_a_route_prices_tokens_with_its_own_prices_rounded_up_once() -> None:
     route = routes.Route(
         public_name="m",
         provider="openai",

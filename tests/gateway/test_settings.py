@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.support.processes import ROOT, base_environment
 
@@ -31,14 +32,15 @@ SHOW = (
 )
 
 
-def shown_settings(**env: str) -> dict:
+def shown_settings(**env: str) -> dict[str, Any]:
     """The settings SHOW prints, in a process started with ``env``."""
     result = run_python(SHOW, **env)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown
 
 
-def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
+def test_zero_environment_runs_the_embedded_profile_with_spec_defaults() -> None:
     shown = shown_settings()
     assert shown["profile"] == "embedded"
     assert shown["store"] == "memory"
@@ -55,7 +57,7 @@ def test_zero_environment_runs_the_embedded_profile_with_spec_defaults():
     assert shown["cors"] == ["https://app.hanzo.ai", "tauri://localhost"]
 
 
-def test_the_embedded_secret_key_is_generated_once_and_kept():
+def test_the_embedded_secret_key_is_generated_once_and_kept() -> None:
     code = (
         "import django; django.setup(); "
         "from django.conf import settings; print(settings.SECRET_KEY)"
@@ -65,7 +67,7 @@ def test_the_embedded_secret_key_is_generated_once_and_kept():
     assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
 
 
-def test_database_and_redis_urls_select_the_production_profile():
+def test_database_and_redis_urls_select_the_production_profile() -> None:
     shown = shown_settings(
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/hanzo",
         REDIS_URL="redis://127.0.0.1:6379/15",
@@ -77,7 +79,7 @@ def test_database_and_redis_urls_select_the_production_profile():
     assert shown["2fa"] is True
 
 
-def test_the_production_profile_refuses_to_start_without_a_secret_key():
+def test_the_production_profile_refuses_to_start_without_a_secret_key() -> None:
     result = run_python(
         SHOW,
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/hanzo",
@@ -87,13 +89,13 @@ def test_the_production_profile_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY must be set on the production profile" in result.stderr
 
 
-def test_a_malformed_setting_is_a_clear_configuration_error():
+def test_a_malformed_setting_is_a_clear_configuration_error() -> None:
     result = run_python(SHOW, DAILY_BUDGET_USD="fifty")
     assert result.returncode != 0
     assert "DAILY_BUDGET_USD must be a decimal number" in result.stderr
 
 
-def test_the_check_framework_warns_about_several_workers_on_the_in_process_store():
+def test_the_check_framework_warns_about_several_workers_on_the_in_process_store() -> None:
     result = run_python(
         "import sys; from django.core.management import execute_from_command_line; "
         "execute_from_command_line(['manage.py', 'check'])",
@@ -102,7 +104,7 @@ def test_the_check_framework_warns_about_several_workers_on_the_in_process_store
     assert "hanzo.W001" in result.stderr + result.stdout
 
 
-def test_the_deploy_check_warns_about_sqlite():
+def test_the_deploy_check_warns_about_sqlite() -> None:
     result = run_python(
         "from django.core.management import execute_from_command_line; "
         "execute_from_command_line(['manage.py', 'check', '--deploy'])",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from tests.support.staff import STAFF_PASSWORD, admin_login, make_staff, totp_code, verified_client
 
@@ -15,19 +20,23 @@ DEVICE_TOKEN = "hzt_" + "A" * 43
 
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
-def test_anonymous_callers_and_device_tokens_are_refused(settings, url, require_2fa):
+def test_anonymous_callers_and_device_tokens_are_refused(
+    settings: Settings, url: str, require_2fa: bool
+) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     client = Client()
     assert client.get(url).status_code == 401
     assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {DEVICE_TOKEN}").status_code == 401
-    headers = {"HTTP_X_DEVICE_ID": "dev_123", "HTTP_X_SESSION_TOKEN": DEVICE_TOKEN}
+    headers: dict[str, Any] = {"HTTP_X_DEVICE_ID": "dev_123", "HTTP_X_SESSION_TOKEN": DEVICE_TOKEN}
     assert client.get(url, **headers).status_code == 401
     assert client.post(url, {}, content_type="application/json", **headers).status_code == 401
 
 
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("require_2fa", [True, False])
-def test_a_logged_in_user_who_is_not_staff_is_refused(settings, plain_user, url, require_2fa):
+def test_a_logged_in_user_who_is_not_staff_is_refused(
+    settings: Settings, plain_user: User, url: str, require_2fa: bool
+) -> None:
     settings.ADMIN_REQUIRE_2FA = require_2fa
     response = verified_client(plain_user, None).get(url)
     assert response.status_code == 403
@@ -35,20 +44,26 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(settings, plain_user, url,
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_without_the_second_factor_is_refused_when_it_is_required(settings, staff_user, url):
+def test_staff_without_the_second_factor_is_refused_when_it_is_required(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     assert verified_client(user, None).get(url).status_code == 403
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_past_the_second_factor_is_served(settings, staff_user, url):
+def test_staff_past_the_second_factor_is_served(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user
     assert verified_client(user, device).get(url).status_code == 200
 
 
-def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user):
+def test_staff_logged_in_through_the_admin_form_is_served(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     _user, device = staff_user
     client = Client()
@@ -56,13 +71,15 @@ def test_staff_logged_in_through_the_admin_form_is_served(settings, staff_user):
     assert client.get("/api/admin/staff-only").json() == {"user": "ops"}
 
 
-def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings):
+def test_staff_with_a_password_is_enough_when_two_factor_is_off(settings: Settings) -> None:
     settings.ADMIN_REQUIRE_2FA = False
     user, _ = make_staff("ops", enrol=False)
     assert verified_client(user, None).get("/api/admin/staff-only").status_code == 200
 
 
-def test_an_unverified_session_cannot_post_either(settings, staff_user):
+def test_an_unverified_session_cannot_post_either(
+    settings: Settings, staff_user: tuple[User, TOTPDevice | None]
+) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, _ = staff_user
     client = verified_client(user, None)

@@ -4,9 +4,11 @@ receives, and answers and streams translated back, for every kind of route."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from pytest_django import Settings
 
 from gateway.proxy.providers.base import Usage
 from tests.fakes.provider import FakeProvider
@@ -51,7 +53,9 @@ ANTHROPIC_FIELDS = {
 # --- what each provider receives ------------------------------------------------
 
 
-async def test_openai_receives_its_bearer_key_its_model_id_and_max_completion_tokens(fake):
+async def test_openai_receives_its_bearer_key_its_model_id_and_max_completion_tokens(
+    fake: FakeProvider,
+) -> None:
     await complete(OPENAI, chat(logit_bias={"5": 1}, store=True, temperature=0.2), 77)
     request = received(fake, OPENAI)
     assert request.path == "/openai/v1/chat/completions"
@@ -64,7 +68,7 @@ async def test_openai_receives_its_bearer_key_its_model_id_and_max_completion_to
     assert set(request.body) <= OPENAI_FIELDS
 
 
-async def test_digitalocean_receives_its_own_key_and_max_tokens(fake):
+async def test_digitalocean_receives_its_own_key_and_max_tokens(fake: FakeProvider) -> None:
     await complete(DIGITALOCEAN, chat(metadata={"x": 1}), 55)
     request = received(fake, DIGITALOCEAN)
     assert request.path == "/do/v1/chat/completions"
@@ -75,7 +79,9 @@ async def test_digitalocean_receives_its_own_key_and_max_tokens(fake):
     assert set(request.body) <= OPENAI_FIELDS
 
 
-async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_sequences(fake):
+async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_sequences(
+    fake: FakeProvider,
+) -> None:
     request = chat(
         messages=[
             {"role": "system", "content": "You are terse."},
@@ -108,7 +114,9 @@ async def test_anthropic_receives_x_api_key_version_system_on_top_and_stop_seque
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_the_body_sent_is_exactly_the_one_the_input_bound_was_computed_from(fake, name):
+async def test_the_body_sent_is_exactly_the_one_the_input_bound_was_computed_from(
+    fake: FakeProvider, name: str
+) -> None:
     answered, streamed = call_to(name, chat()), call_to(name, chat(stream=True))
     await answered.complete()
     await collect(streamed.stream())
@@ -129,12 +137,14 @@ class CookieProvider(FakeProvider):
 
 
 @pytest.fixture
-async def cookie_provider(settings):
+async def cookie_provider(settings: Settings) -> AsyncIterator[CookieProvider]:
     async with serving(CookieProvider(), settings) as provider:
         yield provider
 
 
-async def test_a_cookie_the_provider_sets_is_never_sent_back(cookie_provider):
+async def test_a_cookie_the_provider_sets_is_never_sent_back(
+    cookie_provider: CookieProvider,
+) -> None:
     for _ in range(3):
         await complete(OPENAI, chat())
     sent = cookie_provider.requests_for("openai")
@@ -147,8 +157,8 @@ async def test_a_cookie_the_provider_sets_is_never_sent_back(cookie_provider):
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_usage_metered(
-    fake, name
-):
+    fake: FakeProvider, name: str
+) -> None:
     sent = call_to(name, chat("one two three"))
     answer = await sent.complete()
     body = answer.body
@@ -163,7 +173,7 @@ async def test_a_completion_comes_back_in_openai_shape_with_the_public_name_and_
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_hitting_max_tokens_is_finish_reason_length(fake, name):
+async def test_hitting_max_tokens_is_finish_reason_length(fake: FakeProvider, name: str) -> None:
     sent = call_to(name, chat("hello [[tokens:50]]"), max_tokens=5)
     answer = await sent.complete()
     assert answer.body["choices"][0]["finish_reason"] == "length"
@@ -171,7 +181,7 @@ async def test_hitting_max_tokens_is_finish_reason_length(fake, name):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_tool_call_comes_back_as_openai_tool_calls(fake, name):
+async def test_a_tool_call_comes_back_as_openai_tool_calls(fake: FakeProvider, name: str) -> None:
     answer = await complete(name, chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL]))
     choice = answer.body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -182,7 +192,9 @@ async def test_a_tool_call_comes_back_as_openai_tool_calls(fake, name):
     assert call["id"]
 
 
-async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(fake):
+async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
+    fake: FakeProvider,
+) -> None:
     messages = [
         {"role": "user", "content": "weather in Paris?"},
         {
@@ -246,7 +258,7 @@ async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
     assert answer.body["choices"][0]["message"]["content"] == TEN_TOKENS
 
 
-async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake):
+async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake: FakeProvider) -> None:
     messages = [
         {"role": "user", "content": "weather?"},
         {
@@ -273,7 +285,9 @@ async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_usage(fake, name):
+async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_usage(
+    fake: FakeProvider, name: str
+) -> None:
     sent = call_to(name, chat("one two three", stream=True))
     chunks, done = await collect(sent.stream())
     assert text_of(chunks) == TEN_TOKENS
@@ -295,13 +309,17 @@ async def test_a_stream_yields_openai_chunks_then_a_usage_chunk_of_the_reported_
 
 
 @pytest.mark.parametrize("name", (OPENAI, DIGITALOCEAN))
-async def test_openai_compatible_streams_always_ask_for_usage(fake, name):
+async def test_openai_compatible_streams_always_ask_for_usage(
+    fake: FakeProvider, name: str
+) -> None:
     await collect(stream(name, chat(stream=True)))
     assert received(fake, name).body["stream_options"] == {"include_usage": True}
     assert received(fake, name).body["stream"] is True
 
 
-async def test_anthropic_stream_output_usage_is_the_last_cumulative_count_not_a_sum(fake):
+async def test_anthropic_stream_output_usage_is_the_last_cumulative_count_not_a_sum(
+    fake: FakeProvider,
+) -> None:
     # message_start reports output_tokens 1, message_delta the total (10):
     # summing would give 11.
     sent = call_to(ANTHROPIC, chat(stream=True))
@@ -311,7 +329,9 @@ async def test_anthropic_stream_output_usage_is_the_last_cumulative_count_not_a_
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake, name):
+async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(
+    fake: FakeProvider, name: str
+) -> None:
     sent = call_to(name, chat("weather? [[tool:get_weather]]", tools=[WEATHER_TOOL], stream=True))
     chunks, _ = await collect(sent.stream())
     deltas = [
@@ -331,7 +351,9 @@ async def test_a_streamed_tool_call_arrives_as_tool_call_deltas(fake, name):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stop_sequence_ends_a_stream_with_finish_reason_stop(fake, name):
+async def test_a_stop_sequence_ends_a_stream_with_finish_reason_stop(
+    fake: FakeProvider, name: str
+) -> None:
     chunks, _ = await collect(stream(name, chat("go", stop="tok2", stream=True)))
     assert text_of(chunks) == "tok0 tok1 "
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

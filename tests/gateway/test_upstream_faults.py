@@ -7,12 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiohttp import web
+from pytest_django import Settings
 
 from gateway.proxy import keys, upstream
 from gateway.proxy.providers.base import (
     NO_USAGE,
+    StreamEvent,
     UpstreamAuthRejected,
     UpstreamError,
     UpstreamOverloaded,
@@ -41,12 +46,12 @@ from tests.gateway.upstream_support import complete_via as complete
 # --- faults ---------------------------------------------------------------------------
 
 
-def directive(fault, **params):
+def directive(fault: str, **params: Any) -> ChatRequest:
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]")
 
 
-def streamed(fault, **params):
+def streamed(fault: str, **params: Any) -> ChatRequest:
     suffix = ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
     return chat(f"hello [[fault:{fault}{suffix}]]", stream=True)
 
@@ -89,8 +94,13 @@ REFUSALS = [
     ("fault", "error", "status", "code"), REFUSALS, ids=[f[0] for f in REFUSALS]
 )
 async def test_each_refusal_maps_to_its_error_and_costs_nothing(
-    fake, name, fault, error, status, code
-):
+    fake: FakeProvider,
+    name: str,
+    fault: str,
+    error: type[UpstreamError],
+    status: int,
+    code: str,
+) -> None:
     for request in (directive(fault), streamed(fault)):
         call = call_to(name, request)
         failure = await failure_of(call)
@@ -104,7 +114,9 @@ async def test_each_refusal_maps_to_its_error_and_costs_nothing(
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 @pytest.mark.parametrize("fault", ["non_json", "malformed"])
-async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, name, fault):
+async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(
+    fake: FakeProvider, name: str, fault: str
+) -> None:
     # Streamed, the fake answers the same JSON or text body: a "stream" of no events.
     for request in (directive(fault), streamed(fault)):
         failure = await whole_reservation_failure(name, request, UpstreamError)
@@ -113,8 +125,8 @@ async def test_a_200_the_gateway_cannot_read_costs_the_whole_reservation(fake, n
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_unseen_output(
-    fake, name
-):
+    fake: FakeProvider, name: str
+) -> None:
     # The request reached the provider. Not streamed, it may have generated the
     # whole answer; streamed, it produced nothing before the drop.
     await whole_reservation_failure(name, directive("drop"), UpstreamError)
@@ -124,7 +136,7 @@ async def test_a_connection_dropped_before_an_answer_costs_the_input_and_any_uns
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_overloaded_carries_the_provider_retry_after(fake, name):
+async def test_overloaded_carries_the_provider_retry_after(fake: FakeProvider, name: str) -> None:
     with pytest.raises(UpstreamOverloaded) as caught:
         await complete(name, directive("http_429", retry_after=7))
     assert caught.value.headers()["Retry-After"] == "7"
@@ -134,7 +146,9 @@ async def test_overloaded_carries_the_provider_retry_after(fake, name):
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_rejection_carries_the_provider_message_text_only(fake, name):
+async def test_a_rejection_carries_the_provider_message_text_only(
+    fake: FakeProvider, name: str
+) -> None:
     with pytest.raises(UpstreamRejected) as caught:
         await complete(name, directive("http_400", message="prompt is too long for this model"))
     error = caught.value.payload()["error"]
@@ -145,14 +159,16 @@ async def test_a_rejection_carries_the_provider_message_text_only(fake, name):
     }
 
 
-async def test_a_wrong_key_is_auth_rejected(fake):
+async def test_a_wrong_key_is_auth_rejected(fake: FakeProvider) -> None:
     fake.keys["openai"] = "sk-rotated-upstream-0123456789"
     with pytest.raises(UpstreamAuthRejected):
         await complete(OPENAI, chat())
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fake, settings, name):
+async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(
+    fake: FakeProvider, settings: Settings, name: str
+) -> None:
     # The provider may still finish and bill the whole answer.
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
     for request in (directive("slow", seconds=2), streamed("slow", seconds=2)):
@@ -160,7 +176,9 @@ async def test_a_slow_provider_is_a_timeout_that_costs_the_whole_reservation(fak
         assert (failure.status, failure.code) == (504, "upstream_timeout")
 
 
-async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(fake, settings):
+async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(
+    fake: FakeProvider, settings: Settings
+) -> None:
     from tests.support.processes import free_port
 
     settings.PROVIDER_BASE_URLS = {
@@ -176,14 +194,16 @@ async def test_an_unreachable_provider_is_an_upstream_error_that_costs_nothing(f
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_an_answer_cut_in_half_is_an_upstream_error_that_costs_the_whole_reservation(
-    fake, name
-):
+    fake: FakeProvider, name: str
+) -> None:
     # The half that arrived is never parsed: the output it holds is unseen.
     await whole_reservation_failure(name, directive("drop_mid_stream"), UpstreamError)
 
 
-async def consume_until_error(events):
-    chunks = []
+async def consume_until_error(
+    events: AsyncIterator[StreamEvent],
+) -> tuple[list[StreamEvent], UpstreamError]:
+    chunks: list[StreamEvent] = []
     with pytest.raises(UpstreamError) as caught:
         async for event in events:
             chunks.append(event)
@@ -197,7 +217,9 @@ def input_billed(call: Call) -> int:
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(fake, name):
+async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_seen(
+    fake: FakeProvider, name: str
+) -> None:
     call = call_to(name, streamed("drop_mid_stream", after=3))
     chunks, error = await consume_until_error(call.stream())
     assert type(error) is UpstreamError
@@ -208,8 +230,8 @@ async def test_a_stream_dropped_midway_fails_after_its_chunks_costing_the_bytes_
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
 async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_whole_output(
-    fake, settings, name
-):
+    fake: FakeProvider, settings: Settings, name: str
+) -> None:
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.2
     call = call_to(name, streamed("slow_chunks", delay=1))
     chunks, error = await consume_until_error(call.stream())
@@ -220,7 +242,9 @@ async def test_slow_chunks_beyond_the_read_timeout_are_a_timeout_costing_the_who
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(fake, name):
+async def test_an_error_event_mid_stream_fails_the_stream_after_its_chunks(
+    fake: FakeProvider, name: str
+) -> None:
     call = call_to(name, streamed("error_mid_stream", after=2))
     chunks, error = await consume_until_error(call.stream())
     assert text_of(chunks) == "tok0 tok1 "
@@ -240,7 +264,7 @@ class WatchedProvider(FakeProvider):
         self.stream_ended = threading.Event()
         self.outcome: str | None = None
 
-    async def _stream(self, *args, **kwargs):
+    async def _stream(self, *args: Any, **kwargs: Any) -> web.StreamResponse:
         try:
             response = await super()._stream(*args, **kwargs)
             self.outcome = "completed"
@@ -253,13 +277,15 @@ class WatchedProvider(FakeProvider):
 
 
 @pytest.fixture
-async def watched(settings):
+async def watched(settings: Settings) -> AsyncIterator[WatchedProvider]:
     async with serving(WatchedProvider(), settings) as provider:
         yield provider
 
 
 @pytest.mark.parametrize("name", ONE_ROUTE_PER_PROVIDER)
-async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name):
+async def test_closing_a_stream_early_cancels_the_upstream_request(
+    watched: WatchedProvider, name: str
+) -> None:
     # 50 chunks 0.2 s apart: ten seconds of answer if nobody hangs up.
     request = chat("hello [[tokens:50]] [[fault:slow_chunks:delay=0.2]]", stream=True)
     call = call_to(name, request)
@@ -277,7 +303,7 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(watched, name
 
 
 @pytest.fixture
-async def stale_openai_key(fake, settings):
+async def stale_openai_key(fake: FakeProvider, settings: Settings) -> str:
     """The process caches a key the provider no longer accepts; the env now holds the right one."""
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-stale-0123456789abcdef"}
@@ -286,11 +312,13 @@ async def stale_openai_key(fake, settings):
     return "sk-stale-0123456789abcdef"
 
 
-def sent_keys(fake):
+def sent_keys(fake: FakeProvider) -> list[str]:
     return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests_for("openai")]
 
 
-async def test_a_refused_key_is_refetched_and_the_completion_retried_once(fake, stale_openai_key):
+async def test_a_refused_key_is_refetched_and_the_completion_retried_once(
+    fake: FakeProvider, stale_openai_key: str
+) -> None:
     call = call_to(OPENAI, chat(), max_tokens=10)
     answer = await upstream.complete_with_key_retry(call.outbound, meter=call.meter, epoch=0)
     assert answer.body["choices"][0]["message"]["content"]
@@ -300,8 +328,8 @@ async def test_a_refused_key_is_refetched_and_the_completion_retried_once(fake, 
 
 
 async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chunk(
-    fake, stale_openai_key
-):
+    fake: FakeProvider, stale_openai_key: str
+) -> None:
     call = call_to(OPENAI, chat(stream=True), max_tokens=10)
     events = upstream.stream_with_key_retry(call.outbound, meter=call.meter, epoch=0)
     chunks, _ = await collect(events)
@@ -310,7 +338,9 @@ async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chun
     assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
 
 
-async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(fake, settings):
+async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(
+    fake: FakeProvider, settings: Settings
+) -> None:
     settings.SECRETS_BACKEND = "env"
     settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-wrong-0123456789abcdef"}
     answered = call_to(OPENAI, chat(), max_tokens=10)

@@ -1,19 +1,24 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
+from pytest_django import Settings
 
 from tests.billing.factories import create_records
+from tests.conftest import TestClock
+from tests.devices.support import Registered
 from usage.days import budget_day
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_usage_stats_give_the_callers_own_figures_limits_and_models(
-    client, make_device, clock, settings
-):
+    client: Client, make_device: Callable[..., Registered], clock: TestClock, settings: Settings
+) -> None:
     settings.RATE_LIMITS = {
         **settings.RATE_LIMITS,
         "free": {"device_per_day": 7, "ip_per_day": 9, "user_per_day": 11, "device_per_minute": 3},
@@ -72,14 +77,16 @@ def test_usage_stats_give_the_callers_own_figures_limits_and_models(
     }
 
 
-def test_usage_stats_show_no_user_limit_for_a_device_without_an_owner(client, approved_device):
+def test_usage_stats_show_no_user_limit_for_a_device_without_an_owner(
+    client: Client, approved_device: Registered
+) -> None:
     response = client.get("/v1/usage/stats", HTTP_AUTHORIZATION=f"Bearer {approved_device.token}")
     assert response.status_code == 200
     assert response.json()["limits"]["user"] is None
     assert response.json()["today"] == {"requests": 0, "tokens": 0, "costUsd": 0.0}
 
 
-def test_usage_stats_need_a_device_token(client):
+def test_usage_stats_need_a_device_token(client: Client) -> None:
     response = client.get("/v1/usage/stats")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_credentials"

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
+from pytest_django import Settings
 
 from gateway.core.errors import GatewayError, InvalidRequest
 from gateway.proxy.validation import (
@@ -18,7 +20,7 @@ from tests.support.wire import OPENAI_CHAT_FIELDS
 USER = [{"role": "user", "content": "hi"}]
 
 
-def body(**fields) -> bytes:
+def body(**fields: Any) -> bytes:
     return json.dumps({"model": "llama3-8b-instruct", "messages": USER, **fields}).encode()
 
 
@@ -114,7 +116,7 @@ BAD_BODIES = {
 
 
 @pytest.mark.parametrize("raw", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_a_bad_body_is_a_400_invalid_request_and_nothing_else(raw):
+def test_a_bad_body_is_a_400_invalid_request_and_nothing_else(raw: bytes) -> None:
     with pytest.raises(GatewayError) as caught:
         parse_chat_request(raw)
     assert type(caught.value) is InvalidRequest
@@ -123,19 +125,19 @@ def test_a_bad_body_is_a_400_invalid_request_and_nothing_else(raw):
     assert caught.value.payload()["error"]["type"] == "invalid_request_error"
 
 
-def test_the_error_names_the_offending_parameter():
+def test_the_error_names_the_offending_parameter() -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_chat_request(body(max_tokens=True))
     assert caught.value.payload()["error"]["param"] == "max_tokens"
     assert "max_tokens" in caught.value.payload()["error"]["message"]
 
 
-def test_a_minimal_request_parses_with_defaults():
+def test_a_minimal_request_parses_with_defaults() -> None:
     request = parse_chat_request(body())
     assert request == ChatRequest(model="llama3-8b-instruct", messages=USER)
 
 
-def test_unknown_parameters_are_dropped_and_known_ones_kept():
+def test_unknown_parameters_are_dropped_and_known_ones_kept() -> None:
     request = parse_chat_request(
         body(
             max_completion_tokens=50,
@@ -161,11 +163,11 @@ def test_unknown_parameters_are_dropped_and_known_ones_kept():
     assert not hasattr(request, "logit_bias")
 
 
-def test_max_tokens_and_max_completion_tokens_may_both_be_sent_when_equal():
+def test_max_tokens_and_max_completion_tokens_may_both_be_sent_when_equal() -> None:
     assert parse_chat_request(body(max_tokens=64, max_completion_tokens=64)).max_tokens == 64
 
 
-def test_nulls_mean_absent():
+def test_nulls_mean_absent() -> None:
     request = parse_chat_request(
         body(max_tokens=None, stream=None, temperature=None, stop=None, tools=None)
     )
@@ -173,7 +175,7 @@ def test_nulls_mean_absent():
     assert request.stream is False
 
 
-def test_include_usage_counts_only_for_streams():
+def test_include_usage_counts_only_for_streams() -> None:
     assert parse_chat_request(
         body(stream=True, stream_options={"include_usage": True})
     ).include_usage
@@ -181,7 +183,7 @@ def test_include_usage_counts_only_for_streams():
     assert not parse_chat_request(body(stream_options={"include_usage": True})).include_usage
 
 
-def test_messages_are_normalised_to_known_fields_and_developer_becomes_system():
+def test_messages_are_normalised_to_known_fields_and_developer_becomes_system() -> None:
     request = parse_chat_request(
         body(
             messages=[
@@ -217,7 +219,7 @@ def test_messages_are_normalised_to_known_fields_and_developer_becomes_system():
     ]
 
 
-def test_tools_and_tool_choice_are_normalised():
+def test_tools_and_tool_choice_are_normalised() -> None:
     tools = [
         {
             "type": "function",
@@ -245,14 +247,16 @@ def test_tools_and_tool_choice_are_normalised():
     assert request.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
 
 
-def test_the_tier_cap_is_sent_when_the_client_sends_none(settings):
+def test_the_tier_cap_is_sent_when_the_client_sends_none(settings: Settings) -> None:
     settings.MAX_TOKENS = {"free": 1024, "paid": 8192}
     request = parse_chat_request(body())
     assert check_tier_cap(request, "free") == 1024
     assert effective_max_tokens(request, "paid") == 8192
 
 
-def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(settings):
+def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(
+    settings: Settings,
+) -> None:
     settings.MAX_TOKENS = {"free": 1024, "paid": 8192}
     assert check_tier_cap(parse_chat_request(body(max_tokens=1024)), "free") == 1024
     with pytest.raises(MaxTokensExceeded) as caught:
@@ -266,7 +270,7 @@ def test_max_tokens_at_the_cap_passes_and_above_it_is_max_tokens_exceeded(settin
     assert check_tier_cap(parse_chat_request(body(max_tokens=1025)), "paid") == 1025
 
 
-def test_a_64_bit_max_tokens_is_valid_json_and_exceeds_the_cap():
+def test_a_64_bit_max_tokens_is_valid_json_and_exceeds_the_cap() -> None:
     request = parse_chat_request(body(max_tokens=2**64 - 1))
     with pytest.raises(MaxTokensExceeded):
         check_tier_cap(request, "paid")
@@ -280,7 +284,7 @@ def nested(depth: int) -> object:
     return value
 
 
-def test_a_body_nested_64_levels_deep_passes_and_65_is_invalid():
+def test_a_body_nested_64_levels_deep_passes_and_65_is_invalid() -> None:
     # The body object is level 1, so a field's value may be 63 levels deep.
     assert parse_chat_request(body(metadata=nested(63)))
     with pytest.raises(InvalidRequest) as caught:
@@ -288,19 +292,19 @@ def test_a_body_nested_64_levels_deep_passes_and_65_is_invalid():
     assert "64 levels" in caught.value.payload()["error"]["message"]
 
 
-def test_a_wide_body_with_many_brackets_is_not_deep():
+def test_a_wide_body_with_many_brackets_is_not_deep() -> None:
     many = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}] * 500
     assert len(parse_chat_request(body(messages=many)).messages) == 500
 
 
-def test_the_parsed_request_serialises_back_to_json():
+def test_the_parsed_request_serialises_back_to_json() -> None:
     request = parse_chat_request(
         body(stop=["a"], tools=[{"type": "function", "function": {"name": "f"}}])
     )
     assert orjson.loads(orjson.dumps(request.messages)) == USER
 
 
-ODD_VALUES = [
+ODD_VALUES: list[Any] = [
     None,
     True,
     False,
@@ -329,7 +333,7 @@ FIELDS = [*OPENAI_CHAT_FIELDS, "n"]
 MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id"]
 
 
-def test_any_odd_value_in_any_field_is_accepted_or_a_400_never_anything_else():
+def test_any_odd_value_in_any_field_is_accepted_or_a_400_never_anything_else() -> None:
     bodies = [body(**{field: value}) for field in FIELDS for value in ODD_VALUES]
     bodies += [
         body(messages=[{"role": "assistant", "content": "a", field: value}])

@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -101,8 +101,11 @@ def point_at(fake: FakeProvider, settings: Any) -> None:
     }
 
 
+ProviderT = TypeVar("ProviderT", bound=FakeProvider)
+
+
 @contextlib.asynccontextmanager
-async def serving(fake: FakeProvider, settings: Any) -> AsyncIterator[FakeProvider]:
+async def serving(fake: ProviderT, settings: Any) -> AsyncIterator[ProviderT]:
     """A provider of the test's own, with every base URL pointing at it.
 
     The pooled upstream clients are closed afterwards, so none keeps a
@@ -115,7 +118,7 @@ async def serving(fake: FakeProvider, settings: Any) -> AsyncIterator[FakeProvid
 
 
 @pytest.fixture(name="fake")
-async def fake_fixture(provider: FakeProvider, settings: Any) -> Any:
+async def fake_fixture(provider: FakeProvider, settings: Any) -> AsyncIterator[FakeProvider]:
     """The session's fake provider, reset, with every base URL pointing at it."""
     point_at(provider, settings)
     settings.UPSTREAM_TIMEOUT_SECONDS = 10.0

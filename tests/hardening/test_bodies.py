@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ start_gateway = proxy.start_gateway
 
 
 @pytest.fixture
-def bounded(start_gateway) -> Gateway:
+def bounded(start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway(**BOUNDED)
 
 
@@ -96,7 +97,9 @@ def push_chunks(client: RawClient, total: int) -> tuple[int, BaseException | Non
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_declared_body_over_the_limit_gets_413_before_a_byte_of_it_is_sent(bounded, path):
+def test_a_declared_body_over_the_limit_gets_413_before_a_byte_of_it_is_sent(
+    bounded: Gateway, path: str
+) -> None:
     client = RawClient(bounded.url)
     client.send(head(path, Content_Length=str(10**9)))  # and nothing of the gigabyte
     assert_refused(answer(client, timeout=5), 413, "request_too_large")
@@ -104,7 +107,9 @@ def test_a_declared_body_over_the_limit_gets_413_before_a_byte_of_it_is_sent(bou
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_chunked_body_gets_413_once_past_the_limit_and_the_rest_is_never_read(bounded, path):
+def test_a_chunked_body_gets_413_once_past_the_limit_and_the_rest_is_never_read(
+    bounded: Gateway, path: str
+) -> None:
     client = RawClient(bounded.url)
     client.send(head(path, Transfer_Encoding="chunked"))
     sent, stopped_by = push_chunks(client, UPLOAD)
@@ -115,7 +120,7 @@ def test_a_chunked_body_gets_413_once_past_the_limit_and_the_rest_is_never_read(
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded, path):
+def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded: Gateway, path: str) -> None:
     body = b'{"pad": "' + b"x" * (LIMIT - 11) + b'"}'
     assert len(body) == LIMIT
     declared = RawClient(bounded.url)
@@ -130,7 +135,7 @@ def test_a_body_at_the_limit_is_read_declared_or_chunked(bounded, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_body_trickling_in_gets_408_at_the_deadline(bounded, path):
+def test_a_body_trickling_in_gets_408_at_the_deadline(bounded: Gateway, path: str) -> None:
     client = RawClient(bounded.url)
     started = time.monotonic()
     client.send(head(path, Content_Length="100"))
@@ -153,7 +158,7 @@ def test_a_body_trickling_in_gets_408_at_the_deadline(bounded, path):
     assert "Traceback" not in bounded.logs()
 
 
-def test_a_body_that_arrives_in_parts_within_the_deadline_is_served(bounded):
+def test_a_body_that_arrives_in_parts_within_the_deadline_is_served(bounded: Gateway) -> None:
     body = json.dumps({"deviceName": "slow but honest", "platform": "linux", "version": "1"})
     client = RawClient(bounded.url)
     client.send(head("/v1/devices/register", Content_Length=str(len(body))) + body[:10].encode())

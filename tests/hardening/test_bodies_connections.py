@@ -57,8 +57,8 @@ def assert_capped(url: str, cap: int) -> None:
 
 
 def test_make_serve_caps_connections_at_1000_and_its_command_holds_to_a_cap(
-    transactional_db,
-):
+    transactional_db: None,
+) -> None:
     def serve_command(**variables: str) -> list[str]:
         dry_run = subprocess.run(
             [
@@ -84,8 +84,8 @@ def test_make_serve_caps_connections_at_1000_and_its_command_holds_to_a_cap(
 
 
 def test_gunicorn_workers_cap_connections_at_gunicorn_conf_worker_connections(
-    transactional_db,
-):
+    transactional_db: None,
+) -> None:
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_connections"] == 1000
     port = free_port()
     command = [

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.conftest import gateway_environment
 from tests.ops.test_gunicorn import start_gunicorn
-from tests.support.processes import ROOT, start_gateway
+from tests.support.processes import ROOT, GatewayServer, start_gateway
 
 LIMIT = {"REGISTRATIONS_PER_IP_PER_HOUR": "2"}
 BEHIND_LOOPBACK_PROXY = {"TRUSTED_PROXIES": "127.0.0.1/32", **LIMIT}
@@ -42,8 +43,8 @@ SPOOFS = [f"198.51.100.{n}" for n in range(1, 5)]
 
 
 def test_behind_a_proxy_that_sets_x_real_ip_a_clients_forwarded_for_is_not_believed(
-    gateway_servers,
-):
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers(1, CLIENT_IP_HEADER="X-Real-IP", **BEHIND_LOOPBACK_PROXY)
     # The proxy says who the client is; the client adds an X-Forwarded-For of its choosing.
     statuses = rotating(server.url, "X-Forwarded-For", SPOOFS, **{"X-Real-IP": "203.0.113.50"})
@@ -52,7 +53,9 @@ def test_behind_a_proxy_that_sets_x_real_ip_a_clients_forwarded_for_is_not_belie
     assert register(server.url, {"X-Real-IP": "203.0.113.51"}) == 201
 
 
-def test_an_entry_that_is_not_an_address_ends_the_walk(gateway_servers):
+def test_an_entry_that_is_not_an_address_ends_the_walk(
+    gateway_servers: Callable[..., list[GatewayServer]],
+) -> None:
     (server,) = gateway_servers(1, **BEHIND_LOOPBACK_PROXY)
     # The proxy could not tell who the client is ("unknown"): what is left of
     # it is the client's own claim, never believed.
@@ -61,8 +64,8 @@ def test_an_entry_that_is_not_an_address_ends_the_walk(gateway_servers):
 
 
 def test_a_plain_uvicorn_with_its_proxy_headers_on_does_not_let_clients_pick_an_address(
-    transactional_db,
-):
+    transactional_db: None,
+) -> None:
     # `uvicorn gateway.asgi:application`, forgetting --no-proxy-headers: uvicorn
     # trusts X-Forwarded-For from loopback peers, and TRUSTED_PROXIES is empty.
     server = start_gateway(gateway_environment(**LIMIT), proxy_headers=True)
@@ -75,8 +78,8 @@ def test_a_plain_uvicorn_with_its_proxy_headers_on_does_not_let_clients_pick_an_
 
 
 def test_gunicorn_with_any_uvicorn_worker_does_not_let_clients_pick_an_address(
-    transactional_db,
-):
+    transactional_db: None,
+) -> None:
     # uvicorn-worker's own class, not the project's: gunicorn.conf.py still
     # tells it to trust no one's X-Forwarded-For.
     env = gateway_environment(**LIMIT)
@@ -89,7 +92,7 @@ def test_gunicorn_with_any_uvicorn_worker_does_not_let_clients_pick_an_address(
 
 
 @pytest.mark.parametrize("trusted", ["", "10.0.0.0/8"])
-def test_check_deploy_flags_a_server_told_to_trust_forwarded_headers(trusted):
+def test_check_deploy_flags_a_server_told_to_trust_forwarded_headers(trusted: str) -> None:
     env = {
         key: value
         for key, value in os.environ.items()

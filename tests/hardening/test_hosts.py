@@ -61,12 +61,12 @@ def evil_hosts(gateway: Gateway) -> list[str]:
 
 @pytest.mark.parametrize(("method", "path", "needs_token"), LEAN + DJANGO)
 def test_a_host_outside_allowed_hosts_gets_400_on_every_path(
-    gateway,
-    free_token,
-    method,
-    path,
-    needs_token,
-):
+    gateway: Gateway,
+    free_token: str,
+    method: str,
+    path: str,
+    needs_token: bool,
+) -> None:
     token = free_token if needs_token else None
     for host in evil_hosts(gateway):
         refused = call(gateway, method, path, token, Host=host)
@@ -83,7 +83,7 @@ def test_a_host_outside_allowed_hosts_gets_400_on_every_path(
         assert len(ledger(1)) == 1  # only the request to the right host was served
 
 
-def test_metrics_refuse_a_request_carrying_forwarded(gateway):
+def test_metrics_refuse_a_request_carrying_forwarded(gateway: Gateway) -> None:
     metrics = f"{gateway.url}/metrics"
     assert httpx.get(metrics).status_code == 200  # from 127.0.0.1, inside METRICS_ALLOWED_IPS
     for forwarded in ["for=127.0.0.1", 'for="[::1]";proto=http', "for=203.0.113.9"]:

@@ -8,6 +8,7 @@ stack); a hundred levels in a field the view ignores were accepted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -15,7 +16,8 @@ from django.conf import settings
 from django.utils.crypto import get_random_string
 
 from devices.models import AuditEvent, Device
-from tests.devices.support import REGISTRATION
+from tests.devices.support import REGISTRATION, Registered
+from tests.proxy.conftest import Gateway
 from tests.support.staff import make_staff, verified_client
 
 
@@ -39,7 +41,7 @@ def staff_session() -> dict[str, str]:
     }
 
 
-def suspend(gateway, device: Device, body: str) -> httpx.Response:
+def suspend(gateway: Gateway, device: Device, body: str) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/api/admin/devices/{device.pk}/suspend",
         content=body,
@@ -50,8 +52,8 @@ def suspend(gateway, device: Device, body: str) -> httpx.Response:
 
 @pytest.mark.parametrize("depth", [65, 1000, 5000])
 def test_the_admin_api_refuses_json_nested_too_deep_and_changes_nothing(
-    gateway, make_device, depth
-):
+    gateway: Gateway, make_device: Callable[..., Registered], depth: int
+) -> None:
     device = make_device("approved").device
     audited = AuditEvent.objects.filter(device=device).count()
     response = suspend(gateway, device, nested(depth, hours=2, reason="abuse"))
@@ -63,7 +65,9 @@ def test_the_admin_api_refuses_json_nested_too_deep_and_changes_nothing(
     assert AuditEvent.objects.filter(device=device).count() == audited
 
 
-def test_the_admin_api_takes_json_64_levels_deep(gateway, make_device):
+def test_the_admin_api_takes_json_64_levels_deep(
+    gateway: Gateway, make_device: Callable[..., Registered]
+) -> None:
     device = make_device("approved").device
     response = suspend(gateway, device, nested(64, hours=2, reason="abuse"))
     assert response.status_code == 200, response.text
@@ -72,7 +76,9 @@ def test_the_admin_api_takes_json_64_levels_deep(gateway, make_device):
 
 
 @pytest.mark.parametrize(("depth", "status"), [(64, 201), (65, 400), (5000, 400)])
-def test_registration_refuses_json_nested_deeper_than_64_levels(start_gateway, depth, status):
+def test_registration_refuses_json_nested_deeper_than_64_levels(
+    start_gateway: Callable[..., Gateway], depth: int, status: int
+) -> None:
     # Room for every registration the session's other tests make from 127.0.0.1.
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="100000")
     response = httpx.post(

@@ -9,24 +9,32 @@ request of a device, different between devices, and revealing neither.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from devices.tokens import token_hash
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider, RecordedRequest
+from tests.proxy.conftest import Gateway
 
 CHOSEN = "victim@example.com"
 
 
-def end_user_of(request) -> str:  # type: ignore[no-untyped-def]
-    if request.provider == "anthropic":
-        return request.body["metadata"]["user_id"]
-    return request.body["user"]
+def end_user_of(request: RecordedRequest) -> str:
+    end_user: str = (
+        request.body["metadata"]["user_id"]
+        if request.provider == "anthropic"
+        else request.body["user"]
+    )
+    return end_user
 
 
 def test_the_provider_gets_an_opaque_id_per_device_never_the_clients_user(
-    gateway, make_device, provider
-):
+    gateway: Gateway, make_device: Callable[..., Registered], provider: FakeProvider
+) -> None:
     alice = make_device("approved", tier="paid", name="alice")
     bob = make_device("approved", tier="paid", name="bob")
-    calls = [
+    calls: list[tuple[Registered, str, dict[str, Any]]] = [
         (alice, "openai-gpt-4o", {"user": CHOSEN}),
         (alice, "llama3-8b-instruct", {}),
         (alice, "anthropic-claude-4-sonnet", {"user": CHOSEN}),

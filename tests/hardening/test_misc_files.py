@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.devices.support import REGISTRATION
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import provider_environment
 from tests.support.processes import ROOT, GatewayServer, base_environment, start_gateway, wait_for
 
@@ -35,7 +36,7 @@ def var_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def embedded_env(var_dir: Path, provider) -> dict[str, str]:
+def embedded_env(var_dir: Path, provider: FakeProvider) -> dict[str, str]:
     env = {k: v for k, v in base_environment().items() if k not in NOT_INHERITED}
     env.update(provider_environment(provider), VAR_DIR=str(var_dir), ADMIN_REQUIRE_2FA="false")
     return env
@@ -73,7 +74,7 @@ def open_to_others(root: Path) -> dict[str, str]:
     return found
 
 
-def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Path):
+def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Path) -> None:
     assert (migrated / "gateway.sqlite3").is_file()
     assert (migrated / "secret_key").is_file()
     assert open_to_others(migrated) == {}
@@ -81,7 +82,7 @@ def test_migrate_creates_the_database_and_the_secret_key_owner_only(migrated: Pa
 
 def test_a_gateway_that_served_requests_leaves_nothing_readable_by_others(
     migrated: Path, embedded_env: dict[str, str], serve: list[GatewayServer]
-):
+) -> None:
     server = start_gateway(embedded_env)
     serve.append(server)
     registered = httpx.post(f"{server.url}/v1/devices/register", json=REGISTRATION, timeout=30)
@@ -106,7 +107,7 @@ def test_a_gateway_that_served_requests_leaves_nothing_readable_by_others(
 
 def test_files_an_older_install_left_open_are_tightened_at_start_up(
     migrated: Path, embedded_env: dict[str, str], serve: list[GatewayServer]
-):
+) -> None:
     database = migrated / "gateway.sqlite3"
     spool = migrated / "spool"
     spool.mkdir()

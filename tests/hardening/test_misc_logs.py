@@ -13,10 +13,12 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 
 import httpx
 
 from gateway.core.logs import JsonFormatter, RedactingFormatter
+from tests.proxy.conftest import Gateway
 from tests.support.processes import wait_for
 
 # CR LF, then a tab, ESC, DEL, NEL (C1) and LINE SEPARATOR.
@@ -26,7 +28,7 @@ ESCAPED = "/admin/x\\r\\nFORGED-LINE-2\\t\\x1b\\x7f\\x85\\u2028end"
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def attack(gateway) -> tuple[str, str]:
+def attack(gateway: Gateway) -> tuple[str, str]:
     """Send the request; returns (its request id, the log the server wrote since)."""
     server = gateway.servers[0]
     skip = len(server.log_path.read_bytes())  # the server may be shared with earlier tests
@@ -40,7 +42,9 @@ def attack(gateway) -> tuple[str, str]:
     return request_id, written()
 
 
-def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gateway):
+def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(
+    gateway: Gateway,
+) -> None:
     request_id, text = attack(gateway)
     lines = text.split("\n")
     mentioning = [line for line in lines if "FORGED-LINE-2" in line]
@@ -50,7 +54,9 @@ def test_a_path_with_control_characters_is_one_escaped_line_in_the_text_log(gate
     assert not RAW_CONTROL.search(text), [line for line in lines if RAW_CONTROL.search(line)]
 
 
-def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(start_gateway):
+def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(
+    start_gateway: Callable[..., Gateway],
+) -> None:
     request_id, text = attack(start_gateway(LOG_FORMAT="json"))
     assert not RAW_CONTROL.search(text)
     entries = [json.loads(line) for line in text.split("\n") if line]  # each line one object
@@ -58,7 +64,7 @@ def test_the_json_log_keeps_the_path_as_an_escaped_string_on_one_line(start_gate
     assert access["path"] == DECODED
 
 
-def test_an_exception_message_cannot_forge_a_line_inside_a_traceback():
+def test_an_exception_message_cannot_forge_a_line_inside_a_traceback() -> None:
     try:
         raise ValueError("bad header value\r\n2026-01-01 00:00:00,000 INFO gateway.access forged")
     except ValueError:

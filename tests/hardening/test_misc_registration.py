@@ -11,12 +11,14 @@ request counts against the IP's registration limit.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from devices.models import Device
 from tests.devices.support import REGISTRATION
+from tests.proxy.conftest import Gateway
 
 BODY = json.dumps(REGISTRATION)
 # What a page on another origin can make a browser send without a preflight.
@@ -40,7 +42,9 @@ def assert_error(response: httpx.Response, status: int, code: str, error_type: s
     assert (error["code"], error["type"]) == (code, error_type)
 
 
-def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(start_gateway):
+def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(
+    start_gateway: Callable[..., Gateway],
+) -> None:
     # A server of this test's own: its one registration slot must be unused.
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="1", HARDENING_CASE="drive-by")
     for content_type in [*DRIVE_BY_CONTENT_TYPES, None]:
@@ -71,8 +75,8 @@ def test_a_registration_a_web_page_could_send_is_refused_before_it_counts(start_
     ],
 )
 def test_a_wrong_method_on_the_device_api_is_a_405_even_with_a_valid_token(
-    gateway, free_token, method, path, allowed
-):
+    gateway: Gateway, free_token: str, method: str, path: str, allowed: str
+) -> None:
     response = httpx.request(
         method,
         f"{gateway.url}{path}",

@@ -21,11 +21,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from billing.models import BudgetAuditEvent
 from billing.selectors import pause_state_get
 from billing.services import budget_pause
 from devices.models import AuditEvent, Device
+from tests.devices.support import Registered
 from tests.support.processes import GatewayServer
 from tests.support.staff import STAFF_PASSWORD, make_staff, totp_code, wrong_code
 
@@ -40,14 +42,14 @@ BLOCK_VIEW = "usage.view_blockednetwork"
 
 
 @pytest.fixture(autouse=True)
-def _fast_test_hashing(settings):
+def _fast_test_hashing(settings: Settings) -> None:
     # Users are hashed for the servers (make_staff for_servers); the test
     # process itself never checks a password.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
-def server(gateway_servers) -> GatewayServer:
+def server(gateway_servers: Callable[..., list[GatewayServer]]) -> GatewayServer:
     """A gateway with the second factor on, behind a "proxy" on 127.0.0.1.
 
     Plain HTTP: the production profile's Secure cookies would not come back.
@@ -131,8 +133,8 @@ def audit_actions(device: Device) -> list[str]:
 
 
 def test_staff_without_permissions_are_refused_every_device_action_of_the_admin_api(
-    staff_session, make_device
-):
+    staff_session: Callable[..., httpx.Client], make_device: Callable[..., Registered]
+) -> None:
     pending = make_device().device
     approved = make_device("approved").device
     client = staff_session("nobody")
@@ -159,8 +161,8 @@ def test_staff_without_permissions_are_refused_every_device_action_of_the_admin_
 
 
 def test_staff_with_the_device_change_permission_may_act_through_the_admin_api(
-    staff_session, make_device
-):
+    staff_session: Callable[..., httpx.Client], make_device: Callable[..., Registered]
+) -> None:
     pending = make_device().device
     approved = make_device("approved").device
     reader = staff_session("reader", DEVICE_VIEW)
@@ -182,8 +184,8 @@ def test_staff_with_the_device_change_permission_may_act_through_the_admin_api(
 
 
 def test_staff_without_permissions_see_no_controls_and_are_refused_every_dashboard_action(
-    staff_session, make_device
-):
+    staff_session: Callable[..., httpx.Client], make_device: Callable[..., Registered]
+) -> None:
     pending = make_device(name="Pending laptop").device
     client = staff_session("nobody")
     page = client.get("/dashboard/")
@@ -214,7 +216,9 @@ def test_staff_without_permissions_see_no_controls_and_are_refused_every_dashboa
     assert "ip-blocks" not in client.get("/admin/").text
 
 
-def test_each_dashboard_control_needs_exactly_its_permission(staff_session, make_device):
+def test_each_dashboard_control_needs_exactly_its_permission(
+    staff_session: Callable[..., httpx.Client], make_device: Callable[..., Registered]
+) -> None:
     pending = make_device(name="Pending laptop").device
     approver = staff_session("approver", DEVICE_CHANGE)
     html = approver.get("/dashboard/").text
@@ -256,7 +260,9 @@ def is_blocked(server: GatewayServer, ip: str) -> bool:
     return response.status_code == 403 and response.json()["error"]["code"] == "ip_blocked"
 
 
-def test_only_staff_with_the_block_change_permission_may_lift_an_ip_block(server, staff_session):
+def test_only_staff_with_the_block_change_permission_may_lift_an_ip_block(
+    server: GatewayServer, staff_session: Callable[..., httpx.Client]
+) -> None:
     # The in-process store of the embedded profile outlives a test: an address of its own.
     ip = "198.51.100.151"
     block(server, ip)
@@ -281,7 +287,9 @@ def test_only_staff_with_the_block_change_permission_may_lift_an_ip_block(server
 # --- Finding: the admin lockout counted per full IPv6 address ---------------------------
 
 
-def test_twelve_addresses_of_one_ipv6_64_share_one_failure_count(server, clients):
+def test_twelve_addresses_of_one_ipv6_64_share_one_failure_count(
+    server: GatewayServer, clients: list[httpx.Client]
+) -> None:
     _, otp_device = make_staff("ops", for_servers=True)
     statuses = [
         attempt(server, f"guess{n}", "guess", "123456", ip)
@@ -295,7 +303,7 @@ def test_twelve_addresses_of_one_ipv6_64_share_one_failure_count(server, clients
     assert next_64 == 302
 
 
-def test_a_user_name_is_locked_whatever_the_address(server):
+def test_a_user_name_is_locked_whatever_the_address(server: GatewayServer) -> None:
     _, ops_device = make_staff("ops", for_servers=True)
     _, dev_device = make_staff("dev", for_servers=True)
     statuses = [
@@ -310,7 +318,9 @@ def test_a_user_name_is_locked_whatever_the_address(server):
     assert other == 302
 
 
-def test_logging_in_to_another_account_does_not_forget_the_guesses_at_a_user_name(server):
+def test_logging_in_to_another_account_does_not_forget_the_guesses_at_a_user_name(
+    server: GatewayServer,
+) -> None:
     _, ops_device = make_staff("ops", for_servers=True)
     _, own_device = make_staff("mallory", for_servers=True)
     here = "198.51.100.77"
@@ -327,9 +337,12 @@ def test_logging_in_to_another_account_does_not_forget_the_guesses_at_a_user_nam
 # --- Finding: TOTP seeds shown in the admin ---------------------------------------------
 
 
-def test_no_admin_page_shows_a_totp_seed_or_its_qr_code(staff_session):
+def test_no_admin_page_shows_a_totp_seed_or_its_qr_code(
+    staff_session: Callable[..., httpx.Client],
+) -> None:
     root = staff_session("root", superuser=True)
     _, device = make_staff("ops", for_servers=True)
+    assert device is not None
     device = TOTPDevice.objects.get(pk=device.pk)
     secrets = [
         device.key.lower(),
@@ -373,7 +386,9 @@ def test_no_admin_page_shows_a_totp_seed_or_its_qr_code(staff_session):
 # --- Finding: token-hash prefix enumeration in the admin --------------------------------
 
 
-def test_an_admin_list_never_answers_a_question_about_a_token_hash(staff_session, make_device):
+def test_an_admin_list_never_answers_a_question_about_a_token_hash(
+    staff_session: Callable[..., httpx.Client], make_device: Callable[..., Registered]
+) -> None:
     root = staff_session("root", superuser=True)
     device = make_device("approved", owner="acme").device
     digest = Device.objects.get(pk=device.pk).token_hash
@@ -395,7 +410,9 @@ def test_an_admin_list_never_answers_a_question_about_a_token_hash(staff_session
         assert not any(device.pk in answer.text for answer in answers), (url, lookup)
 
 
-def test_the_user_list_never_answers_a_question_about_a_password_hash(staff_session):
+def test_the_user_list_never_answers_a_question_about_a_password_hash(
+    staff_session: Callable[..., httpx.Client],
+) -> None:
     # Django's own UserAdmin refuses these; pinned here beside the token hash.
     root = staff_session("root", superuser=True)
     stored = User.objects.get(username="root").password

@@ -13,6 +13,7 @@ import re
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -60,7 +61,7 @@ def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_check_deploy_is_clean_under_the_compose_deployments_settings(tmp_path):
+def test_check_deploy_is_clean_under_the_compose_deployments_settings(tmp_path: Path) -> None:
     env = compose_environment()
     assert env["DATABASE_URL"].startswith("postgres://hanzo:")
     assert env["REDIS_URL"] and env["DEBUG"] == "false"
@@ -71,7 +72,7 @@ def test_check_deploy_is_clean_under_the_compose_deployments_settings(tmp_path):
     assert "System check identified no issues" in result.stdout
 
 
-def test_check_deploy_fails_on_the_example_secret_and_on_debug(tmp_path):
+def test_check_deploy_fails_on_the_example_secret_and_on_debug(tmp_path: Path) -> None:
     weak = check_deploy(
         compose_environment(SECRET_KEY="change-me", PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     )

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 
 import httpx
 import pytest
 from django.db import connection
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.proxy.conftest import Gateway, ledger
 from tests.support.processes import free_port
 from usage.models import UsageRecord
 
@@ -83,8 +85,8 @@ class TcpProxy:
 
 
 def test_with_the_database_down_warm_requests_are_served_and_their_records_wait(
-    start_gateway, make_device
-):
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     db = connection.settings_dict
     proxy = TcpProxy((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))).start()
     url = f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{proxy.port}/{db['NAME']}"
@@ -120,7 +122,9 @@ def test_with_the_database_down_warm_requests_are_served_and_their_records_wait(
             server.stop()
 
 
-def test_with_redis_down_the_client_api_fails_closed(start_gateway, make_device):
+def test_with_redis_down_the_client_api_fails_closed(
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     gateway = start_gateway(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     token = make_device("approved").token
     answers = [

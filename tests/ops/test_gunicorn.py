@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import gateway_environment
+from tests.devices.support import Registered
 from tests.ops.test_metrics_live import samples, value
 from tests.support.processes import ARTIFACTS, ROOT, free_port, wait_until_healthy
 
@@ -48,8 +51,8 @@ def start_gunicorn(
 
 
 def test_gunicorn_empties_the_metrics_directory_at_start_and_its_workers_report_one_sum(
-    transactional_db, make_device, tmp_path
-):
+    transactional_db: None, make_device: Callable[..., Registered], tmp_path: Path
+) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
     stale = directory / "counter_999999.db"

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 from tests.support.processes import wait_for
 
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
 
 
-def access_lines(text: str) -> dict[str, dict]:
+def access_lines(text: str) -> dict[str, dict[str, Any]]:
     """The access line of each request id (asserting there is exactly one each)."""
-    lines: dict[str, dict] = {}
+    lines: dict[str, dict[str, Any]] = {}
     for raw in text.splitlines():
         entry = json.loads(raw)  # every line is one JSON object
         if entry["logger"] == "gateway.access":
@@ -24,8 +28,10 @@ def access_lines(text: str) -> dict[str, dict]:
 
 
 def test_each_request_is_one_json_line_with_its_figures_and_no_secret(
-    start_gateway, make_device, provider
-):
+    start_gateway: Callable[..., Gateway],
+    make_device: Callable[..., Registered],
+    provider: FakeProvider,
+) -> None:
     gateway = start_gateway(LOG_FORMAT="json")
     server = gateway.servers[0]
     skip = len(server.log_text())  # the server may be shared with earlier tests

@@ -9,14 +9,17 @@ also be an address outside it (127.0.0.1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IS_PRODUCTION
+from tests.devices.support import Registered
 from tests.proxy.conftest import Gateway, ledger
 from usage.models import UsageRecord
 
@@ -38,12 +41,14 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def value(metrics: dict, name: str, **labels: str) -> float:
+def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
     return metrics.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture
-def metered(start_gateway, tmp_path, request) -> Iterator[Gateway]:
+def metered(
+    start_gateway: Callable[..., Gateway], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Gateway]:
     count = getattr(request, "param", 2 if IS_PRODUCTION else 1)
     gateway = start_gateway(
         count,
@@ -56,7 +61,9 @@ def metered(start_gateway, tmp_path, request) -> Iterator[Gateway]:
         server.stop()
 
 
-def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, make_device):
+def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(
+    metered: Gateway, make_device: Callable[..., Registered]
+) -> None:
     servers = len(metered.servers)
     paid = make_device("approved", tier="paid").token
     free = make_device("approved").token
@@ -136,7 +143,9 @@ def test_a_scrape_of_any_worker_counts_every_workers_requests_exactly(metered, m
 
 
 @pytest.mark.parametrize("metered", [1], indirect=True)
-def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(metered):
+def test_metrics_refuse_a_peer_outside_the_allowed_ips_and_anything_forwarded(
+    metered: Gateway,
+) -> None:
     url = metered.url
     assert scrape(url).status_code == 200
     outside = scrape(url, source="127.0.0.1")

@@ -8,12 +8,14 @@ openapi-core: status, content type, body schema and the declared headers
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 import pytest
+from django.http import HttpResponse
 from django.test import Client
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
@@ -23,7 +25,13 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 REGISTRATION = {"deviceName": "Ada's laptop", "platform": "macos", "version": "1.4.2"}
 
@@ -57,7 +65,8 @@ class HttpxRequest:
 
     @property
     def content_type(self) -> str:
-        return self.request.headers.get("content-type", "")
+        content_type: str = self.request.headers.get("content-type", "")
+        return content_type
 
 
 class HttpxResponse:
@@ -76,7 +85,9 @@ class Described(NamedTuple):
 
 
 @pytest.fixture
-def described(start_gateway, make_device) -> Described:
+def described(
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> Described:
     gateway = start_gateway(REGISTRATIONS_PER_IP_PER_HOUR="2", RATE_LIMIT_FREE_DEVICE_PER_DAY="1")
     response = httpx.get(f"{gateway.url}/openapi.json")  # no credentials: it is public
     assert response.status_code == 200
@@ -88,7 +99,7 @@ def described(start_gateway, make_device) -> Described:
     return Described(gateway, OpenAPI.from_dict(document, config=config), document)
 
 
-def stream_chunks(document: dict[str, Any], response: httpx.Response) -> list[dict]:
+def stream_chunks(document: dict[str, Any], response: httpx.Response) -> list[dict[str, Any]]:
     """Each ``data:`` event of a stream, validated as a ChatCompletionChunk."""
     components = document["components"]
     schema = {"$ref": "#/components/schemas/ChatCompletionChunk", "components": components}
@@ -105,7 +116,7 @@ def conforms(openapi: OpenAPI, response: httpx.Response) -> httpx.Response:
     return response
 
 
-def test_the_description_covers_every_client_and_admin_endpoint(described):
+def test_the_description_covers_every_client_and_admin_endpoint(described: Described) -> None:
     paths = set(described.document["paths"])
     assert paths >= {
         "/health",
@@ -122,7 +133,9 @@ def test_the_description_covers_every_client_and_admin_endpoint(described):
     }
 
 
-def test_live_client_responses_and_errors_match_the_description(described, make_device, provider):
+def test_live_client_responses_and_errors_match_the_description(
+    described: Described, make_device: Callable[..., Registered], provider: FakeProvider
+) -> None:
     gateway, openapi, document = described
     url = gateway.url
     paid = make_device("approved", tier="paid", owner="acme").token
@@ -177,18 +190,23 @@ def test_live_client_responses_and_errors_match_the_description(described, make_
     check(httpx.get(f"{url}/v1/usage/stats"), 401)
 
 
-def admin(openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body):
+def admin(
+    openapi: OpenAPI, client: Client, method: str, path: str, status: int, **body: Any
+) -> TestResponse:
     if method == "get":
         response = client.get(path, body)
     else:
         response = client.post(path, body, content_type="application/json")
     assert response.status_code == status, response.content
+    assert isinstance(response, HttpResponse)
     request = DjangoOpenAPIRequest(response.wsgi_request)
     openapi.validate_response(request, DjangoOpenAPIResponse(response))
     return response
 
 
-def test_admin_api_responses_and_errors_match_the_description(described, staff_api, make_device):
+def test_admin_api_responses_and_errors_match_the_description(
+    described: Described, staff_api: Client, make_device: Callable[..., Registered]
+) -> None:
     openapi = described.openapi
     base = "/api/admin/devices"
     device = make_device()
@@ -212,7 +230,9 @@ def test_admin_api_responses_and_errors_match_the_description(described, staff_a
         ({"Retry-After": "5"}, "rate_limit_error"),  # no request id
     ],
 )
-def test_a_response_that_strays_from_the_description_is_caught(described, headers, error_type):
+def test_a_response_that_strays_from_the_description_is_caught(
+    described: Described, headers: dict[str, str], error_type: str
+) -> None:
     request = httpx.Request("POST", f"{described.gateway.url}/v1/chat/completions", json={})
     stray = httpx.Response(
         429,

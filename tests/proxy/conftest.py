@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from gateway.proxy.routes import seed_routes
+from tests.devices.support import Registered
 from tests.fakes.provider import FakeProvider
 from tests.support.processes import GatewayServer, wait_for
 from usage.models import UsageRecord
@@ -56,7 +57,9 @@ class Gateway:
 
 
 @pytest.fixture
-def start_gateway(gateway_servers, provider: FakeProvider) -> Callable[..., Gateway]:
+def start_gateway(
+    gateway_servers: Callable[..., list[GatewayServer]], provider: FakeProvider
+) -> Callable[..., Gateway]:
     """``start_gateway(count=1, **env)``: gateways in front of the fake provider, routes seeded."""
     # The fake must see the key header the provider documents, not a fallback.
     provider.anthropic_accepts_bearer = False
@@ -69,17 +72,17 @@ def start_gateway(gateway_servers, provider: FakeProvider) -> Callable[..., Gate
 
 
 @pytest.fixture
-def gateway(start_gateway) -> Gateway:
+def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway()
 
 
 @pytest.fixture
-def paid_token(make_device) -> str:
+def paid_token(make_device: Callable[..., Registered]) -> str:
     return make_device("approved", tier="paid").token
 
 
 @pytest.fixture
-def free_token(make_device) -> str:
+def free_token(make_device: Callable[..., Registered]) -> str:
     return make_device("approved").token
 
 

@@ -92,7 +92,7 @@ def chat_body(**fields: Any) -> dict[str, Any]:
 def assert_refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """SPEC's error: its status, the status's type, its code, and Retry-After on 429/503."""
     assert response.status_code == status, (response.status_code, response.text)
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["type"] == TYPES[status], error
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"]

@@ -4,6 +4,7 @@ every failure, then searched for in every response, log line, database row and s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from django.conf import settings
 from devices import services
 from devices.models import Device
 from devices.tokens import token_hash
+from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import bearer, chat_body
 from tests.support.processes import wait_for
@@ -177,7 +179,9 @@ def redis_text() -> str:
     return "\n".join(parts)
 
 
-def test_no_key_token_or_token_hash_is_found_anywhere_after_every_path(start_gateway, provider):
+def test_no_key_token_or_token_hash_is_found_anywhere_after_every_path(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider
+) -> None:
     provider.keys.update(CANARY_KEYS)
     # Each log format once: text lines on one profile, JSON lines on the other.
     log_format = "json" if settings.REDIS_URL else "text"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from pytest_django import Settings
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
 ROUTES = [
     ("llama3-8b-instruct", "digitalocean"),
@@ -16,8 +20,8 @@ ROUTES = [
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_non_streamed_chat_completes_on_each_provider(
-    gateway, provider, paid_token, model, provider_name
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
+) -> None:
     client = gateway.sdk(paid_token)
     raw = client.chat.completions.with_raw_response.create(
         model=model,
@@ -30,6 +34,7 @@ def test_a_non_streamed_chat_completes_on_each_provider(
     completion = raw.parse()
     assert completion.model == model
     assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 "
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 4
     assert completion.usage.prompt_tokens > 0
     assert raw.headers["x-request-cost-usd"].count(".") == 1
@@ -52,8 +57,8 @@ def test_a_non_streamed_chat_completes_on_each_provider(
 
 @pytest.mark.parametrize(("model", "provider_name"), ROUTES)
 def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
-    gateway, provider, paid_token, model, provider_name
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
+) -> None:
     client = gateway.sdk(paid_token)
     stream = client.chat.completions.create(
         model=model,
@@ -66,6 +71,7 @@ def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
     assert text == "tok0 tok1 tok2 tok3 tok4 "
     assert all(c.model == model for c in chunks)
     usage_chunk = chunks[-1]
+    assert usage_chunk.usage is not None and usage_chunk.usage.model_extra is not None
     assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens == 5
     assert usage_chunk.usage.model_extra["cost_usd"] > 0
     (sent,) = provider.requests_for(provider_name)
@@ -76,8 +82,8 @@ def test_a_streamed_chat_completes_on_each_provider_with_usage_when_asked(
 
 
 def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
-    gateway, provider, free_token
-):
+    gateway: Gateway, provider: FakeProvider, free_token: str
+) -> None:
     stream = gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct",
         messages=[{"role": "user", "content": "Count [[tokens:3]]"}],
@@ -91,7 +97,7 @@ def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
     assert ledger(1)[0].tokens_out == 3
 
 
-def test_models_are_listed_per_tier(gateway, free_token, paid_token):
+def test_models_are_listed_per_tier(gateway: Gateway, free_token: str, paid_token: str) -> None:
     free = {model.id for model in gateway.sdk(free_token).models.list()}
     paid = {model.id for model in gateway.sdk(paid_token).models.list()}
     assert free == {"llama3.3-70b-instruct", "llama3-8b-instruct", "deepseek-r1-distill-llama-70b"}
@@ -99,9 +105,9 @@ def test_models_are_listed_per_tier(gateway, free_token, paid_token):
 
 
 def test_the_sdk_raises_the_right_exception_for_each_refusal(
-    gateway, free_token, pending_device, settings
-):
-    hello = [{"role": "user", "content": "hi"}]
+    gateway: Gateway, free_token: str, pending_device: Registered, settings: Settings
+) -> None:
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):
         gateway.sdk("hzt_not-a-real-token-000000000000000000000000").chat.completions.create(
             model="llama3-8b-instruct", messages=hello

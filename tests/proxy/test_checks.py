@@ -4,12 +4,14 @@ code (never a 500), in SPEC's order, and a refused request consumes nothing."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from django.core.management import call_command
 
-from tests.proxy.conftest import ledger
+from tests.devices.support import Registered
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, bearer, chat_body, post, remaining
 from usage.models import BlockedNetwork
 
@@ -24,11 +26,13 @@ TOO_LARGE = b'{"model": "llama3-8b-instruct", "messages": [], "pad": "' + b"x" *
 
 
 @pytest.fixture
-def checks(start_gateway):
+def checks(start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway(**CHECKS_ENV)
 
 
-def test_an_address_in_a_blocked_network_is_refused_before_any_other_check(checks, free_token):
+def test_an_address_in_a_blocked_network_is_refused_before_any_other_check(
+    checks: Gateway, free_token: str
+) -> None:
     BlockedNetwork.objects.create(cidr="198.51.100.0/24", reason="abuse")
     blocked = {"X-Forwarded-For": "198.51.100.7"}
     # Too large and unauthenticated, yet the block answers first.
@@ -39,7 +43,9 @@ def test_an_address_in_a_blocked_network_is_refused_before_any_other_check(check
     assert len(ledger(1)) == 1
 
 
-def test_an_address_with_too_many_failed_authentications_is_blocked(checks, free_token):
+def test_an_address_with_too_many_failed_authentications_is_blocked(
+    checks: Gateway, free_token: str
+) -> None:
     guessing = {"X-Forwarded-For": "192.0.2.44"}
     for _ in range(5):
         assert_refused(
@@ -56,12 +62,12 @@ def test_an_address_with_too_many_failed_authentications_is_blocked(checks, free
 
 
 def test_a_body_over_max_request_bytes_is_413_before_authentication_declared_or_chunked(
-    checks, free_token
-):
+    checks: Gateway, free_token: str
+) -> None:
     assert_refused(post(checks, TOO_LARGE), 413, "request_too_large")
     assert_refused(post(checks, TOO_LARGE, token=free_token), 413, "request_too_large")
 
-    def chunked():  # no Content-Length: the cap is enforced while reading
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is enforced while reading
         yield TOO_LARGE[:30_000]
         yield TOO_LARGE[30_000:]
 
@@ -71,7 +77,9 @@ def test_a_body_over_max_request_bytes_is_413_before_authentication_declared_or_
     assert remaining(checks, free_token)["device"] == 100
 
 
-def test_every_authentication_failure_is_one_generic_401(gateway, make_device):
+def test_every_authentication_failure_is_one_generic_401(
+    gateway: Gateway, make_device: Callable[..., Registered]
+) -> None:
     device = make_device("approved")
     other = make_device("approved")
     revoked = make_device("revoked")
@@ -100,7 +108,9 @@ def test_every_authentication_failure_is_one_generic_401(gateway, make_device):
     assert len(ledger(2)) == 2
 
 
-def test_pending_rejected_and_suspended_devices_get_their_own_403(gateway, make_device):
+def test_pending_rejected_and_suspended_devices_get_their_own_403(
+    gateway: Gateway, make_device: Callable[..., Registered]
+) -> None:
     pending = make_device("pending_approval")
     rejected = make_device("rejected")
     suspended = make_device("suspended")
@@ -111,6 +121,7 @@ def test_pending_rejected_and_suspended_devices_get_their_own_403(gateway, make_
     )
     suspended.device.refresh_from_db()
     assert error["reason"] == "too many IPs"
+    assert suspended.device.suspended_until is not None
     assert error["suspendedUntil"] == suspended.device.suspended_until.strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
@@ -168,12 +179,14 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
-def test_each_malformed_body_is_a_400_invalid_request(checks, free_token, body):
+def test_each_malformed_body_is_a_400_invalid_request(
+    checks: Gateway, free_token: str, body: bytes
+) -> None:
     response = post(checks, body, token=free_token, headers={"Content-Type": "application/json"})
     assert_refused(response, 400, "invalid_request")
 
 
-def test_unknown_paths_are_404_and_wrong_methods_405(gateway, free_token):
+def test_unknown_paths_are_404_and_wrong_methods_405(gateway: Gateway, free_token: str) -> None:
     missing = httpx.get(f"{gateway.url}/v1/nothing-here", headers=bearer(free_token), timeout=30)
     assert_refused(missing, 404, "not_found")
     for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/models")):
@@ -184,7 +197,9 @@ def test_unknown_paths_are_404_and_wrong_methods_405(gateway, free_token):
         assert response.headers["allow"]
 
 
-def test_route_and_tier_rules_answer_404_403_and_400(gateway, free_token, paid_token):
+def test_route_and_tier_rules_answer_404_403_and_400(
+    gateway: Gateway, free_token: str, paid_token: str
+) -> None:
     assert_refused(
         post(gateway, chat_body(model="gpt-17"), token=free_token), 404, "model_not_found"
     )
@@ -206,7 +221,9 @@ def test_route_and_tier_rules_answer_404_403_and_400(gateway, free_token, paid_t
     assert len(ledger(1)) == 1
 
 
-def test_the_first_failing_check_in_spec_order_answers(checks, make_device):
+def test_the_first_failing_check_in_spec_order_answers(
+    checks: Gateway, make_device: Callable[..., Registered]
+) -> None:
     free = make_device("approved")
     pending = make_device("pending_approval")
     # auth before validation, validation before the route, route before tier, tier before cap
@@ -229,7 +246,9 @@ def test_the_first_failing_check_in_spec_order_answers(checks, make_device):
     )
 
 
-def test_requests_refused_before_admission_consume_nothing_and_leave_no_record(gateway, free_token):
+def test_requests_refused_before_admission_consume_nothing_and_leave_no_record(
+    gateway: Gateway, free_token: str
+) -> None:
     before = remaining(gateway, free_token)
     refusals = [
         post(gateway, b"{nope", token=free_token),
@@ -246,7 +265,9 @@ def test_requests_refused_before_admission_consume_nothing_and_leave_no_record(g
     assert record.request_id == admitted.headers["x-request-id"]
 
 
-def test_a_paused_service_answers_503_service_paused_until_resumed(gateway, free_token):
+def test_a_paused_service_answers_503_service_paused_until_resumed(
+    gateway: Gateway, free_token: str
+) -> None:
     before = remaining(gateway, free_token)
     call_command("pause_service", reason="maintenance window", stdout=io.StringIO())
     try:
@@ -263,7 +284,9 @@ def test_a_paused_service_answers_503_service_paused_until_resumed(gateway, free
     assert len(ledger(1)) == 1
 
 
-def test_the_request_id_is_the_gateways_own_whatever_the_client_sends(gateway, free_token):
+def test_the_request_id_is_the_gateways_own_whatever_the_client_sends(
+    gateway: Gateway, free_token: str
+) -> None:
     chosen = {"X-Request-ID": "req_chosen-by-the-client"}
     first = post(gateway, chat_body(), token=free_token, headers=chosen)
     second = post(gateway, chat_body(), token=free_token, headers=chosen)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import bearer, chat_body
 
 APP = "https://app.hanzo.ai"
@@ -37,7 +39,9 @@ def cors(response: httpx.Response) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", LEAN)
 @pytest.mark.parametrize("origin", [APP, "tauri://localhost"])
-def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, path, origin):
+def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(
+    gateway: Gateway, path: str, origin: str
+) -> None:
     response = preflight(f"{gateway.url}{path}", origin)
     assert response.status_code == 200
     headers = cors(response)
@@ -52,7 +56,9 @@ def test_a_preflight_from_an_allowed_origin_is_answered_like_djangos(gateway, pa
     assert headers == cors(django)
 
 
-def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(gateway, free_token):
+def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(
+    gateway: Gateway, free_token: str
+) -> None:
     origin = {"Origin": APP}
     answered = httpx.post(
         f"{gateway.url}/v1/chat/completions",
@@ -84,11 +90,13 @@ def test_real_responses_carry_the_origin_and_expose_the_gateways_headers(gateway
 
 
 @pytest.mark.parametrize("path", LEAN)
-def test_a_foreign_origin_gets_no_cors_headers(gateway, free_token, path):
+def test_a_foreign_origin_gets_no_cors_headers(
+    gateway: Gateway, free_token: str, path: str
+) -> None:
     foreign = "https://evil.example"
     assert "access-control-allow-origin" not in preflight(f"{gateway.url}{path}", foreign).headers
     method = httpx.post if path.endswith("completions") else httpx.get
-    kwargs = {"json": chat_body()} if method is httpx.post else {}
+    kwargs: dict[str, Any] = {"json": chat_body()} if method is httpx.post else {}
     response = method(
         f"{gateway.url}{path}",
         headers={**bearer(free_token), "Origin": foreign},

@@ -11,6 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from tests.devices.support import Registered
 from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, post, remaining
 from usage.windows import BURST_SECONDS, DAY
@@ -18,12 +19,16 @@ from usage.windows import BURST_SECONDS, DAY
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def owned_by(name: str) -> Callable[[Callable[..., object]], list[object]]:
+# Makes (with the make_device fixture) the devices a test sends from.
+DevicesFor = Callable[[Callable[..., Registered]], list[Registered]]
+
+
+def owned_by(name: str) -> DevicesFor:
     return lambda make_device: [make_device("approved", owner=name) for _ in range(2)]
 
 
 # layer -> (the environment that makes it tiny, its code, its window, the devices to use)
-LAYERS = {
+LAYERS: dict[str, tuple[dict[str, str], str, str, DevicesFor]] = {
     "device": (
         {"RATE_LIMIT_FREE_DEVICE_PER_DAY": "2"},
         "device_rate_limit_exceeded",
@@ -59,8 +64,8 @@ LAYERS = {
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_limit_layer_refuses_with_its_code_limit_window_and_reset(
-    start_gateway, make_device, layer
-):
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered], layer: str
+) -> None:
     env, code, window, devices_for = LAYERS[layer]
     gateway = start_gateway(**env)
     devices = devices_for(make_device)
@@ -95,8 +100,8 @@ def refused_worst_case(
 
 
 def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_nothing(
-    start_gateway, free_token
-):
+    start_gateway: Callable[..., Gateway], free_token: str
+) -> None:
     # 30 micro-dollars a day; llama3-8b costs 0.1 micro-dollar a token either way:
     # the small request's worst case (about 230 tokens) fits, 1000 more do not.
     gateway = start_gateway(DEVICE_DAILY_BUDGET_USD_FREE="0.00003")
@@ -108,8 +113,8 @@ def test_a_request_whose_worst_case_passes_the_device_cap_is_refused_and_costs_n
 
 
 def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
-    start_gateway, free_token
-):
+    start_gateway: Callable[..., Gateway], free_token: str
+) -> None:
     # 100 micro-dollars: 1000 tokens at 0.1 do not fit, 10 do.
     gateway = start_gateway(DAILY_BUDGET_USD="0.0001")
     refused, _ = refused_worst_case(gateway, free_token, 503, "budget_exceeded")
@@ -120,8 +125,8 @@ def test_a_worst_case_beyond_the_daily_budget_is_refused_and_pauses_nothing(
 
 
 def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusals_do_not_pause(
-    start_gateway, make_device
-):
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     # 600 micro-dollars; each request's worst case is a little over 100 (1000 tokens at 0.1).
     gateway = start_gateway(DAILY_BUDGET_USD="0.0006", UPSTREAM_TIMEOUT_SECONDS="5")
     devices = [make_device("approved") for _ in range(10)]
@@ -129,7 +134,7 @@ def test_concurrent_requests_never_reserve_past_the_budget_and_in_flight_refusal
         max_tokens=1000, messages=[{"role": "user", "content": "hi [[fault:slow:seconds=1]]"}]
     )
 
-    def call(device):
+    def call(device: Registered) -> httpx.Response:
         return post(gateway, slow, token=device.token)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:

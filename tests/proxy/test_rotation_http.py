@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
 
 from tests.conftest import gateway_environment
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 from tests.support.processes import ROOT, local_aws
 
 OLD_KEY = "sk-fake-openai-rotation-old-0123456789"
@@ -30,7 +32,7 @@ def moto_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def secrets(moto_url: str):
+def secrets(moto_url: str) -> Any:
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"))
     return boto3.client(
         "secretsmanager",
@@ -54,7 +56,7 @@ def rotate_key(provider: str, stdin: str, env: dict[str, str]) -> subprocess.Com
     )
 
 
-def sent_keys(provider) -> list[str]:
+def sent_keys(provider: FakeProvider) -> list[str]:
     return [
         r.headers["authorization"].removeprefix("Bearer ") for r in provider.requests_for("openai")
     ]
@@ -62,8 +64,13 @@ def sent_keys(provider) -> list[str]:
 
 @pytest.mark.parametrize("count", [1, 2], ids=["one-process", "two-processes"])
 def test_after_rotate_key_every_gateway_process_sends_the_new_key_on_its_next_request(
-    start_gateway, provider, secrets, moto_url, paid_token, count
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    secrets: Any,
+    moto_url: str,
+    paid_token: str,
+    count: int,
+) -> None:
     secrets.create_secret(Name="hanzo-gateway/openai/api-key", SecretString=OLD_KEY)
     provider.keys["openai"] = OLD_KEY
     env = {"SECRETS_BACKEND": "aws", "AWS_ENDPOINT_URL": moto_url, **AWS}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import chat_body, open_stream, post, sse_events
 from tests.proxy.test_upstream_http import ROUTES, cost_usd
 from tests.support.processes import wait_for
@@ -27,8 +29,8 @@ def dialect(model: str) -> str:
 @pytest.mark.parametrize("model", ROUTES)
 @pytest.mark.parametrize("fault", MID_STREAM)
 def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_what_was_sent(
-    gateway, paid_token, fault, model
-):
+    gateway: Gateway, paid_token: str, fault: str, model: str
+) -> None:
     content = f"Count [[tokens:20]] [[fault:{fault}:after=3]]"
     response = post(
         gateway,
@@ -55,8 +57,8 @@ def test_a_provider_failing_mid_stream_ends_it_with_an_error_event_and_charges_w
 
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_far(
-    gateway, provider, paid_token, model
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str
+) -> None:
     # 200 chunks 50 ms apart: ten seconds of answer if nobody tells the provider.
     content = "Count [[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
     body = chat_body(model=model, stream=True, messages=[{"role": "user", "content": content}])
@@ -80,8 +82,8 @@ def test_a_client_hanging_up_mid_stream_cancels_the_provider_and_is_charged_so_f
 
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged_its_worst_case(
-    start_gateway, paid_token, model
-):
+    start_gateway: Callable[..., Gateway], paid_token: str, model: str
+) -> None:
     gateway = start_gateway(UPSTREAM_TIMEOUT_SECONDS="0.5")
     # The stream opens at once, then the first word takes longer than the read timeout.
     content = "Count [[tokens:5]] [[fault:slow_chunks:delay=1.5]]"
@@ -102,8 +104,8 @@ def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged
 
 
 def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
-    gateway, provider, paid_token
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
     response = post(gateway, chat_body(model="openai-gpt-4o", stream=True), token=paid_token)
     assert response.status_code == 502
@@ -114,8 +116,8 @@ def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
 
 
 def test_a_gateway_stopped_mid_stream_still_leaves_the_streams_usage_record(
-    start_gateway, provider, paid_token
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
     # A server of its own (this test stops it); its stream outlasts the graceful shutdown.
     gateway = start_gateway(HANZO_TEST_SERVER="stopped-mid-stream")
     content = "Count [[tokens:400]] [[fault:slow_chunks:delay=0.05]]"

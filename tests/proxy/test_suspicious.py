@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from devices.models import Device
+from tests.devices.support import Registered
+from tests.proxy.conftest import Gateway
 from tests.support.processes import wait_for
 
 
 def test_a_device_used_from_one_ip_too_many_is_suspended_on_its_next_request(
-    start_gateway, make_device
-):
+    start_gateway: Callable[..., Gateway], make_device: Callable[..., Registered]
+) -> None:
     gateway = start_gateway(SUSPICIOUS_IPS_PER_DEVICE_PER_DAY="2", TRUSTED_PROXIES="127.0.0.1/32")
     registered = make_device("approved")
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 
-WEATHER = {
+WEATHER: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -20,19 +27,24 @@ WEATHER = {
         },
     },
 }
-ASK = [{"role": "user", "content": "Weather in Paris? [[tool:get_weather]]"}]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Weather in Paris? [[tool:get_weather]]"}
+]
 TOOL_ROUTES = [("openai-gpt-4o", "openai"), ("anthropic-claude-4-sonnet", "anthropic")]
 
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
-def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, provider_name):
+def test_a_tool_call_comes_back_in_openai_shape(
+    gateway: Gateway, paid_token: str, model: str, provider_name: str
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER]
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
-    assert call.id and call.type == "function"
+    assert call.id and isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "tok", "days": 1}
     assert ledger(1)[0].status == "ok"
@@ -40,12 +52,14 @@ def test_a_tool_call_comes_back_in_openai_shape(gateway, paid_token, model, prov
 
 @pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
 def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
-    gateway, paid_token, model, provider_name
-):
+    gateway: Gateway, paid_token: str, model: str, provider_name: str
+) -> None:
     stream = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=ASK, tools=[WEATHER], stream=True
     )
-    ids, names, arguments, finish = set(), set(), "", None
+    ids: set[str] = set()
+    names: set[str] = set()
+    arguments, finish = "", None
     for chunk in stream:
         for choice in chunk.choices:
             finish = choice.finish_reason or finish
@@ -63,7 +77,8 @@ def test_a_streamed_tool_call_arrives_as_openai_tool_call_deltas(
     assert record.status == "ok" and record.tokens_out > 0
 
 
-def round_trip(call_id: str) -> list[dict]:
+def round_trip(call_id: str) -> list[Any]:
+    """The messages of a tool round trip, for the SDK or (changed) for a raw request."""
     return [
         *ASK,
         {
@@ -81,14 +96,17 @@ def round_trip(call_id: str) -> list[dict]:
     ]
 
 
-def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(gateway, provider, paid_token):
+def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
         messages=round_trip("toolu_01abc"),
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    assert completion.choices[0].message.content.startswith("tok0 ")
+    content = completion.choices[0].message.content
+    assert content is not None and content.startswith("tok0 ")
     (sent,) = provider.requests_for("anthropic")
     user, assistant, result = sent.body["messages"]
     assert user["role"] == "user"
@@ -120,7 +138,9 @@ def test_a_tool_result_reaches_anthropic_as_a_tool_result_block(gateway, provide
     assert len(ledger(1)) == 1
 
 
-def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token):
+def test_a_tool_result_reaches_openai_unchanged(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model="openai-gpt-4o", messages=round_trip("call_abc"), tools=[WEATHER]
     )
@@ -135,7 +155,9 @@ def test_a_tool_result_reaches_openai_unchanged(gateway, provider, paid_token):
     assert len(ledger(1)) == 1
 
 
-def test_stop_reaches_anthropic_as_stop_sequences(gateway, provider, paid_token):
+def test_stop_reaches_anthropic_as_stop_sequences(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     completion = gateway.sdk(paid_token).chat.completions.create(
         model="anthropic-claude-4-sonnet",
         messages=[{"role": "user", "content": "Count"}],
@@ -165,7 +187,9 @@ UNKNOWN = {
     ("model", "provider_name"),
     [("llama3-8b-instruct", "digitalocean"), *TOOL_ROUTES],
 )
-def test_only_known_parameters_are_forwarded(gateway, provider, paid_token, model, provider_name):
+def test_only_known_parameters_are_forwarded(
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
+) -> None:
     gateway.sdk(paid_token).chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "hi"}],
@@ -194,8 +218,14 @@ def test_only_known_parameters_are_forwarded(gateway, provider, paid_token, mode
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_without_max_tokens_the_tier_cap_is_sent(
-    gateway, provider, paid_token, model, provider_name, field, stream
-):
+    gateway: Gateway,
+    provider: FakeProvider,
+    paid_token: str,
+    model: str,
+    provider_name: str,
+    field: str,
+    stream: bool,
+) -> None:
     created = gateway.sdk(paid_token).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hi"}], stream=stream
     )
@@ -208,7 +238,9 @@ def test_without_max_tokens_the_tier_cap_is_sent(
     assert len(ledger(1)) == 1
 
 
-def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(gateway, provider, free_token):
+def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(
+    gateway: Gateway, provider: FakeProvider, free_token: str
+) -> None:
     gateway.sdk(free_token).chat.completions.create(
         model="llama3-8b-instruct", messages=[{"role": "user", "content": "hi"}]
     )
@@ -218,8 +250,8 @@ def test_a_free_device_without_max_tokens_sends_its_own_tier_cap(gateway, provid
 
 
 def test_tool_arguments_anthropic_cannot_take_are_refused_before_admission(
-    gateway, provider, paid_token
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     from tests.proxy.support import assert_refused, post, remaining
 
     messages = round_trip("toolu_01abc")

@@ -3,6 +3,7 @@ provider's body, and each admitted request leaves one usage record with the righ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
@@ -10,7 +11,8 @@ import pytest
 
 from billing.pricing import cost_micro_usd, micro_to_usd
 from gateway.models import ModelRoute
-from tests.proxy.conftest import ledger
+from tests.fakes.provider import FakeProvider
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, post
 from usage.models import UsageRecord
 
@@ -48,7 +50,9 @@ def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
     )
 
 
-def fail_on_every_route(gateway, token: str, fault: str, stream: bool) -> dict:
+def fail_on_every_route(
+    gateway: Gateway, token: str, fault: str, stream: bool
+) -> dict[str, httpx.Response]:
     """The fault on each route; the responses by request id, each checked for leaks."""
     content = f"Hello [[fault:{fault}]]"
     responses = {}
@@ -71,8 +75,8 @@ def fail_on_every_route(gateway, token: str, fault: str, stream: bool) -> dict:
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-before-output"])
 @pytest.mark.parametrize("fault", REFUSALS)
 def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing(
-    gateway, provider, paid_token, fault, stream
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str, stream: bool
+) -> None:
     status, code, ledger_status = REFUSALS[fault]
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for response in responses.values():
@@ -86,7 +90,7 @@ def test_each_provider_refusal_before_output_maps_to_its_error_and_costs_nothing
         assert_admitted_headers(responses[record.request_id], record)
 
 
-def assert_charged_the_worst_case(provider, record: UsageRecord) -> None:
+def assert_charged_the_worst_case(provider: FakeProvider, record: UsageRecord) -> None:
     """Billed at its bounds, marked estimated: every byte the provider received, and the
     whole output bound."""
     received = provider.requests_for(ROUTES[record.model])[-1].size
@@ -98,8 +102,8 @@ def assert_charged_the_worst_case(provider, record: UsageRecord) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault", UNREADABLE)
 def test_an_answer_the_gateway_cannot_read_is_an_upstream_error_charged_its_worst_case(
-    gateway, provider, paid_token, fault, stream
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str, stream: bool
+) -> None:
     responses = fail_on_every_route(gateway, paid_token, fault, stream)
     for record in ledger(len(ROUTES)):
         response = responses[record.request_id]
@@ -118,8 +122,8 @@ def assert_admitted_headers(response: httpx.Response, record: UsageRecord) -> No
 
 @pytest.mark.parametrize("fault", ["drop_mid_stream", "drop"])
 def test_a_non_streamed_answer_cut_off_is_an_upstream_error_charged_its_worst_case(
-    gateway, provider, paid_token, fault
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str, fault: str
+) -> None:
     # drop_mid_stream, not streamed: half the body, then a reset; drop: a reset, no answer.
     for model in ROUTES:
         content = f"hi [[fault:{fault}]]"
@@ -135,7 +139,9 @@ def test_a_non_streamed_answer_cut_off_is_an_upstream_error_charged_its_worst_ca
         UsageRecord.objects.all().delete()
 
 
-def test_a_stream_reset_before_any_output_is_charged_its_input_bound(gateway, provider, paid_token):
+def test_a_stream_reset_before_any_output_is_charged_its_input_bound(
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     for model in ROUTES:
         content = "hi [[fault:drop]]"
         response = post(
@@ -150,7 +156,9 @@ def test_a_stream_reset_before_any_output_is_charged_its_input_bound(gateway, pr
         assert record.tokens_in > 0 and record.tokens_out == 0
 
 
-def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token):
+def test_an_overloaded_provider_passes_its_retry_after_on(
+    gateway: Gateway, paid_token: str
+) -> None:
     for fault in ("http_429:retry_after=7", "http_503:retry_after=9"):
         response = post(
             gateway,
@@ -163,7 +171,9 @@ def test_an_overloaded_provider_passes_its_retry_after_on(gateway, paid_token):
 
 
 @pytest.mark.parametrize("model", ROUTES)
-def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token, model):
+def test_a_rejection_carries_the_providers_message_text_only(
+    gateway: Gateway, paid_token: str, model: str
+) -> None:
     response = post(
         gateway,
         chat_body(model=model, messages=[{"role": "user", "content": "hi [[fault:http_400]]"}]),
@@ -181,8 +191,8 @@ def test_a_rejection_carries_the_providers_message_text_only(gateway, paid_token
 
 
 def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
-    gateway, provider, paid_token
-):
+    gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
     expected = provider.keys["openai"]
     provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
     response = post(gateway, chat_body(model="openai-gpt-4o"), token=paid_token)
@@ -198,8 +208,12 @@ def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
-    start_gateway, provider, paid_token, model, stream
-):
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    paid_token: str,
+    model: str,
+    stream: bool,
+) -> None:
     gateway = start_gateway(**TIMEOUT_ENV)
     response = post(
         gateway,
@@ -221,8 +235,8 @@ def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_provider_without_a_key_is_an_upstream_error_that_costs_nothing(
-    start_gateway, provider, paid_token, stream
-):
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, stream: bool
+) -> None:
     gateway = start_gateway(DIGITALOCEAN_API_KEY="")
     response = post(gateway, chat_body(stream=stream), token=paid_token)
     assert_refused(response, 502, "upstream_error")

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from pytest_django import Settings
 
 from gateway.staff.totp import totp_device_enroll
+
+if TYPE_CHECKING:
+    # What Django's test client returns (a type django-stubs declares, not Django).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 STAFF_PASSWORD = "correct horse battery staple 42"
 # What an operator ("ops") holds: every ability of gateway.core.permissions.
@@ -49,7 +55,7 @@ def make_staff(
     enrol: bool = True,
     for_servers: bool = False,
     permissions: Iterable[str] = (),
-):
+) -> tuple[User, TOTPDevice | None]:
     """A user with STAFF_PASSWORD, ``permissions`` ("app.codename") and (``enrol``) a TOTP device.
 
     ``for_servers``: hashed with Django's default hasher, which gateway
@@ -65,7 +71,7 @@ def make_staff(
     return user, device
 
 
-def grant(user, *permissions: str) -> None:
+def grant(user: User, *permissions: str) -> None:
     """Give ``user`` these Django permissions ("app.codename")."""
     for name in permissions:
         app_label, codename = name.split(".")
@@ -74,7 +80,7 @@ def grant(user, *permissions: str) -> None:
         )
 
 
-def verified_client(user, device: TOTPDevice | None) -> Client:
+def verified_client(user: User, device: TOTPDevice | None) -> Client:
     """A client logged in as ``user`` and, if a device is given, past the second factor."""
     client = Client()
     client.force_login(user)
@@ -86,24 +92,26 @@ def verified_client(user, device: TOTPDevice | None) -> Client:
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
+def fast_password_hashing(settings: Settings) -> None:
     """Hashing costs a third of a second by design; these tests log in a lot."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
-def staff_user(db):
+def staff_user(db: None) -> tuple[User, TOTPDevice | None]:
     """An operator: staff with a TOTP device and OPERATOR_PERMISSIONS."""
     return make_staff("ops", permissions=OPERATOR_PERMISSIONS)
 
 
 @pytest.fixture
-def plain_user(db):
+def plain_user(db: None) -> User:
     """A logged-in account that is not staff."""
     return make_staff("visitor", is_staff=False, enrol=False)[0]
 
 
-def admin_login(client: Client, username: str, password: str, code: str | None = None, **extra):
+def admin_login(
+    client: Client, username: str, password: str, code: str | None = None, **extra: Any
+) -> TestResponse:
     """Post the admin login form as a browser would; returns the response."""
     data = {"username": username, "password": password, "next": "/admin/"}
     if code is not None:

@@ -41,7 +41,7 @@ def main() -> None:
     results = asyncio.run(run())
     summary = {
         "admitted": sum(a.admitted for a in results),
-        "refused_by": sorted({a.refused_by for a in results if not a.admitted}),
+        "refused_by": sorted({a.refused_by for a in results if not a.admitted}, key=str),
         "rebuilt": rebuild.performed,
     }
     print(json.dumps(summary), flush=True)

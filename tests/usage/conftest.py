@@ -9,21 +9,24 @@ Lua scripts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import connections
+from pytest_django import Settings
 
 from gateway.core import store
 from tests.support.processes import PrivateRedis
 from usage import guard, rebuild
 from usage.backends import get_backend, reset_memory_backend
+from usage.backends.base import Backend, Reservation
+from usage.limits import Admission
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_admission_state() -> Iterator[None]:
+async def _fresh_admission_state() -> AsyncIterator[None]:
     reset_memory_backend()
     guard.forget_cached_blocklist()
     billing_pause_source = rebuild._pause_source
@@ -40,7 +43,7 @@ async def _fresh_admission_state() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _concurrency_out_of_the_way(settings) -> None:
+def _concurrency_out_of_the_way(settings: Settings) -> None:
     """Requests here are admitted and never settled: the in-flight layer has tests
     of its own (``test_concurrency_*``), which lower it."""
     settings.MAX_CONCURRENT_REQUESTS = {"free": 10_000, "paid": 10_000}
@@ -56,7 +59,7 @@ def _private_redis() -> Iterator[PrivateRedis | None]:
     server.stop()
 
 
-def redis_settings(settings, url: str) -> None:
+def redis_settings(settings: Settings, url: str) -> None:
     """Point the store (asyncio client and django-redis) at ``url``."""
     settings.REDIS_URL = url
     settings.GATEWAY_STORE = "redis"
@@ -71,7 +74,7 @@ def redis_settings(settings, url: str) -> None:
 
 
 @pytest.fixture
-def private_redis(settings) -> Iterator[PrivateRedis]:
+def private_redis(settings: Settings) -> Iterator[PrivateRedis]:
     """A redis-server of this test's own, with this process's settings pointing at it."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -82,7 +85,9 @@ def private_redis(settings) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backend(request, settings, _private_redis):
+def backend(
+    request: pytest.FixtureRequest, settings: Settings, _private_redis: PrivateRedis | None
+) -> Backend:
     """The admission backend under test (``settings.GATEWAY_STORE`` follows it)."""
     if request.param == "memory":
         settings.GATEWAY_STORE = "memory"
@@ -101,10 +106,16 @@ def backend(request, settings, _private_redis):
 START = 1_800_000_000.0
 
 
+def reservation(admission: Admission) -> Reservation:
+    """The reservation of an admitted request."""
+    assert admission.reservation is not None
+    return admission.reservation
+
+
 class FrozenClock:
     """The gateway clock, stopped: it moves only when the test moves it."""
 
-    def __init__(self, monkeypatch, start: float) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: float) -> None:
         from types import SimpleNamespace
 
         from gateway.core import clock as gateway_clock
@@ -123,15 +134,23 @@ class FrozenClock:
 
 
 @pytest.fixture
-def frozen_clock(monkeypatch) -> FrozenClock:
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     return FrozenClock(monkeypatch, START)
 
 
 @pytest.fixture
-def limits_config(settings):
+def limits_config(settings: Settings) -> Callable[..., None]:
     """``limits_config(device=20, burst=1000, ...)``: the free tier's request limits."""
 
-    def configure(*, device=100, ip=500, user=1000, burst=100, global_=10000, tier="free"):
+    def configure(
+        *,
+        device: int = 100,
+        ip: int = 500,
+        user: int = 1000,
+        burst: int = 100,
+        global_: int = 10000,
+        tier: str = "free",
+    ) -> None:
         settings.RATE_LIMITS = {
             **django_settings.RATE_LIMITS,
             tier: {

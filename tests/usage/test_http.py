@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from tests.usage.conftest import FrozenClock
 from usage import limits
+from usage.backends.base import Backend
 from usage.http import iso8601, rate_limit_headers, refusal_error
 from usage.limits import Admission, AdmissionRequest, Layer
+from usage.types import LayerName, Refusal
 
 RESET = 1_800_086_400.0  # 2027-01-16T08:00:00Z
 
 
-def admission(refused_by=None, retry_after=None):
-    layers = {
+def admission(refused_by: Refusal | None = None, retry_after: int | None = None) -> Admission:
+    layers: dict[LayerName, Layer] = {
         "device": Layer("device", 100, 0 if refused_by == "device" else 41, RESET),
         "ip": Layer("ip", 500, 0 if refused_by == "ip" else 300, RESET + 60),
         "user": Layer("user", 1000, 0, RESET),
@@ -22,12 +27,12 @@ def admission(refused_by=None, retry_after=None):
     return Admission(refused_by is None, refused_by, False, layers, None, retry_after)
 
 
-def test_reset_times_are_iso_8601_in_utc_rounded_up_to_the_second():
+def test_reset_times_are_iso_8601_in_utc_rounded_up_to_the_second() -> None:
     assert iso8601(RESET) == "2027-01-16T08:00:00Z"
     assert iso8601(RESET + 0.2) == "2027-01-16T08:00:01Z"
 
 
-def test_an_admitted_response_carries_the_device_and_ip_headers():
+def test_an_admitted_response_carries_the_device_and_ip_headers() -> None:
     assert rate_limit_headers(admission()) == {
         "X-RateLimit-Limit-Device": "100",
         "X-RateLimit-Remaining-Device": "41",
@@ -47,7 +52,9 @@ def test_an_admitted_response_carries_the_device_and_ip_headers():
         ("global", "global_rate_limit_exceeded", "24 hours", "2027-01-16T08:00:00Z"),
     ],
 )
-def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(layer, code, window, reset):
+def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(
+    layer: LayerName, code: str, window: str, reset: str
+) -> None:
     error = refusal_error(admission(layer, retry_after=77))
     assert error.status == 429
     body = error.payload()["error"]
@@ -68,8 +75,8 @@ def test_a_layer_refusal_is_a_429_naming_its_limit_window_and_reset(layer, code,
     ],
 )
 def test_pause_and_budget_refusals_carry_their_code_and_retry_after(
-    refused_by, status, code, error_type
-):
+    refused_by: Refusal, status: int, code: str, error_type: str
+) -> None:
     error = refusal_error(admission(refused_by, retry_after=3600))
     body = error.payload()["error"]
     assert (error.status, body["code"], body["type"]) == (status, code, error_type)
@@ -77,15 +84,15 @@ def test_pause_and_budget_refusals_carry_their_code_and_retry_after(
     assert error.headers()["Retry-After"] == "3600"
 
 
-def test_an_admitted_request_has_no_refusal():
+def test_an_admitted_request_has_no_refusal() -> None:
     with pytest.raises(ValueError):
         refusal_error(admission())
 
 
 @pytest.mark.django_db
 async def test_a_real_refusal_renders_with_the_seconds_until_a_slot_frees(
-    backend, limits_config, frozen_clock
-):
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     limits_config(device=1)
     first = await limits.admit(AdmissionRequest("h-1", "dev-1", "203.0.113.7", None, "free", 0))
     second = await limits.admit(AdmissionRequest("h-2", "dev-1", "203.0.113.7", None, "free", 0))

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import OperationalError, connections
+from pytest_django import Settings
 
 from tests.billing.factories import record_data
 from tests.conftest import gateway_environment
@@ -42,7 +44,7 @@ def _forget_process_spool() -> None:
 
 
 @pytest.fixture
-def spool_var(settings, tmp_path: Path) -> Iterator[Path]:
+def spool_var(settings: Settings, tmp_path: Path) -> Iterator[Path]:
     """An empty spool of this test's own (in a temporary directory)."""
     _forget_process_spool()
     settings.USAGE_SPOOL_DIR = str(tmp_path / "spool")
@@ -61,7 +63,7 @@ async def async_orm() -> AsyncIterator[None]:
 
 
 @pytest.fixture
-def database_down(monkeypatch) -> list[int]:
+def database_down(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every ledger insert fails as if the database were unreachable; returns the attempts."""
     attempts: list[int] = []
 
@@ -79,7 +81,9 @@ def _unreachable_database_url() -> str:
     return "sqlite:////nonexistent-dir/nothing.sqlite3"
 
 
-def _child(var_dir: Path, prefix: str, count: int, mode: str, *flags: str, **env: str):
+def _child(
+    var_dir: Path, prefix: str, count: int, mode: str, *flags: str, **env: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -108,14 +112,14 @@ def _ids(prefix: str) -> list[str]:
     )
 
 
-def test_a_record_written_now_has_every_field(db, spool_var):
+def test_a_record_written_now_has_every_field(db: None, spool_var: Path) -> None:
     record = record_data(is_streamed=True, is_estimated=True, status="client_disconnected")
     usage_record_write_now(record)
     row = UsageRecord.objects.get(request_id=record.request_id)
     assert UsageRecordData(**{name: getattr(row, name) for name in record.__slots__}) == record
 
 
-def test_writing_the_same_request_twice_leaves_one_row(db, spool_var):
+def test_writing_the_same_request_twice_leaves_one_row(db: None, spool_var: Path) -> None:
     record = record_data()
     usage_record_write_now(record)
     usage_record_write_now(record)
@@ -124,7 +128,9 @@ def test_writing_the_same_request_twice_leaves_one_row(db, spool_var):
     assert UsageRecord.objects.filter(request_id=record.request_id).count() == 1
 
 
-def test_a_replayed_batch_keeps_every_field_and_skips_only_the_ids_already_there(db, spool_var):
+def test_a_replayed_batch_keeps_every_field_and_skips_only_the_ids_already_there(
+    db: None, spool_var: Path
+) -> None:
     # Several records in one statement (PostgreSQL: one UNNEST insert), two
     # of them already in the ledger with other values, which must stay.
     records = [
@@ -156,7 +162,7 @@ def test_a_replayed_batch_keeps_every_field_and_skips_only_the_ids_already_there
     assert stored == {record.request_id: record for record in [records[0], *earlier, *records[3:]]}
 
 
-def test_a_spooled_line_round_trips_to_the_same_record(spool_var):
+def test_a_spooled_line_round_trips_to_the_same_record(spool_var: Path) -> None:
     record = record_data(owner="ana", tokens_in=123_456, cost_usd=record_data().cost_usd * 7)
     assert UsageRecordData.from_line(record.to_line()) == record
     with pytest.raises(ValueError):
@@ -171,7 +177,7 @@ def test_a_spooled_line_round_trips_to_the_same_record(spool_var):
         datetime(2026, 11, 26, 7, 0, 1, 7, tzinfo=ZoneInfo("America/New_York")),
     ],
 )
-def test_a_spooled_line_is_the_documented_json(spool_var, created_at):
+def test_a_spooled_line_is_the_documented_json(spool_var: Path, created_at: datetime) -> None:
     # Processes of another version may replay this spool: the line's shape is fixed.
     record = record_data(cost_usd=Decimal("1.500000"), created_at=created_at)
     line = record.to_line()
@@ -186,7 +192,9 @@ def test_a_spooled_line_is_the_documented_json(spool_var, created_at):
     assert UsageRecordData.from_line(line) == record
 
 
-def test_a_record_waits_in_the_spool_while_the_database_is_down(db, spool_var, database_down):
+def test_a_record_waits_in_the_spool_while_the_database_is_down(
+    db: None, spool_var: Path, database_down: list[int]
+) -> None:
     record = record_data()
     usage_record_write_now(record)
     assert database_down, "the insert was attempted"
@@ -197,7 +205,9 @@ def test_a_record_waits_in_the_spool_while_the_database_is_down(db, spool_var, d
     assert len(spool.pending_segments()) == 1
 
 
-def test_spooled_records_land_once_when_the_database_is_back(db, spool_var, monkeypatch):
+def test_spooled_records_land_once_when_the_database_is_back(
+    db: None, spool_var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     records = [record_data() for _ in range(5)]
     original = services.usage_records_insert
     monkeypatch.setattr(services, "usage_records_insert", _refusing)
@@ -210,11 +220,13 @@ def test_spooled_records_land_once_when_the_database_is_back(db, spool_var, monk
     assert spool.pending_segments() == []
 
 
-def _refusing(records):
+def _refusing(records: list[UsageRecordData]) -> NoReturn:
     raise OperationalError("connection refused")
 
 
-def test_a_process_whose_database_is_unreachable_spools_and_the_next_replay_lands_it(db, spool_var):
+def test_a_process_whose_database_is_unreachable_spools_and_the_next_replay_lands_it(
+    db: None, spool_var: Path
+) -> None:
     child = _child(
         spool_var.parent, "req_down", 2, "write-now", DATABASE_URL=_unreachable_database_url()
     )
@@ -226,8 +238,11 @@ def test_a_process_whose_database_is_unreachable_spools_and_the_next_replay_land
     assert len(_ids("req_down")) == 2
 
 
-def test_a_live_writers_segment_is_left_alone_and_replayed_once_it_is_killed(db, spool_var):
+def test_a_live_writers_segment_is_left_alone_and_replayed_once_it_is_killed(
+    db: None, spool_var: Path
+) -> None:
     child = _child(spool_var.parent, "req_live", 50, "spool", "--hold")
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     try:
         assert child.stdout.readline().strip() == "written"
         assert spool.spool_replay() == 0
@@ -248,9 +263,12 @@ def test_a_live_writers_segment_is_left_alone_and_replayed_once_it_is_killed(db,
     assert not segment.exists()
 
 
-def test_two_processes_writing_one_spool_at_once_never_corrupt_it(db, spool_var):
+def test_two_processes_writing_one_spool_at_once_never_corrupt_it(
+    db: None, spool_var: Path
+) -> None:
     children = [_child(spool_var.parent, f"req_w{n}", 3000, "spool", "--wait-go") for n in (1, 2)]
     for child in children:
+        assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
     for child in children:
@@ -263,7 +281,7 @@ def test_two_processes_writing_one_spool_at_once_never_corrupt_it(db, spool_var)
     assert list(spool_var.glob("*.rejected")) == []
 
 
-def test_threads_appending_at_once_never_tear_a_line(db, spool_var):
+def test_threads_appending_at_once_never_tear_a_line(db: None, spool_var: Path) -> None:
     records = [record_data() for _ in range(2000)]
 
     def write(chunk: list[UsageRecordData]) -> None:
@@ -280,7 +298,9 @@ def test_threads_appending_at_once_never_tear_a_line(db, spool_var):
     assert list(spool_var.glob("*.rejected")) == []
 
 
-def test_an_empty_segment_abandoned_before_its_rename_is_cleaned_up(db, spool_var):
+def test_an_empty_segment_abandoned_before_its_rename_is_cleaned_up(
+    db: None, spool_var: Path
+) -> None:
     spool_var.mkdir(parents=True)
     abandoned = spool_var / "usage-1-1-0.tmp"
     abandoned.touch()
@@ -288,7 +308,7 @@ def test_an_empty_segment_abandoned_before_its_rename_is_cleaned_up(db, spool_va
     assert not abandoned.exists()
 
 
-def test_a_torn_last_line_is_quarantined_and_the_rest_inserted(db, spool_var):
+def test_a_torn_last_line_is_quarantined_and_the_rest_inserted(db: None, spool_var: Path) -> None:
     spool_var.mkdir(parents=True)
     good = [record_data() for _ in range(3)]
     torn = record_data().to_line()[:40]
@@ -300,7 +320,7 @@ def test_a_torn_last_line_is_quarantined_and_the_rest_inserted(db, spool_var):
     assert spool.pending_segments() == []
 
 
-def test_the_flusher_opens_the_next_segment_and_the_last_flush_removes_it(spool_var):
+def test_the_flusher_opens_the_next_segment_and_the_last_flush_removes_it(spool_var: Path) -> None:
     inserted: list[bytes] = []
     spool.append(record_data().to_line())
     assert spool.flush(sink=inserted.extend, open_next=True) == 1
@@ -323,7 +343,7 @@ def test_the_flusher_opens_the_next_segment_and_the_last_flush_removes_it(spool_
     assert len(inserted) == 2
 
 
-def test_a_record_the_database_rejects_does_not_block_its_batch(db, spool_var):
+def test_a_record_the_database_rejects_does_not_block_its_batch(db: None, spool_var: Path) -> None:
     good = [record_data() for _ in range(4)]
     bad = record_data(tokens_in=-5)  # violates the positive-integer check
     for record in [*good[:2], bad, *good[2:]]:
@@ -335,8 +355,8 @@ def test_a_record_the_database_rejects_does_not_block_its_batch(db, spool_var):
 
 
 async def test_an_async_write_without_a_flusher_is_in_the_database_on_return(
-    transactional_db, async_orm, spool_var
-):
+    transactional_db: None, async_orm: None, spool_var: Path
+) -> None:
     records = [record_data() for _ in range(20)]
     await asyncio.gather(*(usage_record_write(record) for record in records))
     ids = [record.request_id for record in records]
@@ -345,8 +365,8 @@ async def test_an_async_write_without_a_flusher_is_in_the_database_on_return(
 
 
 async def test_the_flusher_inserts_in_the_background_and_flushes_at_shutdown(
-    transactional_db, async_orm, spool_var
-):
+    transactional_db: None, async_orm: None, spool_var: Path
+) -> None:
     await spool.start_flusher()
     try:
         records = [record_data() for _ in range(30)]
@@ -367,8 +387,12 @@ async def test_the_flusher_inserts_in_the_background_and_flushes_at_shutdown(
 
 
 async def test_the_flusher_keeps_records_through_an_outage_and_lands_them_after(
-    transactional_db, async_orm, spool_var, database_down, monkeypatch
-):
+    transactional_db: None,
+    async_orm: None,
+    spool_var: Path,
+    database_down: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     await spool.start_flusher()
     try:
         records = [record_data() for _ in range(10)]
@@ -390,8 +414,8 @@ async def test_the_flusher_keeps_records_through_an_outage_and_lands_them_after(
 
 
 async def test_a_flusher_starting_up_replays_what_a_dead_process_left(
-    transactional_db, async_orm, spool_var
-):
+    transactional_db: None, async_orm: None, spool_var: Path
+) -> None:
     child = await sync_to_async(_child)(spool_var.parent, "req_dead", 15, "spool")
     await asyncio.to_thread(child.communicate, timeout=60)
     await spool.start_flusher()

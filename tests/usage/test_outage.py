@@ -6,17 +6,22 @@ import itertools
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
+from pytest_django import Settings
 
 from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, PrivateRedis
+from tests.usage.conftest import FrozenClock, reservation
 from usage import guard, limits
+from usage.backends.base import Backend
 from usage.days import budget_day
 from usage.limits import AdmissionRequest
 from usage.models import UsageRecord
@@ -24,11 +29,11 @@ from usage.models import UsageRecord
 _ids = itertools.count()
 
 
-def request(device="dev-1", reserve=0):
+def request(device: str = "dev-1", reserve: int = 0) -> AdmissionRequest:
     return AdmissionRequest(f"out-{next(_ids)}", device, "203.0.113.7", None, "free", reserve)
 
 
-def ledger(now, rows):
+def ledger(now: float, rows: Iterable[tuple[str, str]]) -> None:
     for device, cost in rows:
         UsageRecord.objects.create(
             request_id=f"out-led-{next(_ids)}",
@@ -44,7 +49,7 @@ def ledger(now, rows):
         )
 
 
-def assert_unavailable(error):
+def assert_unavailable(error: StoreUnavailable) -> None:
     assert error.status == 503
     assert error.code == "service_unavailable"
     assert error.headers()["Retry-After"] == "5"
@@ -52,8 +57,11 @@ def assert_unavailable(error):
 
 @pytest.mark.django_db(transaction=True)
 async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_rebuilt_counters(
-    private_redis, limits_config, settings, frozen_clock
-):
+    private_redis: PrivateRedis,
+    limits_config: Callable[..., None],
+    settings: Settings,
+    frozen_clock: FrozenClock,
+) -> None:
     limits_config(device=5)
     settings.DAILY_BUDGET_USD = Decimal("1.00")
     settings.DEVICE_DAILY_BUDGET_USD = {"free": Decimal("0"), "paid": Decimal("0")}
@@ -63,9 +71,9 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
     assert in_flight.layers["device"].remaining == 2
 
     private_redis.stop()
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: limits.admit(request()),
-        lambda: limits.settle(in_flight.reservation, actual_micro_usd=1),
+        lambda: limits.settle(reservation(in_flight), actual_micro_usd=1),
         lambda: limits.budget_state(),
         lambda: limits.layer_state(device_id="dev-1", ip="203.0.113.7", user_id=None, tier="free"),
         lambda: guard.check_ip("203.0.113.7"),
@@ -87,21 +95,21 @@ async def test_redis_stopped_mid_test_is_503_and_started_empty_it_admits_with_re
     state = await limits.budget_state()
     assert (state.spent_micro_usd, state.reserved_micro_usd) == (900_000, 50_000)
     # The request admitted before the restart settles into the rebuilt day, once.
-    assert await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
-    assert not await limits.settle(in_flight.reservation, actual_micro_usd=30_000)
+    assert await limits.settle(reservation(in_flight), actual_micro_usd=30_000)
+    assert not await limits.settle(reservation(in_flight), actual_micro_usd=30_000)
     assert (await limits.budget_state()).spent_micro_usd == 930_000
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
-async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend):
+async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend: Backend) -> None:
     assert (await limits.admit(request())).admitted
     sync_redis().script_flush()
     assert (await limits.admit(request())).admitted
 
 
 @pytest.fixture
-def shared_redis_url(_private_redis):
+def shared_redis_url(_private_redis: PrivateRedis | None) -> str:
     """A Redis the test and its worker processes share (flushed by the fixtures)."""
     if django_settings.REDIS_URL:
         return django_settings.REDIS_URL
@@ -115,8 +123,8 @@ def shared_redis_url(_private_redis):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
-    shared_redis_url, tmp_path
-):
+    shared_redis_url: str, tmp_path: Path
+) -> None:
     env = gateway_environment(
         REDIS_URL=shared_redis_url,
         RATE_LIMIT_FREE_DEVICE_PER_DAY="20",
@@ -137,6 +145,7 @@ def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
     ]
     try:
         for worker in workers:
+            assert worker.stdout is not None and worker.stderr is not None
             assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
         go.touch()
         outputs = [worker.communicate(timeout=60) for worker in workers]

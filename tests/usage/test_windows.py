@@ -5,14 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 
 import pytest
+from pytest_django import Settings
 
 from gateway.core.store import sync_redis
-from tests.usage.conftest import START
+from tests.usage.conftest import START, FrozenClock, reservation
 from usage import limits
-from usage.backends.base import layer_keys, reservation_keys
-from usage.limits import AdmissionRequest
+from usage.backends.base import Backend, layer_keys, reservation_keys
+from usage.backends.memory import MemoryBackend
+from usage.limits import Admission, AdmissionRequest
 from usage.windows import DAY, BucketWindow, SlidingLog, WindowSpec
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.django_db
 _ids = itertools.count()
 
 
-async def admit(device="dev-1"):
+async def admit(device: str = "dev-1") -> Admission:
     return await limits.admit(
         AdmissionRequest(f"w-{next(_ids)}", device, "203.0.113.7", None, "free", 0)
     )
@@ -28,8 +31,11 @@ async def admit(device="dev-1"):
 
 @pytest.mark.parametrize("into_bucket", [0.001, 360.0, 719.999])
 async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucket_later(
-    backend, limits_config, frozen_clock, into_bucket
-):
+    backend: Backend,
+    limits_config: Callable[..., None],
+    frozen_clock: FrozenClock,
+    into_bucket: float,
+) -> None:
     limits_config(device=2)
     frozen_clock.set(START + into_bucket)
     start = frozen_clock.now()
@@ -51,12 +57,13 @@ async def test_a_daily_slot_frees_no_earlier_than_24_hours_and_at_most_one_bucke
 
 
 async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
-    backend, limits_config, frozen_clock
-):
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     limit = 6
     limits_config(device=limit)
     rng = random.Random(3)
-    admitted, refused = [], []
+    admitted: list[float] = []
+    refused: list[float] = []
     for _ in range(150):
         frozen_clock.advance(rng.expovariate(1 / 1700))  # ~3 days in all
         (admitted if (await admit()).admitted else refused).append(frozen_clock.now())
@@ -69,8 +76,8 @@ async def test_a_daily_window_never_admits_more_than_its_limit_in_any_24_hours(
 
 
 async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
-    backend, limits_config, frozen_clock
-):
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     limits_config(burst=3)
     start = frozen_clock.now()
     for offset in (0, 10, 20):
@@ -88,7 +95,9 @@ async def test_the_burst_slot_frees_exactly_sixty_seconds_after_its_request(
     assert (await admit()).refused_by == "burst"
 
 
-async def test_there_is_no_double_burst_at_a_minute_boundary(backend, limits_config, frozen_clock):
+async def test_there_is_no_double_burst_at_a_minute_boundary(
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     limits_config(burst=5)
     minute = math.ceil(frozen_clock.now() / 60) * 60
     frozen_clock.set(minute - 0.5)
@@ -97,7 +106,7 @@ async def test_there_is_no_double_burst_at_a_minute_boundary(backend, limits_con
     assert (await admit()).refused_by == "burst"
 
 
-def structure_sizes(backend, device="dev-1"):
+def structure_sizes(backend: Backend, device: str = "dev-1") -> tuple[int, int, int]:
     """(buckets of the device's day window, entries of its burst log, open reservations)."""
     keys = layer_keys(device, "203.0.113.7", None)
     if backend.name == "redis":
@@ -105,18 +114,19 @@ def structure_sizes(backend, device="dev-1"):
         day_fields = redis.hlen(keys["device"])
         open_reservations = len(redis.keys(reservation_keys("*")["open"]))
         return day_fields - 2, redis.zcard(keys["burst"]), open_reservations
+    assert isinstance(backend, MemoryBackend)
     window = backend._windows[keys["device"]][1]
     opened = sum(len(day.open) for day in backend._days.values())
     return len(window.counts), len(backend._logs[keys["burst"]].times), opened
 
 
 async def test_memory_per_key_stays_bounded_however_many_requests(
-    backend, limits_config, frozen_clock
-):
+    backend: Backend, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     limits_config(device=10**6, ip=10**6, burst=7, global_=10**6)
     for _ in range(1000):  # one every 150 s: ~42 hours, 5 per day bucket
         admission = await admit()
-        await limits.settle(admission.reservation, actual_micro_usd=1)
+        await limits.settle(reservation(admission), actual_micro_usd=1)
         frozen_clock.advance(150)
     buckets, burst_entries, open_reservations = structure_sizes(backend)
     assert buckets <= DAY.buckets
@@ -129,11 +139,14 @@ async def test_memory_per_key_stays_bounded_however_many_requests(
         assert sync_redis().dbsize() == 1 + 4 + 2 * 3 + 1
 
 
-async def test_the_in_process_store_forgets_idle_keys(settings, limits_config, frozen_clock):
+async def test_the_in_process_store_forgets_idle_keys(
+    settings: Settings, limits_config: Callable[..., None], frozen_clock: FrozenClock
+) -> None:
     settings.GATEWAY_STORE = "memory"
     from usage.backends import get_backend
 
     backend = get_backend()
+    assert isinstance(backend, MemoryBackend)
     for n in range(50):
         await admit(device=f"d{n}")
     frozen_clock.advance(86400 + 2 * DAY.bucket_seconds)
@@ -146,7 +159,7 @@ async def test_the_in_process_store_forgets_idle_keys(settings, limits_config, f
 # --- The reference implementation, without a store -------------------------------
 
 
-def test_a_bucket_window_counts_a_request_until_its_bucket_leaves():
+def test_a_bucket_window_counts_a_request_until_its_bucket_leaves() -> None:
     spec = WindowSpec(seconds=60, bucket_seconds=10)
     window = BucketWindow()
     window.add(spec.bucket_of(105.0))  # bucket 10: [100, 110)
@@ -156,7 +169,7 @@ def test_a_bucket_window_counts_a_request_until_its_bucket_leaves():
     assert window.prune(spec, spec.bucket_of(170.0)) == 0
 
 
-def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more():
+def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more() -> None:
     spec = WindowSpec(seconds=60, bucket_seconds=10)
     window = BucketWindow()
     for at in (100.0, 100.0, 125.0, 131.0):
@@ -166,7 +179,7 @@ def test_a_bucket_window_reports_when_enough_requests_leave_for_one_more():
     assert window.reset_at(spec, 9, 140.0) == 200.0
 
 
-def test_a_sliding_log_frees_each_slot_exactly_its_window_later():
+def test_a_sliding_log_frees_each_slot_exactly_its_window_later() -> None:
     log = SlidingLog()
     for at in (10.0, 20.0, 30.0):
         log.add(at)
@@ -176,7 +189,7 @@ def test_a_sliding_log_frees_each_slot_exactly_its_window_later():
     assert log.prune(60, 70.0) == 2
 
 
-def test_a_sliding_log_stays_sorted_when_the_clock_steps_back():
+def test_a_sliding_log_stays_sorted_when_the_clock_steps_back() -> None:
     log = SlidingLog()
     for at in (30.0, 10.0, 20.0):
         log.add(at)
