@@ -42,8 +42,9 @@ from devices.tokens import looks_like_device_id, looks_like_token, token_hash
 from gateway.core import clock
 from gateway.core.db import run_sync
 from gateway.core.errors import AuthenticationFailed
-from gateway.core.store import EPOCH_KEY, device_version_key, read_versions
+from gateway.core.store import EPOCH_KEY, device_version_key, read_versions, stored_version
 from usage import guard
+from usage.backends.base import Expected
 from usage.types import Tier, as_tier
 
 logger = logging.getLogger(__name__)
@@ -106,9 +107,11 @@ def record_use(device_id: str, ip: str) -> None:
     note_device_ip_soon(device_id, ip)
 
 
-def cached_device(headers: Mapping[str, str]) -> tuple[AuthenticatedDevice, tuple[int, int]] | None:
-    """The approved device these credentials name and the (device version,
-    epoch) its cache entry was checked at, from this process's cache alone.
+def cached_device(
+    headers: Mapping[str, str],
+) -> tuple[AuthenticatedDevice, int, Expected] | None:
+    """The approved device these credentials name, the epoch its cache entry
+    was checked at and what vouches for the entry, from this process's cache alone.
 
     None when the cache cannot answer by itself: no trusted, fresh entry, or
     one ``authenticate`` would refuse. Only for a caller that has the store
@@ -125,9 +128,19 @@ def cached_device(headers: Mapping[str, str]) -> tuple[AuthenticatedDevice, tupl
     if not _answers(entry, claimed_id):
         return None
     try:
-        return _admit(entry), entry.versions
+        device = _admit(entry)
     except (DevicePendingApproval, DeviceRejected, DeviceSuspended):
         return None
+    device_version, epoch = entry.versions
+    # Any change to the device bumps its version; any configuration change the epoch.
+    return (
+        device,
+        epoch,
+        (
+            (device_version_key(device.id), stored_version(device_version)),
+            (EPOCH_KEY, stored_version(epoch)),
+        ),
+    )
 
 
 def prefetch_keys(headers: Mapping[str, str]) -> list[str]:

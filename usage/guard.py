@@ -27,8 +27,9 @@ from gateway.core import clock
 from gateway.core.client_ip import Network, limit_key
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.loops import StampedCache
+from gateway.core.store import EPOCH_KEY, stored_version
 from usage.backends import get_backend
-from usage.backends.base import IpBlock, registration_key
+from usage.backends.base import LIVE_KEY, Expected, IpBlock, ip_block_key, registration_key
 from usage.errors import IpBlocked, RegistrationRateLimited
 from usage.http import iso8601
 from usage.models import BlockedNetwork
@@ -79,13 +80,13 @@ async def _blocked_networks(stamp: object) -> tuple[Network, ...]:
         return cached[1]
 
 
-def cached_view(ip: str) -> tuple[str, int, str] | None:
-    """(identity, epoch, live generation) of this process's blocklist, when
-    ``ip`` is not in it, without a store read; None when nothing is cached.
+def cached_view(ip: str) -> tuple[int, Expected] | None:
+    """(epoch, what vouches for it) when this process's blocklist, as cached,
+    lets ``ip`` through; None when nothing is cached or it does not.
 
-    For the hot path's admission from caches (``usage.limits.Expectation``),
-    which has the store confirm the epoch and generation and check the
-    address's own block.
+    For the hot path's admission from caches (``usage.limits.Expectation``):
+    the store confirms that the epoch and the live marker's generation the
+    blocklist was loaded at still hold and that the address has no block.
     """
     cached = _blocklist.peek()
     if cached is None:
@@ -98,7 +99,11 @@ def cached_view(ip: str) -> tuple[str, int, str] | None:
     epoch, generation = stamp
     if networks and _in_networks(ip, networks):
         return None
-    return _identity(ip), epoch, generation
+    return epoch, (
+        (ip_block_key(_identity(ip)), ""),
+        (LIVE_KEY, generation),
+        (EPOCH_KEY, stored_version(epoch)),
+    )
 
 
 def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:

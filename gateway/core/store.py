@@ -156,6 +156,11 @@ def last_read_epoch() -> int:
     return _last_epoch if settings.REDIS_URL else _read_file_epoch()
 
 
+def stored_version(version: int) -> str:
+    """What the store holds for a version read as ``version`` (0: no key at all)."""
+    return str(version) if version else ""
+
+
 async def read_versions(device_id: str) -> tuple[int, int]:
     """(device version, global epoch) in one round trip; raises StoreUnavailable."""
     global _last_epoch

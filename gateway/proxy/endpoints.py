@@ -6,11 +6,8 @@ bound, then one atomic admission with the budget reservation), the request
 is forwarded with the provider's key, and its ``Settlement`` (opened at
 admission, closed exactly once on every path) replaces the reservation with
 what it cost and writes the one usage record. No ORM call and no thread hop
-on a warm request before the upstream call, and one Redis round trip: with
-warm caches (the device, the blocklist) the admission script confirms them
-itself (``usage.limits.Expectation``) instead of a read before it; when
-anything moved it takes nothing and the request is checked again the usual
-way, with the store's values.
+on a warm request before the upstream call, and one Redis round trip
+(``_admit_from_caches``).
 """
 
 from __future__ import annotations
@@ -80,34 +77,12 @@ async def models(request: LeanRequest) -> Response:
 async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     ip = client_ip_from_scope(request.scope)
     request.log["client_ip"] = ip
-    body: bytes | None = None
-    view = _cached_view(request, ip)
-    if view is not None:
-        # From the caches, with one round trip before the upstream call: the
-        # admission script itself confirms the view (or takes nothing). Any
-        # error before it is answered the usual way below, in SPEC's order (a
-        # body refused here is refused again when read there).
-        try:
-            body = await request.body()
-            prepared = await _prepare(request, view.device, body, view.expect.epoch)
-        except GatewayError:
-            prepared = None
-        if prepared is not None:
-            try:
-                admitted = await _admit(request, view.device, ip, prepared, view.expect)
-            except limits.StaleView:
-                pass  # something changed since the caches were filled
-            except GatewayError:
-                record_use(view.device.id, ip)  # refused by a limit, the view confirmed
-                raise
-            else:
-                record_use(view.device.id, ip)
-                return await _forward(request, admitted, view.expect.epoch)
-        for field in _CACHED_VIEW_LOG_FIELDS:
-            request.log.pop(field, None)  # the usual path says again what it finds
+    cached = await _admit_from_caches(request, ip)
+    if cached.admitted is not None:
+        return await _forward(request, cached.admitted, cached.epoch)
     await _guard(ip, request.headers)
-    if body is None:
-        body = await request.body()  # 413 or 408 here (gateway.proxy.bodies)
+    # The body may have been read already; 413 or 408 here (gateway.proxy.bodies).
+    body = cached.body if cached.body is not None else await request.body()
     device = await authenticate(request.headers, ip=ip)
     epoch = store.last_read_epoch()
     prepared = await _prepare(request, device, body, epoch)
@@ -115,12 +90,58 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     return await _forward(request, admitted, epoch)
 
 
+# --- Admission from the caches -------------------------------------------------
+# A warm caller (device and blocklist cached) is admitted with one round trip:
+# the admission script confirms the store values the caches were built from
+# (usage.limits.Expectation) instead of a read before it. When anything moved
+# it takes nothing, and the request goes the usual way, in SPEC's order.
+
+
+@dataclass(frozen=True, slots=True)
+class _FromCaches:
+    """What trying the caches left: an admission, or the body if it was read."""
+
+    admitted: tuple[Settlement, limits.Admission] | None = None
+    epoch: int = 0
+    body: bytes | None = None
+
+
+_NOT_CACHED = _FromCaches()
 _CACHED_VIEW_LOG_FIELDS = ("device_id", "model", "provider", "is_streamed")
+
+
+async def _admit_from_caches(request: LeanRequest, ip: str) -> _FromCaches:
+    view = _cached_view(request, ip)
+    if view is None:
+        return _NOT_CACHED
+    # Any error before the admission is answered the usual way (a body
+    # refused here is refused again when read there).
+    body: bytes | None = None
+    try:
+        body = await request.body()
+        prepared = await _prepare(request, view.device, body, view.epoch)
+    except GatewayError:
+        prepared = None
+    if prepared is not None:
+        try:
+            admitted = await _admit(request, view.device, ip, prepared, view.expect)
+        except limits.StaleView:
+            pass  # something changed since the caches were filled
+        except GatewayError:
+            record_use(view.device.id, ip)  # refused by a limit, the view confirmed
+            raise
+        else:
+            record_use(view.device.id, ip)
+            return _FromCaches(admitted, view.epoch)
+    for field in _CACHED_VIEW_LOG_FIELDS:
+        request.log.pop(field, None)  # the usual path says again what it finds
+    return _FromCaches(body=body)
 
 
 @dataclass(frozen=True, slots=True)
 class _CachedView:
     device: AuthenticatedDevice
+    epoch: int
     expect: limits.Expectation
 
 
@@ -132,11 +153,15 @@ def _cached_view(request: LeanRequest, ip: str) -> _CachedView | None:
     blocklist = guard.cached_view(ip)
     if cached is None or blocklist is None:
         return None
-    device, (device_version, epoch) = cached
-    identity, blocklist_epoch, generation = blocklist
+    device, epoch, device_values = cached
+    blocklist_epoch, blocklist_values = blocklist
     if blocklist_epoch != epoch:
         return None
-    return _CachedView(device, limits.Expectation(identity, device_version, epoch, generation))
+    values = dict(device_values) | dict(blocklist_values)  # both name the epoch
+    return _CachedView(device, epoch, limits.Expectation(tuple(values.items())))
+
+
+# --- The chat pipeline ---------------------------------------------------------
 
 
 async def _prepare(

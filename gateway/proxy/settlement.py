@@ -154,7 +154,6 @@ class Settlement:
             while True:
                 try:
                     settled = await limits.settle(self.reservation, actual_micro_usd=cost)
-                    break
                 except GatewayError:
                     # The store is down: the reservation holds the money (this
                     # process's heartbeat keeps it, or it expires at its worst
@@ -162,10 +161,12 @@ class Settlement:
                     logger.warning("could not settle %s in the store; retrying", self.request_id)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    continue
+                if settled.auto_paused:
+                    spawn(record_auto_pause())
+                return
         finally:
             liveness.release()
-        if settled.auto_paused:
-            spawn(record_auto_pause())
 
 
 async def record_auto_pause() -> None:

@@ -14,7 +14,7 @@ from pytest_django import Settings
 
 from tests.usage.conftest import FrozenClock, reservation
 from usage import limits, liveness
-from usage.backends.base import Backend, Pause
+from usage.backends.base import Backend, Expectation, Pause
 from usage.days import next_day_start
 from usage.limits import Admission, AdmissionRequest
 from usage.types import Tier
@@ -33,6 +33,7 @@ def request(
     tier: Tier = "free",
     reserve: int = 0,
     request_id: str | None = None,
+    expect: Expectation | None = None,
 ) -> AdmissionRequest:
     return AdmissionRequest(
         request_id=request_id or f"req-{next(_ids)}",
@@ -41,6 +42,7 @@ def request(
         user_id=user,
         tier=tier,
         reserve_micro_usd=reserve,
+        expect=expect,
     )
 
 

@@ -166,21 +166,23 @@ class AdmitPlan:
     expect: Expectation | None = None  # take nothing unless the store still says this
 
 
+# (store key, the value it must still hold; "" = absent)
+Expected = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Expectation:
-    """What the caller's cached view of the store was built from.
+    """The store values a caller's cached view was built from: (key, value) pairs,
+    ``""`` for a key that must be absent.
 
     The hot path may admit from its caches without reading the store first:
-    the admission then takes nothing (status ``"stale"``) unless the device's
-    version, the epoch and the live marker's generation are still these and
-    the client's address (``ip``, a ``limit_key``) is not blocked. The caller
-    then reads the store and decides the slow way.
+    the admission then takes nothing (status ``"stale"``) unless every key
+    still holds its value, and the caller reads the store and decides the
+    slow way. Which keys vouch for a cache is the cache's own business
+    (``devices.auth``, ``usage.guard``): the admission only compares.
     """
 
-    ip: str
-    device_version: int
-    epoch: int
-    generation: str
+    values: Expected
 
 
 @dataclass(frozen=True)

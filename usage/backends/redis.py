@@ -36,7 +36,6 @@ from gateway.core.store import (
     EPOCH_KEY,
     StoreUnavailable,
     async_redis,
-    device_version_key,
     sync_redis,
 )
 from gateway.core.store import mget as store_mget
@@ -172,9 +171,8 @@ class RedisBackend(Backend):
             process_key(plan.process_id),
             *(plan.keys[layer] for layer in layers),
         ]
-        expect = plan.expect
-        if expect is not None:
-            keys += [ip_block_key(expect.ip), device_version_key(plan.device_id), EPOCH_KEY]
+        expected = () if plan.expect is None else plan.expect.values
+        keys += [key for key, _ in expected]
         numbers = [
             repr(plan.now),
             plan.day_spec.bucket_seconds,
@@ -202,11 +200,12 @@ class RedisBackend(Backend):
             "1" if plan.is_peek else "0",
             BUDGET_PREFIX,
             ",".join(layers),
-            "" if expect is None else f"{expect.device_version} {expect.epoch} {expect.generation}",
+            str(len(expected)),
             plan.budget_day,
             plan.process_id,
             PROCESS_PREFIX,
             IN_FLIGHT_PREFIX,
+            *(value for _, value in expected),
         ]
         reply = await self._run("admit", keys, args)
         status = one_of(_text(reply[0]), ADMIT_STATUSES)

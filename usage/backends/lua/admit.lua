@@ -14,9 +14,9 @@
 --         the limit of each layer
 --       2 request id, 3 device id, 4 peek ('1': read only),
 --       5 budget key prefix, 6 layer names (comma separated),
---       7 '' or the caller's cached view, "device-version epoch generation";
---         with a view, three more KEYS follow the windows: the client's IP
---         block, the device's version and the epoch (Expectation, base.py)
+--       7 n, the number of keys a cached view expects (Expectation,
+--         base.py): they follow the windows in KEYS, their values follow
+--         ARGV[11] ('' = absent)
 --       8 budget day, 9 process id, 10 process key prefix, 11 in-flight key
 --         prefix
 -- Returns {'not_live'}, {'stale'} (the cached view moved: nothing taken), or
@@ -43,14 +43,11 @@ local first_window = 9
 local limit_base = 17
 
 -- A view built from caches: take nothing unless the store still agrees.
-if ARGV[7] ~= '' then
-  local expected = {}
-  for token in string.gmatch(ARGV[7], '%S+') do expected[#expected + 1] = token end
-  local seen = redis.call('MGET', KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
-  local blocked = seen[1] and tonumber(seen[1]) > now
-  if blocked or (seen[2] or '0') ~= expected[1] or (seen[3] or '0') ~= expected[2]
-      or generation ~= expected[3] then
-    return {'stale'}
+local expected = tonumber(ARGV[7])
+if expected > 0 then
+  local seen = redis.call('MGET', unpack(KEYS, #KEYS - expected + 1, #KEYS))
+  for i = 1, expected do
+    if (seen[i] or '') ~= ARGV[11 + i] then return {'stale'} end
   end
 end
 
