@@ -14,7 +14,7 @@ from typing import Any
 from bench.bench_processes import ROOT, pinned
 
 LOAD_CORE = 0
-WRK_SCRIPT = ROOT / "tests" / "perf" / "bench_wrk.lua"
+WRK_SCRIPT = ROOT / "bench" / "bench_wrk.lua"
 
 
 @dataclass(frozen=True)
