@@ -16,7 +16,7 @@ LIMIT_CONCURRENCY ?= 1000
 BENCH_SECONDS ?= 4
 BENCH_REPEAT ?= 3
 
-.PHONY: serve install test test-embedded test-production lint services bench clean
+.PHONY: serve demo install test test-embedded test-production lint services bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ serve: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m uvicorn gateway.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers --limit-concurrency $(LIMIT_CONCURRENCY)
+
+## demo: like serve, but in front of the tests' fake provider: no keys, no spending (data in var/demo)
+demo: install
+	PY=$(PY) HOST=$(HOST) PORT=$(PORT) LIMIT_CONCURRENCY=$(LIMIT_CONCURRENCY) bash scripts/demo.sh
 
 ## test: the whole suite, once per profile (starts PostgreSQL and Redis if they are down)
 test: install services test-embedded test-production

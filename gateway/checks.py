@@ -68,6 +68,33 @@ def server_trusting_forwarded_headers(**kwargs: Any) -> list[Warning]:
     )
 
 
+def providers_without_keys(**kwargs: Any) -> list[Warning]:
+    """Enabled routes whose provider has no key (``env`` backend: the ``aws`` one is
+    only asked by the first request): they answer 503 ``provider_not_configured``."""
+    if settings.SECRETS_BACKEND != "env":
+        return []
+    from django.db import DatabaseError
+
+    from gateway.models import ModelRoute
+
+    missing = sorted(p for p, key in settings.PROVIDER_ENV_KEYS.items() if not str(key).strip())
+    try:
+        routes = list(
+            ModelRoute.objects.filter(is_enabled=True, provider__in=missing)
+            .order_by("public_name")
+            .values_list("public_name", flat=True)
+        )
+    except DatabaseError:  # not migrated yet: nothing to say about routes
+        return []
+    return _warning_if(
+        bool(routes),
+        f"No API key for {', '.join(missing)}: these models answer 503 "
+        f"provider_not_configured and GET /v1/models marks them unavailable: {', '.join(routes)}.",
+        hint="Set the provider's *_API_KEY (see .env.example), or disable its routes in the admin.",
+        id="hanzo.W006",
+    )
+
+
 def register() -> None:
     register_check(in_process_store_with_several_workers)
     # A deployment check: the embedded profile is SQLite with DEBUG off by design.
@@ -75,3 +102,4 @@ def register() -> None:
     register_check(pepper_derived_from_secret_key, Tags.security, deploy=True)
     register_check(metrics_of_one_worker_only, deploy=True)
     register_check(server_trusting_forwarded_headers, Tags.security, deploy=True)
+    register_check(providers_without_keys)

@@ -28,6 +28,7 @@ from gateway.core import store
 from gateway.core.client_ip import client_ip_from_scope, limit_key
 from gateway.core.errors import GatewayError
 from gateway.core.lifecycle import spawn
+from gateway.proxy import keys
 from gateway.proxy.lean import (
     LeanRequest,
     Response,
@@ -70,7 +71,12 @@ async def _caller(request: LeanRequest) -> tuple[str, AuthenticatedDevice, int]:
 @lean_endpoint("GET")
 async def models(request: LeanRequest) -> Response:
     _ip, device, epoch = await _caller(request)
-    return json_response(models_payload(await models_for_tier(device.tier, epoch=epoch)))
+    routes = await models_for_tier(device.tier, epoch=epoch)
+    return json_response(
+        models_payload(
+            routes, is_available=lambda route: keys.is_configured(route.provider, epoch=epoch)
+        )
+    )
 
 
 @lean_endpoint("POST")
@@ -172,6 +178,8 @@ async def _prepare(
     route = prepared.route
     # What only this provider refuses is refused here too, before it costs a request.
     adapter_for(route.provider).check_request(prepared.request)
+    if not keys.is_configured(route.provider, epoch=epoch):
+        raise keys.ProviderNotConfigured(route.public_name)
     request.log.update(
         model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
     )

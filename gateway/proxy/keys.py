@@ -68,6 +68,25 @@ class ProviderKey:
         raise TypeError("ProviderKey cannot be pickled")
 
 
+class ProviderNotConfigured(GatewayError):
+    """The route's provider has no key on this gateway: not the client's problem, and
+    refused before admission (no quota, no record)."""
+
+    status = 503
+    code = "provider_not_configured"
+
+    # SPEC: every 503 says when to retry. A key arrives with an operator's
+    # restart or rotate_key, which no client can hurry.
+    RETRY_AFTER_SECONDS = 300
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model[:100]}' is not available: its provider is not "
+            "configured on this gateway",
+            retry_after=self.RETRY_AFTER_SECONDS,
+        )
+
+
 class ProviderKeyUnavailable(GatewayError):
     """No key for this provider (not configured, or the store never answered)."""
 
@@ -84,6 +103,20 @@ class _Entry:
 
 
 _cache: dict[str, _Entry] = {}
+# provider -> the epoch at which the secrets backend had no key for it
+# (rotate_key bumps the epoch, so a key stored since counts at once).
+_missing: dict[str, int] = {}
+
+
+def is_configured(provider: str, *, epoch: int) -> bool:
+    """Whether ``provider`` has a key: one in the environment (``env``), or no
+    "not found" from the secrets backend at this epoch (``aws``; it is asked
+    by the first request)."""
+    if settings.SECRETS_BACKEND == "aws":
+        return _missing.get(provider) != epoch
+    return bool(str(settings.PROVIDER_ENV_KEYS.get(provider) or "").strip())
+
+
 _locks: PerLoop[dict[str, asyncio.Lock]] = PerLoop(dict)
 
 
@@ -120,6 +153,7 @@ async def refresh(
 
 def clear_cache() -> None:
     _cache.clear()
+    _missing.clear()
 
 
 async def _refresh(
@@ -139,7 +173,10 @@ async def _refresh(
         try:
             value = await _fetch(provider)
         except (secrets_aws.SecretsStoreUnavailable, secrets_aws.SecretNotFound) as exc:
+            if isinstance(exc, secrets_aws.SecretNotFound) and entry is None:
+                _missing[provider] = epoch
             return _keep_last_good(provider, entry, epoch, reason=type(exc).__name__)
+        _missing.pop(provider, None)
         key = ProviderKey(provider, value)
         register_secret(value)
         lifetime = float(settings.SECRET_CACHE_SECONDS)

@@ -12,6 +12,7 @@ Prices are USD per million tokens, which is also micro-dollars per token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -209,8 +210,8 @@ async def models_for_tier(tier: Tier, *, epoch: int | None = None) -> list[Route
     )
 
 
-def models_payload(routes: list[Route]) -> dict[str, Any]:
-    """``GET /v1/models`` in OpenAI's list format."""
+def models_payload(routes: list[Route], *, is_available: Callable[[Route], bool]) -> dict[str, Any]:
+    """``GET /v1/models`` in OpenAI's list format, with extra fields its SDK ignores."""
     return {
         "object": "list",
         "data": [
@@ -219,6 +220,8 @@ def models_payload(routes: list[Route]) -> dict[str, Any]:
                 "object": "model",
                 "created": route.created,
                 "owned_by": route.provider,
+                # False: its provider has no key here (requests answer 503).
+                "available": is_available(route),
             }
             for route in routes
         ],

@@ -161,6 +161,26 @@ async def test_a_missing_secret_is_an_upstream_error(secrets_manager: Any) -> No
         await keys.get_key("anthropic", epoch=0)
 
 
+async def test_a_provider_whose_secret_is_missing_counts_as_unconfigured_until_the_epoch_moves(
+    secrets_manager: Any,
+) -> None:
+    assert keys.is_configured("anthropic", epoch=4)  # not asked yet
+    with pytest.raises(ProviderKeyUnavailable):
+        await keys.get_key("anthropic", epoch=4)
+    assert not keys.is_configured("anthropic", epoch=4)
+    assert keys.is_configured("openai", epoch=4)
+    # rotate_key stores a key and bumps the epoch: the next request asks again.
+    secrets_manager.create_secret(Name="hanzo-gateway/anthropic/api-key", SecretString=NEW_KEY)
+    assert keys.is_configured("anthropic", epoch=5)
+    assert (await keys.get_key("anthropic", epoch=5)).reveal() == NEW_KEY
+    assert keys.is_configured("anthropic", epoch=5)
+
+
+def test_the_env_backend_knows_its_providers_without_asking(env_keys: Settings) -> None:
+    assert keys.is_configured("openai", epoch=0)
+    assert not keys.is_configured("anthropic", epoch=0)  # an empty key is no key
+
+
 async def test_rotate_key_stores_the_new_key_and_every_process_sees_it_next_request(
     secrets_manager: Any,
 ) -> None:

@@ -231,17 +231,3 @@ def test_a_provider_slower_than_the_timeout_is_504_charged_its_worst_case(
     assert record.status == "upstream_timeout"
     assert_charged_the_worst_case(provider, record)
     assert_admitted_headers(response, record)
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_a_provider_without_a_key_is_an_upstream_error_that_costs_nothing(
-    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str, stream: bool
-) -> None:
-    gateway = start_gateway(DIGITALOCEAN_API_KEY="")
-    response = post(gateway, chat_body(stream=stream), token=paid_token)
-    assert_refused(response, 502, "upstream_error")
-    assert provider.requests_for("digitalocean") == []
-    (record,) = ledger(1)
-    assert record.status == "upstream_error"
-    assert record.cost_usd == 0 and record.tokens_in == 0
-    assert_admitted_headers(response, record)
