@@ -177,7 +177,7 @@ async def _prepare(
     prepared = await prepare_chat(body, device.tier, epoch=epoch)
     route = prepared.route
     # What only this provider refuses is refused here too, before it costs a request.
-    adapter_for(route.provider).check_request(prepared.request)
+    adapter_for(route.provider).check_request(prepared.request, route)
     if not keys.is_configured(route.provider, epoch=epoch):
         raise keys.ProviderNotConfigured(route.public_name)
     request.log.update(
@@ -197,7 +197,7 @@ async def _admit(
     expect: limits.Expectation | None = None,
 ) -> tuple[Settlement, limits.Admission]:
     # The reservation: the request's bounds priced, never below what it can cost.
-    worst_case = upstream.route.cost_micro_usd(upstream.input_bound, upstream.max_tokens)
+    worst_case = upstream.route.cost_micro_usd(upstream.input_bound, upstream.output_bound)
     admission = await limits.admit(
         limits.AdmissionRequest(
             request_id=request.request_id,

@@ -105,7 +105,7 @@ class Settlement:
         outbound = self.outbound
         return self.meter.usage(
             input_bound=outbound.input_bound,
-            output_bound=outbound.max_tokens,
+            output_bound=outbound.output_bound,
             hides_reasoning=outbound.route.has_hidden_reasoning,
         )
 

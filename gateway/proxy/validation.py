@@ -15,6 +15,8 @@ refused before the model is looked up.
 
 Content is text only (string or ``text`` parts): images and audio would make
 the worst-case input bound (UTF-8 bytes) meaningless, so they are refused.
+What a provider lacks is refused by its adapter (``check_request``), still
+before admission.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from gateway.proxy.routes import Route, resolve
 from usage.types import Tier
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+MAX_CHOICES = 8  # n: each choice is priced at the whole output cap
+MAX_TOP_LOGPROBS = 20
+LOGIT_BIAS_LIMIT = 100
 TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP_SEQUENCES = 4
@@ -63,6 +69,11 @@ class ChatRequest:
     frequency_penalty: float | None = None
     seed: int | None = None
     response_format: dict[str, Any] | None = None
+    n: int = 1  # choices; the output bound is n times the output cap
+    logit_bias: dict[str, float] | None = None  # token id -> bias in [-100, 100]
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None  # one of REASONING_EFFORTS (reasoning routes only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +112,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     if options is not None and not isinstance(options, dict):
         raise _invalid("'stream_options' must be an object", "stream_options")
     include_usage = bool(options and _optional_bool(options, "include_usage", "stream_options"))
-    n = data.get("n")
-    if n is not None and (type(n) is not int or n != 1):
-        raise _invalid("Only 'n': 1 is supported", "n")
+    logprobs = _optional_bool(data, "logprobs")
     # Checked as OpenAI checks it, then dropped: providers get the device's
     # opaque id instead (devices.tokens.end_user_id), never the client's.
     _optional_string(data, "user")
@@ -123,6 +132,11 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         frequency_penalty=_optional_number(data, "frequency_penalty", -2, 2),
         seed=_seed(data.get("seed")),
         response_format=_response_format(data.get("response_format")),
+        n=_choices(data.get("n")),
+        logit_bias=_logit_bias(data.get("logit_bias")),
+        logprobs=logprobs,
+        top_logprobs=_top_logprobs(data.get("top_logprobs"), logprobs=bool(logprobs)),
+        reasoning_effort=_reasoning_effort(data.get("reasoning_effort")),
     )
 
 
@@ -184,6 +198,59 @@ def _seed(value: Any) -> int | None:
     if type(value) is not int or not -_INT64 <= value < _INT64:
         raise _invalid("'seed' must be a 64-bit integer", "seed")
     return value
+
+
+def _choices(value: Any) -> int:
+    if value is None:
+        return 1
+    if type(value) is not int or not 1 <= value <= MAX_CHOICES:
+        raise _invalid(f"'n' must be an integer from 1 to {MAX_CHOICES}", "n")
+    return value
+
+
+def _logit_bias(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid("'logit_bias' must be an object of token ids to biases", "logit_bias")
+    biases: dict[str, float] = {}
+    for token, bias in value.items():
+        if not token.isdigit() or not token.isascii():
+            raise _invalid("'logit_bias' keys must be token ids (digits)", "logit_bias")
+        if (
+            isinstance(bias, bool)
+            or not isinstance(bias, int | float)
+            or not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT
+        ):
+            raise _invalid(
+                f"'logit_bias' values must be numbers from -{LOGIT_BIAS_LIMIT} to "
+                f"{LOGIT_BIAS_LIMIT}",
+                "logit_bias",
+            )
+        biases[token] = bias
+    return biases or None
+
+
+def _top_logprobs(value: Any, *, logprobs: bool) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise _invalid(
+            f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", "top_logprobs"
+        )
+    if not logprobs:
+        raise _invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    return value
+
+
+def _reasoning_effort(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in REASONING_EFFORTS:
+        raise _invalid(
+            f"'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}", "reasoning_effort"
+        )
+    return str(value)
 
 
 def _stop(value: Any) -> list[str] | None:

@@ -200,4 +200,4 @@ def worst_case(call: Call, max_tokens: int) -> int:
     request = parse_chat_request(json.dumps(call.body).encode())
     device = Device.objects.get(token_hash=token_hash(call.token))
     sent = outbound(route, request, max_tokens=max_tokens, end_user=end_user_id(device.pk))
-    return route.cost_micro_usd(sent.input_bound, max_tokens)
+    return route.cost_micro_usd(sent.input_bound, sent.output_bound)

@@ -232,6 +232,7 @@ class AnswerPlan:
     tool: ToolCallPlan | None = None
     reasoning: list[str] = field(default_factory=list)
     hidden_reasoning_tokens: int = 0
+    choices: int = 1  # OpenAI's n: every choice is the same answer, billed once each
 
     @property
     def text(self) -> str:
@@ -382,6 +383,8 @@ def plan_answer(
         input_tokens=count_input_tokens(body) if billed_bytes is None else billed_bytes,
         output_tokens=0,
     )
+    if dialect == "openai" and isinstance(body.get("n"), int) and body["n"] > 1:
+        plan.choices = body["n"]
     wanted = _wanted(body)
     cap = _token_cap(body, dialect)
     hidden, reasoning, count = _fit([wanted.hidden_reasoning, wanted.reasoning, wanted.tokens], cap)
@@ -427,13 +430,14 @@ def openai_error(
 
 
 def _openai_usage(plan: AnswerPlan) -> dict[str, Any]:
+    output = plan.output_tokens * plan.choices
     return {
         "prompt_tokens": plan.input_tokens,
-        "completion_tokens": plan.output_tokens,
-        "total_tokens": plan.input_tokens + plan.output_tokens,
+        "completion_tokens": output,
+        "total_tokens": plan.input_tokens + output,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": plan.reasoning_tokens,
+            "reasoning_tokens": plan.reasoning_tokens * plan.choices,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -466,11 +470,12 @@ def openai_completion(plan: AnswerPlan, completion_id: str, created: int) -> dic
         "model": plan.model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": message,
                 "logprobs": None,
                 "finish_reason": OPENAI_FINISH[plan.finish],
             }
+            for index in range(plan.choices)
         ],
         "usage": _openai_usage(plan),
         "service_tier": "default",
@@ -496,7 +501,33 @@ class StreamEvent:
 def openai_stream(
     plan: AnswerPlan, completion_id: str, created: int, include_usage: bool
 ) -> list[StreamEvent]:
-    """``data: {chunk}`` events, then the optional usage chunk, then ``data: [DONE]``."""
+    """``data: {chunk}`` events (each choice's in turn, as OpenAI interleaves them for
+    ``n`` > 1), then the optional usage chunk, then ``data: [DONE]``."""
+    per_choice = [
+        _openai_choice_events(plan, completion_id, created, include_usage, index)
+        for index in range(plan.choices)
+    ]
+    events = [event for position in zip(*per_choice, strict=True) for event in position]
+    if include_usage:
+        final = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": plan.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+            "choices": [],
+            "usage": _openai_usage(plan),
+        }
+        events.append(StreamEvent(f"data: {_dumps(final)}\n\n".encode(), "post"))
+    events.append(StreamEvent(b"data: [DONE]\n\n", "post"))
+    return events
+
+
+def _openai_choice_events(
+    plan: AnswerPlan, completion_id: str, created: int, include_usage: bool, index: int
+) -> list[StreamEvent]:
+    """One choice's chunks, from the role to its finish reason."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -506,7 +537,9 @@ def openai_stream(
             "model": plan.model,
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            ],
         }
         if include_usage:
             body["usage"] = None
@@ -540,12 +573,6 @@ def openai_stream(
     else:
         events.extend(sse(chunk({"content": piece}), "content") for piece in plan.pieces)
     events.append(sse(chunk({}, OPENAI_FINISH[plan.finish]), "post"))
-    if include_usage:
-        final = chunk({})
-        final["choices"] = []
-        final["usage"] = _openai_usage(plan)
-        events.append(sse(final, "post"))
-    events.append(StreamEvent(b"data: [DONE]\n\n", "post"))
     return events
 
 

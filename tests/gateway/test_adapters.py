@@ -162,7 +162,7 @@ def test_anthropic_refuses_tool_call_arguments_too_deep_to_encode_before_admissi
             {"role": "tool", "tool_call_id": "t", "content": "x"},
         ]
     )
-    adapter_for("anthropic").check_request(request)  # a JSON object: accepted so far
+    adapter_for("anthropic").check_request(request, route(ANTHROPIC))  # a JSON object: so far
     with pytest.raises(InvalidRequest) as caught:
         upstream.outbound(route(ANTHROPIC), request, max_tokens=5, end_user=END_USER)
     assert (caught.value.status, caught.value.code) == (400, "invalid_request")

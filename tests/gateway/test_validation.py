@@ -105,7 +105,8 @@ BAD_BODIES = {
     ),
     "unknown tool_choice": body(tool_choice="sometimes"),
     "required tool_choice without tools": body(tool_choice="required"),
-    "n of 2": body(n=2),
+    "n of 9": body(n=9),
+    "n of 0": body(n=0),
     "boolean n": body(n=True),
     "bad response_format": body(response_format={"type": "xml"}),
     "boolean seed": body(seed=False),
@@ -160,7 +161,9 @@ def test_unknown_parameters_are_dropped_and_known_ones_kept() -> None:
     assert request.seed == 7
     assert not hasattr(request, "user")  # the provider gets the device's opaque id instead
     assert request.response_format == {"type": "json_object"}
-    assert not hasattr(request, "logit_bias")
+    assert request.logit_bias == {"1": 5}
+    assert request.n == 1
+    assert not hasattr(request, "store") and not hasattr(request, "metadata")
 
 
 def test_max_tokens_and_max_completion_tokens_may_both_be_sent_when_equal() -> None:
@@ -329,7 +332,7 @@ ODD_VALUES: list[Any] = [
     {"function": None},
     {"include_usage": None},
 ]
-FIELDS = [*OPENAI_CHAT_FIELDS, "n"]
+FIELDS = list(OPENAI_CHAT_FIELDS)
 MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id"]
 
 

@@ -174,7 +174,7 @@ MALFORMED = {
     ),
     "temperature out of range": llama('"temperature": 7, ' + HI),
     "tools not a list": llama('"tools": {}, ' + HI),
-    "n of 2": llama('"n": 2, ' + HI),
+    "n of 9": llama('"n": 9, ' + HI),
 }
 
 

@@ -171,11 +171,9 @@ def test_stop_reaches_anthropic_as_stop_sequences(
     assert len(ledger(1)) == 1
 
 
+# logit_bias, logprobs and top_logprobs are known now: tests/proxy/test_parameters_http.py.
 UNKNOWN = {
     "foo": 1,
-    "logit_bias": {"50256": -100},
-    "logprobs": True,
-    "top_logprobs": 2,
     "store": True,
     "metadata": {"k": "v"},
     "service_tier": "flex",

@@ -22,4 +22,9 @@ OPENAI_CHAT_FIELDS = (
     "seed",
     "response_format",
     "user",
+    "n",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
 )

@@ -155,8 +155,23 @@ def translate_tools(request: ChatRequest) -> dict[str, Any]:
 class AnthropicAdapter:
     provider = "anthropic"
 
-    def check_request(self, request: ChatRequest) -> None:
-        """Tool calls sent back must have JSON-object arguments (``tool_use.input``)."""
+    def check_request(self, request: ChatRequest, route: Route) -> None:
+        """What Anthropic has no equivalent for is refused, not silently dropped (the
+        client would get another answer than it asked for); tool calls sent back
+        must have JSON-object arguments (``tool_use.input``)."""
+        model = route.public_name
+        if request.n > 1:
+            raise InvalidRequest(f"The model '{model}' gives one choice: 'n' must be 1", param="n")
+        for name in ("logprobs", "top_logprobs", "logit_bias", "reasoning_effort"):
+            if getattr(request, name) not in (None, False):
+                raise InvalidRequest(f"The model '{model}' does not take '{name}'", param=name)
+        format_type = (request.response_format or {}).get("type", "text")
+        if format_type != "text":
+            raise InvalidRequest(
+                f"The model '{model}' does not take 'response_format' {format_type}: "
+                "describe the JSON in a tool instead",
+                param="response_format",
+            )
         for message in request.messages:
             for call in message.get("tool_calls") or ():
                 _tool_use(call)

@@ -156,8 +156,13 @@ class Outbound:
     route: Route
     request: ChatRequest
     body: bytes
-    max_tokens: int  # the output bound: the client's max_tokens or the tier cap, sent upstream
+    max_tokens: int  # the client's max_tokens or the tier cap, sent upstream (per choice)
     input_bound: int  # tokens
+
+    @property
+    def output_bound(self) -> int:
+        """Output tokens the provider can bill: the cap for each of the ``n`` choices."""
+        return self.max_tokens * self.request.n
 
 
 @functools.lru_cache(maxsize=16)
@@ -320,8 +325,9 @@ class StreamTranslator(Protocol):
 
 
 class Adapter(Protocol):
-    def check_request(self, request: ChatRequest) -> None:
-        """Refuse (InvalidRequest) what this provider cannot take; runs before admission."""
+    def check_request(self, request: ChatRequest, route: Route) -> None:
+        """Refuse (InvalidRequest) what this provider or route cannot take; runs before
+        admission, so a provider's own 400 never costs the client a request."""
         ...
 
     def build_body(

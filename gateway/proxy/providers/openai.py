@@ -18,6 +18,7 @@ import orjson
 from django.conf import settings
 
 from gateway.core import clock
+from gateway.core.errors import InvalidRequest
 from gateway.proxy.keys import ProviderKey
 from gateway.proxy.providers.base import (
     Completion,
@@ -46,6 +47,10 @@ FORWARDED = (
     "frequency_penalty",
     "seed",
     "response_format",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
 )
 # Top-level fields of an answer that reach the client (the rest is dropped).
 ANSWER_FIELDS = ("id", "object", "created", "choices", "system_fingerprint")
@@ -123,8 +128,14 @@ class OpenAIAdapter:
         self.provider = provider
         self.max_tokens_field = "max_completion_tokens" if provider == "openai" else "max_tokens"
 
-    def check_request(self, request: ChatRequest) -> None:
-        """Everything validation accepts is forwarded as it is."""
+    def check_request(self, request: ChatRequest, route: Route) -> None:
+        """Everything validation accepts is forwarded as it is, but reasoning effort
+        only to a reasoning model."""
+        if request.reasoning_effort is not None and not route.has_hidden_reasoning:
+            raise InvalidRequest(
+                f"The model '{route.public_name}' does not take 'reasoning_effort'",
+                param="reasoning_effort",
+            )
 
     def build_body(
         self, route: Route, request: ChatRequest, *, max_tokens: int, end_user: str
@@ -138,6 +149,8 @@ class OpenAIAdapter:
             value = getattr(request, name)
             if value is not None:
                 body[name] = value
+        if request.n > 1:
+            body["n"] = request.n
         body["user"] = end_user
         if request.stream:
             # Always ask for usage: the gateway bills from it, whatever the client wants.
