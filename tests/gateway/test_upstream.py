@@ -26,6 +26,7 @@ from tests.gateway.upstream_support import (
     route,
     serving,
     text_of,
+    weather_tool_use,
 )
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import last_request as received
@@ -233,18 +234,8 @@ async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Let me check."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "input": {"city": "Paris"},
-                },
-                {
-                    "type": "tool_use",
-                    "id": "toolu_2",
-                    "name": "get_weather",
-                    "input": {"city": "Lyon"},
-                },
+                weather_tool_use("toolu_1", "Paris"),
+                weather_tool_use("toolu_2", "Lyon"),
             ],
         },
         {
