@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
 from devices.models import AuditEvent, Device
 from tests.conftest import TestClock
 from tests.devices.support import REGISTRATION, Registered
-from tests.support.processes import GatewayServer, free_port
+from tests.support.processes import GatewayServer, free_port, unreachable_database_url
 
 if TYPE_CHECKING:
     # What Django's test client returns (a type django-stubs declares, not Django).
@@ -229,10 +228,7 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
 def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(
     gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
-    unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
-    if not settings.REDIS_URL:
-        unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
-    (server,) = gateway_servers(DATABASE_URL=unreachable)
+    (server,) = gateway_servers(DATABASE_URL=unreachable_database_url())
     response = me(server, "hzt_" + "0" * 43)
     error_of(response, 503, "service_unavailable")
     assert response.headers["Retry-After"]
