@@ -31,7 +31,7 @@ from tests.gateway.upstream_support import (
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import last_request as received
 from tests.gateway.upstream_support import stream_via as stream
-from tests.support.wire import OPENAI_CHAT_FIELDS
+from tests.support.wire import OPENAI_CHAT_FIELDS, weather_tool_round_trip
 
 # What each wire format may carry upstream; anything else would be a leak of
 # an unknown client parameter.
@@ -252,18 +252,7 @@ async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
 async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake: FakeProvider) -> None:
     messages = [
         {"role": "user", "content": "weather?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": "{}"},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        *weather_tool_round_trip(),
     ]
     await complete(OPENAI, chat(messages=messages, tools=[WEATHER_TOOL], tool_choice="auto"))
     sent = received(fake, OPENAI).body
