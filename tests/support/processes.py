@@ -47,6 +47,22 @@ def unreachable_database_url() -> str:
     return "sqlite:////nonexistent-dir/nothing.sqlite3"
 
 
+def manage_py(
+    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python manage.py *args`` from the project's root with ``env``, run to its end;
+    its output captured, as text."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def python_child(
     *args: str, env: dict[str, str], stdin: int | None = None
 ) -> subprocess.Popen[str]:
