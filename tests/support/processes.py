@@ -48,7 +48,7 @@ def unreachable_database_url() -> str:
 
 
 def manage_py(
-    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float | None = 60
 ) -> subprocess.CompletedProcess[str]:
     """``python manage.py *args`` from the project's root with ``env``, run to its end;
     its output captured, as text."""
