@@ -30,6 +30,14 @@ def register(server: GatewayServer) -> tuple[str, str]:
     return body["deviceId"], body["sessionToken"]
 
 
+def register_pending(server: GatewayServer) -> tuple[str, str]:
+    """A new device, refused until it is approved: its id and session token."""
+    device_id, token = register(server)
+    error = error_of(me(server, token), 403, "device_pending_approval")
+    assert error["type"] == "permission_error"
+    return device_id, token
+
+
 def me(server: GatewayServer, token: str | None = None, **headers: str) -> httpx.Response:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -53,9 +61,7 @@ def test_a_new_device_is_refused_until_the_approve_command(
     gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error = error_of(me(server, token), 403, "device_pending_approval")
-    assert error["type"] == "permission_error"
+    device_id, token = register_pending(server)
     command("approve_device", device_id, "--tier", "paid")
     response = me(server, token)
     assert response.status_code == 200
@@ -66,8 +72,7 @@ def test_a_new_device_is_refused_until_the_admin_approves_it(
     gateway_servers: Callable[..., list[GatewayServer]], admin_client: Client
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error_of(me(server, token), 403, "device_pending_approval")
+    device_id, token = register_pending(server)
     response = admin_client.post(
         "/admin/devices/device/", {"action": "approve", "_selected_action": [device_id]}
     )
@@ -79,8 +84,7 @@ def test_a_new_device_is_refused_until_the_json_api_approves_it(
     gateway_servers: Callable[..., list[GatewayServer]], staff_api: Client
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error_of(me(server, token), 403, "device_pending_approval")
+    device_id, token = register_pending(server)
     response = staff_api.post(
         f"/api/admin/devices/{device_id}/approve",
         data={"user": "acme"},
