@@ -22,15 +22,20 @@ so and exits with status 0 having measured nothing.
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import threading
 import timeit
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
+
+# Run as a script (``python bench/bench_caches.py``): the project's root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.libraries import medians, parser, skipped
 
 try:
     import cachetools
@@ -124,22 +129,29 @@ def build(rounds: int) -> dict[str, dict[str, float]]:
             "cachetools LRUCache.get": lru_get_unlocked,
         },
     }
-    results: dict[str, dict[str, list[float]]] = {
-        case: {name: [] for name in variants} for case, variants in cases.items()
-    }
-    for _ in range(rounds):
-        for case, variants in cases.items():
-            for name, function in variants.items():
-                # The insert cases mutate their cache: each run is one pass over
-                # ``fresh``, the next run's keys are already present (a set),
-                # so only the first run measures evictions; rebuild instead.
-                seconds = timeit.timeit(function, number=1)
-                results[case][name].append(seconds * 1e9 / LOOKUPS)
-                if case.startswith("sighting insert"):
-                    reset_inserted(ordered, lru, ttl, keys)
+
+    def measure(case: str, function: Callable[[], None]) -> Callable[[], float]:
+        def ns_per_operation() -> float:
+            seconds = timeit.timeit(function, number=1)
+            # The insert cases mutate their cache: each run is one pass over
+            # ``fresh``, the next run's keys are already present (a set),
+            # so only the first run measures evictions; rebuild instead.
+            if case.startswith("sighting insert"):
+                reset_inserted(ordered, lru, ttl, keys)
+            return seconds * 1e9 / LOOKUPS
+
+        return ns_per_operation
+
+    results = medians(
+        rounds,
+        {
+            (case, name): measure(case, function)
+            for case, variants in cases.items()
+            for name, function in variants.items()
+        },
+    )
     return {
-        case: {name: statistics.median(runs) for name, runs in variants.items()}
-        for case, variants in results.items()
+        case: {name: results[case, name] for name in variants} for case, variants in cases.items()
     }
 
 
@@ -154,12 +166,9 @@ def reset_inserted(ordered: OrderedDict[Any, Any], lru: Any, ttl: Any, keys: Any
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    arguments = parser.parse_args()
+    arguments = parser(__doc__, rounds=7).parse_args()
     if cachetools is None:
-        print("bench_caches: skipped, cachetools is not installed", file=sys.stderr)
-        return 0
+        return skipped("bench_caches", "cachetools")
     print(
         f"cachetools {cachetools.__version__}, Python {sys.version.split()[0]}; "
         f"{SIZE:,} entries, {LOOKUPS:,} operations per run, median of {arguments.rounds} runs"

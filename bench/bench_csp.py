@@ -21,18 +21,16 @@ so and exits with status 0 having measured nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import statistics
 import sys
-import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script (``python bench/bench_csp.py``): the project's root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.libraries import embedded_django, medians, parser, per_item, skipped
 
 try:
     import csp
@@ -42,14 +40,7 @@ except ImportError:
 
 
 def configure() -> None:
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ["SECRET_KEY"] = "bench-only"
-    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="bench-csp-")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    import django
-
-    django.setup()
+    embedded_django("bench-csp")
     from django.conf import settings
 
     # The gateway's policy (gateway/staff/security.py), as django-csp settings.
@@ -88,28 +79,22 @@ def chains() -> dict[str, tuple[Any, Any]]:
     }
 
 
-async def async_run(middleware: Any, requests: list[Any]) -> float:
-    started = time.perf_counter()
+async def async_run(middleware: Any, requests: list[Any]) -> None:
     for request in requests:
         await middleware(request)
-    return (time.perf_counter() - started) * 1e6 / len(requests)
 
 
-def sync_run(middleware: Any, requests: list[Any]) -> float:
-    started = time.perf_counter()
+def sync_run(middleware: Any, requests: list[Any]) -> None:
     for request in requests:
         middleware(request)
-    return (time.perf_counter() - started) * 1e6 / len(requests)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=5_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    arguments = parser.parse_args()
+    command_line = parser(__doc__, rounds=7)
+    command_line.add_argument("--calls", type=int, default=5_000)
+    arguments = command_line.parse_args()
     if csp is None:
-        print("bench_csp: skipped, django-csp is not installed", file=sys.stderr)
-        return 0
+        return skipped("bench_csp", "django-csp")
     configure()
     from importlib.metadata import version
 
@@ -128,24 +113,35 @@ def main() -> int:
     )
     for name, header in headers.items():
         print(f"  {name}: {header}")
-    results: dict[str, dict[str, list[float]]] = {
-        name: {"async": [], "sync": []} for name in variants
-    }
     loop = asyncio.new_event_loop()
-    for _ in range(arguments.rounds):
-        for name, (async_chain, sync_chain) in variants.items():
+
+    def on_async(middleware: Any) -> Callable[[], float]:
+        def measure() -> float:
             requests = [factory.get("/admin/login/") for _ in range(arguments.calls)]
-            results[name]["async"].append(loop.run_until_complete(async_run(async_chain, requests)))
+            run = async_run(middleware, requests)
+            return per_item(lambda: loop.run_until_complete(run), len(requests))
+
+        return measure
+
+    def on_sync(middleware: Any) -> Callable[[], float]:
+        def measure() -> float:
             requests = [factory.get("/admin/login/") for _ in range(arguments.calls)]
-            results[name]["sync"].append(sync_run(sync_chain, requests))
+            return per_item(lambda: sync_run(middleware, requests), len(requests))
+
+        return measure
+
+    measures: dict[tuple[str, str], Callable[[], float]] = {}
+    for name, (async_chain, sync_chain) in variants.items():
+        measures[name, "async"] = on_async(async_chain)
+        measures[name, "sync"] = on_sync(sync_chain)
+    results = medians(arguments.rounds, measures)
     loop.close()
-    base = results["gateway ContentSecurityPolicyMiddleware"]
     print(f"us per response, median of {arguments.rounds} x {arguments.calls:,}:")
-    for name, runs in results.items():
+    for name in variants:
         cells = []
         for stack in ("async", "sync"):
-            value = statistics.median(runs[stack])
-            ratio = value / statistics.median(base[stack])
+            value = results[name, stack]
+            ratio = value / results["gateway ContentSecurityPolicyMiddleware", stack]
             cells.append(f"{stack} {value:7.1f} us ({ratio:5.1f} x)")
         print(f"  {name:<40}" + "   ".join(cells))
     return 0

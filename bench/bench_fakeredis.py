@@ -33,19 +33,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script (``python bench/bench_fakeredis.py``): the project's root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.libraries import embedded_django, parser, skipped
 
 try:
     import fakeredis
@@ -56,20 +56,20 @@ except ImportError:
 
 def configure() -> None:
     """The embedded profile, with limits nobody reaches and a private VAR_DIR."""
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ["SECRET_KEY"] = "bench-only"
-    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="bench-fakeredis-")
-    for name in ("DEVICE_PER_DAY", "IP_PER_DAY", "USER_PER_DAY", "DEVICE_PER_MINUTE"):
-        os.environ[f"RATE_LIMIT_PAID_{name}"] = str(10**9)
-    os.environ["RATE_LIMIT_GLOBAL_PER_DAY"] = str(10**9)
-    os.environ["DAILY_BUDGET_USD"] = "1000000"
-    os.environ["DEVICE_DAILY_BUDGET_USD_PAID"] = "1000"
-    os.environ["MAX_CONCURRENT_REQUESTS_PAID"] = "100"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    import django
-
-    django.setup()
+    limits = {
+        f"RATE_LIMIT_PAID_{name}": str(10**9)
+        for name in ("DEVICE_PER_DAY", "IP_PER_DAY", "USER_PER_DAY", "DEVICE_PER_MINUTE")
+    }
+    embedded_django(
+        "bench-fakeredis",
+        {
+            **limits,
+            "RATE_LIMIT_GLOBAL_PER_DAY": str(10**9),
+            "DAILY_BUDGET_USD": "1000000",
+            "DEVICE_DAILY_BUDGET_USD_PAID": "1000",
+            "MAX_CONCURRENT_REQUESTS_PAID": "100",
+        },
+    )
 
 
 class SyncClient:
@@ -271,16 +271,15 @@ def report(variants: list[Variant], admissions: int, rounds: int) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     if fakeredis is None:
-        print("bench_fakeredis: skipped, fakeredis with Lua is not installed", file=sys.stderr)
+        status = skipped("bench_fakeredis", "fakeredis with Lua")
         print("  pip install 'fakeredis[lua]' into an experiment venv (see docs/benchmarks.md)")
-        return 0
+        return status
     configure()
     asyncio.run(main(arguments.admissions, arguments.rounds))
     return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--admissions", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    sys.exit(run(parser.parse_args()))
+    command_line = parser(__doc__, rounds=5)
+    command_line.add_argument("--admissions", type=int, default=2000)
+    sys.exit(run(command_line.parse_args()))

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -28,8 +27,9 @@ import httpx
 import psycopg
 import redis
 
-from bench.bench_processes import ARTIFACTS, ROOT, Process, start
+from bench.bench_processes import ARTIFACTS, Process, start
 from bench.bench_upstream import OPENAI_KEY
+from tests.support.processes import manage_py
 
 UNLIMITED = "100000000"
 CHAT_PATH = "/v1/chat/completions"
@@ -94,14 +94,7 @@ def recreate_database(env: dict[str, str]) -> None:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = manage_py(*args, env=env, timeout=None)
     if done.returncode:
         raise GatewayUnavailable(f"manage.py {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
     return done.stdout

@@ -29,22 +29,19 @@ so and exits with status 0 having measured nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import codecs
-import os
-import statistics
 import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script (``python bench/bench_sse.py``): the project's root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.libraries import embedded_django, medians, parser, per_item, skipped
 
 try:
     import httpx_sse
@@ -146,14 +143,16 @@ def json_work(chunks: list[bytes]) -> int:
 
 def timed(
     function: Callable[[list[bytes]], object], chunks: list[bytes], loop: asyncio.AbstractEventLoop
-) -> float:
-    started = time.perf_counter()
-    result = function(chunks)
-    if asyncio.iscoroutine(result):
-        result = loop.run_until_complete(result)
-    elapsed = time.perf_counter() - started
-    assert result == EVENTS, (function.__name__, result)
-    return elapsed * 1e6 / EVENTS
+) -> Callable[[], float]:
+    """A measure: ``function`` over ``chunks``, microseconds per event."""
+
+    def run() -> None:
+        result = function(chunks)
+        if asyncio.iscoroutine(result):
+            result = loop.run_until_complete(result)
+        assert result == EVENTS, (function.__name__, result)
+
+    return lambda: per_item(run, EVENTS)
 
 
 # Each httpx-sse variant against the gateway's own code doing the same.
@@ -164,20 +163,10 @@ BASES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    arguments = parser.parse_args()
+    arguments = parser(__doc__, rounds=9).parse_args()
     if httpx_sse is None:
-        print("bench_sse: skipped, httpx-sse is not installed", file=sys.stderr)
-        return 0
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ["SECRET_KEY"] = "bench-only"
-    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="bench-sse-")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    import django
-
-    django.setup()
+        return skipped("bench_sse", "httpx-sse")
+    embedded_django("bench-sse")
     from importlib.metadata import version
 
     print(
@@ -195,15 +184,12 @@ def main() -> int:
     loop = asyncio.new_event_loop()
     for shape in ("1 event per read", "16 events per read", "event split in 2 reads"):
         chunks = reads(shape)
-        runs: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(arguments.rounds):
-            for name, function in variants.items():
-                runs[name].append(timed(function, chunks, loop))
+        measures = {name: timed(function, chunks, loop) for name, function in variants.items()}
+        results = medians(arguments.rounds, measures)
         print(f"{shape}:")
-        medians = {name: statistics.median(values) for name, values in runs.items()}
-        for name, value in medians.items():
+        for name, value in results.items():
             base = BASES.get(name)
-            ratio = f"{value / medians[base]:>7.2f} x {base}" if base else ""
+            ratio = f"{value / results[base]:>7.2f} x {base}" if base else ""
             print(f"  {name:<34}{value:>7.2f} us {ratio}")
     loop.close()
     return 0

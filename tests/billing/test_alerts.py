@@ -3,8 +3,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -19,7 +17,7 @@ from billing.services import budget_auto_pause
 from tests.billing.factories import create_records
 from tests.conftest import TestClock, gateway_environment
 from tests.fakes.slack import FakeSlack
-from tests.support.processes import ROOT
+from tests.support.processes import python_child
 from tests.support.store import forget_store_counters
 from usage.days import budget_day
 
@@ -41,6 +39,14 @@ def _check_budget() -> str:
     out = io.StringIO()
     call_command("check_budget", stdout=out)
     return out.getvalue()
+
+
+def _sent_once(fake_slack: FakeSlack, kind: str) -> str:
+    """check_budget sends the ``kind`` alert, and then knows it sent it today; its text."""
+    assert f"{kind}: sent" in _check_budget()
+    assert f"{kind}: already sent today" in _check_budget()
+    (text,) = fake_slack.texts()
+    return text
 
 
 def _spend_today(clock: TestClock, usd: str) -> None:
@@ -104,9 +110,7 @@ def test_the_budget_warning_is_sent_once_per_budget_day(
     assert "no alert due" in _check_budget()
     assert fake_slack.requests == 0
     _spend_today(clock, "0.01")
-    assert "budget_warning: sent" in _check_budget()
-    assert "budget_warning: already sent today" in _check_budget()
-    (text,) = fake_slack.texts()
+    text = _sent_once(fake_slack, "budget_warning")
     assert "Budget warning" in text and "$8.000000 of $10.000000 (80.0%)" in text
     assert AlertLog.objects.get().kind == "budget_warning"
 
@@ -141,9 +145,7 @@ def test_check_budget_sends_the_exhausted_alert_when_the_gateway_paused_itself_s
     settings.BUDGET_WARNING_PERCENT = 50
     _spend_today(clock, "0.9")
     budget_auto_pause(reason="daily budget exhausted")
-    assert "budget_exhausted: sent" in _check_budget()
-    assert "budget_exhausted: already sent today" in _check_budget()
-    (text,) = fake_slack.texts()
+    text = _sent_once(fake_slack, "budget_exhausted")
     assert "Budget exhausted" in text
     clock.advance(86400)  # yesterday's pause is not today's
     assert "no alert due" in _check_budget()
@@ -173,17 +175,7 @@ def test_check_budget_from_several_processes_at_once_sends_one_alert(
         SLACK_BOT_TOKEN="xoxb-test-only-token-0000000000",
         SLACK_CHANNEL="#hanzo-test",
     )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "check_budget"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    processes = [python_child("manage.py", "check_budget", env=env) for _ in range(2)]
     outputs = [process.communicate(timeout=60) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert len(fake_slack.texts()) == 1

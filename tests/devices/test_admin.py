@@ -46,26 +46,32 @@ def test_the_device_list_shows_status_tier_owner_and_token_prefix_never_the_hash
     assert registered.device.token_hash not in html
 
 
-def test_the_list_filters_by_status_and_tier(
-    admin_client: Client, make_device: Callable[..., Registered]
-) -> None:
-    pending = make_device(name="pending-one")
-    paid = make_device("approved", tier="paid", name="paid-one")
-    by_status = admin_client.get(CHANGELIST, {"status": "pending_approval"}).content.decode()
-    assert pending.id in by_status and paid.id not in by_status
-    by_tier = admin_client.get(CHANGELIST, {"tier__exact": "paid"}).content.decode()
-    assert paid.id in by_tier and pending.id not in by_tier
+PENDING: dict[str, Any] = {"name": "pending-one"}
+PAID: dict[str, Any] = {"status": "approved", "tier": "paid", "name": "paid-one"}
+LAPTOP: dict[str, Any] = {"name": "kitchen laptop", "ip": "198.51.100.23"}
+PHONE: dict[str, Any] = {"name": "office phone", "ip": "192.0.2.5"}
 
 
-def test_the_list_searches_by_name_and_ip(
-    admin_client: Client, make_device: Callable[..., Registered]
+@pytest.mark.parametrize(
+    ("query", "listed", "left_out"),
+    [
+        ({"status": "pending_approval"}, PENDING, PAID),
+        ({"tier__exact": "paid"}, PAID, PENDING),
+        ({"q": "kitchen"}, LAPTOP, PHONE),
+        ({"q": "198.51.100.23"}, LAPTOP, PHONE),
+    ],
+    ids=["filter-by-status", "filter-by-tier", "search-by-name", "search-by-ip"],
+)
+def test_the_list_filters_by_status_and_tier_and_searches_by_name_and_ip(
+    admin_client: Client,
+    make_device: Callable[..., Registered],
+    query: dict[str, str],
+    listed: dict[str, Any],
+    left_out: dict[str, Any],
 ) -> None:
-    laptop = make_device(name="kitchen laptop", ip="198.51.100.23")
-    other = make_device(name="office phone", ip="192.0.2.5")
-    by_name = admin_client.get(CHANGELIST, {"q": "kitchen"}).content.decode()
-    assert laptop.id in by_name and other.id not in by_name
-    by_ip = admin_client.get(CHANGELIST, {"q": "198.51.100.23"}).content.decode()
-    assert laptop.id in by_ip and other.id not in by_ip
+    shown, hidden = make_device(**listed), make_device(**left_out)
+    page = admin_client.get(CHANGELIST, query).content.decode()
+    assert shown.id in page and hidden.id not in page
 
 
 def test_the_change_page_is_read_only_with_the_audit_trail_and_no_secret(

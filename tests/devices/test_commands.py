@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from io import StringIO
 
@@ -13,7 +11,7 @@ from django.core.management.base import CommandError
 from devices.models import AuditEvent, Device
 from tests.conftest import TestClock
 from tests.devices.support import Registered
-from tests.support.processes import ROOT
+from tests.support.processes import manage_py
 
 pytestmark = pytest.mark.django_db
 
@@ -155,14 +153,7 @@ def test_from_the_shell_bad_input_exits_non_zero_without_a_traceback(
 ) -> None:
     from tests.conftest import gateway_environment
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=gateway_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_py(*args, env=gateway_environment())
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip()

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
 from devices.models import AuditEvent, Device
 from tests.conftest import TestClock
 from tests.devices.support import REGISTRATION, Registered
-from tests.support.processes import GatewayServer, free_port
+from tests.support.processes import GatewayServer, free_port, unreachable_database_url
 
 if TYPE_CHECKING:
     # What Django's test client returns (a type django-stubs declares, not Django).
@@ -29,6 +28,14 @@ def register(server: GatewayServer) -> tuple[str, str]:
     assert response.status_code == 201, response.text
     body = response.json()
     return body["deviceId"], body["sessionToken"]
+
+
+def register_pending(server: GatewayServer) -> tuple[str, str]:
+    """A new device, refused until it is approved: its id and session token."""
+    device_id, token = register(server)
+    error = error_of(me(server, token), 403, "device_pending_approval")
+    assert error["type"] == "permission_error"
+    return device_id, token
 
 
 def me(server: GatewayServer, token: str | None = None, **headers: str) -> httpx.Response:
@@ -54,9 +61,7 @@ def test_a_new_device_is_refused_until_the_approve_command(
     gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error = error_of(me(server, token), 403, "device_pending_approval")
-    assert error["type"] == "permission_error"
+    device_id, token = register_pending(server)
     command("approve_device", device_id, "--tier", "paid")
     response = me(server, token)
     assert response.status_code == 200
@@ -67,8 +72,7 @@ def test_a_new_device_is_refused_until_the_admin_approves_it(
     gateway_servers: Callable[..., list[GatewayServer]], admin_client: Client
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error_of(me(server, token), 403, "device_pending_approval")
+    device_id, token = register_pending(server)
     response = admin_client.post(
         "/admin/devices/device/", {"action": "approve", "_selected_action": [device_id]}
     )
@@ -80,8 +84,7 @@ def test_a_new_device_is_refused_until_the_json_api_approves_it(
     gateway_servers: Callable[..., list[GatewayServer]], staff_api: Client
 ) -> None:
     (server,) = gateway_servers()
-    device_id, token = register(server)
-    error_of(me(server, token), 403, "device_pending_approval")
+    device_id, token = register_pending(server)
     response = staff_api.post(
         f"/api/admin/devices/{device_id}/approve",
         data={"user": "acme"},
@@ -229,10 +232,7 @@ def test_the_token_and_its_hash_appear_nowhere_but_the_registration_response(
 def test_a_database_outage_on_a_cache_miss_is_a_503_not_a_500(
     gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
-    unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
-    if not settings.REDIS_URL:
-        unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
-    (server,) = gateway_servers(DATABASE_URL=unreachable)
+    (server,) = gateway_servers(DATABASE_URL=unreachable_database_url())
     response = me(server, "hzt_" + "0" * 43)
     error_of(response, 503, "service_unavailable")
     assert response.headers["Retry-After"]

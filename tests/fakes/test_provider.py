@@ -19,6 +19,7 @@ from anthropic.types import TextBlock, ToolParam
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageFunctionToolCall
 
 from tests.fakes.provider import Bill, FakeProvider
+from tests.support.wire import weather_tool_round_trip
 
 WEATHER_TOOL_OPENAI: ChatCompletionFunctionToolParam = {
     "type": "function",
@@ -224,18 +225,7 @@ def test_it_ignores_the_tool_directive_when_the_request_has_no_tools(
 def test_it_answers_in_text_after_an_openai_tool_result(provider: FakeProvider) -> None:
     messages = [
         *user("weather? [[tool:get_weather]]"),
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": "{}"},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        *weather_tool_round_trip(),
     ]
     completion = oai(provider).chat.completions.create(
         model="gpt-4o", messages=messages, tools=[WEATHER_TOOL_OPENAI]

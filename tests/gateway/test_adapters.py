@@ -17,6 +17,7 @@ from gateway.proxy.providers.anthropic import translate_tools
 from gateway.proxy.providers.base import (
     SSEDecoder,
     SSEEvent,
+    StreamEvent,
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRejected,
@@ -29,12 +30,14 @@ from tests.gateway.upstream_support import (
     END_USER,
     OPENAI,
     WEATHER_TOOL,
+    Call,
     call_to,
     chat,
     collect,
     key_for,
     route,
     text_of,
+    weather_tool_use,
 )
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import stream_via as stream
@@ -77,6 +80,72 @@ def sse(*events: tuple[str | None, object]) -> bytes:
         payload = data if isinstance(data, str) else json.dumps(data)
         out += f"data: {payload}\n\n".encode()
     return out
+
+
+async def events_until(error: type[Exception], call: Call) -> list[StreamEvent]:
+    """The events ``call``'s stream yields before it fails with ``error``."""
+    seen = []
+    with pytest.raises(error):
+        async for event in call.stream():
+            seen.append(event)
+    return seen
+
+
+def anthropic_message(
+    content: list[dict[str, Any]], stop_reason: str, usage: dict[str, int], **fields: Any
+) -> dict[str, Any]:
+    """An Anthropic message body."""
+    return {
+        "id": "msg_1",
+        "type": "message",
+        **fields,
+        "content": content,
+        "stop_reason": stop_reason,
+        "usage": usage,
+    }
+
+
+# --- Anthropic stream events: (event name, data) for ``sse`` -----------------------------
+
+AnthropicEvent = tuple[str, dict[str, Any]]
+
+
+def message_start(
+    tokens_in: int, message_id: str = "m", tokens_out: int | None = 1
+) -> AnthropicEvent:
+    usage = {"input_tokens": tokens_in}
+    if tokens_out is not None:
+        usage["output_tokens"] = tokens_out
+    return "message_start", {"type": "message_start", "message": {"id": message_id, "usage": usage}}
+
+
+def block_start(index: int, block: dict[str, Any]) -> AnthropicEvent:
+    return "content_block_start", {
+        "type": "content_block_start",
+        "index": index,
+        "content_block": block,
+    }
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> AnthropicEvent:
+    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+def block_stop(index: int) -> AnthropicEvent:
+    return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
+def message_delta(delta: dict[str, Any], tokens_out: int) -> AnthropicEvent:
+    usage = {"output_tokens": tokens_out}
+    return "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+
+
+def text_delta(text: str) -> dict[str, Any]:
+    return {"type": "text_delta", "text": text}
+
+
+def json_delta(partial_json: str) -> dict[str, Any]:
+    return {"type": "input_json_delta", "partial_json": partial_json}
 
 
 def body_for(name: str, request: ChatRequest, max_tokens: int = 100) -> dict[str, Any]:
@@ -203,13 +272,11 @@ async def test_anthropic_stop_reasons_become_openai_finish_reasons(
     provider_answers(
         lambda request: httpx.Response(
             200,
-            json={
-                "id": "msg_1",
-                "type": "message",
-                "content": [{"type": "text", "text": "hi"}],
-                "stop_reason": stop_reason,
-                "usage": {"input_tokens": 3, "output_tokens": 1},
-            },
+            json=anthropic_message(
+                [{"type": "text", "text": "hi"}],
+                stop_reason,
+                {"input_tokens": 3, "output_tokens": 1},
+            ),
         )
     )
     answer = await complete(ANTHROPIC, chat())
@@ -222,28 +289,21 @@ async def test_anthropic_text_and_tool_use_blocks_become_content_and_tool_calls(
     provider_answers(
         lambda request: httpx.Response(
             200,
-            json={
-                "id": "msg_1",
-                "type": "message",
-                "model": "claude-sonnet-4-20250514",
-                "content": [
+            json=anthropic_message(
+                [
                     {"type": "thinking", "thinking": "hmm", "signature": "s"},
                     {"type": "text", "text": "Checking."},
-                    {
-                        "type": "tool_use",
-                        "id": "toolu_9",
-                        "name": "get_weather",
-                        "input": {"city": "Oslo"},
-                    },
+                    weather_tool_use("toolu_9", "Oslo"),
                 ],
-                "stop_reason": "tool_use",
-                "usage": {
+                "tool_use",
+                {
                     "input_tokens": 30,
                     "output_tokens": 12,
                     "cache_read_input_tokens": 5,
                     "cache_creation_input_tokens": 0,
                 },
-            },
+                model="claude-sonnet-4-20250514",
+            ),
         )
     )
     call = call_to(ANTHROPIC, chat(tools=[WEATHER_TOOL]))
@@ -268,78 +328,18 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {"id": "msg_7", "usage": {"input_tokens": 25, "output_tokens": 1}},
-            },
-        ),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
+        message_start(25, message_id="msg_7"),
+        block_start(0, {"type": "text", "text": ""}),
         ("ping", {"type": "ping"}),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "Hel"},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "lo"},
-            },
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 1,
-                "content_block": {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "input": {},
-                },
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": '{"ci'},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": 'ty": "Rome"}'},
-            },
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "tool_use"},
-                "usage": {"output_tokens": 9},
-            },
-        ),
-        ("message_delta", {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 15}}),
+        block_delta(0, text_delta("Hel")),
+        block_delta(0, text_delta("lo")),
+        block_stop(0),
+        block_start(1, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}),
+        block_delta(1, json_delta('{"ci')),
+        block_delta(1, json_delta('ty": "Rome"}')),
+        block_stop(1),
+        message_delta({"stop_reason": "tool_use"}, tokens_out=9),
+        message_delta({}, tokens_out=15),
         ("message_stop", {"type": "message_stop"}),
     )
     provider_answers(
@@ -371,21 +371,12 @@ async def test_an_anthropic_stream_becomes_openai_chunks_with_cumulative_output_
     assert call.billed == Usage(25, 15, True)
 
 
-def message_start(tokens_in: int) -> tuple[str, dict[str, Any]]:
-    usage = {"input_tokens": tokens_in, "output_tokens": 1}
-    return "message_start", {"type": "message_start", "message": {"id": "m", "usage": usage}}
-
-
-def block_delta(index: int, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-
-
 async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_was_seen(
     provider_answers: Callable[[Handler], list[httpx.Request]],
 ) -> None:
     body = sse(
         message_start(8),
-        block_delta(0, {"type": "text_delta", "text": "abc"}),
+        block_delta(0, text_delta("abc")),
         (
             "error",
             {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
@@ -393,10 +384,7 @@ async def test_an_anthropic_error_event_is_overloaded_mid_stream_costing_what_wa
     )
     provider_answers(lambda request: httpx.Response(200, content=body))
     call = call_to(ANTHROPIC, chat(stream=True))
-    seen = []
-    with pytest.raises(UpstreamOverloaded):
-        async for event in call.stream():
-            seen.append(event)
+    seen = await events_until(UpstreamOverloaded, call)
     assert text_of(seen) == "abc"
     # Input as message_start reported it, output the 3 bytes seen (not its "output_tokens": 1).
     assert call.billed == Usage(8, 3, False)
@@ -410,14 +398,11 @@ async def test_anthropic_thinking_is_billed_as_output_bytes_but_never_forwarded(
         message_start(8),
         block_delta(0, {"type": "thinking_delta", "thinking": thinking}),
         block_delta(0, {"type": "signature_delta"}),
-        block_delta(1, {"type": "text_delta", "text": "Tokyo"}),
+        block_delta(1, text_delta("Tokyo")),
     )  # and the stream is cut off: no message_delta, so no usage
     provider_answers(lambda request: httpx.Response(200, content=body))
     call = call_to(ANTHROPIC, chat(stream=True))
-    seen = []
-    with pytest.raises(UpstreamError):
-        async for event in call.stream():
-            seen.append(event)
+    seen = await events_until(UpstreamError, call)
     assert text_of(seen) == "Tokyo"
     assert "東京" not in json.dumps(seen, ensure_ascii=False)
     assert call.billed == Usage(8, len(thinking.encode()) + len("Tokyo"), False)
@@ -471,32 +456,40 @@ async def test_an_openai_stream_passes_through_renamed_and_its_usage_chunk_is_co
     assert done.finish_reason == "stop"
 
 
+@pytest.mark.parametrize(
+    ("name", "deltas", "output"),
+    [
+        (
+            DIGITALOCEAN,
+            [{"content": "Hello"}, {"content": " wor"}, {"content": "ld"}],
+            "Hello world",
+        ),
+        # DeepSeek's reasoning_content deltas are billed as output too.
+        (
+            DEEPSEEK,
+            [
+                {"role": "assistant", "reasoning_content": "The user "},
+                {"reasoning_content": "greets me."},
+                {"content": "Hi!"},
+            ],
+            "The user greets me.Hi!",
+        ),
+    ],
+    ids=["content", "deepseek-reasoning-content"],
+)
 async def test_an_openai_stream_without_usage_costs_its_input_bound_and_output_bytes(
     provider_answers: Callable[[Handler], list[httpx.Request]],
+    name: str,
+    deltas: list[dict[str, Any]],
+    output: str,
 ) -> None:
-    body = sse(
-        (None, openai_chunk({"content": "Hello"})),
-        (None, openai_chunk({"content": " wor"})),
-        (None, openai_chunk({"content": "ld"}, finish="stop")),
-    )
+    *first, last = deltas
+    chunks = [openai_chunk(delta) for delta in first] + [openai_chunk(last, finish="stop")]
+    body = sse(*((None, chunk) for chunk in chunks))
     provider_answers(lambda request: httpx.Response(200, content=body))
-    call = call_to(DIGITALOCEAN, chat(stream=True))
+    call = call_to(name, chat(stream=True))
     await collect(call.stream())
-    assert call.billed == Usage(call.outbound.input_bound, len("Hello world"), False)
-
-
-async def test_deepseek_reasoning_content_deltas_are_billed_as_output(
-    provider_answers: Callable[[Handler], list[httpx.Request]],
-) -> None:
-    body = sse(
-        (None, openai_chunk({"role": "assistant", "reasoning_content": "The user "})),
-        (None, openai_chunk({"reasoning_content": "greets me."})),
-        (None, openai_chunk({"content": "Hi!"}, finish="stop")),
-    )
-    provider_answers(lambda request: httpx.Response(200, content=body))
-    call = call_to(DEEPSEEK, chat(stream=True))
-    await collect(call.stream())
-    assert call.billed == Usage(call.outbound.input_bound, len("The user greets me.Hi!"), False)
+    assert call.billed == Usage(call.outbound.input_bound, len(output), False)
 
 
 async def test_an_openai_stream_ending_before_any_finish_fails_costing_the_bytes_seen(
@@ -510,14 +503,8 @@ async def test_an_openai_stream_ending_before_any_finish_fails_costing_the_bytes
     assert call.billed == Usage(call.outbound.input_bound, 4, False)
 
 
-ANTHROPIC_START = (
-    "message_start",
-    {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 8}}},
-)
-ANTHROPIC_TEXT = (
-    "content_block_delta",
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "abc"}},
-)
+ANTHROPIC_START = message_start(8, tokens_out=None)
+ANTHROPIC_TEXT = block_delta(0, text_delta("abc"))
 
 
 @pytest.mark.parametrize(
@@ -594,18 +581,11 @@ async def test_unknown_top_level_fields_of_an_answer_are_dropped(
     provider_answers(
         lambda request: httpx.Response(
             200,
-            json={
-                "id": "x",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "ok"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                "provider_debug": {"account": "acct_123"},
-            },
+            json=answer_of(
+                {"content": "ok"},
+                usage={"prompt_tokens": 1, "completion_tokens": 1},
+                provider_debug={"account": "acct_123"},
+            ),
         )
     )
     answer = await complete(OPENAI, chat())
@@ -666,28 +646,38 @@ async def test_a_3xx_is_an_upstream_error(
 # --- usage salvaged from a body that does not parse ---------------------------------------
 
 
-def test_openai_usage_is_salvaged_past_its_nested_details() -> None:
-    content = (
-        b'{"id": "x", "usage": {"prompt_tokens_details": {"cached_tokens": 3}, '
-        b'"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}, "choices": [{"mess'
-    )
-    assert adapter_for("openai").salvage(content) == Usage(20, 7, True)
-
-
-def test_anthropic_usage_is_salvaged_with_cached_input_counted_as_input() -> None:
-    content = (
-        b'{"id": "m", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 4, '
-        b'"cache_read_input_tokens": 6, "output_tokens": 3}, "content": [{"type": "te'
-    )
-    assert adapter_for("anthropic").salvage(content) == Usage(20, 3, True)
-
-
-def test_salvage_takes_the_largest_counts_of_several_usage_objects() -> None:
-    content = (
-        b'{"usage": {"prompt_tokens": 3, "completion_tokens": 40}, '
-        b'"x": {"usage": {"prompt_tokens": 30, "completion_tokens": 4}}, "choi'
-    )
-    assert adapter_for("openai").salvage(content) == Usage(30, 40, True)
+@pytest.mark.parametrize(
+    ("provider", "content", "usage"),
+    [
+        (
+            "openai",
+            b'{"id": "x", "usage": {"prompt_tokens_details": {"cached_tokens": 3}, '
+            b'"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}, "choices": [{"mess',
+            Usage(20, 7, True),
+        ),
+        (
+            "anthropic",
+            b'{"id": "m", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 4, '
+            b'"cache_read_input_tokens": 6, "output_tokens": 3}, "content": [{"type": "te',
+            Usage(20, 3, True),
+        ),
+        (
+            "openai",
+            b'{"usage": {"prompt_tokens": 3, "completion_tokens": 40}, '
+            b'"x": {"usage": {"prompt_tokens": 30, "completion_tokens": 4}}, "choi',
+            Usage(30, 40, True),
+        ),
+    ],
+    ids=[
+        "openai-past-its-nested-details",
+        "anthropic-cached-input-counted-as-input",
+        "largest-counts-of-several-usage-objects",
+    ],
+)
+def test_usage_is_salvaged_from_a_body_cut_short(
+    provider: str, content: bytes, usage: Usage
+) -> None:
+    assert adapter_for(provider).salvage(content) == usage
 
 
 def test_salvage_ignores_usage_the_model_wrote_inside_a_string() -> None:

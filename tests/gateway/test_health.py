@@ -8,7 +8,7 @@ from django.conf import settings
 from django.test import Client
 
 from gateway import __version__
-from tests.support.processes import GatewayServer, free_port
+from tests.support.processes import GatewayServer, free_port, unreachable_database_url
 
 
 def test_health_reports_healthy_and_the_version(client: Client) -> None:
@@ -43,10 +43,7 @@ def test_a_running_gateway_serves_health_over_http(
 def test_ready_is_503_when_the_database_is_down(
     gateway_servers: Callable[..., list[GatewayServer]],
 ) -> None:
-    unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
-    if not settings.REDIS_URL:
-        unreachable = "sqlite:////nonexistent-dir/nothing.sqlite3"
-    (server,) = gateway_servers(DATABASE_URL=unreachable)
+    (server,) = gateway_servers(DATABASE_URL=unreachable_database_url())
     response = httpx.get(f"{server.url}/health/ready", timeout=30)
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"

@@ -7,8 +7,6 @@ import io
 import logging
 import os
 import pickle
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from gateway.core.store import read_versions
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
 from tests.conftest import TestClock
-from tests.support.processes import ROOT, free_port, local_aws
+from tests.support.processes import free_port, local_aws, manage_py
 
 OLD_KEY = "old-openai-key-a1b2c3d4e5f6"
 NEW_KEY = "new-openai-key-f6e5d4c3b2a1"
@@ -232,14 +230,8 @@ def test_rotate_key_refuses_the_env_backend_with_what_to_do(settings: Settings) 
 
 
 def test_rotate_key_exits_non_zero_with_one_line_and_no_traceback() -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "rotate_key", "openai"],
-        input=NEW_KEY,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "SECRETS_BACKEND": "env"},
-        timeout=60,
+    result = manage_py(
+        "rotate_key", "openai", env={**os.environ, "SECRETS_BACKEND": "env"}, stdin=NEW_KEY
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -44,21 +44,22 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(
 
 
 @pytest.mark.parametrize("url", URLS)
-def test_staff_without_the_second_factor_is_refused_when_it_is_required(
-    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
-) -> None:
-    settings.ADMIN_REQUIRE_2FA = True
-    user, _ = staff_user
-    assert verified_client(user, None).get(url).status_code == 403
-
-
-@pytest.mark.parametrize("url", URLS)
-def test_staff_past_the_second_factor_is_served(
-    settings: Settings, staff_user: tuple[User, TOTPDevice | None], url: str
+@pytest.mark.parametrize(
+    ("past_second_factor", "status"),
+    [(False, 403), (True, 200)],
+    ids=["without-second-factor-refused", "past-second-factor-served"],
+)
+def test_staff_is_served_only_past_the_second_factor_when_it_is_required(
+    settings: Settings,
+    staff_user: tuple[User, TOTPDevice | None],
+    url: str,
+    past_second_factor: bool,
+    status: int,
 ) -> None:
     settings.ADMIN_REQUIRE_2FA = True
     user, device = staff_user
-    assert verified_client(user, device).get(url).status_code == 200
+    client = verified_client(user, device if past_second_factor else None)
+    assert client.get(url).status_code == status
 
 
 def test_staff_logged_in_through_the_admin_form_is_served(

@@ -26,11 +26,12 @@ from tests.gateway.upstream_support import (
     route,
     serving,
     text_of,
+    weather_tool_use,
 )
 from tests.gateway.upstream_support import complete_via as complete
 from tests.gateway.upstream_support import last_request as received
 from tests.gateway.upstream_support import stream_via as stream
-from tests.support.wire import OPENAI_CHAT_FIELDS
+from tests.support.wire import OPENAI_CHAT_FIELDS, weather_tool_round_trip
 
 # What each wire format may carry upstream; anything else would be a leak of
 # an unknown client parameter.
@@ -233,18 +234,8 @@ async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Let me check."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "input": {"city": "Paris"},
-                },
-                {
-                    "type": "tool_use",
-                    "id": "toolu_2",
-                    "name": "get_weather",
-                    "input": {"city": "Lyon"},
-                },
+                weather_tool_use("toolu_1", "Paris"),
+                weather_tool_use("toolu_2", "Lyon"),
             ],
         },
         {
@@ -261,18 +252,7 @@ async def test_anthropic_receives_tools_and_a_tool_round_trip_as_its_own_blocks(
 async def test_openai_receives_tools_and_the_tool_round_trip_unchanged(fake: FakeProvider) -> None:
     messages = [
         {"role": "user", "content": "weather?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": "{}"},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        *weather_tool_round_trip(),
     ]
     await complete(OPENAI, chat(messages=messages, tools=[WEATHER_TOOL], tool_choice="auto"))
     sent = received(fake, OPENAI).body

@@ -56,6 +56,11 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
+def weather_tool_use(tool_id: str, city: str) -> dict[str, Any]:
+    """An Anthropic ``tool_use`` block: WEATHER_TOOL called for ``city``."""
+    return {"type": "tool_use", "id": tool_id, "name": "get_weather", "input": {"city": city}}
+
+
 def route(name: str) -> Route:
     return ROUTES[name]
 

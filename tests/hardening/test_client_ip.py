@@ -10,8 +10,6 @@ Each attack rotates the address a client claims and tries to register past
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 
 import httpx
@@ -19,7 +17,7 @@ import pytest
 
 from tests.conftest import gateway_environment
 from tests.ops.test_gunicorn import start_gunicorn
-from tests.support.processes import ROOT, GatewayServer, start_gateway
+from tests.support.processes import GatewayServer, manage_py, start_gateway
 
 LIMIT = {"REGISTRATIONS_PER_IP_PER_HOUR": "2"}
 BEHIND_LOOPBACK_PROXY = {"TRUSTED_PROXIES": "127.0.0.1/32", **LIMIT}
@@ -99,13 +97,6 @@ def test_check_deploy_flags_a_server_told_to_trust_forwarded_headers(trusted: st
         if key not in ("DJANGO_SETTINGS_MODULE",) and not key.startswith("PYTEST_")
     }
     env.update(FORWARDED_ALLOW_IPS="*", TRUSTED_PROXIES=trusted, SECRET_KEY="x" * 50)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_py("check", "--deploy", env=env)
     flagged = "hanzo.W005" in result.stdout + result.stderr
     assert flagged is (trusted == "")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -23,7 +21,13 @@ import pytest
 from tests.devices.support import REGISTRATION
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import provider_environment
-from tests.support.processes import ROOT, GatewayServer, base_environment, start_gateway, wait_for
+from tests.support.processes import (
+    GatewayServer,
+    base_environment,
+    manage_py,
+    start_gateway,
+    wait_for,
+)
 
 # Names that would take the child processes off the embedded profile's
 # defaults: the key must be generated, the spool must live in VAR_DIR.
@@ -57,11 +61,9 @@ def serve(embedded_env: dict[str, str]) -> Iterator[list[GatewayServer]]:
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode()
+    done = manage_py(*args, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def open_to_others(root: Path) -> dict[str, str]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.support.processes import ROOT, base_environment
+from tests.support.processes import ROOT, base_environment, manage_py
 
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
@@ -51,14 +50,7 @@ def compose_environment(**overrides: str) -> dict[str, str]:
 
 
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return manage_py("check", "--deploy", "--fail-level", "WARNING", env=env, timeout=120)
 
 
 def test_check_deploy_is_clean_under_the_compose_deployments_settings(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from tests.conftest import gateway_environment
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.support.processes import ROOT, local_aws
+from tests.support.processes import local_aws, manage_py
 
 OLD_KEY = "sk-fake-openai-rotation-old-0123456789"
 NEW_KEY = "sk-fake-openai-rotation-new-9876543210"
@@ -44,16 +43,7 @@ def secrets(moto_url: str) -> Any:
 
 
 def rotate_key(provider: str, stdin: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "rotate_key", provider],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=gateway_environment(**env),
-        timeout=60,
-        check=False,
-    )
+    return manage_py("rotate_key", provider, env=gateway_environment(**env), stdin=stdin)
 
 
 def sent_keys(provider: FakeProvider) -> list[str]:

@@ -38,6 +38,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def unreachable_database_url() -> str:
+    """A DATABASE_URL of this profile's kind that nothing answers."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        return f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
+    return "sqlite:////nonexistent-dir/nothing.sqlite3"
+
+
+def manage_py(
+    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float | None = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python manage.py *args`` from the project's root with ``env``, run to its end;
+    its output captured, as text."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def python_child(
+    *args: str, env: dict[str, str], stdin: int | None = None
+) -> subprocess.Popen[str]:
+    """``python *args`` from the project's root with ``env``; its output piped, as text."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @contextmanager
 def local_aws() -> Iterator[str]:
     """moto's server (Secrets Manager and the rest) on a free local port; yields its URL."""

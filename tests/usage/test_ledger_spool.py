@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -20,13 +19,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import OperationalError, connections
 from pytest_django import Settings
 
 from tests.billing.factories import record_data
 from tests.conftest import gateway_environment
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import python_child, unreachable_database_url
 from usage import services, spool
 from usage.models import UsageRecord
 from usage.services import (
@@ -75,32 +73,19 @@ def database_down(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return attempts
 
 
-def _unreachable_database_url() -> str:
-    if settings.REDIS_URL:
-        return f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
-    return "sqlite:////nonexistent-dir/nothing.sqlite3"
-
-
 def _child(
     var_dir: Path, prefix: str, count: int, mode: str, *flags: str, **env: str
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.usage.spool_child",
-            str(var_dir),
-            prefix,
-            str(count),
-            mode,
-            *flags,
-        ],
-        cwd=ROOT,
+    return python_child(
+        "-m",
+        "tests.usage.spool_child",
+        str(var_dir),
+        prefix,
+        str(count),
+        mode,
+        *flags,
         env=gateway_environment(**env),
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 
@@ -228,7 +213,7 @@ def test_a_process_whose_database_is_unreachable_spools_and_the_next_replay_land
     db: None, spool_var: Path
 ) -> None:
     child = _child(
-        spool_var.parent, "req_down", 2, "write-now", DATABASE_URL=_unreachable_database_url()
+        spool_var.parent, "req_down", 2, "write-now", DATABASE_URL=unreachable_database_url()
     )
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +16,7 @@ from pytest_django import Settings
 
 from gateway.core.store import StoreUnavailable, sync_redis
 from tests.conftest import gateway_environment
-from tests.support.processes import ROOT, PrivateRedis
+from tests.support.processes import PrivateRedis, python_child
 from tests.usage.conftest import FrozenClock, reservation
 from usage import guard, limits
 from usage.backends.base import Backend
@@ -133,14 +131,7 @@ def test_two_processes_of_fifty_simultaneous_admissions_admit_exactly_twenty(
     )
     go = tmp_path / "go"
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.usage.admission_worker", str(go), "50", f"p{n}"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        python_child("-m", "tests.usage.admission_worker", str(go), "50", f"p{n}", env=env)
         for n in range(2)
     ]
     try:
