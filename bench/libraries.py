@@ -10,7 +10,9 @@ variant once so that a noisy moment of this shared machine lands on all of them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,7 +42,9 @@ def embedded_django(var_prefix: str, environ: Mapping[str, str] | None = None) -
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
     os.environ["SECRET_KEY"] = "bench-only"
-    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix=f"{var_prefix}-")
+    var_dir = tempfile.mkdtemp(prefix=f"{var_prefix}-")
+    atexit.register(shutil.rmtree, var_dir, ignore_errors=True)
+    os.environ["VAR_DIR"] = var_dir
     os.environ.update(environ or {})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     import django

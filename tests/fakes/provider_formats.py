@@ -509,19 +509,24 @@ def openai_stream(
     ]
     events = [event for position in zip(*per_choice, strict=True) for event in position]
     if include_usage:
-        final = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": plan.model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake",
-            "choices": [],
-            "usage": _openai_usage(plan),
-        }
+        final = {**_openai_chunk(plan, completion_id, created, []), "usage": _openai_usage(plan)}
         events.append(StreamEvent(f"data: {_dumps(final)}\n\n".encode(), "post"))
     events.append(StreamEvent(b"data: [DONE]\n\n", "post"))
     return events
+
+
+def _openai_chunk(
+    plan: AnswerPlan, completion_id: str, created: int, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": plan.model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+        "choices": choices,
+    }
 
 
 def _openai_choice_events(
@@ -530,17 +535,8 @@ def _openai_choice_events(
     """One choice's chunks, from the role to its finish reason."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": plan.model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake",
-            "choices": [
-                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            ],
-        }
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        body = _openai_chunk(plan, completion_id, created, [choice])
         if include_usage:
             body["usage"] = None
         return body
