@@ -15,23 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.store import read_versions
-from usage.backends.base import (
-    NOT_LIVE,
-    RATE_LAYERS,
-    STALE,
-    AdmitPlan,
-    Backend,
-    BudgetFigures,
-    IpBlock,
-    Outcome,
-    Pause,
-    Reservation,
-    Settled,
-    SettleTerms,
-    Snapshot,
-    WindowResult,
-    auth_failure_key,
-)
+from usage.backends import base
 from usage.types import AdmitStatus, LayerName, Refusal
 from usage.windows import BucketWindow, SlidingLog, WindowSpec
 
@@ -63,7 +47,7 @@ class _Day:
         self.device(device_id).spent += amount
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(base.Backend):
     name = "memory"
 
     def __init__(self) -> None:
@@ -79,7 +63,7 @@ class MemoryBackend(Backend):
             self._days: dict[str, _Day] = {}
             self._heartbeats: dict[str, float] = {}  # process id -> time.monotonic() of its beat
             self._in_flight: dict[str, dict[str, str]] = {}  # device -> request id -> process
-            self._pause: Pause | None = None
+            self._pause: base.Pause | None = None
             self._generation: str | None = None
             self._rebuild_lock: tuple[str, float] | None = None
             self._blocks: dict[str, float] = {}
@@ -145,10 +129,10 @@ class MemoryBackend(Backend):
         day.is_floor_paused = True
         if self._current_pause(now) is not None:
             return False
-        self._pause = Pause(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
+        self._pause = base.Pause(AUTOMATIC_PAUSE_REASON, True, now, next_day_at)
         return True
 
-    def _current_pause(self, now: float) -> Pause | None:
+    def _current_pause(self, now: float) -> base.Pause | None:
         pause = self._pause
         if pause is not None and pause.until is not None and now >= pause.until:
             self._pause = pause = None
@@ -176,15 +160,15 @@ class MemoryBackend(Backend):
 
     # --- admission ----------------------------------------------------------
 
-    async def admit(self, plan: AdmitPlan) -> Outcome:
+    async def admit(self, plan: base.AdmitPlan) -> base.Outcome:
         if plan.expect is not None:
-            return STALE  # no cached view to confirm here: the caller takes the usual path
+            return base.STALE  # no cached view to confirm here: the caller takes the usual path
         with self._lock:
             return self._admit(plan)
 
-    def _admit(self, plan: AdmitPlan) -> Outcome:
+    def _admit(self, plan: base.AdmitPlan) -> base.Outcome:
         if self._generation is None:
-            return NOT_LIVE
+            return base.NOT_LIVE
         now = plan.now
         self._sweep(now)
         bucket = plan.day_spec.bucket_of(now)
@@ -195,8 +179,10 @@ class MemoryBackend(Backend):
             else:
                 counts[layer] = self._window(layer_key, plan.day_spec).prune(plan.day_spec, bucket)
 
-        def reply(status: AdmitStatus, refused: Refusal | None = None, **fields: Any) -> Outcome:
-            return Outcome(
+        def reply(
+            status: AdmitStatus, refused: Refusal | None = None, **fields: Any
+        ) -> base.Outcome:
+            return base.Outcome(
                 status,
                 refused,
                 generation=self._generation or "",
@@ -216,7 +202,7 @@ class MemoryBackend(Backend):
         pause = self._current_pause(now)
         if pause is not None:
             return reply("refused", "paused", pause=pause, auto_paused=auto_paused)
-        for layer in RATE_LAYERS:
+        for layer in base.RATE_LAYERS:
             if layer in counts and counts[layer] >= plan.limits[layer]:
                 return reply("refused", layer)
         in_flight = self._in_flight.setdefault(plan.device_id, {})
@@ -243,7 +229,7 @@ class MemoryBackend(Backend):
         return reply("admitted")
 
     def _layer_state(
-        self, plan: AdmitPlan, counts: dict[LayerName, int], refused: Refusal | None
+        self, plan: base.AdmitPlan, counts: dict[LayerName, int], refused: Refusal | None
     ) -> dict[LayerName, tuple[int, float]]:
         """Each layer's count and when enough of it frees for one more request."""
         result = {}
@@ -257,7 +243,7 @@ class MemoryBackend(Backend):
             result[layer] = (count, reset)
         return result
 
-    def _check_budgets(self, plan: AdmitPlan, day: _Day) -> dict[str, Any] | None:
+    def _check_budgets(self, plan: base.AdmitPlan, day: _Day) -> dict[str, Any] | None:
         """The device's cap, then the global budget; a refusal's fields, or None.
 
         A worst case that does not fit is refused and pauses nothing (SPEC section 2).
@@ -273,8 +259,8 @@ class MemoryBackend(Backend):
         return None
 
     async def settle(
-        self, reservation: Reservation, actual_micro_usd: int, terms: SettleTerms
-    ) -> Settled | None:
+        self, reservation: base.Reservation, actual_micro_usd: int, terms: base.SettleTerms
+    ) -> base.Settled | None:
         with self._lock:
             if self._generation is None:
                 return None
@@ -292,9 +278,9 @@ class MemoryBackend(Backend):
                 # Unknown here: settled already, or admitted by a previous
                 # incarnation of the store (restart) whose counters were rebuilt.
                 if reservation.generation == self._generation:
-                    return Settled(is_first=False)
+                    return base.Settled(is_first=False)
                 if reservation.request_id in day.orphans:
-                    return Settled(is_first=False)
+                    return base.Settled(is_first=False)
                 day.orphans.add(reservation.request_id)
             day.spend(reservation.device_id, charged)
             paused = terms.next_day_at is not None and self._pause_if_spent(
@@ -304,7 +290,7 @@ class MemoryBackend(Backend):
                 terms.now,
                 terms.next_day_at,
             )
-            return Settled(is_first=True, auto_paused=paused)
+            return base.Settled(is_first=True, auto_paused=paused)
 
     async def heartbeat(self, process_id: str, liveness: float) -> None:
         with self._lock:
@@ -312,22 +298,22 @@ class MemoryBackend(Backend):
 
     # --- budget and pause ---------------------------------------------------
 
-    def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
+    def budget_sync(self, day: str, now: float, liveness: float) -> base.BudgetFigures | None:
         with self._lock:
             if self._generation is None:
                 return None
             self._purge_dead(liveness)
             figures = self._days.get(day)
             if figures is None:
-                return BudgetFigures(0, 0, self._current_pause(now))
-            return BudgetFigures(
+                return base.BudgetFigures(0, 0, self._current_pause(now))
+            return base.BudgetFigures(
                 figures.total.spent, max(0, figures.total.reserved), self._current_pause(now)
             )
 
-    async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
+    async def budget(self, day: str, now: float, liveness: float) -> base.BudgetFigures | None:
         return self.budget_sync(day, now, liveness)
 
-    def set_pause(self, pause: Pause | None) -> None:
+    def set_pause(self, pause: base.Pause | None) -> None:
         with self._lock:
             self._pause = pause
 
@@ -350,7 +336,7 @@ class MemoryBackend(Backend):
     async def take_rebuild_lock(self, token: str, seconds: float) -> bool:
         return self.take_rebuild_lock_sync(token, seconds)
 
-    def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+    def load_sync(self, snapshot: base.Snapshot, token: str, generation: str) -> bool:
         with self._lock:
             held = self._rebuild_lock
             if self._generation is not None or held is None or held[0] != token:
@@ -374,29 +360,31 @@ class MemoryBackend(Backend):
             self._rebuild_lock = None
             return True
 
-    async def load(self, snapshot: Snapshot, token: str, generation: str) -> bool:
+    async def load(self, snapshot: base.Snapshot, token: str, generation: str) -> bool:
         return self.load_sync(snapshot, token, generation)
 
     # --- guard --------------------------------------------------------------
 
     async def window_hit(
         self, window_key: str, spec: WindowSpec, limit: int, now: float
-    ) -> WindowResult:
+    ) -> base.WindowResult:
         with self._lock:
             window = self._window(window_key, spec)
             bucket = spec.bucket_of(now)
             count = window.prune(spec, bucket)
             if count >= limit:
-                return WindowResult(False, count, window.reset_at(spec, count - limit + 1, now))
+                return base.WindowResult(
+                    False, count, window.reset_at(spec, count - limit + 1, now)
+                )
             window.add(bucket)
-            return WindowResult(True, count + 1, window.reset_at(spec, 1, now))
+            return base.WindowResult(True, count + 1, window.reset_at(spec, 1, now))
 
     async def auth_failure(
         self, ip: str, spec: WindowSpec, limit: int, now: float, block_seconds: float
     ) -> float | None:
         with self._lock:
             self._sweep(now)
-            window = self._window(auth_failure_key(ip), spec)
+            window = self._window(base.auth_failure_key(ip), spec)
             bucket = spec.bucket_of(now)
             window.prune(spec, bucket)
             window.add(bucket)
@@ -411,16 +399,16 @@ class MemoryBackend(Backend):
         with self._lock:
             return (epoch, self._incarnation), self._blocks.get(ip)
 
-    def list_ip_blocks_sync(self, now: float) -> list[IpBlock]:
+    def list_ip_blocks_sync(self, now: float) -> list[base.IpBlock]:
         with self._lock:
             return sorted(
-                (IpBlock(ip, until) for ip, until in self._blocks.items() if until > now),
+                (base.IpBlock(ip, until) for ip, until in self._blocks.items() if until > now),
                 key=lambda block: block.until,
             )
 
     def lift_ip_block_sync(self, ip: str) -> bool:
         with self._lock:
-            self._windows.pop(auth_failure_key(ip), None)
+            self._windows.pop(base.auth_failure_key(ip), None)
             return self._blocks.pop(ip, None) is not None
 
     # --- distinct sets ------------------------------------------------------
