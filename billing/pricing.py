@@ -76,15 +76,26 @@ def cost_micro_usd(
     return -(-numerator // (in_denominator * out_denominator))  # rounded up
 
 
-def input_token_bound(body: bytes, *, messages: int, tools: int = 0) -> int:
+def input_token_bound(
+    body: bytes,
+    *,
+    messages: int,
+    tools: int = 0,
+    images: int = 0,
+    image_bytes: int = 0,
+    tokens_per_image: int = 0,
+) -> int:
     """A true upper bound of the input tokens a provider can bill for ``body``.
 
     ``body`` is the exact upstream body (every forwarded byte counts:
     messages, tools, ``response_format``, re-serialised tool calls); no token
     is shorter than one byte. ``messages`` and ``tools`` count what the
-    provider wraps in template tokens of its own.
+    provider wraps in template tokens of its own. Images are not text: the
+    ``image_bytes`` of their data (or URLs) in ``body`` are taken out, and
+    each of the ``images`` counts ``tokens_per_image``, the route's maximum.
     """
-    total = len(body) + PER_REQUEST_OVERHEAD_TOKENS + PER_MESSAGE_OVERHEAD_TOKENS * messages
+    total = len(body) - image_bytes + images * tokens_per_image
+    total += PER_REQUEST_OVERHEAD_TOKENS + PER_MESSAGE_OVERHEAD_TOKENS * messages
     if tools:
         total += TOOLS_OVERHEAD_TOKENS + PER_TOOL_OVERHEAD_TOKENS * tools
     return total

@@ -22,12 +22,28 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "input_price_usd",
         "output_price_usd",
         "has_hidden_reasoning",
+        "accepts_images",
+        "max_tokens_per_image",
         "is_free_tier",
         "is_paid_tier",
         "is_enabled",
     )
-    list_editable = ("input_price_usd", "output_price_usd", "has_hidden_reasoning", "is_enabled")
-    list_filter = ("provider", "is_enabled", "is_free_tier", "is_paid_tier", "has_hidden_reasoning")
+    list_editable = (
+        "input_price_usd",
+        "output_price_usd",
+        "has_hidden_reasoning",
+        "accepts_images",
+        "max_tokens_per_image",
+        "is_enabled",
+    )
+    list_filter = (
+        "provider",
+        "is_enabled",
+        "is_free_tier",
+        "is_paid_tier",
+        "has_hidden_reasoning",
+        "accepts_images",
+    )
     search_fields = ("public_name", "provider_model")
     readonly_fields = ("created_at", "updated_at")
     actions = ("enable_routes", "disable_routes")

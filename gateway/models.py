@@ -48,6 +48,19 @@ class ModelRoute(models.Model):
             "request's usage is unknown, its whole output bound is charged."
         ),
     )
+    accepts_images = models.BooleanField(
+        "accepts images",
+        default=False,
+        help_text="Clients may send images (image_url parts) in user messages.",
+    )
+    max_tokens_per_image = models.PositiveIntegerField(
+        "max tokens per image",
+        default=0,
+        help_text=(
+            "The most input tokens one image can cost on this model (the "
+            "provider's published rule): the budget counts each image at this."
+        ),
+    )
     is_free_tier = models.BooleanField("free tier", default=False)
     is_paid_tier = models.BooleanField("paid tier", default=True)
     is_enabled = models.BooleanField("enabled", default=True)
@@ -56,6 +69,16 @@ class ModelRoute(models.Model):
 
     class Meta:
         ordering = ["public_name"]
+        constraints = [
+            # An image must cost something in the budget's bound.
+            models.CheckConstraint(
+                condition=models.Q(accepts_images=False) | models.Q(max_tokens_per_image__gt=0),
+                name="modelroute_images_have_a_token_bound",
+                violation_error_message=(
+                    "A model that accepts images needs its max tokens per image."
+                ),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.public_name

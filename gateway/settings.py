@@ -396,6 +396,9 @@ MAX_TOKENS = {
     "paid": _positive_int("MAX_TOKENS_PAID", 8192),
 }
 MAX_REQUEST_BYTES = _positive_int("MAX_REQUEST_BYTES", 1048576)
+# A chat request carrying images (image_url parts) from an authenticated
+# device may be this large; every other body keeps MAX_REQUEST_BYTES.
+MAX_IMAGE_REQUEST_BYTES = _positive_int("MAX_IMAGE_REQUEST_BYTES", 20 * 1024 * 1024)
 # A body not fully arrived this long after its request began gets 408 (SPEC: 30 s).
 REQUEST_BODY_TIMEOUT_SECONDS = env.float("REQUEST_BODY_TIMEOUT_SECONDS", default=30.0)
 MAX_CONCURRENT_REQUESTS = {

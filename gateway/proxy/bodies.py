@@ -7,7 +7,9 @@ HTTP request, lean endpoints and Django's alike, reads its body through a
 ``BoundedBody`` (``bound_bodies`` in ``gateway.asgi``), the one place that
 enforces:
 
-- ``MAX_REQUEST_BYTES``: a declared ``Content-Length`` over it is refused on
+- ``MAX_REQUEST_BYTES`` (or a larger limit the endpoint ``allow``s before
+  reading, as the chat endpoint does for authenticated callers, whose images
+  may take ``MAX_IMAGE_REQUEST_BYTES``): a declared ``Content-Length`` over it is refused on
   the first read, before the server is asked for a byte of the body (so it
   does not even send ``100 Continue``); a body without one (chunked) as soon
   as what arrived passes it: at most one more server buffer (64 KiB) is read;
@@ -37,7 +39,7 @@ from typing import Any
 from django.conf import settings
 
 from gateway.core.errors import GatewayError, RequestTimeout, RequestTooLarge
-from gateway.proxy.lean import send_error
+from gateway.proxy.lean import BODY_SCOPE_KEY, send_error
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -56,6 +58,7 @@ class BoundedBody:
     """``receive`` for one request: a body too large or too slow is refused."""
 
     __slots__ = (
+        "_allowed",
         "_is_complete",
         "_is_expired",
         "_limit",
@@ -81,6 +84,12 @@ class BoundedBody:
         self._is_expired = False
         self._size = 0
         self._limit = 0
+        self._allowed = 0
+
+    def allow(self, limit: int) -> None:
+        """Raise this body's limit to ``limit``; only before its first read."""
+        if self._watch is None and self.refusal is None:
+            self._allowed = limit
 
     async def receive(self) -> Message:
         if self._is_complete:
@@ -115,7 +124,7 @@ class BoundedBody:
         return message
 
     def _begin(self) -> None:
-        self._limit = settings.MAX_REQUEST_BYTES
+        self._limit = max(settings.MAX_REQUEST_BYTES, self._allowed)
         for name, value in self._scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self._limit:
@@ -196,6 +205,7 @@ def bound_bodies(app: ASGIApp) -> ASGIApp:
 
     async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
         body = BoundedBody(scope, receive)
+        scope[BODY_SCOPE_KEY] = body
         try:
             await app(scope, body.receive, send)
         except GatewayError as error:

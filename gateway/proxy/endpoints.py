@@ -26,7 +26,7 @@ from devices.auth import prefetch_keys as auth_prefetch_keys
 from devices.tokens import end_user_id
 from gateway.core import store
 from gateway.core.client_ip import client_ip_from_scope, limit_key
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, RequestTooLarge
 from gateway.core.lifecycle import spawn
 from gateway.proxy import keys
 from gateway.proxy.lean import (
@@ -87,13 +87,36 @@ async def chat_completions(request: LeanRequest) -> Response | StreamResponse:
     if cached.admitted is not None:
         return await _forward(request, cached.admitted, cached.epoch)
     await _guard(ip, request.headers)
-    # The body may have been read already; 413 or 408 here (gateway.proxy.bodies).
-    body = cached.body if cached.body is not None else await request.body()
-    device = await authenticate(request.headers, ip=ip)
+    if cached.body is None:
+        device, body = await _authenticated_body(request, ip)
+    else:
+        body = cached.body
+        device = await authenticate(request.headers, ip=ip)
     epoch = store.last_read_epoch()
     prepared = await _prepare(request, device, body, epoch)
     admitted = await _admit(request, device, ip, prepared)
     return await _forward(request, admitted, epoch)
+
+
+async def _authenticated_body(request: LeanRequest, ip: str) -> tuple[AuthenticatedDevice, bytes]:
+    """Authentication, then the body, which may carry images up to
+    MAX_IMAGE_REQUEST_BYTES for an authenticated caller. SPEC's order holds:
+    a caller that fails authentication has its body read at the usual limit
+    first, so a body too large (413) or too slow (408) answers before the 401."""
+    try:
+        device = await authenticate(request.headers, ip=ip)
+    except GatewayError:
+        await request.body()
+        raise
+    request.allow_body(settings.MAX_IMAGE_REQUEST_BYTES)
+    return device, await request.body()
+
+
+def _too_large() -> RequestTooLarge:
+    return RequestTooLarge(
+        f"Request body exceeds {settings.MAX_REQUEST_BYTES} bytes "
+        f"({settings.MAX_IMAGE_REQUEST_BYTES} with images)"
+    )
 
 
 # --- Admission from the caches -------------------------------------------------
@@ -123,6 +146,7 @@ async def _admit_from_caches(request: LeanRequest, ip: str) -> _FromCaches:
     # Any error before the admission is answered the usual way (a body
     # refused here is refused again when read there).
     body: bytes | None = None
+    request.allow_body(settings.MAX_IMAGE_REQUEST_BYTES)  # a cached device is approved
     try:
         body = await request.body()
         prepared = await _prepare(request, view.device, body, view.epoch)
@@ -174,7 +198,14 @@ async def _prepare(
     request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
 ) -> Outbound:
     request.log["device_id"] = device.id
+    # Only a request with images may pass MAX_REQUEST_BYTES: refused before
+    # parsing when it cannot hold one, after it when it holds none.
+    is_large = len(body) > settings.MAX_REQUEST_BYTES
+    if is_large and b'"image_url"' not in body:
+        raise _too_large()
     prepared = await prepare_chat(body, device.tier, epoch=epoch)
+    if is_large and not prepared.request.images:
+        raise _too_large()
     route = prepared.route
     # What only this provider refuses is refused here too, before it costs a request.
     adapter_for(route.provider).check_request(prepared.request, route)

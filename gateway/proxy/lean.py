@@ -79,6 +79,10 @@ def encode_headers(headers: Mapping[str, str]) -> list[Header]:
     ]
 
 
+# Where ``gateway.proxy.bodies`` leaves the request's BoundedBody in the scope.
+BODY_SCOPE_KEY = "hanzo.body"
+
+
 class LeanRequest:
     """What a lean endpoint needs of the ASGI scope, decoded once."""
 
@@ -126,6 +130,12 @@ class LeanRequest:
                 await callback(end)
             except Exception:
                 logger.exception("deferred work of %s failed", self.request_id)
+
+    def allow_body(self, limit: int) -> None:
+        """Let this request's body grow to ``limit`` bytes (before it is read)."""
+        bounded = self.scope.get(BODY_SCOPE_KEY)
+        if bounded is not None:
+            bounded.allow(limit)
 
     async def body(self) -> bytes:
         """The whole body. ``receive`` is ``gateway.proxy.bodies``': a body too large

@@ -60,6 +60,8 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "provider_model": "claude-sonnet-4-20250514",
         "input_price_usd": Decimal("3.00"),
         "output_price_usd": Decimal("15.00"),
+        "accepts_images": True,
+        "max_tokens_per_image": 1800,
         "is_free_tier": False,
         "is_paid_tier": True,
     },
@@ -70,6 +72,8 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "input_price_usd": Decimal("5.00"),
         "output_price_usd": Decimal("15.00"),
         "has_hidden_reasoning": True,
+        "accepts_images": True,
+        "max_tokens_per_image": 2890,  # see gateway/migrations/0004_modelroute_images.py
         "is_free_tier": False,
         "is_paid_tier": True,
     },
@@ -79,6 +83,8 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "provider_model": "gpt-4o",
         "input_price_usd": Decimal("2.50"),
         "output_price_usd": Decimal("10.00"),
+        "accepts_images": True,
+        "max_tokens_per_image": 1445,
         "is_free_tier": False,
         "is_paid_tier": True,
     },
@@ -122,6 +128,8 @@ class Route:
     created: int  # unix seconds, for GET /v1/models
     # Reasoning tokens billed but never shown: unknown usage costs the whole output bound.
     has_hidden_reasoning: bool = False
+    accepts_images: bool = False
+    max_tokens_per_image: int = 0  # the input bound counts each image at this
 
     def allows(self, tier: Tier) -> bool:
         return tier in self.tiers
@@ -164,6 +172,8 @@ def route_of(row: Any) -> Route:
         tiers=row.tiers,
         created=int(row.created_at.timestamp()),
         has_hidden_reasoning=row.has_hidden_reasoning,
+        accepts_images=row.accepts_images,
+        max_tokens_per_image=row.max_tokens_per_image,
     )
 
 

@@ -145,7 +145,14 @@ def outbound(route: Route, request: ChatRequest, *, max_tokens: int, end_user: s
     """
     adapter = adapter_for(route.provider)
     body = adapter.build_body(route, request, max_tokens=max_tokens, end_user=end_user)
-    bound = input_token_bound(body, messages=len(request.messages), tools=len(request.tools or ()))
+    bound = input_token_bound(
+        body,
+        messages=len(request.messages),
+        tools=len(request.tools or ()),
+        images=request.images,
+        image_bytes=request.image_bytes,
+        tokens_per_image=route.max_tokens_per_image,
+    )
     return Outbound(route, request, body, max_tokens, bound)
 
 

@@ -13,10 +13,14 @@ SPEC's order of checks: ``parse_chat_request`` (400 invalid_request) before
 in that order. Parsing does not depend on the route, so a malformed body is
 refused before the model is looked up.
 
-Content is text only (string or ``text`` parts): images and audio would make
-the worst-case input bound (UTF-8 bytes) meaningless, so they are refused.
-What a provider lacks is refused by its adapter (``check_request``), still
-before admission.
+Content is text (a string or ``text`` parts) and, in user messages, images
+(``image_url`` parts: a ``data:image/...;base64,`` URL or an ``https://``
+one, which the provider fetches, never the gateway). An image's bytes are
+not text, so the input bound counts each image at its route's maximum
+instead (``ChatRequest.image_bytes``, ``gateway.proxy.upstream.outbound``);
+a route that does not accept images refuses them. Audio and files are
+refused. What a provider lacks is refused by its adapter
+(``check_request``), still before admission.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP_SEQUENCES = 4
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})", re.ASCII)
+IMAGE_DETAILS = ("auto", "low", "high")
 _INT64 = 2**63
 
 
@@ -74,6 +80,8 @@ class ChatRequest:
     logprobs: bool | None = None
     top_logprobs: int | None = None
     reasoning_effort: str | None = None  # one of REASONING_EFFORTS (reasoning routes only)
+    images: int = 0  # image parts in the messages
+    image_bytes: int = 0  # their data's bytes in any upstream body: not text (see _image_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,8 @@ async def prepare_chat(body: bytes, tier: Tier, *, epoch: int | None = None) -> 
     """
     request = parse_chat_request(body)
     route = await resolve(request.model, tier, epoch=epoch)
+    if request.images and not route.accepts_images:
+        raise _invalid(f"The model '{route.public_name}' does not accept images", "messages")
     return PreparedChat(request, route, check_tier_cap(request, tier, route))
 
 
@@ -116,9 +126,19 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     # Checked as OpenAI checks it, then dropped: providers get the device's
     # opaque id instead (devices.tokens.end_user_id), never the client's.
     _optional_string(data, "user")
+    messages = _messages(data.get("messages"))
+    images = [
+        part["image_url"]["url"]
+        for message in messages
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
     return ChatRequest(
         model=model,
-        messages=_messages(data.get("messages")),
+        messages=messages,
+        images=len(images),
+        image_bytes=sum(map(_image_bytes, images)),
         max_tokens=_max_tokens(data),
         stream=stream,
         include_usage=stream and include_usage,
@@ -302,7 +322,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
         return {
             "role": "tool",
             "tool_call_id": call_id,
-            "content": _content(message.get("content"), where),
+            "content": _content(message.get("content"), where, images=False),
         }
     if not isinstance(role, str) or role not in ROLES:
         raise _invalid(
@@ -318,30 +338,72 @@ def _message(message: Any, index: int) -> dict[str, Any]:
         tool_calls = message.get("tool_calls")
         content = message.get("content")
         if content is not None or not tool_calls:
-            normalised["content"] = _content(content, where)
+            normalised["content"] = _content(content, where, images=False)
         else:
             normalised["content"] = None
         if tool_calls:
             normalised["tool_calls"] = _tool_calls(tool_calls, where)
         return normalised
-    normalised["content"] = _content(message.get("content"), where)
+    normalised["content"] = _content(message.get("content"), where, images=role == "user")
     return normalised
 
 
-def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
+def _content(content: Any, where: str, *, images: bool) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise _invalid(f"'{where}.content' must be a string or an array of parts", "messages")
     parts = []
     for part in content:
-        if not isinstance(part, dict) or part.get("type") != "text":
-            raise _invalid(f"'{where}.content': only text parts are supported", "messages")
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image_url" and images:
+            parts.append(_image_part(part, where))
+            continue
+        if kind != "text":
+            allowed = "text and image_url parts" if images else "text parts"
+            raise _invalid(f"'{where}.content': only {allowed} are supported", "messages")
         text = part.get("text")
         if not isinstance(text, str):
             raise _invalid(f"'{where}.content': a text part needs a string 'text'", "messages")
         parts.append({"type": "text", "text": text})
     return parts
+
+
+def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not (
+        url.startswith("https://") or _DATA_URL.fullmatch(url) is not None
+    ):
+        raise _invalid(
+            f"'{where}.content': an image_url needs a 'url' that is https:// or "
+            "data:image/<type>;base64,<data>",
+            "messages",
+        )
+    assert isinstance(image, dict)
+    detail = image.get("detail")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise _invalid(
+            f"'{where}.content': image_url.detail must be one of {', '.join(IMAGE_DETAILS)}",
+            "messages",
+        )
+    cleaned: dict[str, Any] = {"url": url}
+    if detail is not None:
+        cleaned["detail"] = detail
+    return {"type": "image_url", "image_url": cleaned}
+
+
+def _image_bytes(url: str) -> int:
+    """What of the image's URL every provider's body carries as it is: a data URL's
+    base64 payload (Anthropic gets it without the prefix), or the whole https URL."""
+    data = image_media_type(url)
+    return len(url) if data is None else len(data[1])
+
+
+def image_media_type(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a data URL that validation accepted; None for https."""
+    match = _DATA_URL.fullmatch(url)
+    return None if match is None else (match.group(1), match.group(2))
 
 
 def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:

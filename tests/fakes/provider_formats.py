@@ -124,10 +124,24 @@ def request_texts(body: dict[str, Any]) -> list[str]:
     return texts
 
 
+# What the fake bills for each image (OpenAI image_url parts, Anthropic image blocks).
+IMAGE_TOKENS = 50
+
+
+def count_images(body: dict[str, Any]) -> int:
+    return sum(
+        1
+        for message in body.get("messages") or []
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") in ("image_url", "image")
+    )
+
+
 def count_input_tokens(body: dict[str, Any]) -> int:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     words = sum(len(text.split()) for text in request_texts(body))
-    return words + PER_MESSAGE_OVERHEAD * len(messages)
+    return words + PER_MESSAGE_OVERHEAD * len(messages) + IMAGE_TOKENS * count_images(body)
 
 
 def _parse_params(raw: str) -> dict[str, Any]:

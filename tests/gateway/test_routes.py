@@ -221,6 +221,8 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client: Client) -> None:
             "provider_model": "gpt-5",
             "input_price_usd": "4.00",
             "output_price_usd": "15.00",
+            "accepts_images": "on",
+            "max_tokens_per_image": "2890",
             "is_paid_tier": "on",
             "is_enabled": "on",
         },
@@ -230,6 +232,31 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client: Client) -> None:
     assert route.input_price_usd == Decimal("4")
     _, after = asyncio.run(read_versions("-"))
     assert after > before
+
+
+def test_the_admin_refuses_a_route_that_takes_images_without_their_token_bound(
+    admin_client: Client,
+) -> None:
+    route = ModelRoute.objects.get(public_name="llama3-8b-instruct")
+    response = admin_client.post(
+        f"/admin/gateway/modelroute/{route.pk}/change/",
+        {
+            "public_name": "llama3-8b-instruct",
+            "provider": "digitalocean",
+            "provider_model": "llama3-8b-instruct",
+            "input_price_usd": "0.10",
+            "output_price_usd": "0.10",
+            "accepts_images": "on",
+            "max_tokens_per_image": "0",
+            "is_free_tier": "on",
+            "is_paid_tier": "on",
+            "is_enabled": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert b"needs its max tokens per image" in response.content
+    route.refresh_from_db()
+    assert not route.accepts_images
 
 
 def test_disabling_routes_from_the_admin_bumps_the_epoch(admin_client: Client) -> None:

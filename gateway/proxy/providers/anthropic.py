@@ -40,7 +40,7 @@ from gateway.proxy.providers.base import (
     salvage_usage,
 )
 from gateway.proxy.routes import Route
-from gateway.proxy.validation import ChatRequest
+from gateway.proxy.validation import ChatRequest, image_media_type
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -52,6 +52,8 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 OVERLOADED_ERRORS = ("overloaded_error", "rate_limit_error")
+# The image formats Anthropic's vision accepts (a data URL of another is a 400 here).
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 @functools.lru_cache(maxsize=16)
@@ -70,7 +72,39 @@ def _headers(key: ProviderKey, accept: str) -> httpx.Headers:
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(part["text"] for part in content or ())
+    return "".join(part["text"] for part in content or () if part["type"] == "text")
+
+
+def _image_block(url: str) -> dict[str, Any]:
+    """An ``image_url`` as Anthropic's image block: base64 for a data URL, a url
+    source for https (Anthropic fetches it; the gateway never does)."""
+    data = image_media_type(url)
+    if data is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media_type, payload = data
+    if media_type not in IMAGE_MEDIA_TYPES:
+        raise InvalidRequest(
+            f"Images for this model must be one of {', '.join(IMAGE_MEDIA_TYPES)}, "
+            f"not {media_type[:50]}",
+            param="messages",
+        )
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": payload},
+    }
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    """A user message's parts in order: text blocks (never empty) and image blocks."""
+    if isinstance(content, str) or all(part["type"] == "text" for part in content):
+        return _text_blocks(content)
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if part["type"] == "image_url":
+            blocks.append(_image_block(part["image_url"]["url"]))
+        elif part["text"]:
+            blocks.append({"type": "text", "text": part["text"]})
+    return blocks
 
 
 def _text_blocks(content: Any) -> list[dict[str, Any]]:
@@ -114,7 +148,7 @@ def translate_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list
             blocks = _text_blocks(message.get("content"))
             blocks += [_tool_use(call) for call in message.get("tool_calls") or ()]
         else:
-            blocks = _text_blocks(message["content"])
+            blocks = _user_blocks(message["content"])
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
