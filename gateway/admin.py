@@ -19,6 +19,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "public_name",
         "provider",
         "provider_model",
+        "kind",
         "input_price_usd",
         "output_price_usd",
         "has_hidden_reasoning",
@@ -26,8 +27,21 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "is_paid_tier",
         "is_enabled",
     )
-    list_editable = ("input_price_usd", "output_price_usd", "has_hidden_reasoning", "is_enabled")
-    list_filter = ("provider", "is_enabled", "is_free_tier", "is_paid_tier", "has_hidden_reasoning")
+    list_editable = (
+        "kind",
+        "input_price_usd",
+        "output_price_usd",
+        "has_hidden_reasoning",
+        "is_enabled",
+    )
+    list_filter = (
+        "provider",
+        "kind",
+        "is_enabled",
+        "is_free_tier",
+        "is_paid_tier",
+        "has_hidden_reasoning",
+    )
     search_fields = ("public_name", "provider_model")
     readonly_fields = ("created_at", "updated_at")
     actions = ("enable_routes", "disable_routes")
