@@ -240,3 +240,20 @@ def test_models_are_listed_with_their_kind(gateway: Gateway, free_token: str) ->
     assert kinds[MODEL] == "embedding"
     assert kinds["llama3-8b-instruct"] == "chat"
     assert all("available" in model for model in response.json()["data"])
+
+
+def test_an_embedding_model_without_its_provider_key_answers_503_and_takes_nothing(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
+    gateway = start_gateway(OPENAI_API_KEY="")
+    before = remaining(gateway, paid_token)
+    response = embed(gateway, paid_token, {"model": MODEL, "input": "hi"})
+    error = assert_refused(response, 503, "provider_not_configured")
+    assert MODEL in error["message"]
+    # A bad body is still a 400 first.
+    assert_refused(
+        embed(gateway, paid_token, {"model": MODEL, "input": []}), 400, "invalid_request"
+    )
+    assert remaining(gateway, paid_token) == before
+    assert provider.requests == []
+    assert UsageRecord.objects.count() == 0
