@@ -18,6 +18,7 @@ counts and the rounding is the same).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from gateway.core.money import MICRO_PER_USD, SIX_PLACES, micro_to_usd, usd_number, usd_to_micro
@@ -36,6 +37,10 @@ PER_REQUEST_OVERHEAD_TOKENS = 64
 PER_MESSAGE_OVERHEAD_TOKENS = 16
 TOOLS_OVERHEAD_TOKENS = 1024
 PER_TOOL_OVERHEAD_TOKENS = 32
+# Embeddings: the texts are tokenized alone (no template, no JSON), but some
+# embedding tokenizers add special tokens to each input (BERT's [CLS] and
+# [SEP], a Llama BOS/EOS); this covers them.
+PER_EMBEDDING_INPUT_OVERHEAD_TOKENS = 4
 
 
 def _price(value: Decimal | int | str) -> tuple[int, int]:
@@ -101,10 +106,24 @@ def input_token_bound(
     return total
 
 
+def embedding_input_bound(texts: Sequence[str]) -> int:
+    """A true upper bound of the input tokens a provider can bill for embedding ``texts``.
+
+    The same reasoning as ``input_token_bound``: no token is shorter than one
+    UTF-8 byte, so a text has at most as many tokens as bytes, plus the special
+    tokens a tokenizer adds per input. An embedding request has no output.
+    """
+    total = PER_EMBEDDING_INPUT_OVERHEAD_TOKENS * len(texts)
+    for text in texts:
+        total += len(text) if text.isascii() else len(text.encode())
+    return total
+
+
 __all__ = [
     "MICRO_PER_USD",
     "SIX_PLACES",
     "cost_micro_usd",
+    "embedding_input_bound",
     "input_token_bound",
     "micro_to_usd",
     "usd_number",

@@ -19,6 +19,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "public_name",
         "provider",
         "provider_model",
+        "kind",
         "input_price_usd",
         "output_price_usd",
         "has_hidden_reasoning",
@@ -29,6 +30,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "is_enabled",
     )
     list_editable = (
+        "kind",
         "input_price_usd",
         "output_price_usd",
         "has_hidden_reasoning",
@@ -38,6 +40,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
     )
     list_filter = (
         "provider",
+        "kind",
         "is_enabled",
         "is_free_tier",
         "is_paid_tier",

@@ -24,7 +24,7 @@ django_application = get_asgi_application()
 from gateway import serving  # noqa: E402  (needs Django set up)
 from gateway.core import lifecycle  # noqa: E402
 from gateway.proxy.bodies import bound_bodies  # noqa: E402
-from gateway.proxy.endpoints import chat_completions, models  # noqa: E402
+from gateway.proxy.endpoints import chat_completions, embeddings, models  # noqa: E402
 from gateway.proxy.metrics_endpoint import metrics_endpoint  # noqa: E402
 
 Scope = dict[str, Any]
@@ -35,6 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # path -> lean handler; each handler answers every method on its path.
 LEAN_ROUTES: dict[str, ASGIApp] = {
     "/v1/chat/completions": chat_completions,
+    "/v1/embeddings": embeddings,
     "/v1/models": models,
     "/metrics": metrics_endpoint,
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 
@@ -20,6 +21,14 @@ class ModelRoute(models.Model):
         OPENAI = "openai", "OpenAI"
         ANTHROPIC = "anthropic", "Anthropic"
         DIGITALOCEAN = "digitalocean", "DigitalOcean"
+
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat completions"
+        EMBEDDING = "embedding", "Embeddings"
+
+    # Providers with an embeddings API (Anthropic has none); the proxy's own
+    # list is its embeddings adapters (gateway.proxy.providers), kept equal by a test.
+    EMBEDDING_PROVIDERS = frozenset({Provider.OPENAI.value, Provider.DIGITALOCEAN.value})
 
     public_name = models.CharField(
         max_length=100, unique=True, help_text="The model name clients send and see."
@@ -61,6 +70,15 @@ class ModelRoute(models.Model):
             "provider's published rule): the budget counts each image at this."
         ),
     )
+    kind = models.CharField(
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.CHAT,
+        help_text=(
+            "What the model serves: chat routes answer /v1/chat/completions only, embedding "
+            "routes /v1/embeddings only."
+        ),
+    )
     is_free_tier = models.BooleanField("free tier", default=False)
     is_paid_tier = models.BooleanField("paid tier", default=True)
     is_enabled = models.BooleanField("enabled", default=True)
@@ -95,6 +113,11 @@ class ModelRoute(models.Model):
         result = super().delete(*args, **kwargs)
         transaction.on_commit(bump_epoch, using=kwargs.get("using"))
         return result
+
+    def clean(self) -> None:
+        super().clean()
+        if self.kind == self.Kind.EMBEDDING and self.provider not in self.EMBEDDING_PROVIDERS:
+            raise ValidationError({"kind": f"{self.get_provider_display()} has no embeddings API."})
 
     @property
     def tiers(self) -> frozenset[str]:

@@ -101,6 +101,7 @@ def add_scrape_source(source: ScrapeSource) -> ScrapeSource:
 
 ROUTE_NAMES = {
     "/v1/chat/completions": "chat_completions",
+    "/v1/embeddings": "embeddings",
     "/v1/models": "models",
     "/v1/devices/register": "register",
     "/v1/devices/me": "device",

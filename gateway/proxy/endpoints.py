@@ -1,4 +1,5 @@
-"""The hot path: ``POST /v1/chat/completions`` and ``GET /v1/models`` as lean ASGI endpoints.
+"""The hot path: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and ``GET /v1/models``
+as lean ASGI endpoints.
 
 Every check runs in SPEC's order (IP guard, size cap, authentication,
 validation, route and tier rules, the exact upstream body and its input
@@ -8,6 +9,10 @@ admission, closed exactly once on every path) replaces the reservation with
 what it cost and writes the one usage record. No ORM call and no thread hop
 on a warm request before the upstream call, and one Redis round trip
 (``_admit_from_caches``).
+
+Embeddings take the same pipeline (the same guard, authentication, admission
+with its limits and budget reservation, key retry and ``Settlement``) with
+their own parsing, route kind, input bound and upstream call; no stream.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from django.conf import settings
@@ -38,11 +43,24 @@ from gateway.proxy.lean import (
     lean_endpoint,
 )
 from gateway.proxy.providers import adapter_for
-from gateway.proxy.providers.base import Outbound, StreamDone, UpstreamError, usage_payload
+from gateway.proxy.providers.base import (
+    Billable,
+    EmbeddingsOutbound,
+    Outbound,
+    StreamDone,
+    UpstreamError,
+    usage_payload,
+)
 from gateway.proxy.routes import models_for_tier, models_payload
 from gateway.proxy.settlement import Settlement, ledger_status, record_auto_pause
-from gateway.proxy.upstream import complete_with_key_retry, outbound, stream_with_key_retry
-from gateway.proxy.validation import prepare_chat
+from gateway.proxy.upstream import (
+    complete_with_key_retry,
+    embed_with_key_retry,
+    embeddings_outbound,
+    outbound,
+    stream_with_key_retry,
+)
+from gateway.proxy.validation import prepare_chat, prepare_embeddings
 from usage import guard, limits
 from usage.http import rate_limit_headers, refusal_error
 
@@ -130,7 +148,7 @@ def _too_large() -> RequestTooLarge:
 class _FromCaches:
     """What trying the caches left: an admission, or the body if it was read."""
 
-    admitted: tuple[Settlement, limits.Admission] | None = None
+    admitted: tuple[Settlement[Outbound], limits.Admission] | None = None
     epoch: int = 0
     body: bytes | None = None
 
@@ -220,13 +238,16 @@ async def _prepare(
     )
 
 
+OutboundT = TypeVar("OutboundT", bound=Billable)
+
+
 async def _admit(
     request: LeanRequest,
     device: AuthenticatedDevice,
     ip: str,
-    upstream: Outbound,
+    upstream: OutboundT,
     expect: limits.Expectation | None = None,
-) -> tuple[Settlement, limits.Admission]:
+) -> tuple[Settlement[OutboundT], limits.Admission]:
     # The reservation: the request's bounds priced, never below what it can cost.
     worst_case = upstream.route.cost_micro_usd(upstream.input_bound, upstream.output_bound)
     admission = await limits.admit(
@@ -265,7 +286,7 @@ _END_STATUS = {"client_disconnected": "client_disconnected"}
 
 async def _forward(
     request: LeanRequest,
-    admitted: tuple[Settlement, limits.Admission],
+    admitted: tuple[Settlement[Outbound], limits.Admission],
     epoch: int,
 ) -> Response | StreamResponse:
     settlement, admission = admitted
@@ -275,7 +296,7 @@ async def _forward(
     return await _complete(request, settlement, headers, epoch)
 
 
-async def _fail(settlement: Settlement, error: GatewayError, headers: dict[str, str]) -> None:
+async def _fail(settlement: Settlement[Any], error: GatewayError, headers: dict[str, str]) -> None:
     """Settle a request that failed before any output; its error response is still an
     admitted one: it carries the rate-limit headers and what it cost."""
     await settlement.close(ledger_status(error))
@@ -284,7 +305,7 @@ async def _fail(settlement: Settlement, error: GatewayError, headers: dict[str, 
 
 
 async def _complete(
-    request: LeanRequest, settlement: Settlement, headers: dict[str, str], epoch: int
+    request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
 ) -> Response:
     upstream_started = time.monotonic()
     try:
@@ -312,7 +333,7 @@ def _upstream_time(request: LeanRequest, started: float) -> None:
 
 
 async def _stream(
-    request: LeanRequest, settlement: Settlement, headers: dict[str, str], epoch: int
+    request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
 ) -> StreamResponse:
     events = stream_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
     # Closing the upstream stream cancels the provider's work; it runs before
@@ -334,7 +355,7 @@ async def _stream(
 
 
 async def _stream_body(
-    settlement: Settlement, first: Any, events: AsyncGenerator[Any, None]
+    settlement: Settlement[Outbound], first: Any, events: AsyncGenerator[Any, None]
 ) -> AsyncIterator[bytes]:
     """The events as SSE, then the usage chunk and ``[DONE]``. A client that leaves
     (or stops reading) closes this early; the deferred close settles it then."""
@@ -353,3 +374,57 @@ async def _stream_body(
         chunk = event.usage_chunk(settlement.billed_usage(), cost_usd=float(settlement.cost_text))
         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     yield DONE
+
+
+# --- Embeddings ------------------------------------------------------------------
+
+
+@lean_endpoint("POST")
+async def embeddings(request: LeanRequest) -> Response:
+    """``POST /v1/embeddings``: chat's checks in chat's order, one admission, one call."""
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    await _guard(ip, request.headers)
+    body = await request.body()  # 413 or 408 here (gateway.proxy.bodies)
+    device = await authenticate(request.headers, ip=ip)
+    epoch = store.last_read_epoch()
+    upstream = await _prepare_embeddings(request, device, body, epoch)
+    settlement, admission = await _admit(request, device, ip, upstream)
+    return await _embed(request, settlement, rate_limit_headers(admission=admission), epoch)
+
+
+async def _prepare_embeddings(
+    request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
+) -> EmbeddingsOutbound:
+    request.log["device_id"] = device.id
+    prepared = await prepare_embeddings(body, device.tier, epoch=epoch)
+    route = prepared.route
+    # The exact upstream body, and the input bound of its texts (400 for a
+    # route whose provider has no embeddings).
+    upstream = embeddings_outbound(route, prepared.request, end_user=end_user_id(device.id))
+    if not keys.is_configured(route.provider, epoch=epoch):
+        raise keys.ProviderNotConfigured(route.public_name)
+    request.log.update(model=route.public_name, provider=route.provider, is_streamed=False)
+    return upstream
+
+
+async def _embed(
+    request: LeanRequest,
+    settlement: Settlement[EmbeddingsOutbound],
+    headers: dict[str, str],
+    epoch: int,
+) -> Response:
+    upstream_started = time.monotonic()
+    try:
+        answer = await embed_with_key_retry(
+            settlement.outbound, meter=settlement.meter, epoch=epoch
+        )
+    except GatewayError as error:
+        _upstream_time(request, upstream_started)
+        await _fail(settlement, error, headers)
+        raise
+    _upstream_time(request, upstream_started)
+    await settlement.close("ok")
+    tokens = settlement.billed_usage().tokens_in
+    answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return json_response(answer, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})

@@ -18,12 +18,15 @@ from decimal import Decimal
 from typing import Any
 
 from billing.pricing import cost_micro_usd
-from gateway.core.errors import NotFound, PermissionDenied
+from gateway.core.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.core.loops import StampedCache
 from gateway.core.store import read_versions
 from usage.types import Tier
 
 TIERS = ("free", "paid")
+# What a route serves (ModelRoute.Kind): /v1/chat/completions or /v1/embeddings.
+CHAT, EMBEDDING = "chat", "embedding"
+ENDPOINT_OF_KIND = {CHAT: "/v1/chat/completions", EMBEDDING: "/v1/embeddings"}
 
 # SPEC section 6, with the providers' own model ids.
 SEED_ROUTES: tuple[dict[str, Any], ...] = (
@@ -73,7 +76,7 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "output_price_usd": Decimal("15.00"),
         "has_hidden_reasoning": True,
         "accepts_images": True,
-        "max_tokens_per_image": 2890,  # see gateway/migrations/0004_modelroute_images.py
+        "max_tokens_per_image": 2890,  # see gateway/migrations/0005_modelroute_images.py
         "is_free_tier": False,
         "is_paid_tier": True,
     },
@@ -88,6 +91,17 @@ SEED_ROUTES: tuple[dict[str, Any], ...] = (
         "is_free_tier": False,
         "is_paid_tier": True,
     },
+    # Embeddings (migration 0004): OpenAI's published price, no output tokens.
+    {
+        "public_name": "openai-text-embedding-3-small",
+        "provider": "openai",
+        "provider_model": "text-embedding-3-small",
+        "input_price_usd": Decimal("0.02"),
+        "output_price_usd": Decimal("0"),
+        "kind": EMBEDDING,
+        "is_free_tier": True,
+        "is_paid_tier": True,
+    },
 )
 
 
@@ -97,8 +111,15 @@ def seed_routes(route_model: Any = None) -> None:
         from gateway.models import ModelRoute
 
         route_model = ModelRoute
+    # A historical model from before the route kind (migration 0002) gets the
+    # chat routes only; migration 0004 adds the kind and the embedding route.
+    fields = {field.name for field in route_model._meta.get_fields()}
     for seed in SEED_ROUTES:
+        if "kind" not in fields and seed.get("kind", CHAT) != CHAT:
+            continue
         values = {name: value for name, value in seed.items() if name != "public_name"}
+        if "kind" in fields:
+            values.setdefault("kind", CHAT)
         route = route_model.objects.filter(public_name=seed["public_name"]).first()
         if route is None:
             route = route_model(public_name=seed["public_name"])
@@ -110,6 +131,11 @@ def seed_routes(route_model: Any = None) -> None:
 class ModelNotFound(NotFound):
     code = "model_not_found"
     message = "The model does not exist"
+
+
+class WrongModelKind(InvalidRequest):
+    code = "invalid_request"
+    message = "The model is not served on this endpoint"
 
 
 class ModelNotAllowed(PermissionDenied):
@@ -130,6 +156,7 @@ class Route:
     has_hidden_reasoning: bool = False
     accepts_images: bool = False
     max_tokens_per_image: int = 0  # the input bound counts each image at this
+    kind: str = CHAT  # CHAT or EMBEDDING: the one endpoint that serves it
 
     def allows(self, tier: Tier) -> bool:
         return tier in self.tiers
@@ -174,6 +201,7 @@ def route_of(row: Any) -> Route:
         has_hidden_reasoning=row.has_hidden_reasoning,
         accepts_images=row.accepts_images,
         max_tokens_per_image=row.max_tokens_per_image,
+        kind=row.kind,
     )
 
 
@@ -200,12 +228,19 @@ def clear_cache() -> None:
     _table.clear()
 
 
-async def resolve(model: str, tier: Tier, *, epoch: int | None = None) -> Route:
-    """The route for ``model``; 404 ``model_not_found`` (also when disabled), 403 for the tier."""
+async def resolve(model: str, tier: Tier, *, epoch: int | None = None, kind: str = CHAT) -> Route:
+    """The route for ``model``; 404 ``model_not_found`` (also when disabled), 400
+    ``invalid_request`` when it serves another endpoint than ``kind``'s, 403 for the tier."""
     routes = await route_table(epoch=epoch)
     route = routes.get(model)
     if route is None:
         raise ModelNotFound(f"The model '{model[:100]}' does not exist")
+    if route.kind != kind:
+        raise WrongModelKind(
+            f"The model '{model}' is not served on {ENDPOINT_OF_KIND[kind]}; "
+            f"use {ENDPOINT_OF_KIND.get(route.kind, 'another endpoint')}",
+            param="model",
+        )
     if not route.allows(tier):
         raise ModelNotAllowed(f"The model '{model}' is not available on the {tier} tier")
     return route
@@ -232,6 +267,8 @@ def models_payload(routes: list[Route], *, is_available: Callable[[Route], bool]
                 "owned_by": route.provider,
                 # False: its provider has no key here (requests answer 503).
                 "available": is_available(route),
+                # "chat" (/v1/chat/completions) or "embedding" (/v1/embeddings).
+                "kind": route.kind,
             }
             for route in routes
         ],

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from billing import budget
 from billing.alerts import alert_budget_exhausted
@@ -32,7 +32,7 @@ from gateway.core import clock, metrics
 from gateway.core.db import run_sync
 from gateway.core.errors import GatewayError
 from gateway.core.lifecycle import after_response, spawn
-from gateway.proxy.providers.base import Meter, Outbound, Usage
+from gateway.proxy.providers.base import Billable, Meter, Usage
 from gateway.proxy.routes import Route
 from usage import limits, liveness
 from usage.backends.base import Reservation
@@ -56,7 +56,11 @@ def ledger_status(error: GatewayError) -> str:
     return STATUS_BY_CODE.get(error.code, "upstream_error")
 
 
-class Settlement:
+# The request as sent upstream: a chat completion's Outbound or an EmbeddingsOutbound.
+OutboundT = TypeVar("OutboundT", bound=Billable)
+
+
+class Settlement(Generic[OutboundT]):
     """One admitted request's money (see the module docstring)."""
 
     def __init__(
@@ -65,7 +69,7 @@ class Settlement:
         request_id: str,
         device: AuthenticatedDevice,
         ip: str,
-        outbound: Outbound,
+        outbound: OutboundT,
         reservation: Reservation,
         started: float,
         log: dict[str, Any],
@@ -133,7 +137,7 @@ class Settlement:
                     cost_usd=cost_usd,
                     is_estimated=not usage.is_reported,
                     status=status,
-                    is_streamed=self.outbound.request.stream,
+                    is_streamed=self.outbound.is_streamed,
                     duration_ms=round((time.monotonic() - self.started) * 1000),
                     budget_day=date.fromisoformat(self.reservation.budget_day),
                     created_at=datetime.fromtimestamp(self.admitted_at, tz=UTC),

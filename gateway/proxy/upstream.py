@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import aiohttp
 import httpx
@@ -40,14 +41,17 @@ import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
-from billing.pricing import input_token_bound
+from billing.pricing import embedding_input_bound, input_token_bound
 from gateway.core import lifecycle
+from gateway.core.errors import InvalidRequest
 from gateway.core.loops import PerLoop
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey
-from gateway.proxy.providers import adapter_for
+from gateway.proxy.providers import adapter_for, embeddings_adapter_for
 from gateway.proxy.providers.base import (
     Completion,
+    EmbeddingsAdapter,
+    EmbeddingsOutbound,
     Meter,
     Outbound,
     SSEDecoder,
@@ -62,7 +66,7 @@ from gateway.proxy.providers.base import (
     provider_message,
 )
 from gateway.proxy.routes import Route
-from gateway.proxy.validation import ChatRequest
+from gateway.proxy.validation import ChatRequest, EmbeddingsRequest
 
 __all__ = [
     "Completion",
@@ -79,6 +83,8 @@ __all__ = [
     "close_clients",
     "complete",
     "complete_with_key_retry",
+    "embed_with_key_retry",
+    "embeddings_outbound",
     "outbound",
     "stream",
     "stream_with_key_retry",
@@ -368,3 +374,78 @@ async def stream_with_key_retry(
             yield event
     finally:
         await events.aclose()
+
+
+# --- embeddings ------------------------------------------------------------------
+# One JSON request, one JSON answer: the same transport, failures and key
+# retry as a non-streamed chat completion, with the provider's /embeddings.
+
+
+def _embeddings_adapter(route: Route) -> EmbeddingsAdapter:
+    adapter = embeddings_adapter_for(route.provider)
+    if adapter is None:  # a route the admin's validation would have refused
+        raise InvalidRequest(
+            f"The model '{route.public_name}' cannot serve embeddings: "
+            f"its provider has no embeddings API",
+            param="model",
+        )
+    return adapter
+
+
+def embeddings_outbound(
+    route: Route, request: EmbeddingsRequest, *, end_user: str
+) -> EmbeddingsOutbound:
+    """The exact upstream body for ``request`` and its input bound (before admission).
+
+    InvalidRequest (400) when the route's provider has no embeddings API or the
+    body cannot be encoded.
+    """
+    body = _embeddings_adapter(route).build_embeddings_body(route, request, end_user=end_user)
+    return EmbeddingsOutbound(route, request, body, embedding_input_bound(request.texts))
+
+
+def _no_salvage(content: bytes) -> Usage | None:
+    """An embeddings answer that does not parse is charged its input bound."""
+    return None
+
+
+async def embed(outbound: EmbeddingsOutbound, *, key: ProviderKey, meter: Meter) -> dict[str, Any]:
+    """OpenAI's embeddings list under the public model name, or an UpstreamError."""
+    route = outbound.route
+    adapter = _embeddings_adapter(route)
+    url, headers = adapter.embeddings_target(key)
+    meter.is_sent, meter.is_refused = True, False
+    sent = _request(url, headers, outbound.body)
+    try:
+        response = await transport_for(route.provider).handle_async_request(sent)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+    except TRANSPORT_ERRORS as exc:
+        raise transport_failure(exc, meter, is_streamed=False) from None
+    if response.status_code != 200:
+        raise status_failure(response, key, meter, _no_salvage)
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        meter.is_output_unseen = True
+        raise UpstreamError() from None
+    try:
+        return adapter.parse_embeddings(route, data, meter)
+    except SHAPE_ERRORS:
+        meter.is_output_unseen = True
+        raise UpstreamError() from None
+
+
+async def embed_with_key_retry(
+    outbound: EmbeddingsOutbound, *, meter: Meter, epoch: int
+) -> dict[str, Any]:
+    """``embed`` with the cached key; on 401/403 refresh the key and retry once."""
+    provider = outbound.route.provider
+    key = await keys.get_key(provider, epoch=epoch)
+    try:
+        return await embed(outbound, key=key, meter=meter)
+    except UpstreamAuthRejected:
+        key = await keys.refresh(provider, rejected=key, epoch=epoch)
+    return await embed(outbound, key=key, meter=meter)

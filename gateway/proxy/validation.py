@@ -34,7 +34,7 @@ from django.conf import settings
 
 from gateway.core.errors import InvalidRequest
 from gateway.core.jsonbody import parse_json_body
-from gateway.proxy.routes import Route, resolve
+from gateway.proxy.routes import EMBEDDING, Route, resolve
 from usage.types import Tier
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -49,6 +49,9 @@ _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})", re.ASCII)
 IMAGE_DETAILS = ("auto", "low", "high")
 _INT64 = 2**63
+# OpenAI's documented limit on the inputs of one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+ENCODING_FORMATS = ("float", "base64")
 
 
 class MaxTokensExceeded(InvalidRequest):
@@ -512,3 +515,89 @@ def check_tier_cap(request: ChatRequest, tier: Tier, route: object = None) -> in
 def effective_max_tokens(request: ChatRequest, tier: Tier) -> int:
     """The request's ``max_tokens``, or the tier cap when it sent none (no check)."""
     return request.max_tokens if request.max_tokens is not None else settings.MAX_TOKENS[tier]
+
+
+# --- embeddings --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsRequest:
+    """A validated OpenAI embeddings request (only known fields).
+
+    ``input`` is kept as the client sent it (one string or a list of strings),
+    so the provider answers in the same shape; ``texts`` is it as a list.
+    Token-id arrays are refused: their tokens cannot be bounded by bytes.
+    """
+
+    model: str
+    input: str | list[str]
+    dimensions: int | None = None
+    encoding_format: str | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEmbeddings:
+    request: EmbeddingsRequest
+    route: Route
+
+
+async def prepare_embeddings(
+    body: bytes, tier: Tier, *, epoch: int | None = None
+) -> PreparedEmbeddings:
+    """Parse, then resolve the model for ``tier`` among the embedding routes (SPEC's order)."""
+    request = parse_embeddings_request(body)
+    return PreparedEmbeddings(
+        request, await resolve(request.model, tier, epoch=epoch, kind=EMBEDDING)
+    )
+
+
+def parse_embeddings_request(body: bytes) -> EmbeddingsRequest:
+    """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
+    data = parse_json_body(body)
+    if not isinstance(data, dict):
+        raise _invalid("The request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("'model' must be a non-empty string", "model")
+    encoding_format = data.get("encoding_format")
+    if encoding_format is not None and encoding_format not in ENCODING_FORMATS:
+        raise _invalid("'encoding_format' must be float or base64", "encoding_format")
+    dimensions = data.get("dimensions")
+    # As for chat: checked, then dropped (the provider gets the device's opaque id).
+    _optional_string(data, "user")
+    return EmbeddingsRequest(
+        model=model,
+        input=_embedding_input(data.get("input")),
+        dimensions=None if dimensions is None else _positive_int(dimensions, "dimensions"),
+        encoding_format=encoding_format,
+    )
+
+
+def _embedding_input(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        if not value:
+            raise _invalid("'input' must not be empty", "input")
+        return value
+    if not isinstance(value, list) or not value:
+        raise _invalid(
+            "'input' must be a non-empty string or a non-empty array of strings", "input"
+        )
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise _invalid(f"'input' takes at most {MAX_EMBEDDING_INPUTS} items", "input")
+    for item in value:
+        if isinstance(item, str):
+            if not item:
+                raise _invalid("'input' must not hold empty strings", "input")
+            continue
+        if isinstance(item, int | list):
+            raise _invalid(
+                "'input' must be text: token-id arrays are not accepted (the gateway bounds "
+                "a request's cost by its UTF-8 bytes)",
+                "input",
+            )
+        raise _invalid("'input' items must be strings", "input")
+    return value

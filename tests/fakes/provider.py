@@ -8,6 +8,13 @@ Routes (``url`` is ``http://127.0.0.1:<port>``):
   ``Authorization: Bearer <keys["digitalocean"]>``
 * ``POST /anthropic/v1/messages``       Anthropic   ``x-api-key: <keys["anthropic"]>`` (or, while
   ``anthropic_accepts_bearer``, ``Authorization: Bearer <key>``) + an ``anthropic-version`` header
+* ``POST /openai/v1/embeddings``, ``POST /do/v1/embeddings``  OpenAI's embeddings (same keys):
+  one deterministic vector per input of ``dimensions`` floats (default 8), base64 when
+  ``encoding_format`` asks, ``usage.prompt_tokens`` counted as the chat input is (words,
+  or with ``input_billing = "bytes"`` the UTF-8 bytes of the input texts, never the JSON
+  around them). ``embeddings_report_usage = False`` leaves ``usage`` out (``reset()``
+  restores it). Faults apply as for a non-streamed chat; ``malformed`` answers without
+  ``data``; the stream faults and ``broken_json`` answer normally.
 
 What the fake model answers is described in ``provider_formats``. Faults come
 from ``fail_next()`` or from a ``[[fault:NAME]]`` / ``[[fault:NAME:k=v,k=v]]``
@@ -143,6 +150,7 @@ BILLED_FAULTS: frozenset[str] = frozenset(
 # Faults answered with one JSON body even when the request asked for a stream.
 _JSON_FAULTS: frozenset[str] = frozenset({"broken_json", "malformed"})
 PROVIDERS: tuple[str, ...] = ("openai", "digitalocean", "anthropic")
+_EMBEDDINGS_PATHS: frozenset[str] = frozenset({"/openai/v1/embeddings", "/do/v1/embeddings"})
 _PREFIXES: dict[str, str] = {
     "/openai/": "openai",
     "/do/": "digitalocean",
@@ -216,6 +224,7 @@ class FakeProvider:
         self.stream_endings: list[str] = []
         self.bills: list[Bill] = []
         self._input_billing = "words"
+        self.embeddings_report_usage = True
         self._lock = threading.Lock()
         self._faults: list[_QueuedFault] = []
         self._released = threading.Event()
@@ -314,6 +323,7 @@ class FakeProvider:
             self.stream_endings.clear()
             self.bills.clear()
             self._input_billing = "words"
+            self.embeddings_report_usage = True
             self._faults.clear()
             self.keys.clear()
             self.keys.update(DEFAULT_KEYS)
@@ -422,6 +432,13 @@ class FakeProvider:
                 self.requests.append(entry)
 
         dialect: fmt.Dialect = "anthropic" if provider == "anthropic" else "openai"
+        if path in _EMBEDDINGS_PATHS and provider in ("openai", "digitalocean"):
+            if request.method != "POST":
+                return self._not_found(dialect, request)
+            refused = self._authenticate(provider, request)
+            if refused is not None:
+                return refused
+            return await self._embeddings(request, provider, body, len(raw))
         route = {
             "openai": "/openai/v1/chat/completions",
             "digitalocean": "/do/v1/chat/completions",
@@ -433,6 +450,42 @@ class FakeProvider:
         if refused is not None:
             return refused
         return await self._answer(request, provider, dialect, body, len(raw))
+
+    async def _embeddings(
+        self, request: web.Request, provider: str, body: Any, size: int
+    ) -> web.StreamResponse:
+        """Answer an authenticated embeddings request; bill it when answered."""
+        directive = fmt.fault_directive(body) if isinstance(body, dict) else None
+        if directive is not None and directive[0] not in FAULTS:
+            return self._invalid(
+                "openai", f"fake provider: unknown fault directive {directive[0]!r}"
+            )
+        fault = _Fault(*directive) if directive is not None else self._take_fault(provider)
+        problem = fmt.embedding_problem(body) or (
+            _directive_problem(body, fault) if isinstance(body, dict) else None
+        )
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        tokens = 0
+        if problem is None and isinstance(body, dict):
+            billing = fmt.billing_directive(body) or self.input_billing
+            tokens = fmt.count_embedding_tokens(body, billing=billing)
+            if self.record and (fault is None or fault.name in BILLED_FAULTS):
+                bill = Bill(provider, fmt.label_directive(body), tokens, 0, "answered", size)
+                with self._lock:
+                    self.bills.append(bill)
+        if fault is not None:
+            if fault.name == "malformed":
+                return _json({"object": "list", "model": model}, 200, "openai")
+            if fault.name == "drop_mid_stream" and problem is None:
+                return await self._send_half(request, {"object": "list", "data": []})
+            answered = await self._apply_fault(fault, "openai", request, model)
+            if answered is not None:
+                return answered
+        if problem is not None:
+            return self._invalid("openai", problem)
+        assert isinstance(body, dict)
+        payload = fmt.openai_embeddings(body, tokens if self.embeddings_report_usage else None)
+        return _json(payload, 200, "openai")
 
     async def _answer(
         self,

@@ -53,8 +53,10 @@ is ignored.  Stop sequences search the answer pieces only, never the reasoning.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,8 +118,9 @@ def content_texts(content: Any) -> list[str]:
 
 
 def request_texts(body: dict[str, Any]) -> list[str]:
-    """Every text of the request: the Anthropic ``system`` and all message contents."""
-    texts = content_texts(body.get("system"))
+    """Every text of the request: the Anthropic ``system``, all message contents and an
+    embeddings request's ``input`` strings."""
+    texts = embedding_texts(body) + content_texts(body.get("system"))
     for message in body.get("messages") or []:
         if isinstance(message, dict):
             texts.extend(content_texts(message.get("content")))
@@ -597,6 +600,81 @@ def openai_malformed(model: str) -> dict[str, Any]:
         "created": int(time.time()),
         "model": model,
     }
+
+
+# --------------------------------------------------------------------------- embeddings
+
+DEFAULT_EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_texts(body: dict[str, Any]) -> list[str]:
+    """The strings of an embeddings request's ``input`` (one string or a list)."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def embedding_problem(body: Any) -> str | None:
+    """Why OpenAI's /embeddings would refuse ``body`` (as far as the fake checks), if it would."""
+    if not isinstance(body, dict):
+        return "The request body is not valid JSON."
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts:
+        return "'input' is a required property"
+    if not all(isinstance(text, str) and text for text in texts):
+        return "'$.input' is invalid. Please check the API reference."
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+        return "Invalid value for 'dimensions'"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "Invalid value for 'encoding_format'"
+    return None
+
+
+def count_embedding_tokens(body: dict[str, Any], *, billing: str) -> int:
+    """Words in every input (as the chat handler counts input words), or with
+    ``billing="bytes"`` their UTF-8 bytes (what no real tokenizer exceeds)."""
+    texts = embedding_texts(body)
+    if billing == "bytes":
+        return sum(len(text.encode()) for text in texts)
+    return sum(len(text.split()) for text in texts)
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic vector for ``text``: multiples of 1/128 in [-1, 1), exact in float32."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [((digest[j % len(digest)] + j) % 256) / 128 - 1 for j in range(dimensions)]
+
+
+def encode_vector(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format="base64"``: little-endian float32s, base64."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def openai_embeddings(body: dict[str, Any], prompt_tokens: int | None) -> dict[str, Any]:
+    """OpenAI's embeddings list for ``body``; no ``usage`` when ``prompt_tokens`` is None."""
+    dimensions = body.get("dimensions") or DEFAULT_EMBEDDING_DIMENSIONS
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, text in enumerate(embedding_texts(body)):
+        vector = embedding_vector(text, dimensions)
+        data.append(
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": encode_vector(vector) if as_base64 else vector,
+            }
+        )
+    payload: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+    if prompt_tokens is not None:
+        payload["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return payload
 
 
 # --------------------------------------------------------------------------- Anthropic

@@ -18,6 +18,7 @@ import pytest
 from anthropic.types import TextBlock, ToolParam
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageFunctionToolCall
 
+from tests.fakes import provider_formats as fmt
 from tests.fakes.provider import Bill, FakeProvider
 from tests.support.wire import weather_tool_round_trip
 
@@ -1328,3 +1329,48 @@ def test_it_bills_only_the_answers_a_provider_would_charge_for(provider: FakePro
     bills = provider.wait_for_bills(len(billed))
     assert [b.label for b in bills] == ["slow", "hold", "malformed", "drop_mid_stream"]
     assert all(b.ending == "answered" and b.output_tokens == 10 for b in bills)
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+@pytest.mark.parametrize("base", ["openai_base_url", "digitalocean_base_url"])
+def test_embeddings_are_deterministic_vectors_with_word_usage(
+    provider: FakeProvider, base: str
+) -> None:
+    client = openai.OpenAI(
+        base_url=getattr(provider, base),
+        api_key=provider.keys["openai" if base.startswith("openai") else "digitalocean"],
+        max_retries=0,
+    )
+    answer = client.embeddings.create(
+        model="text-embedding-3-small", input=["one two", "three"], encoding_format="float"
+    )
+    assert [len(item.embedding) for item in answer.data] == [8, 8]
+    assert answer.data[0].embedding == fmt.embedding_vector("one two", 8)
+    assert answer.data[0].embedding != answer.data[1].embedding
+    assert (answer.usage.prompt_tokens, answer.usage.total_tokens) == (3, 3)
+    decoded = client.embeddings.create(model="m", input="one two", dimensions=5)  # base64
+    assert decoded.data[0].embedding == fmt.embedding_vector("one two", 5)
+    assert provider.requests[-1].body["encoding_format"] == "base64"
+    assert [bill.input_tokens for bill in provider.bills] == [3, 2]
+
+
+def test_embeddings_bill_bytes_of_the_texts_refuse_bad_input_and_fault(
+    provider: FakeProvider,
+) -> None:
+    url = f"{provider.openai_base_url}/embeddings"
+    headers = {"Authorization": f"Bearer {provider.keys['openai']}"}
+    provider.input_billing = "bytes"
+    answer = httpx.post(url, json={"model": "m", "input": ["héllo", "x y"]}, headers=headers)
+    assert answer.json()["usage"]["prompt_tokens"] == 6 + 3
+    assert (
+        httpx.post(url, json={"model": "m", "input": [[1, 2]]}, headers=headers).status_code == 400
+    )
+    assert httpx.post(url, json={"model": "m", "input": "x"}).status_code == 401
+    provider.embeddings_report_usage = False
+    assert "usage" not in httpx.post(url, json={"model": "m", "input": "x"}, headers=headers).json()
+    provider.fail_next("http_500")
+    assert httpx.post(url, json={"model": "m", "input": "x"}, headers=headers).status_code == 500
+    provider.reset()
+    assert provider.embeddings_report_usage

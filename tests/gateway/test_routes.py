@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 from pytest_django import Settings
 
@@ -29,7 +30,10 @@ SPEC_ROUTES = {
     "anthropic-claude-4-sonnet": ("anthropic", "3.00", "15.00", {"paid"}),
     "openai-gpt-5": ("openai", "5.00", "15.00", {"paid"}),
     "openai-gpt-4o": ("openai", "2.50", "10.00", {"paid"}),
+    # Issue 17: embeddings, OpenAI's published price (output 0).
+    "openai-text-embedding-3-small": ("openai", "0.02", "0.00", {"free", "paid"}),
 }
+CHAT_ROUTES = {name: row for name, row in SPEC_ROUTES.items() if "embedding" not in name}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,6 +95,11 @@ def test_the_seed_is_spec_section_6_exactly() -> None:
         "claude-sonnet-4-20250514",
         "gpt-5",
         "gpt-4o",
+        "text-embedding-3-small",
+    }
+    kinds = {route.public_name: route.kind for route in ModelRoute.objects.all()}
+    assert {name for name, kind in kinds.items() if kind == "embedding"} == {
+        "openai-text-embedding-3-small"
     }
 
 
@@ -101,12 +110,92 @@ def test_the_data_migration_seeds_an_empty_table() -> None:
     assert table_as_spec() == SPEC_ROUTES
 
 
+def test_seeding_the_model_of_migration_0002_creates_the_chat_routes_only() -> None:
+    """Migration 0002 seeds with the historical model, which has no ``kind`` yet."""
+    state = MigrationLoader(connection).project_state(("gateway", "0002_seed_routes"))
+    historical = state.apps.get_model("gateway", "ModelRoute")
+    saved: list[str] = []
+
+    class Before:  # its fields, and a table that saves nothing
+        _meta = historical._meta
+        objects = ModelRoute.objects.none()
+
+        def __init__(self, public_name: str) -> None:
+            self.public_name = public_name
+
+        def save(self) -> None:
+            saved.append(self.public_name)
+
+    routes.seed_routes(Before)
+    assert set(saved) == set(CHAT_ROUTES)
+
+
+def test_migration_0004_adds_the_embedding_route_once_and_leaves_an_edited_one_alone() -> None:
+    migration = importlib.import_module("gateway.migrations.0004_modelroute_kind")
+    ModelRoute.objects.filter(public_name="openai-text-embedding-3-small").delete()
+    migration.seed_embedding_route(apps, None)
+    route = ModelRoute.objects.get(public_name="openai-text-embedding-3-small")
+    assert (route.kind, route.provider_model) == ("embedding", "text-embedding-3-small")
+    assert table_as_spec() == SPEC_ROUTES
+    route.input_price_usd = Decimal("0.05")
+    route.save()
+    migration.seed_embedding_route(apps, None)
+    assert ModelRoute.objects.get(public_name=route.public_name).input_price_usd == Decimal("0.05")
+    migration.remove_embedding_route(apps, None)
+    assert set(table_as_spec()) == set(CHAT_ROUTES)
+
+
+async def test_a_model_resolves_only_for_its_own_kind() -> None:
+    embedding = await routes.resolve("openai-text-embedding-3-small", "free", kind="embedding")
+    assert embedding.kind == "embedding"
+    with pytest.raises(routes.WrongModelKind) as on_chat:
+        await routes.resolve("openai-text-embedding-3-small", "free")
+    assert on_chat.value.status == 400
+    error = on_chat.value.payload()["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "model")
+    assert "'openai-text-embedding-3-small'" in error["message"]
+    assert "/v1/embeddings" in error["message"]
+    with pytest.raises(routes.WrongModelKind):
+        await routes.resolve("llama3-8b-instruct", "free", kind="embedding")
+    # The kind is checked before the tier: a free device learns the endpoint, not the tier.
+    with pytest.raises(routes.WrongModelKind):
+        await routes.resolve("openai-gpt-4o", "free", kind="embedding")
+
+
+def test_the_admin_refuses_an_embedding_route_to_a_provider_without_embeddings(
+    admin_client: Client,
+) -> None:
+    from gateway.proxy.providers import EMBEDDINGS_ADAPTERS
+
+    assert frozenset(EMBEDDINGS_ADAPTERS) == ModelRoute.EMBEDDING_PROVIDERS
+    listing = admin_client.get("/admin/gateway/modelroute/?kind__exact=embedding")
+    assert listing.status_code == 200
+    assert b"openai-text-embedding-3-small" in listing.content
+    assert b"llama3-8b-instruct" not in listing.content
+    response = admin_client.post(
+        "/admin/gateway/modelroute/add/",
+        {
+            "public_name": "claude-embeddings",
+            "provider": "anthropic",
+            "provider_model": "none",
+            "kind": "embedding",
+            "input_price_usd": "1",
+            "output_price_usd": "0",
+            "is_paid_tier": "on",
+            "is_enabled": "on",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert b"has no embeddings API" in response.content
+    assert not ModelRoute.objects.filter(public_name="claude-embeddings").exists()
+
+
 def test_seeding_again_restores_edited_routes_without_duplicates() -> None:
     ModelRoute.objects.filter(public_name="openai-gpt-4o").update(
         input_price_usd=Decimal("99"), is_enabled=False
     )
     routes.seed_routes()
-    assert ModelRoute.objects.count() == 6
+    assert ModelRoute.objects.count() == 7
     assert table_as_spec() == SPEC_ROUTES
     assert ModelRoute.objects.get(public_name="openai-gpt-4o").is_enabled
 
@@ -197,7 +286,14 @@ async def test_models_for_a_tier_lists_only_what_it_may_use_in_openai_format() -
         "deepseek-r1-distill-llama-70b",
         "llama3-8b-instruct",
         "llama3.3-70b-instruct",
+        "openai-text-embedding-3-small",
     ]
+    assert {model["id"]: model["kind"] for model in free["data"]} == {
+        "deepseek-r1-distill-llama-70b": "chat",
+        "llama3-8b-instruct": "chat",
+        "llama3.3-70b-instruct": "chat",
+        "openai-text-embedding-3-small": "embedding",
+    }
     assert {model["id"] for model in paid["data"]} == set(SPEC_ROUTES)
     entry = next(m for m in paid["data"] if m["id"] == "anthropic-claude-4-sonnet")
     assert entry["object"] == "model"
@@ -219,6 +315,7 @@ def test_the_admin_lists_filters_and_edits_routes(admin_client: Client) -> None:
             "public_name": "openai-gpt-5",
             "provider": "openai",
             "provider_model": "gpt-5",
+            "kind": "chat",
             "input_price_usd": "4.00",
             "output_price_usd": "15.00",
             "accepts_images": "on",

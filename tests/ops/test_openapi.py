@@ -123,6 +123,7 @@ def test_the_description_covers_every_client_and_admin_endpoint(described: Descr
         "/health/ready",
         "/v1/devices/register",
         "/v1/chat/completions",
+        "/v1/embeddings",
         "/v1/models",
         "/v1/usage/stats",
         "/api/admin/devices",
@@ -188,6 +189,34 @@ def test_live_client_responses_and_errors_match_the_description(
         is None
     )
     check(httpx.get(f"{url}/v1/usage/stats"), 401)
+
+
+def test_live_embeddings_responses_and_errors_match_the_description(
+    described: Described, make_device: Callable[..., Registered], provider: FakeProvider
+) -> None:
+    gateway, openapi, _document = described
+    url = f"{gateway.url}/v1/embeddings"
+    paid = {"Authorization": f"Bearer {make_device('approved', tier='paid').token}"}
+    model = "openai-text-embedding-3-small"
+
+    def check(status: int, headers: dict[str, str], **body: Any) -> httpx.Response:
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert response.status_code == status, response.text
+        return conforms(openapi, response)
+
+    floats = check(200, paid, model=model, input=["a", "b"], dimensions=4)
+    assert len(floats.json()["data"]) == 2 and floats.headers["x-request-cost-usd"]
+    check(200, paid, model=model, input="a", encoding_format="base64")
+    check(400, paid, model=model, input=[[1, 2]])
+    check(400, paid, model="openai-gpt-4o", input="a")
+    check(404, paid, model="no-such-model", input="a")
+    check(401, {}, model=model, input="a")
+    check(502, paid, model=model, input="[[fault:http_500]]")
+    models = httpx.get(f"{gateway.url}/v1/models", headers=paid, timeout=30)
+    assert {entry["kind"] for entry in conforms(openapi, models).json()["data"]} == {
+        "chat",
+        "embedding",
+    }
 
 
 def admin(

@@ -100,7 +100,12 @@ def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(
 def test_models_are_listed_per_tier(gateway: Gateway, free_token: str, paid_token: str) -> None:
     free = {model.id for model in gateway.sdk(free_token).models.list()}
     paid = {model.id for model in gateway.sdk(paid_token).models.list()}
-    assert free == {"llama3.3-70b-instruct", "llama3-8b-instruct", "deepseek-r1-distill-llama-70b"}
+    assert free == {
+        "llama3.3-70b-instruct",
+        "llama3-8b-instruct",
+        "deepseek-r1-distill-llama-70b",
+        "openai-text-embedding-3-small",
+    }
     assert paid == free | {"anthropic-claude-4-sonnet", "openai-gpt-5", "openai-gpt-4o"}
 
 

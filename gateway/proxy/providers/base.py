@@ -28,7 +28,7 @@ from gateway.core.errors import GatewayError, InvalidRequest
 from gateway.core.logs import redact
 from gateway.proxy.keys import ProviderKey
 from gateway.proxy.routes import Route
-from gateway.proxy.validation import ChatRequest
+from gateway.proxy.validation import ChatRequest, EmbeddingsRequest
 
 MAX_ERROR_MESSAGE_CHARS = 500
 
@@ -163,6 +163,46 @@ class Outbound:
     def output_bound(self) -> int:
         """Output tokens the provider can bill: the cap for each of the ``n`` choices."""
         return self.max_tokens * self.request.n
+
+    @property
+    def is_streamed(self) -> bool:
+        return self.request.stream
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsOutbound:
+    """An embeddings request as the provider will receive it, built before admission.
+
+    Its input bound comes from the texts (``billing.pricing.embedding_input_bound``);
+    embeddings have no output, so the output bound is 0, and no stream.
+    """
+
+    route: Route
+    request: EmbeddingsRequest
+    body: bytes
+    input_bound: int  # tokens
+    max_tokens: int = 0
+    output_bound: int = 0
+    is_streamed: bool = False
+
+
+class Billable(Protocol):
+    """What a request's settlement needs of its outbound request (either kind)."""
+
+    @property
+    def route(self) -> Route: ...
+
+    @property
+    def input_bound(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    @property
+    def output_bound(self) -> int: ...
+
+    @property
+    def is_streamed(self) -> bool: ...
 
 
 @functools.lru_cache(maxsize=16)
@@ -354,3 +394,20 @@ class Adapter(Protocol):
     def stream_translator(
         self, route: Route, request: ChatRequest, meter: Meter
     ) -> StreamTranslator: ...
+
+
+class EmbeddingsAdapter(Protocol):
+    """A provider with an embeddings API (OpenAI's ``/embeddings`` shape)."""
+
+    def build_embeddings_body(
+        self, route: Route, request: EmbeddingsRequest, *, end_user: str
+    ) -> bytes:
+        """The exact upstream body, naming ``end_user`` as the provider's end-user id."""
+        ...
+
+    def embeddings_target(self, key: ProviderKey) -> tuple[httpx.URL, httpx.Headers]: ...
+
+    def parse_embeddings(self, route: Route, data: Any, meter: Meter) -> dict[str, Any]:
+        """OpenAI's embeddings list for a 200 body (public model name, usage added at
+        settlement); the provider's usage goes to ``meter``; UpstreamError when malformed."""
+        ...

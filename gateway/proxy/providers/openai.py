@@ -33,7 +33,7 @@ from gateway.proxy.providers.base import (
     salvage_usage,
 )
 from gateway.proxy.routes import Route
-from gateway.proxy.validation import ChatRequest
+from gateway.proxy.validation import ChatRequest, EmbeddingsRequest
 
 # ChatRequest fields forwarded as they are when set.
 FORWARDED = (
@@ -192,6 +192,37 @@ class OpenAIAdapter:
 
     def stream_translator(self, route: Route, request: ChatRequest, meter: Meter) -> OpenAIStream:
         return OpenAIStream(route=route, meter=meter)
+
+    # --- embeddings (both providers speak OpenAI's /embeddings) ------------------
+
+    def build_embeddings_body(
+        self, route: Route, request: EmbeddingsRequest, *, end_user: str
+    ) -> bytes:
+        body: dict[str, Any] = {"model": route.provider_model, "input": request.input}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if request.encoding_format is not None:
+            body["encoding_format"] = request.encoding_format
+        body["user"] = end_user
+        return encode_body(body)
+
+    def embeddings_target(self, key: ProviderKey) -> tuple[httpx.URL, httpx.Headers]:
+        base = settings.PROVIDER_BASE_URLS[self.provider]
+        return endpoint(f"{base}/embeddings"), _headers(key, "application/json")
+
+    def parse_embeddings(self, route: Route, data: Any, meter: Meter) -> dict[str, Any]:
+        usage = data.get("usage") if isinstance(data, dict) else None
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if type(prompt) is int and prompt >= 0:
+            meter.reported = Usage(prompt, 0, True)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("embedding"), list | str)
+            for item in items
+        ):
+            meter.is_output_unseen = True
+            raise UpstreamError()
+        return {"object": "list", "data": items, "model": route.public_name}
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ def flag_seeded_routes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("gateway", "0003_modelroute_has_hidden_reasoning")]
+    dependencies = [("gateway", "0004_modelroute_kind")]
 
     operations = [
         migrations.AddField(
