@@ -269,6 +269,11 @@ def models_payload(routes: list[Route], *, is_available: Callable[[Route], bool]
                 "available": is_available(route),
                 # "chat" (/v1/chat/completions) or "embedding" (/v1/embeddings).
                 "kind": route.kind,
+                "capabilities": {
+                    "images": route.accepts_images,
+                    "tools": route.kind == CHAT,
+                    "reasoning": route.has_hidden_reasoning,
+                },
             }
             for route in routes
         ],

@@ -62,6 +62,7 @@ def test_an_anthropic_route_gets_base64_and_url_image_blocks(
         "source": {"type": "base64", "media_type": "image/png", "data": PNG},
     }
     assert blocks[2] == {"type": "image", "source": {"type": "url", "url": WEB_URL}}
+    assert len(ledger(1)) == 1  # landed before the next test's database
 
 
 @pytest.mark.parametrize(
@@ -83,6 +84,18 @@ def test_images_a_route_cannot_take_are_a_400_before_admission(
     assert fragment in error["message"]
     assert provider.requests == []
     assert remaining(gateway, paid_token) == before
+
+
+def test_the_model_list_says_which_models_take_images_tools_and_reasoning(
+    gateway: Gateway, paid_token: str
+) -> None:
+    response = httpx.get(f"{gateway.url}/v1/models", headers=bearer(paid_token), timeout=30)
+    models = {model["id"]: model["capabilities"] for model in response.json()["data"]}
+    assert models["openai-gpt-4o"] == {"images": True, "tools": True, "reasoning": False}
+    assert models["openai-gpt-5"] == {"images": True, "tools": True, "reasoning": True}
+    assert models["anthropic-claude-4-sonnet"]["images"] is True
+    assert models["llama3-8b-instruct"] == {"images": False, "tools": True, "reasoning": False}
+    assert models["openai-text-embedding-3-small"]["tools"] is False
 
 
 def test_images_outside_user_messages_are_refused(gateway: Gateway, paid_token: str) -> None:
@@ -158,6 +171,7 @@ def test_an_image_request_that_does_not_fit_a_small_budget_is_refused(
     few = chat_body(model="openai-gpt-4o", messages=with_images(WEB_URL), max_tokens=10)
     assert post(gateway, few, token=paid_token).status_code == 200
     assert len(provider.requests_for("openai")) == 1
+    assert len(ledger(1)) == 1
 
 
 def test_only_a_request_with_images_may_pass_the_text_size_limit(
@@ -190,3 +204,4 @@ def test_only_a_request_with_images_may_pass_the_text_size_limit(
     )
     assert_refused(post(gateway, too_big, token=paid_token), 413, "request_too_large")
     assert len(provider.requests_for("openai")) == 1
+    assert len(ledger(1)) == 1

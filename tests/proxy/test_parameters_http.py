@@ -78,6 +78,7 @@ def test_openai_compatible_routes_get_every_parameter_as_sent(
     # SPEC: the client's user is replaced by the device's opaque id.
     assert sent.body["user"] == end_user_id(device.device.pk)
     assert "n" not in sent.body  # one choice is the provider's default
+    assert len(ledger(1)) == 1  # landed before the next test's database
 
 
 def test_reasoning_effort_reaches_a_reasoning_model_and_is_refused_elsewhere(
@@ -94,6 +95,7 @@ def test_reasoning_effort_reaches_a_reasoning_model_and_is_refused_elsewhere(
     error = assert_refused(response, 400, "invalid_request")
     assert error["param"] == "reasoning_effort" and "openai-gpt-4o" in error["message"]
     assert remaining(gateway, paid_token) == before
+    assert len(ledger(1)) == 1
 
 
 def test_an_anthropic_route_gets_the_equivalents_and_drops_the_sampling_hints(
@@ -118,6 +120,7 @@ def test_an_anthropic_route_gets_the_equivalents_and_drops_the_sampling_hints(
     assert sent.body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
     for dropped in ("seed", "presence_penalty", "frequency_penalty", "response_format", "user"):
         assert dropped not in sent.body
+    assert len(ledger(1)) == 1
 
 
 @pytest.mark.parametrize(
