@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,6 +65,7 @@ from usage import guard, limits
 from usage.http import rate_limit_headers, refusal_error
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DONE = b"data: [DONE]\n\n"
 
@@ -304,14 +305,17 @@ async def _fail(settlement: Settlement[Any], error: GatewayError, headers: dict[
     error.extra_headers["X-Request-Cost-USD"] = settlement.cost_text
 
 
-async def _complete(
-    request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
-) -> Response:
+async def _answered(
+    request: LeanRequest,
+    settlement: Settlement[Any],
+    headers: dict[str, str],
+    call: Coroutine[Any, Any, T],
+) -> T:
+    """A non-streamed upstream call, timed and settled: a failure is settled and raised
+    (it carries the admitted headers), a success settled ``ok``."""
     upstream_started = time.monotonic()
     try:
-        completion = await complete_with_key_retry(
-            settlement.outbound, meter=settlement.meter, epoch=epoch
-        )
+        answer = await call
     except GatewayError as error:
         _upstream_time(request, upstream_started)
         await _fail(settlement, error, headers)
@@ -323,6 +327,14 @@ async def _complete(
         raise
     _upstream_time(request, upstream_started)
     await settlement.close("ok")
+    return answer
+
+
+async def _complete(
+    request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
+) -> Response:
+    call = complete_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    completion = await _answered(request, settlement, headers, call)
     body = completion.body
     body["usage"] = usage_payload(settlement.billed_usage())
     return json_response(body, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
@@ -414,17 +426,8 @@ async def _embed(
     headers: dict[str, str],
     epoch: int,
 ) -> Response:
-    upstream_started = time.monotonic()
-    try:
-        answer = await embed_with_key_retry(
-            settlement.outbound, meter=settlement.meter, epoch=epoch
-        )
-    except GatewayError as error:
-        _upstream_time(request, upstream_started)
-        await _fail(settlement, error, headers)
-        raise
-    _upstream_time(request, upstream_started)
-    await settlement.close("ok")
+    call = embed_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    answer = await _answered(request, settlement, headers, call)
     tokens = settlement.billed_usage().tokens_in
     answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     return json_response(answer, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})

@@ -269,11 +269,11 @@ def _start(outbound: Outbound, key: ProviderKey, meter: Meter, *, stream: bool) 
 # --- requests ------------------------------------------------------------------
 
 
-async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Completion:
-    """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
-    route, request = outbound.route, outbound.request
-    adapter = adapter_for(route.provider)
-    sent = _start(outbound, key, meter, stream=False)
+async def _answer(
+    route: Route, sent: httpx.Request, key: ProviderKey, meter: Meter, salvage: Salvage
+) -> Any:
+    """A non-streamed answer's JSON; UpstreamError for a transport failure, a non-2xx
+    status or a body that does not parse (whose usage ``salvage`` may still find)."""
     try:
         response = await transport_for(route.provider).handle_async_request(sent)
         try:
@@ -283,14 +283,22 @@ async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Com
     except TRANSPORT_ERRORS as exc:
         raise transport_failure(exc, meter, is_streamed=False) from None
     if response.status_code != 200:
-        raise status_failure(response, key, meter, adapter.salvage)
+        raise status_failure(response, key, meter, salvage)
     try:
-        data = orjson.loads(content)
+        return orjson.loads(content)
     except orjson.JSONDecodeError:
         # An answer we cannot read: it may hold anything; its usage may still be there.
-        meter.salvaged = adapter.salvage(content)
+        meter.salvaged = salvage(content)
         meter.is_output_unseen = True
         raise UpstreamError() from None
+
+
+async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Completion:
+    """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
+    route, request = outbound.route, outbound.request
+    adapter = adapter_for(route.provider)
+    sent = _start(outbound, key, meter, stream=False)
+    data = await _answer(route, sent, key, meter, adapter.salvage)
     try:
         return adapter.parse_response(route, request, data, meter)
     except SHAPE_ERRORS:
@@ -416,21 +424,7 @@ async def embed(outbound: EmbeddingsOutbound, *, key: ProviderKey, meter: Meter)
     url, headers = adapter.embeddings_target(key)
     meter.is_sent, meter.is_refused = True, False
     sent = _request(url, headers, outbound.body)
-    try:
-        response = await transport_for(route.provider).handle_async_request(sent)
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-    except TRANSPORT_ERRORS as exc:
-        raise transport_failure(exc, meter, is_streamed=False) from None
-    if response.status_code != 200:
-        raise status_failure(response, key, meter, _no_salvage)
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        meter.is_output_unseen = True
-        raise UpstreamError() from None
+    data = await _answer(route, sent, key, meter, _no_salvage)
     try:
         return adapter.parse_embeddings(route, data, meter)
     except SHAPE_ERRORS:

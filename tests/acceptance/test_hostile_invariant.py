@@ -3,8 +3,8 @@ budget or a device's cap, and every request the provider saw is in the ledger on
 
 Paid and free devices send, all at once: normal and streamed answers,
 readers that stall, pipelined requests reset before their answer, clients
-leaving mid-stream, provider timeouts, answers that do not parse, and large
-JSON schemas. The budget and the paid caps are small enough to bind. Once it
+leaving mid-stream, provider timeouts, answers that do not parse, large
+JSON schemas, and (issue 17) several choices and images at once. The budget and the paid caps are small enough to bind. Once it
 is over: spent <= budget, each device's spend <= its cap, the ledger's sum is
 the spent counter, nothing stays reserved, and the ledger holds exactly one
 record per request the provider received.
@@ -56,6 +56,16 @@ TRICKLE = "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
 
 def user(text: str, **fields: object) -> dict[str, Any]:
     return chat_body(messages=[{"role": "user", "content": text}], **fields)
+
+
+def with_images(text: str, images: int, **fields: object) -> dict[str, Any]:
+    """A user message with ``images`` https images: each counts 1445 tokens (gpt-4o)."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [
+        {"type": "image_url", "image_url": {"url": f"https://example.com/{n}.png"}}
+        for n in range(images)
+    ]
+    return chat_body(messages=[{"role": "user", "content": parts}], **fields)
 
 
 REFUSED_BY_MONEY = ("device_budget_exceeded", "budget_exceeded")
@@ -121,6 +131,9 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
             (plain, token, user("Slow [[fault:slow:seconds=4]]", model=GPT)),
             (plain, token, user("[[tokens:500]] [[fault:broken_json]]", model=GPT)),
             (plain, token, user("Hi", model=GPT, max_tokens=1, response_format=schema_format)),
+            # Several choices and images: n x the output cap, each image at its maximum.
+            (plain, token, with_images("Look [[tokens:20]]", 3, model=GPT, n=4)),
+            (leave_early, token, with_images(TRICKLE, 2, model=GPT, n=3, stream=True)),
         ]
     for token in free:
         calls += [
