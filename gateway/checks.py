@@ -68,16 +68,21 @@ def server_trusting_forwarded_headers(**kwargs: Any) -> list[Warning]:
     )
 
 
-def providers_without_keys(**kwargs: Any) -> list[Warning]:
-    """Enabled routes whose provider has no key (``env`` backend: the ``aws`` one is
-    only asked by the first request): they answer 503 ``provider_not_configured``."""
-    if settings.SECRETS_BACKEND != "env":
+def providers_without_keys(databases: Any = None, **kwargs: Any) -> list[Warning]:
+    """Enabled models whose provider has no key (``env`` backend: the ``aws`` one is
+    only asked by the first request): they answer 503 ``provider_not_configured``.
+
+    A database check, as Django asks of checks that read one: it runs when a
+    database is named, with ``check --database default`` and with ``migrate``
+    (which ``make serve`` runs), and not before every management command.
+    """
+    if settings.SECRETS_BACKEND != "env" or not databases:
         return []
+    missing = sorted(p for p, key in settings.PROVIDER_ENV_KEYS.items() if not str(key).strip())
     from django.db import DatabaseError
 
     from gateway.models import ModelRoute
 
-    missing = sorted(p for p, key in settings.PROVIDER_ENV_KEYS.items() if not str(key).strip())
     try:
         routes = list(
             ModelRoute.objects.filter(is_enabled=True, provider__in=missing)

@@ -217,6 +217,9 @@ def test_huge_and_deep_bodies_are_refused_before_anything_else(
 def test_an_embedding_route_to_a_provider_without_embeddings_is_refused(
     gateway: Gateway, provider: FakeProvider, paid_token: str
 ) -> None:
+    # The running gateway has its route table loaded (its stamp is this test's epoch),
+    # so the save below is seen through the epoch it bumps, as in production.
+    assert httpx.get(f"{gateway.url}/v1/models", headers=bearer(paid_token)).status_code == 200
     # Saved past the admin's validation (ModelRoute.clean refuses it there).
     ModelRoute.objects.create(
         public_name="anthropic-embeddings",
