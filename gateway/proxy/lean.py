@@ -73,6 +73,9 @@ def error_response(error: GatewayError) -> Response:
     return Response(error.status, orjson.dumps(error.payload()), encode_headers(error.headers()))
 
 
+ErrorRenderer = Callable[[GatewayError], Response]
+
+
 def encode_headers(headers: Mapping[str, str]) -> list[Header]:
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
@@ -237,9 +240,10 @@ setting_changed.connect(_forget_hosts)
 
 
 def lean_endpoint(
-    *methods: str,
+    *methods: str, errors: ErrorRenderer = error_response
 ) -> Callable[[Endpoint], Callable[[Scope, Receive, Send], Awaitable[None]]]:
-    """Turn ``async def endpoint(request) -> Response | StreamResponse`` into an ASGI app."""
+    """Turn ``async def endpoint(request) -> Response | StreamResponse`` into an ASGI app;
+    ``errors`` renders every error it answers (OpenAI's error object unless told)."""
     allowed = ", ".join(methods)
 
     def decorate(endpoint: Endpoint) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -250,7 +254,7 @@ def lean_endpoint(
             status = 500
             end = "interrupted"
             try:
-                response = await _respond(endpoint, request, methods, allowed)
+                response = await _respond(endpoint, request, methods, allowed, errors)
                 status = response.status
                 if isinstance(response, StreamResponse):
                     await _send_stream(request, response, send)
@@ -310,7 +314,11 @@ def _observe(request: LeanRequest, status: int, duration: float) -> None:
 
 
 async def _respond(
-    endpoint: Endpoint, request: LeanRequest, methods: tuple[str, ...], allowed: str
+    endpoint: Endpoint,
+    request: LeanRequest,
+    methods: tuple[str, ...],
+    allowed: str,
+    errors: ErrorRenderer,
 ) -> Response | StreamResponse:
     try:
         # Before anything else: a request for another site (DNS rebinding) gets nothing.
@@ -323,7 +331,7 @@ async def _respond(
         return await endpoint(request)
     except GatewayError as error:
         request.log["code"] = error.code
-        return error_response(error)
+        return errors(error)
     except ClientDisconnected:
         raise
     except Exception:
@@ -332,7 +340,7 @@ async def _respond(
             f"Internal server error (request id {request.request_id})", requestId=request.request_id
         )
         request.log["code"] = internal.code
-        return error_response(internal)
+        return errors(internal)
 
 
 def _start_message(
