@@ -5,7 +5,8 @@ Django's request machinery costs about a millisecond per request, so
 module takes over what Django's handler and middleware did for them: request
 ids and the access line, the ``Host`` check against ``ALLOWED_HOSTS``, CORS
 exactly as django-cors-headers answers it, OpenAI-shaped errors for every
-failure (a bug is a JSON 500 with the request id, never a traceback),
+failure (Anthropic's on ``/v1/messages``: the endpoint's ``errors``
+renderer; a bug is a JSON 500 with the request id, never a traceback),
 streaming with client-disconnect and stalled-reader detection, and background
 work held by reference. What an endpoint must finish whatever happens (a
 request's settlement) it hands to ``LeanRequest.defer``: run once the

@@ -37,13 +37,11 @@ MAX_STOP_SEQUENCES = 4  # the chat pipeline's limit (gateway.proxy.validation)
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
-    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
     504: "timeout_error",
-    529: "overloaded_error",
 }
 OVERLOADED_CODES = frozenset({"upstream_overloaded"})
 
