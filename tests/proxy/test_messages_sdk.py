@@ -13,6 +13,7 @@ from anthropic.types import MessageParam, ToolParam, ToolUseBlock
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import bearer, remaining
+from tests.support.processes import wait_for
 from usage.models import UsageRecord
 
 ROUTES = [
@@ -250,3 +251,21 @@ def test_a_model_not_allowed_is_a_403_permission_error(gateway: Gateway, free_to
     body = refused.value.body
     assert isinstance(body, dict) and body["error"]["type"] == "permission_error"
     assert body["error"]["code"] == "model_not_allowed"
+
+
+@pytest.mark.parametrize(("model", "provider_name"), TOOL_ROUTES)
+def test_a_client_leaving_mid_stream_is_settled_as_on_chat(
+    gateway: Gateway, provider: FakeProvider, paid_token: str, model: str, provider_name: str
+) -> None:
+    content = "Count [[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
+    with client(gateway, paid_token).messages.stream(
+        model=model, max_tokens=500, messages=[{"role": "user", "content": content}]
+    ) as stream:
+        for received, _text in enumerate(stream.text_stream, start=1):
+            if received == 2:
+                break
+    wait_for(lambda: provider.stream_endings, timeout=5, what="the provider's stream to end")
+    assert provider.stream_endings[0] != "completed"
+    (record,) = ledger(1)
+    assert record.status == "client_disconnected" and record.is_streamed
+    assert 0 < record.tokens_out < 200 and record.cost_usd > 0
