@@ -24,7 +24,12 @@ django_application = get_asgi_application()
 from gateway import serving  # noqa: E402  (needs Django set up)
 from gateway.core import lifecycle  # noqa: E402
 from gateway.proxy.bodies import bound_bodies  # noqa: E402
-from gateway.proxy.endpoints import chat_completions, embeddings, models  # noqa: E402
+from gateway.proxy.endpoints import (  # noqa: E402
+    chat_completions,
+    embeddings,
+    messages,
+    models,
+)
 from gateway.proxy.metrics_endpoint import metrics_endpoint  # noqa: E402
 
 Scope = dict[str, Any]
@@ -36,6 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LEAN_ROUTES: dict[str, ASGIApp] = {
     "/v1/chat/completions": chat_completions,
     "/v1/embeddings": embeddings,
+    "/v1/messages": messages,
     "/v1/models": models,
     "/metrics": metrics_endpoint,
 }

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from gateway.core.client_ip import client_ip_from_scope, limit_key
 from gateway.core.errors import GatewayError, RequestTooLarge
 from gateway.core.lifecycle import spawn
 from gateway.proxy import keys
+from gateway.proxy import messages as messages_api
 from gateway.proxy.lean import (
     LeanRequest,
     Response,
@@ -42,6 +43,7 @@ from gateway.proxy.lean import (
     json_response,
     lean_endpoint,
 )
+from gateway.proxy.messages_stream import MessageEvents, error_event
 from gateway.proxy.providers import adapter_for
 from gateway.proxy.providers.base import (
     Billable,
@@ -344,8 +346,17 @@ def _upstream_time(request: LeanRequest, started: float) -> None:
     request.log["upstream_ms"] = round((time.monotonic() - started) * 1000, 1)
 
 
+StreamRenderer = Callable[
+    [Settlement[Outbound], Any, AsyncGenerator[Any, None]], AsyncIterator[bytes]
+]
+
+
 async def _stream(
-    request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
+    request: LeanRequest,
+    settlement: Settlement[Outbound],
+    headers: dict[str, str],
+    epoch: int,
+    render: StreamRenderer | None = None,
 ) -> StreamResponse:
     events = stream_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
     # Closing the upstream stream cancels the provider's work; it runs before
@@ -362,7 +373,7 @@ async def _stream(
         await _fail(settlement, error, headers)
         raise
     _upstream_time(request, upstream_started)
-    body = _stream_body(settlement, first, events)
+    body = (render or _stream_body)(settlement, first, events)
     return StreamResponse(body, headers=encode_headers(headers))
 
 
@@ -431,3 +442,77 @@ async def _embed(
     tokens = settlement.billed_usage().tokens_in
     answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     return json_response(answer, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
+
+
+# --- Anthropic's Messages API ----------------------------------------------------
+
+
+def _anthropic_error(error: GatewayError) -> Response:
+    payload = messages_api.error_payload(error)
+    return Response(error.status, orjson.dumps(payload), encode_headers(error.headers()))
+
+
+@lean_endpoint("POST", errors=_anthropic_error)
+async def messages(request: LeanRequest) -> Response | StreamResponse:
+    """``POST /v1/messages``: an Anthropic Messages body as the equivalent chat
+    request (gateway.proxy.messages), through chat's checks in chat's order, its
+    admission, upstream call and settlement; the answer and errors in Anthropic's shape."""
+    ip = client_ip_from_scope(request.scope)
+    request.log["client_ip"] = ip
+    _api_key_as_bearer(request.headers)
+    await _guard(ip, request.headers)
+    device, body = await _authenticated_body(request, ip)
+    epoch = store.last_read_epoch()
+    # Only a request with images may pass MAX_REQUEST_BYTES (as in _prepare).
+    is_large = len(body) > settings.MAX_REQUEST_BYTES
+    if is_large and b'"image"' not in body:
+        raise _too_large()
+    prepared = await _prepare(request, device, messages_api.to_chat_body(body), epoch)
+    if is_large and not prepared.request.images:
+        raise _too_large()
+    settlement, admission = await _admit(request, device, ip, prepared)
+    headers = rate_limit_headers(admission=admission)
+    if prepared.request.stream:
+        return await _stream(request, settlement, headers, epoch, _message_events)
+    call = complete_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    completion = await _answered(request, settlement, headers, call)
+    completion.body["usage"] = usage_payload(settlement.billed_usage())
+    return json_response(
+        messages_api.to_message(completion.body),
+        headers={**headers, "X-Request-Cost-USD": settlement.cost_text},
+    )
+
+
+def _api_key_as_bearer(headers: dict[str, str]) -> None:
+    """Anthropic's ``x-api-key`` carries the device token, as ``Authorization: Bearer``
+    may; both, naming different tokens, are unusable credentials (401)."""
+    key = headers.get("x-api-key")
+    if key is None:
+        return
+    key = key.strip()
+    authorization = headers.get("authorization")
+    if authorization is None:
+        headers["authorization"] = f"Bearer {key}"
+    elif authorization.strip().partition(" ")[2].strip() != key:
+        headers["authorization"] = "Conflicting x-api-key"
+
+
+async def _message_events(
+    settlement: Settlement[Outbound], first: Any, events: AsyncGenerator[Any, None]
+) -> AsyncIterator[bytes]:
+    """``_stream_body`` in Anthropic's events: settled the same way on every path."""
+    translator = MessageEvents()
+    event = first
+    try:
+        while not isinstance(event, StreamDone):
+            out = translator.chunk(event, input_tokens=settlement.meter.reported_input or 0)
+            if out:
+                yield out
+            event = await anext(events)
+    except UpstreamError as error:
+        await events.aclose()
+        await settlement.close(ledger_status(error))
+        yield error_event(error)
+        return
+    await settlement.close("ok")
+    yield translator.end(event, settlement.billed_usage())

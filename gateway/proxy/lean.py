@@ -5,7 +5,8 @@ Django's request machinery costs about a millisecond per request, so
 module takes over what Django's handler and middleware did for them: request
 ids and the access line, the ``Host`` check against ``ALLOWED_HOSTS``, CORS
 exactly as django-cors-headers answers it, OpenAI-shaped errors for every
-failure (a bug is a JSON 500 with the request id, never a traceback),
+failure (Anthropic's on ``/v1/messages``: the endpoint's ``errors``
+renderer; a bug is a JSON 500 with the request id, never a traceback),
 streaming with client-disconnect and stalled-reader detection, and background
 work held by reference. What an endpoint must finish whatever happens (a
 request's settlement) it hands to ``LeanRequest.defer``: run once the
@@ -71,6 +72,9 @@ def json_response(
 
 def error_response(error: GatewayError) -> Response:
     return Response(error.status, orjson.dumps(error.payload()), encode_headers(error.headers()))
+
+
+ErrorRenderer = Callable[[GatewayError], Response]
 
 
 def encode_headers(headers: Mapping[str, str]) -> list[Header]:
@@ -237,9 +241,10 @@ setting_changed.connect(_forget_hosts)
 
 
 def lean_endpoint(
-    *methods: str,
+    *methods: str, errors: ErrorRenderer = error_response
 ) -> Callable[[Endpoint], Callable[[Scope, Receive, Send], Awaitable[None]]]:
-    """Turn ``async def endpoint(request) -> Response | StreamResponse`` into an ASGI app."""
+    """Turn ``async def endpoint(request) -> Response | StreamResponse`` into an ASGI app;
+    ``errors`` renders every error it answers (OpenAI's error object unless told)."""
     allowed = ", ".join(methods)
 
     def decorate(endpoint: Endpoint) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -250,7 +255,7 @@ def lean_endpoint(
             status = 500
             end = "interrupted"
             try:
-                response = await _respond(endpoint, request, methods, allowed)
+                response = await _respond(endpoint, request, methods, allowed, errors)
                 status = response.status
                 if isinstance(response, StreamResponse):
                     await _send_stream(request, response, send)
@@ -310,7 +315,11 @@ def _observe(request: LeanRequest, status: int, duration: float) -> None:
 
 
 async def _respond(
-    endpoint: Endpoint, request: LeanRequest, methods: tuple[str, ...], allowed: str
+    endpoint: Endpoint,
+    request: LeanRequest,
+    methods: tuple[str, ...],
+    allowed: str,
+    errors: ErrorRenderer,
 ) -> Response | StreamResponse:
     try:
         # Before anything else: a request for another site (DNS rebinding) gets nothing.
@@ -323,7 +332,7 @@ async def _respond(
         return await endpoint(request)
     except GatewayError as error:
         request.log["code"] = error.code
-        return error_response(error)
+        return errors(error)
     except ClientDisconnected:
         raise
     except Exception:
@@ -332,7 +341,7 @@ async def _respond(
             f"Internal server error (request id {request.request_id})", requestId=request.request_id
         )
         request.log["code"] = internal.code
-        return error_response(internal)
+        return errors(internal)
 
 
 def _start_message(

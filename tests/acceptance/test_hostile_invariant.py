@@ -4,10 +4,11 @@ budget or a device's cap, and every request the provider saw is in the ledger on
 Paid and free devices send, all at once: normal and streamed answers,
 readers that stall, pipelined requests reset before their answer, clients
 leaving mid-stream, provider timeouts, answers that do not parse, large
-JSON schemas, and (issue 17) several choices and images at once. The budget and the paid caps are small enough to bind. Once it
-is over: spent <= budget, each device's spend <= its cap, the ledger's sum is
-the spent counter, nothing stays reserved, and the ledger holds exactly one
-record per request the provider received.
+JSON schemas, and (issue 17) several choices and images at once. The budget
+and the paid caps are small enough to bind. Once it is over: spent <= budget,
+each device's spend <= its cap, the ledger's sum is the spent counter, nothing
+stays reserved, and the ledger holds exactly one record per request the
+provider received.
 """
 
 from __future__ import annotations

@@ -124,6 +124,7 @@ def test_the_description_covers_every_client_and_admin_endpoint(described: Descr
         "/v1/devices/register",
         "/v1/chat/completions",
         "/v1/embeddings",
+        "/v1/messages",
         "/v1/models",
         "/v1/usage/stats",
         "/api/admin/devices",
@@ -217,6 +218,36 @@ def test_live_embeddings_responses_and_errors_match_the_description(
         "chat",
         "embedding",
     }
+
+
+def test_live_messages_responses_and_errors_match_the_description(
+    described: Described, make_device: Callable[..., Registered], provider: FakeProvider
+) -> None:
+    gateway, openapi, _document = described
+    url = f"{gateway.url}/v1/messages"
+    paid = {"x-api-key": make_device("approved", tier="paid").token}
+    free = {"x-api-key": make_device("approved").token}
+    hello = [{"role": "user", "content": "hi [[tokens:3]]"}]
+
+    def check(status: int, headers: dict[str, str], **body: Any) -> httpx.Response:
+        body = {"model": "llama3-8b-instruct", "max_tokens": 20, "messages": hello, **body}
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert response.status_code == status, response.text
+        return conforms(openapi, response)
+
+    message = check(200, paid)
+    assert message.json()["type"] == "message" and message.headers["x-request-cost-usd"]
+    streamed = check(200, paid, stream=True)
+    assert streamed.text.startswith("event: message_start\n")
+    assert streamed.text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    check(400, paid, max_tokens=None)
+    check(401, {})
+    check(403, free, model="anthropic-claude-4-sonnet")
+    check(404, paid, model="no-such-model")
+    check(502, paid, messages=[{"role": "user", "content": "[[fault:http_500]]"}])
+    overloaded = check(503, paid, messages=[{"role": "user", "content": "[[fault:http_429]]"}])
+    assert overloaded.headers["retry-after"]
+    assert overloaded.json()["error"]["type"] == "overloaded_error"
 
 
 def admin(
