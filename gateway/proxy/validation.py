@@ -112,14 +112,20 @@ def _invalid(message: str, param: str | None = None) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
+def _object_with_model(body: bytes) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object and its ``model`` (every /v1 body starts so)."""
     data = parse_json_body(body)
     if not isinstance(data, dict):
         raise _invalid("The request body must be a JSON object")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("'model' must be a non-empty string", "model")
+    return data, model
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
+    data, model = _object_with_model(body)
     stream = _optional_bool(data, "stream") or False
     options = data.get("stream_options")
     if options is not None and not isinstance(options, dict):
@@ -557,12 +563,7 @@ async def prepare_embeddings(
 
 def parse_embeddings_request(body: bytes) -> EmbeddingsRequest:
     """Parse and validate the raw body; raises InvalidRequest (400) on anything wrong."""
-    data = parse_json_body(body)
-    if not isinstance(data, dict):
-        raise _invalid("The request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("'model' must be a non-empty string", "model")
+    data, model = _object_with_model(body)
     encoding_format = data.get("encoding_format")
     if encoding_format is not None and encoding_format not in ENCODING_FORMATS:
         raise _invalid("'encoding_format' must be float or base64", "encoding_format")
