@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
@@ -93,6 +93,7 @@ __all__ = [
 # Streams hold a connection for their whole life: the pool must be larger
 # than the number of concurrent streams one process serves. (aiohttp's pool
 # takes max_connections and keepalive_expiry.)
+T = TypeVar("T")
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
 # Offered explicitly, as what httpx decodes without optional packages:
 # aiohttp's own default could name an encoding httpx cannot decode.
@@ -352,15 +353,23 @@ async def stream(
     yield translator.done()
 
 
-async def complete_with_key_retry(outbound: Outbound, *, meter: Meter, epoch: int) -> Completion:
-    """``complete`` with the cached key; on 401/403 refresh the key and retry once."""
-    provider = outbound.route.provider
+async def _with_key_retry(
+    provider: str, epoch: int, call: Callable[[ProviderKey], Awaitable[T]]
+) -> T:
+    """``call(key)`` with the cached key; on 401/403 refresh the key and call once more."""
     key = await keys.get_key(provider, epoch=epoch)
     try:
-        return await complete(outbound, key=key, meter=meter)
+        return await call(key)
     except UpstreamAuthRejected:
         key = await keys.refresh(provider, rejected=key, epoch=epoch)
-    return await complete(outbound, key=key, meter=meter)
+    return await call(key)
+
+
+async def complete_with_key_retry(outbound: Outbound, *, meter: Meter, epoch: int) -> Completion:
+    """``complete`` with the cached key; on 401/403 refresh the key and retry once."""
+    return await _with_key_retry(
+        outbound.route.provider, epoch, lambda key: complete(outbound, key=key, meter=meter)
+    )
 
 
 async def stream_with_key_retry(
@@ -436,10 +445,6 @@ async def embed_with_key_retry(
     outbound: EmbeddingsOutbound, *, meter: Meter, epoch: int
 ) -> dict[str, Any]:
     """``embed`` with the cached key; on 401/403 refresh the key and retry once."""
-    provider = outbound.route.provider
-    key = await keys.get_key(provider, epoch=epoch)
-    try:
-        return await embed(outbound, key=key, meter=meter)
-    except UpstreamAuthRejected:
-        key = await keys.refresh(provider, rejected=key, epoch=epoch)
-    return await embed(outbound, key=key, meter=meter)
+    return await _with_key_retry(
+        outbound.route.provider, epoch, lambda key: embed(outbound, key=key, meter=meter)
+    )
