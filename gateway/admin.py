@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db import transaction
 from django.db.models import QuerySet
@@ -13,8 +14,38 @@ from gateway.core.store import bump_epoch
 from gateway.models import ModelRoute
 
 
+class FallbacksField(forms.Field):
+    """A route's fallbacks as the admin types them: public model names, in order,
+    separated by commas (the model checks they exist and form no cycle)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(name) for name in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return [str(name) for name in value]
+        return [name.strip() for name in str(value or "").split(",") if name.strip()]
+
+
+class ModelRouteForm(forms.ModelForm):
+    fallbacks = FallbacksField(
+        required=False,
+        help_text=(
+            "Public model names, in order, separated by commas: tried when this model's "
+            "provider fails before any output. Their own fallbacks follow them."
+        ),
+    )
+
+    class Meta:
+        model = ModelRoute
+        fields = "__all__"
+
+
 @admin.register(ModelRoute)
 class ModelRouteAdmin(admin.ModelAdmin):
+    form = ModelRouteForm
     list_display = (
         "public_name",
         "provider",
@@ -25,6 +56,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "has_hidden_reasoning",
         "accepts_images",
         "max_tokens_per_image",
+        "fallback_chain",
         "is_free_tier",
         "is_paid_tier",
         "is_enabled",
@@ -56,6 +88,10 @@ class ModelRouteAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         super().delete_queryset(request, queryset)
         transaction.on_commit(bump_epoch)
+
+    @admin.display(description="fallbacks")
+    def fallback_chain(self, route: ModelRoute) -> str:
+        return " → ".join(route.fallbacks) if route.fallbacks else "—"
 
     @admin.action(description="Enable selected routes")
     def enable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 
+from gateway import fallbacks as chains
 from gateway.core.store import bump_epoch
 
 
@@ -79,6 +80,15 @@ class ModelRoute(models.Model):
             "routes /v1/embeddings only."
         ),
     )
+    fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "Public model names tried in this order when this model's provider fails before "
+            "any output (each with its own provider and prices; their own fallbacks follow "
+            "them). Also set with manage.py set_fallbacks."
+        ),
+    )
     is_free_tier = models.BooleanField("free tier", default=False)
     is_paid_tier = models.BooleanField("paid tier", default=True)
     is_enabled = models.BooleanField("enabled", default=True)
@@ -118,6 +128,23 @@ class ModelRoute(models.Model):
         super().clean()
         if self.kind == self.Kind.EMBEDDING and self.provider not in self.EMBEDDING_PROVIDERS:
             raise ValidationError({"kind": f"{self.get_provider_display()} has no embeddings API."})
+        self.check_fallbacks()
+
+    def check_fallbacks(self) -> None:
+        """ValidationError unless ``fallbacks`` name other existing routes of the same
+        kind, without a cycle through any route's fallbacks (gateway.fallbacks)."""
+        if not isinstance(self.fallbacks, list) or not all(
+            isinstance(name, str) for name in self.fallbacks
+        ):
+            raise ValidationError({"fallbacks": "A list of public model names."})
+        others = ModelRoute.objects.exclude(pk=self.pk) if self.pk else ModelRoute.objects.all()
+        rows = list(others.values_list("public_name", "fallbacks", "kind"))
+        fallbacks_of = {name: list(chain or []) for name, chain, _kind in rows}
+        kinds = {name: kind for name, _chain, kind in rows} | {self.public_name: self.kind}
+        try:
+            chains.check(self.public_name, self.fallbacks, fallbacks_of, kinds)
+        except chains.FallbackError as exc:
+            raise ValidationError({"fallbacks": str(exc)}) from None
 
     @property
     def tiers(self) -> frozenset[str]:

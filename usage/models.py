@@ -47,6 +47,16 @@ class UsageRecord(models.Model):
         help_text="Budget day (BUDGET_TIMEZONE) the request was admitted in."
     )
     created_at = models.DateTimeField(help_text="When the request was admitted (gateway clock).")
+    requested_model = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="The model the client asked for; ``model`` is the route that answered "
+        "(a fallback, when they differ).",
+    )
+    attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="Upstream attempts (other keys, fallback routes) it took."
+    )
 
     class Meta:
         indexes = [

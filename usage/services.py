@@ -57,6 +57,8 @@ class UsageRecordData:
     duration_ms: int
     budget_day: date
     created_at: datetime
+    requested_model: str = ""
+    attempts: int = 1
 
     def to_line(self) -> bytes:
         # orjson encodes the dataclass itself, fields in order, dates and
@@ -72,6 +74,9 @@ class UsageRecordData:
             data["cost_usd"] = Decimal(data["cost_usd"])
             data["budget_day"] = date.fromisoformat(data["budget_day"])
             data["created_at"] = datetime.fromisoformat(data["created_at"])
+            # Spooled before fallbacks existed: one attempt, at the model asked for.
+            data.setdefault("requested_model", data.get("model"))
+            data.setdefault("attempts", 1)
             return cls(**{name: data[name] for name in cls.__slots__})
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation) as exc:
             raise ValueError(f"not a usage record line: {type(exc).__name__}") from None
@@ -84,7 +89,7 @@ class UsageRecordData:
     def problems(self) -> list[str]:
         """What the database would refuse, or (SQLite's INSERT OR IGNORE) silently drop."""
         found = []
-        for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier"):
+        for name in _TEXT_FIELDS:
             value = getattr(self, name)
             limit = _MAX_LENGTHS[name]
             if not isinstance(value, str) or len(value) > limit:
@@ -93,6 +98,9 @@ class UsageRecordData:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
                 found.append(f"{name} is not a non-negative 32-bit integer")
+        attempts = self.attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts < 2**15:
+            found.append("attempts is not a count from 1 to 32767")
         cost = self.cost_usd
         if not isinstance(cost, Decimal) or not cost.is_finite() or not 0 <= cost < 10**8:
             found.append("cost_usd is not an amount of at most 8 integer digits")
@@ -123,10 +131,17 @@ def _max_length(name: str) -> int:
     return field.max_length
 
 
-_MAX_LENGTHS = {
-    name: _max_length(name)
-    for name in ("request_id", "device_id", "owner", "ip", "model", "provider", "tier")
-}
+_TEXT_FIELDS = (
+    "request_id",
+    "device_id",
+    "owner",
+    "ip",
+    "model",
+    "provider",
+    "tier",
+    "requested_model",
+)
+_MAX_LENGTHS = {name: _max_length(name) for name in _TEXT_FIELDS}
 # Status.values builds its list anew on each access; this is read once a request.
 _STATUSES = frozenset(UsageRecord.Status.values)
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.pricing import cost_micro_usd
+from gateway import fallbacks as chains
 from gateway.core.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.core.loops import StampedCache
 from gateway.core.store import read_versions
@@ -157,6 +158,10 @@ class Route:
     accepts_images: bool = False
     max_tokens_per_image: int = 0  # the input bound counts each image at this
     kind: str = CHAT  # CHAT or EMBEDDING: the one endpoint that serves it
+    # The routes to try, in order, when this one fails before any output: its
+    # fallbacks expanded (gateway.fallbacks.chain), enabled or not; a request
+    # keeps those it may use (``candidates``).
+    fallbacks: tuple[str, ...] = ()
 
     def allows(self, tier: Tier) -> bool:
         return tier in self.tiers
@@ -177,7 +182,7 @@ def _load_routes() -> dict[str, Route]:
     from gateway.models import ModelRoute
 
     try:
-        return _rows_to_routes(ModelRoute.objects.filter(is_enabled=True))
+        return _rows_to_routes(ModelRoute.objects.all())
     finally:
         # This runs in a worker thread outside any request: give the
         # connection back (to the pool) rather than hold it in that thread.
@@ -188,8 +193,8 @@ def _load_routes() -> dict[str, Route]:
 _table: StampedCache[dict[str, Route]] = StampedCache(_load_routes)
 
 
-def route_of(row: Any) -> Route:
-    """The hot path's copy of a ``ModelRoute`` row."""
+def route_of(row: Any, fallbacks: tuple[str, ...] = ()) -> Route:
+    """The hot path's copy of a ``ModelRoute`` row, with its expanded fallbacks."""
     return Route(
         public_name=row.public_name,
         provider=row.provider,
@@ -202,11 +207,19 @@ def route_of(row: Any) -> Route:
         accepts_images=row.accepts_images,
         max_tokens_per_image=row.max_tokens_per_image,
         kind=row.kind,
+        fallbacks=fallbacks,
     )
 
 
 def _rows_to_routes(rows: Any) -> dict[str, Route]:
-    return {row.public_name: route_of(row) for row in rows}
+    """The enabled routes by name; chains expand through disabled ones too."""
+    rows = list(rows)
+    fallbacks_of = {row.public_name: list(row.fallbacks or ()) for row in rows}
+    return {
+        row.public_name: route_of(row, chains.chain(row.public_name, fallbacks_of))
+        for row in rows
+        if row.is_enabled
+    }
 
 
 async def _current_epoch() -> int:

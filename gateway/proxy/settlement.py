@@ -82,7 +82,14 @@ class Settlement(Generic[OutboundT]):
         self.admitted_at = clock.now()
         self.started = started  # time.monotonic() when the request arrived
         self.log = log  # the request's access-line fields: tokens and cost go there
-        self.meter = Meter()
+        self.meter = Meter()  # the current attempt's
+        self.requested = outbound.route.public_name  # the model the client asked for
+        # Attempts before the current one (fallbacks, other keys): how many, and
+        # what the providers may bill for them (nothing, unless one reported usage).
+        self.attempts = 1
+        self.prior_cost = 0
+        self.prior_tokens_in = 0
+        self.prior_tokens_out = 0
         self.usage: Usage | None = None  # what was billed, once closed
         self.cost_text = ""  # its cost in USD with six places, once closed
         self._closing: asyncio.Task[int] | None = None
@@ -105,6 +112,19 @@ class Settlement(Generic[OutboundT]):
             self._closing = spawn(self._record(status))
         return await asyncio.shield(self._closing)
 
+    def next_attempt(self, outbound: OutboundT) -> None:
+        """Start another attempt (another key or a fallback route): what the current one
+        may cost is kept, and ``outbound`` (its route, body and bounds) is now current."""
+        if self._closing is not None:
+            raise RuntimeError("a closed settlement takes no more attempts")
+        usage = self.billed_usage()
+        self.prior_cost += self.route.cost_micro_usd(usage.tokens_in, usage.tokens_out)
+        self.prior_tokens_in += usage.tokens_in
+        self.prior_tokens_out += usage.tokens_out
+        self.attempts += 1
+        self.outbound = outbound
+        self.meter = Meter()
+
     def billed_usage(self) -> Usage:
         outbound = self.outbound
         return self.meter.usage(
@@ -116,12 +136,14 @@ class Settlement(Generic[OutboundT]):
     async def _record(self, status: str) -> int:
         route = self.route
         usage = self.usage = self.billed_usage()
-        cost = route.cost_micro_usd(usage.tokens_in, usage.tokens_out)
+        cost = route.cost_micro_usd(usage.tokens_in, usage.tokens_out) + self.prior_cost
+        tokens_in = usage.tokens_in + self.prior_tokens_in
+        tokens_out = usage.tokens_out + self.prior_tokens_out
         cost_usd = micro_to_usd(cost)
         self.cost_text = f"{cost_usd:.6f}"
-        self.log.update(
-            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=self.cost_text
-        )
+        self.log.update(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=self.cost_text)
+        if self.attempts > 1:
+            self.log.update(attempts=self.attempts, route_target=route.public_name)
         try:
             await usage_record_write(
                 UsageRecordData(
@@ -132,8 +154,8 @@ class Settlement(Generic[OutboundT]):
                     model=route.public_name,
                     provider=route.provider,
                     tier=self.device.tier,
-                    tokens_in=usage.tokens_in,
-                    tokens_out=usage.tokens_out,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
                     cost_usd=cost_usd,
                     is_estimated=not usage.is_reported,
                     status=status,
@@ -141,6 +163,8 @@ class Settlement(Generic[OutboundT]):
                     duration_ms=round((time.monotonic() - self.started) * 1000),
                     budget_day=date.fromisoformat(self.reservation.budget_day),
                     created_at=datetime.fromtimestamp(self.admitted_at, tz=UTC),
+                    requested_model=self.requested,
+                    attempts=self.attempts,
                 )
             )
         finally:
@@ -149,7 +173,7 @@ class Settlement(Generic[OutboundT]):
             # counts, so the budget errs on the safe side. It starts once the
             # response is sent, is held by reference and drained at shutdown.
             after_response(self._settle_in_store(cost))
-        metrics.count_usage(route.public_name, usage.tokens_in, usage.tokens_out, cost)
+        metrics.count_usage(route.public_name, tokens_in, tokens_out, cost)
         return cost
 
     async def _settle_in_store(self, cost: int) -> None:
