@@ -40,7 +40,7 @@ class ModelRouteForm(forms.ModelForm):
 
     class Meta:
         model = ModelRoute
-        fields = "__all__"
+        exclude: tuple[str, ...] = ()
 
 
 @admin.register(ModelRoute)

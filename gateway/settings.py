@@ -352,6 +352,10 @@ PROVIDER_BASE_URLS = {
 }
 UPSTREAM_TIMEOUT_SECONDS = env.float("UPSTREAM_TIMEOUT_SECONDS", default=90.0)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env.float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", default=5.0)
+# Retries and fallbacks before any output (gateway.proxy.attempts): no attempt
+# starts after this many seconds from the first, nor past this many attempts.
+UPSTREAM_TOTAL_TIMEOUT_SECONDS = env.float("UPSTREAM_TOTAL_TIMEOUT_SECONDS", default=120.0)
+UPSTREAM_MAX_ATTEMPTS = _positive_int("UPSTREAM_MAX_ATTEMPTS", 4)
 # A stream whose client reads nothing for this long is ended and settled.
 STREAM_IDLE_TIMEOUT_SECONDS = env.float("STREAM_IDLE_TIMEOUT_SECONDS", default=30.0)
 

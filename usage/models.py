@@ -55,7 +55,9 @@ class UsageRecord(models.Model):
         "(a fallback, when they differ).",
     )
     attempts = models.PositiveSmallIntegerField(
-        default=1, help_text="Upstream attempts (other keys, fallback routes) it took."
+        default=1,
+        help_text="Upstream attempts it took (other keys, fallback routes); 0: none was "
+        "made (every route's breaker open, or the client left first).",
     )
 
     class Meta:

@@ -99,8 +99,8 @@ class UsageRecordData:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
                 found.append(f"{name} is not a non-negative 32-bit integer")
         attempts = self.attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts < 2**15:
-            found.append("attempts is not a count from 1 to 32767")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 <= attempts < 2**15:
+            found.append("attempts is not a count from 0 to 32767")
         cost = self.cost_usd
         if not isinstance(cost, Decimal) or not cost.is_finite() or not 0 <= cost < 10**8:
             found.append("cost_usd is not an amount of at most 8 integer digits")

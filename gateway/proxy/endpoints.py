@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from django.conf import settings
@@ -33,7 +33,7 @@ from gateway.core import store
 from gateway.core.client_ip import client_ip_from_scope, limit_key
 from gateway.core.errors import GatewayError, RequestTooLarge
 from gateway.core.lifecycle import spawn
-from gateway.proxy import keys
+from gateway.proxy import attempts, keys
 from gateway.proxy import messages as messages_api
 from gateway.proxy.lean import (
     LeanRequest,
@@ -47,27 +47,23 @@ from gateway.proxy.messages_stream import MessageEvents, error_event
 from gateway.proxy.providers import adapter_for
 from gateway.proxy.providers.base import (
     Billable,
+    Completion,
     EmbeddingsOutbound,
     Outbound,
     StreamDone,
     UpstreamError,
     usage_payload,
 )
-from gateway.proxy.routes import models_for_tier, models_payload
+from gateway.proxy.routes import Route, fallbacks_for, models_for_tier, models_payload
 from gateway.proxy.settlement import Settlement, ledger_status, record_auto_pause
-from gateway.proxy.upstream import (
-    complete_with_key_retry,
-    embed_with_key_retry,
-    embeddings_outbound,
-    outbound,
-    stream_with_key_retry,
-)
-from gateway.proxy.validation import prepare_chat, prepare_embeddings
+from gateway.proxy.upstream import complete, embed, embeddings_outbound, outbound, stream
+from gateway.proxy.validation import ChatRequest, prepare_chat, prepare_embeddings
 from usage import guard, limits
 from usage.http import rate_limit_headers, refusal_error
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+OutboundT = TypeVar("OutboundT", bound=Billable)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -217,7 +213,7 @@ def _cached_view(request: LeanRequest, ip: str) -> _CachedView | None:
 
 async def _prepare(
     request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
-) -> Outbound:
+) -> Planned[Outbound]:
     request.log["device_id"] = device.id
     # Only a request with images may pass MAX_REQUEST_BYTES: refused before
     # parsing when it cannot hold one, after it when it holds none.
@@ -227,32 +223,75 @@ async def _prepare(
     prepared = await prepare_chat(body, device.tier, epoch=epoch)
     if is_large and not prepared.request.images:
         raise _too_large()
-    route = prepared.route
+    route, chat = prepared.route, prepared.request
     # What only this provider refuses is refused here too, before it costs a request.
-    adapter_for(route.provider).check_request(prepared.request, route)
-    if not keys.is_configured(route.provider, epoch=epoch):
+    adapter_for(route.provider).check_request(chat, route)
+    request.log.update(model=route.public_name, provider=route.provider, is_streamed=chat.stream)
+    routes = [route]
+    if route.fallbacks:
+        routes += await _chat_fallbacks(route, chat, device, epoch)
+        routes = [each for each in routes if keys.is_configured(each.provider, epoch=epoch)]
+    elif not keys.is_configured(route.provider, epoch=epoch):
+        routes = []
+    if not routes:
         raise keys.ProviderNotConfigured(route.public_name)
-    request.log.update(
-        model=route.public_name, provider=route.provider, is_streamed=prepared.request.stream
-    )
-    # The exact bytes the provider will get: the budget's input bound is theirs.
-    return outbound(
-        route, prepared.request, max_tokens=prepared.max_tokens, end_user=end_user_id(device.id)
+    # The exact bytes each provider would get: the budget's input bounds are theirs.
+    end_user = end_user_id(device.id)
+    return Planned(
+        route.public_name,
+        tuple(
+            outbound(each, chat, max_tokens=prepared.max_tokens, end_user=end_user)
+            for each in routes
+        ),
     )
 
 
-OutboundT = TypeVar("OutboundT", bound=Billable)
+async def _chat_fallbacks(
+    route: Route, chat: ChatRequest, device: AuthenticatedDevice, epoch: int
+) -> list[Route]:
+    """``route``'s fallbacks that can take this very request (its images, ``n``,
+    parameters); the others are skipped, not an error."""
+    usable = []
+    for fallback in await fallbacks_for(route, device.tier, epoch=epoch):
+        if chat.images and not fallback.accepts_images:
+            continue
+        try:
+            adapter_for(fallback.provider).check_request(chat, fallback)
+        except GatewayError:
+            continue
+        usable.append(fallback)
+    return usable
+
+
+@dataclass(frozen=True, slots=True)
+class Planned(Generic[OutboundT]):
+    """What an admitted request may send: its own route's request, then those of the
+    fallbacks it may reach (gateway.proxy.attempts), each built before admission."""
+
+    requested: str  # the model the client asked for
+    outbounds: tuple[OutboundT, ...]  # never empty; the first is the requested route's
+
+    def worst_case(self) -> int:
+        """The reservation: the most any route the request may reach can cost."""
+        if len(self.outbounds) == 1:
+            only = self.outbounds[0]
+            return only.route.cost_micro_usd(only.input_bound, only.output_bound)
+        return max(
+            each.route.cost_micro_usd(each.input_bound, each.output_bound)
+            for each in self.outbounds
+        )
 
 
 async def _admit(
     request: LeanRequest,
     device: AuthenticatedDevice,
     ip: str,
-    upstream: OutboundT,
+    planned: Planned[OutboundT],
     expect: limits.Expectation | None = None,
 ) -> tuple[Settlement[OutboundT], limits.Admission]:
-    # The reservation: the request's bounds priced, never below what it can cost.
-    worst_case = upstream.route.cost_micro_usd(upstream.input_bound, upstream.output_bound)
+    # The reservation: the request's bounds priced on every route it may reach,
+    # never below what it can cost.
+    worst_case = planned.worst_case()
     admission = await limits.admit(
         limits.AdmissionRequest(
             request_id=request.request_id,
@@ -273,10 +312,12 @@ async def _admit(
         request_id=request.request_id,
         device=device,
         ip=ip,
-        outbound=upstream,
+        outbound=planned.outbounds[0],
         reservation=admission.reservation,
         started=request.started,
         log=request.log,
+        fallbacks=planned.outbounds[1:],
+        requested=planned.requested,
     )
     # Closed on every path the code below does not close it on.
     request.defer(lambda end: settlement.close(_END_STATUS.get(end, "interrupted")))
@@ -305,6 +346,8 @@ async def _fail(settlement: Settlement[Any], error: GatewayError, headers: dict[
     await settlement.close(ledger_status(error))
     error.extra_headers.update(headers)
     error.extra_headers["X-Request-Cost-USD"] = settlement.cost_text
+    if settlement.fallbacks:
+        error.extra_headers["X-Route-Target"] = settlement.route.public_name
 
 
 async def _answered(
@@ -335,11 +378,29 @@ async def _answered(
 async def _complete(
     request: LeanRequest, settlement: Settlement[Outbound], headers: dict[str, str], epoch: int
 ) -> Response:
-    call = complete_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
-    completion = await _answered(request, settlement, headers, call)
+    completion = await _answered(request, settlement, headers, _completion(settlement, epoch))
     body = completion.body
     body["usage"] = usage_payload(settlement.billed_usage())
-    return json_response(body, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
+    return json_response(body, headers=_answer_headers(settlement, headers))
+
+
+async def _completion(settlement: Settlement[Outbound], epoch: int) -> Completion:
+    """The answer of the first route and key that gives one (gateway.proxy.attempts),
+    under the model name the client asked for."""
+    completion = await attempts.run(
+        settlement, lambda each, key, meter: complete(each, key=key, meter=meter), epoch=epoch
+    )
+    completion.body["model"] = settlement.requested
+    return completion
+
+
+def _answer_headers(settlement: Settlement[Any], headers: dict[str, str]) -> dict[str, str]:
+    """An answer's headers: the rate limits', its cost and, when it could have fallen
+    back, the model that answered."""
+    answer = {**headers, "X-Request-Cost-USD": settlement.cost_text}
+    if settlement.fallbacks:
+        answer["X-Route-Target"] = settlement.route.public_name
+    return answer
 
 
 def _upstream_time(request: LeanRequest, started: float) -> None:
@@ -358,7 +419,9 @@ async def _stream(
     epoch: int,
     render: StreamRenderer | None = None,
 ) -> StreamResponse:
-    events = stream_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    events = attempts.stream(
+        settlement, lambda each, key, meter: stream(each, key=key, meter=meter), epoch=epoch
+    )
     # Closing the upstream stream cancels the provider's work; it runs before
     # the settlement (deferred earlier), so the meter is final when it closes.
     request.defer(lambda end: events.aclose())
@@ -374,6 +437,8 @@ async def _stream(
         raise
     _upstream_time(request, upstream_started)
     body = (render or _stream_body)(settlement, first, events)
+    if settlement.fallbacks:
+        headers = {**headers, "X-Route-Target": settlement.route.public_name}
     return StreamResponse(body, headers=encode_headers(headers))
 
 
@@ -418,17 +483,25 @@ async def embeddings(request: LeanRequest) -> Response:
 
 async def _prepare_embeddings(
     request: LeanRequest, device: AuthenticatedDevice, body: bytes, epoch: int
-) -> EmbeddingsOutbound:
+) -> Planned[EmbeddingsOutbound]:
     request.log["device_id"] = device.id
     prepared = await prepare_embeddings(body, device.tier, epoch=epoch)
     route = prepared.route
+    end_user = end_user_id(device.id)
     # The exact upstream body, and the input bound of its texts (400 for a
     # route whose provider has no embeddings).
-    upstream = embeddings_outbound(route, prepared.request, end_user=end_user_id(device.id))
-    if not keys.is_configured(route.provider, epoch=epoch):
-        raise keys.ProviderNotConfigured(route.public_name)
+    upstream = embeddings_outbound(route, prepared.request, end_user=end_user)
     request.log.update(model=route.public_name, provider=route.provider, is_streamed=False)
-    return upstream
+    outbounds = [upstream] if keys.is_configured(route.provider, epoch=epoch) else []
+    for fallback in await fallbacks_for(route, device.tier, epoch=epoch):
+        if keys.is_configured(fallback.provider, epoch=epoch):
+            try:
+                outbounds.append(embeddings_outbound(fallback, prepared.request, end_user=end_user))
+            except GatewayError:
+                continue  # a provider without embeddings: skipped
+    if not outbounds:
+        raise keys.ProviderNotConfigured(route.public_name)
+    return Planned(route.public_name, tuple(outbounds))
 
 
 async def _embed(
@@ -437,11 +510,14 @@ async def _embed(
     headers: dict[str, str],
     epoch: int,
 ) -> Response:
-    call = embed_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
+    call = attempts.run(
+        settlement, lambda each, key, meter: embed(each, key=key, meter=meter), epoch=epoch
+    )
     answer = await _answered(request, settlement, headers, call)
+    answer["model"] = settlement.requested
     tokens = settlement.billed_usage().tokens_in
     answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return json_response(answer, headers={**headers, "X-Request-Cost-USD": settlement.cost_text})
+    return json_response(answer, headers=_answer_headers(settlement, headers))
 
 
 # --- Anthropic's Messages API ----------------------------------------------------
@@ -468,18 +544,16 @@ async def messages(request: LeanRequest) -> Response | StreamResponse:
     if is_large and b'"image"' not in body:
         raise _too_large()
     prepared = await _prepare(request, device, messages_api.to_chat_body(body), epoch)
-    if is_large and not prepared.request.images:
+    if is_large and not prepared.outbounds[0].request.images:
         raise _too_large()
     settlement, admission = await _admit(request, device, ip, prepared)
     headers = rate_limit_headers(admission=admission)
-    if prepared.request.stream:
+    if settlement.outbound.request.stream:
         return await _stream(request, settlement, headers, epoch, _message_events)
-    call = complete_with_key_retry(settlement.outbound, meter=settlement.meter, epoch=epoch)
-    completion = await _answered(request, settlement, headers, call)
+    completion = await _answered(request, settlement, headers, _completion(settlement, epoch))
     completion.body["usage"] = usage_payload(settlement.billed_usage())
     return json_response(
-        messages_api.to_message(completion.body),
-        headers={**headers, "X-Request-Cost-USD": settlement.cost_text},
+        messages_api.to_message(completion.body), headers=_answer_headers(settlement, headers)
     )
 
 

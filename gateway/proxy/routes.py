@@ -259,6 +259,19 @@ async def resolve(model: str, tier: Tier, *, epoch: int | None = None, kind: str
     return route
 
 
+async def fallbacks_for(route: Route, tier: Tier, *, epoch: int | None = None) -> list[Route]:
+    """``route``'s fallbacks that are enabled, of its kind and open to ``tier``, in order."""
+    if not route.fallbacks:
+        return []
+    routes = await route_table(epoch=epoch)
+    found = (routes.get(name) for name in route.fallbacks)
+    return [
+        fallback
+        for fallback in found
+        if fallback is not None and fallback.kind == route.kind and fallback.allows(tier)
+    ]
+
+
 async def models_for_tier(tier: Tier, *, epoch: int | None = None) -> list[Route]:
     """The routes ``tier`` may use, by public name."""
     routes = await route_table(epoch=epoch)

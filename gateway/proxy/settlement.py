@@ -73,6 +73,8 @@ class Settlement(Generic[OutboundT]):
         reservation: Reservation,
         started: float,
         log: dict[str, Any],
+        fallbacks: tuple[OutboundT, ...] = (),
+        requested: str = "",
     ) -> None:
         self.request_id = request_id
         self.device = device
@@ -83,10 +85,14 @@ class Settlement(Generic[OutboundT]):
         self.started = started  # time.monotonic() when the request arrived
         self.log = log  # the request's access-line fields: tokens and cost go there
         self.meter = Meter()  # the current attempt's
-        self.requested = outbound.route.public_name  # the model the client asked for
-        # Attempts before the current one (fallbacks, other keys): how many, and
-        # what the providers may bill for them (nothing, unless one reported usage).
-        self.attempts = 1
+        # The model the client asked for (``route`` is the one answering).
+        self.requested = requested or outbound.route.public_name
+        # The routes it may fall back to, their bounds inside the reservation.
+        self.fallbacks = fallbacks
+        # Upstream attempts made (0: none, e.g. every route's breaker open), and what
+        # the providers may bill for those before the current one (other keys,
+        # fallback routes): nothing, unless one reported usage with its error.
+        self.attempts = 0
         self.prior_cost = 0
         self.prior_tokens_in = 0
         self.prior_tokens_out = 0
@@ -112,18 +118,19 @@ class Settlement(Generic[OutboundT]):
             self._closing = spawn(self._record(status))
         return await asyncio.shield(self._closing)
 
-    def next_attempt(self, outbound: OutboundT) -> None:
-        """Start another attempt (another key or a fallback route): what the current one
-        may cost is kept, and ``outbound`` (its route, body and bounds) is now current."""
+    def begin_attempt(self, outbound: OutboundT) -> None:
+        """An upstream attempt starts (the first, another key, a fallback route): what an
+        earlier one may cost is kept, and ``outbound`` (its route, body, bounds) is current."""
         if self._closing is not None:
             raise RuntimeError("a closed settlement takes no more attempts")
-        usage = self.billed_usage()
-        self.prior_cost += self.route.cost_micro_usd(usage.tokens_in, usage.tokens_out)
-        self.prior_tokens_in += usage.tokens_in
-        self.prior_tokens_out += usage.tokens_out
-        self.attempts += 1
+        if self.attempts:
+            usage = self.billed_usage()
+            self.prior_cost += self.route.cost_micro_usd(usage.tokens_in, usage.tokens_out)
+            self.prior_tokens_in += usage.tokens_in
+            self.prior_tokens_out += usage.tokens_out
+            self.meter = Meter()
         self.outbound = outbound
-        self.meter = Meter()
+        self.attempts += 1
 
     def billed_usage(self) -> Usage:
         outbound = self.outbound

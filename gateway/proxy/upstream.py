@@ -1,17 +1,17 @@
 """Talking to providers: one pooled HTTP client per provider per process, and
 every outcome mapped to SPEC's table.
 
-* ``complete`` / ``stream`` send one request with the key given;
-* ``complete_with_key_retry`` / ``stream_with_key_retry`` fetch the key
-  (``gateway.proxy.keys``) and, when the provider refuses it (401/403), refresh it
-  and retry once before any byte reaches the client.
+* ``complete`` / ``stream`` / ``embed`` send one request with the key given;
+  which routes and keys a request tries, and when it tries again, is
+  ``gateway.proxy.attempts``.
 
 Outcomes: connect or read timeout -> 504 ``upstream_timeout``; refused or
 reset connection, 5xx, malformed answer -> 502 ``upstream_error`` (401/403:
-``UpstreamAuthRejected``, a 502 unless a retry with a fresh key succeeds);
-429/529, and a 503 with Retry-After -> 503 ``upstream_overloaded`` with
-Retry-After; any other 4xx -> 400 ``upstream_rejected`` with the provider's
-message text only. What each outcome may cost is written into the request's
+``UpstreamAuthRejected``, a 502 unless another key succeeds);
+429 (``UpstreamRateLimited``: the key's limit), 529, and a 503 with
+Retry-After -> 503 ``upstream_overloaded`` with Retry-After; any other
+4xx -> 400 ``upstream_rejected`` with the provider's message text only. What each
+outcome may cost is written into the request's
 ``Meter`` as it happens (``providers.base``): nothing sent, refused, output
 seen so far, or output the gateway could not see (a read timeout, a reset
 answer, an answer it cannot parse, whose usage is salvaged when it can be).
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -45,7 +45,6 @@ from billing.pricing import embedding_input_bound, input_token_bound
 from gateway.core import lifecycle
 from gateway.core.errors import InvalidRequest
 from gateway.core.loops import PerLoop
-from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey
 from gateway.proxy.providers import adapter_for, embeddings_adapter_for
 from gateway.proxy.providers.base import (
@@ -60,6 +59,7 @@ from gateway.proxy.providers.base import (
     UpstreamAuthRejected,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     Usage,
@@ -82,12 +82,10 @@ __all__ = [
     "Usage",
     "close_clients",
     "complete",
-    "complete_with_key_retry",
-    "embed_with_key_retry",
+    "embed",
     "embeddings_outbound",
     "outbound",
     "stream",
-    "stream_with_key_retry",
 ]
 
 # Streams hold a connection for their whole life: the pool must be larger
@@ -245,7 +243,9 @@ def status_failure(
         return UpstreamAuthRejected()
     # A 503 that says when to come back is the provider shedding load (OpenAI
     # answers "overloaded" so): the client should retry, as for a 429 or 529.
-    if status in (429, 529) or (status == 503 and "retry-after" in response.headers):
+    if status == 429:
+        return UpstreamRateLimited(retry_after=_retry_after(response))
+    if status == 529 or (status == 503 and "retry-after" in response.headers):
         return UpstreamOverloaded(retry_after=_retry_after(response))
     if 400 <= status < 500:
         try:
@@ -353,46 +353,6 @@ async def stream(
     yield translator.done()
 
 
-async def _with_key_retry(
-    provider: str, epoch: int, call: Callable[[ProviderKey], Awaitable[T]]
-) -> T:
-    """``call(key)`` with the cached key; on 401/403 refresh the key and call once more."""
-    key = await keys.get_key(provider, epoch=epoch)
-    try:
-        return await call(key)
-    except UpstreamAuthRejected:
-        key = await keys.refresh(provider, rejected=key, epoch=epoch)
-    return await call(key)
-
-
-async def complete_with_key_retry(outbound: Outbound, *, meter: Meter, epoch: int) -> Completion:
-    """``complete`` with the cached key; on 401/403 refresh the key and retry once."""
-    return await _with_key_retry(
-        outbound.route.provider, epoch, lambda key: complete(outbound, key=key, meter=meter)
-    )
-
-
-async def stream_with_key_retry(
-    outbound: Outbound, *, meter: Meter, epoch: int
-) -> AsyncGenerator[StreamEvent, None]:
-    """``stream`` with the cached key; on 401/403 (before any chunk) refresh and retry once."""
-    provider = outbound.route.provider
-    key = await keys.get_key(provider, epoch=epoch)
-    events = stream(outbound, key=key, meter=meter)
-    try:
-        try:
-            first = await anext(events)
-        except UpstreamAuthRejected:
-            key = await keys.refresh(provider, rejected=key, epoch=epoch)
-            events = stream(outbound, key=key, meter=meter)
-            first = await anext(events)
-        yield first
-        async for event in events:
-            yield event
-    finally:
-        await events.aclose()
-
-
 # --- embeddings ------------------------------------------------------------------
 # One JSON request, one JSON answer: the same transport, failures and key
 # retry as a non-streamed chat completion, with the provider's /embeddings.
@@ -439,12 +399,3 @@ async def embed(outbound: EmbeddingsOutbound, *, key: ProviderKey, meter: Meter)
     except SHAPE_ERRORS:
         meter.is_output_unseen = True
         raise UpstreamError() from None
-
-
-async def embed_with_key_retry(
-    outbound: EmbeddingsOutbound, *, meter: Meter, epoch: int
-) -> dict[str, Any]:
-    """``embed`` with the cached key; on 401/403 refresh the key and retry once."""
-    return await _with_key_retry(
-        outbound.route.provider, epoch, lambda key: embed(outbound, key=key, meter=meter)
-    )

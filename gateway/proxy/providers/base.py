@@ -283,6 +283,11 @@ class UpstreamOverloaded(UpstreamError):
     message = "The model provider is overloaded, retry later"
 
 
+class UpstreamRateLimited(UpstreamOverloaded):
+    """A 429: the limit of the key it was sent with (another key may pass), answered to
+    the client as any overload."""
+
+
 class UpstreamRejected(UpstreamError):
     """Any other 4xx: the message is the provider's own text, cleaned, never its body."""
 

@@ -1,0 +1,213 @@
+"""Retries and fallbacks before any output: a provider that fails should not reach the client.
+
+A request may try, in order, its own route and then the fallbacks admission
+reserved for (``Settlement.fallbacks``); on each route, the provider's keys
+in turn (``gateway.proxy.keys``), skipping any whose circuit breaker is open
+(``usage.breakers``). It moves on only when the attempt that failed **costs
+nothing** under the cost-truth rules: the request never reached the provider
+(connect failure), or the provider refused it without doing the work (429,
+529, a 503 that sheds load, another 5xx, 401/403) and reported no usage. So
+a retry is never billed twice, and what the attempts cost never exceeds the
+reservation (the worst case over every route the request may reach).
+
+Never retried: a read timeout (the provider may still finish and bill it),
+a provider 4xx that is the client's fault (context too long, a bad
+parameter), an answer cut off or unreadable (it may have been billed), and
+anything once output has reached the client: a stream is retried only until
+its first event. Every attempt runs inside one deadline
+(``UPSTREAM_TOTAL_TIMEOUT_SECONDS``), at most ``UPSTREAM_MAX_ATTEMPTS`` of
+them, with full-jitter backoff between them.
+
+Which route failed and which key: a 401/403 and a 429 are the key's (it is
+refetched, or benched for the Retry-After, and counts toward the key's
+breaker); every other failure is the route's provider's (its breaker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from gateway.core.errors import GatewayError
+from gateway.proxy import keys
+from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
+from gateway.proxy.providers.base import (
+    Billable,
+    Meter,
+    StreamDone,
+    StreamEvent,
+    UpstreamAuthRejected,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from gateway.proxy.settlement import Settlement
+from usage import breakers
+
+T = TypeVar("T")
+OutboundT = TypeVar("OutboundT", bound=Billable)
+Attempt = Callable[[OutboundT, ProviderKey, Meter], Awaitable[T]]
+
+# Full-jitter backoff before the n-th retry: uniform(0, min(cap, first * 2**(n-1))).
+BACKOFF_FIRST_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
+
+
+class NoRouteAvailable(UpstreamOverloaded):
+    """Every route the request may reach is skipped (breaker open, every key benched or
+    missing): nothing was sent, nothing is charged."""
+
+    message = "The model provider is unavailable, retry later"
+
+
+def _costs_nothing(meter: Meter) -> bool:
+    return not meter.is_sent or (meter.is_refused and meter.salvaged is None)
+
+
+def _outcome(error: UpstreamError) -> str:
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamRejected):
+        return "rejected"
+    return "failure"
+
+
+async def run(
+    settlement: Settlement[OutboundT], attempt: Attempt[OutboundT, T], *, epoch: int
+) -> T:
+    """``attempt(outbound, key, meter)`` on the request's routes and keys until one
+    answers; the last error when none does (see the module docstring)."""
+    deadline = time.monotonic() + float(settings.UPSTREAM_TOTAL_TIMEOUT_SECONDS)
+    routes = (settlement.outbound, *settlement.fallbacks)
+    last_error: GatewayError | None = None
+    for index, outbound in enumerate(routes):
+        route = outbound.route
+        route_target = breakers.route_target(route.public_name)
+        if not await breakers.allow(route_target):
+            continue
+        try:
+            pool = await keys.pool(route.provider, epoch=epoch)
+        except ProviderKeyUnavailable as error:
+            last_error = last_error or error
+            continue
+        # A provider failure moves on to the next route; on the last one it is
+        # tried once more (a transient 5xx), with the next key in turn.
+        provider_tries = 1 if index < len(routes) - 1 else 2
+        refused_keys: set[ProviderKey] = set()
+        while provider_tries and (key := await _next_key(route.provider, pool, refused_keys)):
+            if settlement.attempts and not await _may_retry(settlement.attempts, deadline):
+                raise last_error or NoRouteAvailable(retry_after=1)
+            settlement.begin_attempt(outbound)
+            key_target = breakers.key_target(route.provider, key.key_id)
+            try:
+                result = await attempt(outbound, key, settlement.meter)
+            except UpstreamError as error:
+                is_keys_fault = isinstance(error, UpstreamAuthRejected | UpstreamRateLimited)
+                breakers.report(key_target if is_keys_fault else route_target, _outcome(error))
+                if isinstance(error, UpstreamRejected | UpstreamTimeout) or not _costs_nothing(
+                    settlement.meter
+                ):
+                    raise
+                last_error = error
+                if isinstance(error, UpstreamAuthRejected):
+                    refused_keys.add(key)
+                    await keys.rejected(key, epoch=epoch)  # refetched, benched if still there
+                    pool = await keys.pool(route.provider, epoch=epoch)
+                elif isinstance(error, UpstreamRateLimited):
+                    refused_keys.add(key)
+                    keys.bench(key, float(error.retry_after or 1))
+                else:
+                    provider_tries -= 1
+                continue
+            breakers.report(route_target, "ok")
+            breakers.report(key_target, "ok")
+            return result
+    if last_error is not None:
+        raise last_error
+    raise NoRouteAvailable(retry_after=_retry_after(settlement))
+
+
+async def _next_key(
+    provider: str, pool: tuple[ProviderKey, ...], tried: set[ProviderKey]
+) -> ProviderKey | None:
+    for key in keys.in_turn(provider, pool):
+        if key not in tried and await breakers.allow(breakers.key_target(provider, key.key_id)):
+            return key
+    return None
+
+
+async def _may_retry(retry: int, deadline: float) -> bool:
+    """Sleep before the ``retry``-th retry; False past UPSTREAM_MAX_ATTEMPTS or when the
+    deadline leaves no time."""
+    if retry >= int(settings.UPSTREAM_MAX_ATTEMPTS):
+        return False
+    delay = random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (retry - 1)))
+    if time.monotonic() + delay >= deadline:
+        return False
+    await asyncio.sleep(delay)
+    return True
+
+
+def _retry_after(settlement: Settlement[Any]) -> int:
+    """When a route may be back: the soonest benched key, else a breaker's cool-down."""
+    soonest = [
+        wait
+        for outbound in (settlement.outbound, *settlement.fallbacks)
+        if (wait := keys.soonest_free(outbound.route.provider)) is not None
+    ]
+    if soonest:
+        return max(1, round(min(soonest)))
+    return int(settings.BREAKER_COOLDOWN_SECONDS)
+
+
+# --- streams ---------------------------------------------------------------------
+
+
+async def stream(
+    settlement: Settlement[Any],
+    open_stream: Callable[[Any, ProviderKey, Meter], AsyncGenerator[StreamEvent, None]],
+    *,
+    epoch: int,
+) -> AsyncGenerator[StreamEvent, None]:
+    """``open_stream``'s events, retried like ``run`` until the first event (none after).
+
+    Events of a fallback route name the model the client asked for.
+    """
+
+    async def first_event(
+        outbound: Any, key: ProviderKey, meter: Meter
+    ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+        events = open_stream(outbound, key, meter)
+        try:
+            return await anext(events), events
+        except BaseException:
+            await events.aclose()
+            raise
+
+    first, events = await run(settlement, first_event, epoch=epoch)
+    requested = settlement.requested
+    try:
+        if settlement.route.public_name == requested:
+            yield first
+            async for event in events:
+                yield event
+        else:
+            yield _as_requested(first, requested)
+            async for event in events:
+                yield _as_requested(event, requested)
+    finally:
+        await events.aclose()
+
+
+def _as_requested(event: StreamEvent, model: str) -> StreamEvent:
+    if isinstance(event, StreamDone):
+        return StreamDone(event.id, event.created, model, event.finish_reason)
+    event["model"] = model
+    return event
