@@ -87,7 +87,7 @@ async def run(
     deadline = time.monotonic() + float(settings.UPSTREAM_TOTAL_TIMEOUT_SECONDS)
     routes = (settlement.outbound, *settlement.fallbacks)
     last_error: GatewayError | None = None
-    for index, outbound in enumerate(routes):
+    for outbound in routes:
         route = outbound.route
         route_target = breakers.route_target(route.public_name)
         if not await breakers.allow(route_target):
@@ -97,13 +97,11 @@ async def run(
         except ProviderKeyUnavailable as error:
             last_error = last_error or error
             continue
-        # A provider failure moves on to the next route; on the last one it is
-        # tried once more (a transient 5xx), with the next key in turn.
-        provider_tries = 1 if index < len(routes) - 1 else 2
-        refused_keys: set[ProviderKey] = set()
-        while provider_tries and (key := await _next_key(route.provider, pool, refused_keys)):
+        tried: set[ProviderKey] = set()
+        while key := await _next_key(route.provider, pool, tried):
             if settlement.attempts and not await _may_retry(settlement.attempts, deadline):
                 raise last_error or NoRouteAvailable(retry_after=1)
+            tried.add(key)
             settlement.begin_attempt(outbound)
             key_target = breakers.key_target(route.provider, key.key_id)
             try:
@@ -117,15 +115,11 @@ async def run(
                     raise
                 last_error = error
                 if isinstance(error, UpstreamAuthRejected):
-                    refused_keys.add(key)
-                    await keys.rejected(key, epoch=epoch)  # refetched, benched if still there
+                    await keys.rejected(key, epoch=epoch)  # refetched; benched if still there
                     pool = await keys.pool(route.provider, epoch=epoch)
                 elif isinstance(error, UpstreamRateLimited):
-                    refused_keys.add(key)
                     keys.bench(key, float(error.retry_after or 1))
-                else:
-                    provider_tries -= 1
-                continue
+                continue  # the next key, then the next route
             breakers.report(route_target, "ok")
             breakers.report(key_target, "ok")
             return result
@@ -137,6 +131,7 @@ async def run(
 async def _next_key(
     provider: str, pool: tuple[ProviderKey, ...], tried: set[ProviderKey]
 ) -> ProviderKey | None:
+    """The next key in turn not tried yet and whose breaker lets it through."""
     for key in keys.in_turn(provider, pool):
         if key not in tried and await breakers.allow(breakers.key_target(provider, key.key_id)):
             return key
