@@ -441,8 +441,3 @@ def store_pool(provider: str, values: Sequence[str]) -> None:
         raise ValueError("a pool holds at least one key")
     text = unique[0] if len(unique) == 1 else json.dumps(list(unique))
     secrets_aws.put_secret(secrets_aws.secret_name(provider), text)
-
-
-def store_key(provider: str, value: str) -> None:
-    """Make ``value`` the provider's only key (``rotate_key`` without options)."""
-    store_pool(provider, [value])
