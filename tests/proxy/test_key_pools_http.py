@@ -12,7 +12,7 @@ from pytest_django import Settings
 from gateway import checks
 from gateway.proxy.routes import seed_routes
 from tests.fakes.provider import FakeProvider
-from tests.proxy.conftest import Gateway
+from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import bearer
 
 SECOND = "sk-fake-openai-pool-second-0123456789"
@@ -35,6 +35,7 @@ def test_a_provider_configured_by_its_key_list_alone_is_available_and_served(
     reply = gateway.chat(paid_token, model="openai-gpt-4o")
     assert reply.status_code == 200, reply.text
     assert sent_keys(provider) == [provider.keys["openai"]]
+    assert [record.model for record in ledger(1)] == ["openai-gpt-4o"]
 
 
 def test_requests_take_turns_over_the_pool_and_a_revoked_key_costs_no_client_an_error(
@@ -55,6 +56,8 @@ def test_requests_take_turns_over_the_pool_and_a_revoked_key_costs_no_client_an_
     assert len(answered) == 6
     assert {provider.keys["openai"], SECOND} == set(answered)
     assert REVOKED not in gateway.logs()
+    # One record per request: the refused attempt is no second one.
+    assert len(ledger(6)) == 6
 
 
 @pytest.mark.django_db
