@@ -69,7 +69,7 @@ def server_trusting_forwarded_headers(**kwargs: Any) -> list[Warning]:
 
 
 def providers_without_keys(databases: Any = None, **kwargs: Any) -> list[Warning]:
-    """Enabled models whose provider has no key (``env`` backend: the ``aws`` one is
+    """Enabled models whose provider has no key in its pool (``env`` backend: the ``aws`` one is
     only asked by the first request): they answer 503 ``provider_not_configured``.
 
     A database check, as Django asks of checks that read one: it runs when a
@@ -78,10 +78,12 @@ def providers_without_keys(databases: Any = None, **kwargs: Any) -> list[Warning
     """
     if settings.SECRETS_BACKEND != "env" or not databases:
         return []
-    missing = sorted(p for p, key in settings.PROVIDER_ENV_KEYS.items() if not str(key).strip())
     from django.db import DatabaseError
 
     from gateway.models import ModelRoute
+    from gateway.proxy.keys import PROVIDERS, env_pool
+
+    missing = sorted(provider for provider in PROVIDERS if not env_pool(provider))
 
     try:
         routes = list(
@@ -95,7 +97,8 @@ def providers_without_keys(databases: Any = None, **kwargs: Any) -> list[Warning
         bool(routes),
         f"No API key for {', '.join(missing)}: these models answer 503 "
         f"provider_not_configured and GET /v1/models marks them unavailable: {', '.join(routes)}.",
-        hint="Set the provider's *_API_KEY (see .env.example), or disable its routes in the admin.",
+        hint="Set the provider's *_API_KEY or *_API_KEYS (see .env.example), or disable its "
+        "routes in the admin.",
         id="hanzo.W006",
     )
 

@@ -343,6 +343,13 @@ PROVIDER_ENV_KEYS = {
     "anthropic": env.str("ANTHROPIC_API_KEY", default=""),
     "digitalocean": env.str("DIGITALOCEAN_API_KEY", default=""),
 }
+# A pool per provider, used in turn: the single key above, then these
+# (comma-separated). keys.env_pool strips them and drops blanks and repeats.
+PROVIDER_ENV_KEY_LISTS: dict[str, list[str]] = {
+    "openai": env.list("OPENAI_API_KEYS", default=[]),
+    "anthropic": env.list("ANTHROPIC_API_KEYS", default=[]),
+    "digitalocean": env.list("DIGITALOCEAN_API_KEYS", default=[]),
+}
 PROVIDER_BASE_URLS = {
     "openai": env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1").rstrip("/"),
     "anthropic": env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com").rstrip("/"),

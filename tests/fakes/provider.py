@@ -62,6 +62,16 @@ side is appended to ``stream_endings``: ``"completed"``, or the exception that
 stopped it (``"CancelledError"`` when the client hung up). ``drop_mid_stream`` and
 ``error_mid_stream`` end their streams on purpose: ``"completed"``.
 
+Keys
+----
+``keys[provider]`` is each provider's key; ``extra_keys[provider]`` (a list, empty by
+default) holds more keys it accepts, as a provider accepts every key of an account.
+``fail_key(key, fault, **params)`` gives every request authenticated with that key the
+fault (any of the table's, e.g. ``http_429`` with ``retry_after``, or ``http_401`` for a
+revoked key) until ``reset()``: a key fault comes before a directive and the queue, and
+consumes nothing from the queue. Requests record their headers, so a test sees which key
+each request used. ``reset()`` restores ``keys`` and clears ``extra_keys`` and key faults.
+
 Bills
 -----
 ``bills`` (a ``Bill`` per request, kept while ``record`` is on, cleared by ``reset()``;
@@ -217,6 +227,7 @@ class FakeProvider:
         self.port = port
         self.record = record
         self.keys: dict[str, str] = dict(DEFAULT_KEYS)
+        self.extra_keys: dict[str, list[str]] = {}
         # The published docs say ``x-api-key``; anthropic-sdk-python 2.x sends its api_key as
         # ``Authorization: Bearer``. Accept both unless a test wants x-api-key strictly.
         self.anthropic_accepts_bearer = True
@@ -227,6 +238,7 @@ class FakeProvider:
         self.embeddings_report_usage = True
         self._lock = threading.Lock()
         self._faults: list[_QueuedFault] = []
+        self._key_faults: dict[str, _Fault] = {}
         self._released = threading.Event()
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -281,6 +293,18 @@ class FakeProvider:
         with self._lock:
             self._faults.append(_QueuedFault(fault, provider, dict(params), count))
 
+    def fail_key(self, key: str, fault: str, **params: Any) -> None:
+        """Answer every request authenticated with ``key`` with ``fault`` until ``reset()``."""
+        if not key:
+            raise ValueError("fail_key needs a key")
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
+        problem = _directive_problem({}, _Fault(fault, params))
+        if problem is not None:
+            raise ValueError(problem)
+        with self._lock:
+            self._key_faults[key] = _Fault(fault, dict(params))
+
     def hold(self) -> None:
         """From now on ``hold`` faults wait again (the state after ``reset``)."""
         self._released.clear()
@@ -315,8 +339,8 @@ class FakeProvider:
             time.sleep(0.01)
 
     def reset(self) -> None:
-        """Forget recorded requests, endings, bills and queued faults; restore the default
-        keys and word-counted input billing."""
+        """Forget recorded requests, endings, bills, queued and key faults; restore the
+        default keys (no extra ones) and word-counted input billing."""
         self.hold()
         with self._lock:
             self.requests.clear()
@@ -327,11 +351,19 @@ class FakeProvider:
             self._faults.clear()
             self.keys.clear()
             self.keys.update(DEFAULT_KEYS)
+            self.extra_keys.clear()
+            self._key_faults.clear()
             self.anthropic_accepts_bearer = True
 
     def requests_for(self, provider: str) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.provider == provider]
+
+    def _key_fault(self, provider: str, request: web.Request) -> _Fault | None:
+        """The fault ``fail_key`` gave the key of this (authenticated) request, if any."""
+        key = self._presented_key(provider, request)
+        with self._lock:
+            return self._key_faults.get(key) if key is not None else None
 
     def _take_fault(self, provider: str) -> _Fault | None:
         with self._lock:
@@ -455,12 +487,14 @@ class FakeProvider:
         self, request: web.Request, provider: str, body: Any, size: int
     ) -> web.StreamResponse:
         """Answer an authenticated embeddings request; bill it when answered."""
+        fault = self._key_fault(provider, request)
         directive = fmt.fault_directive(body) if isinstance(body, dict) else None
-        if directive is not None and directive[0] not in FAULTS:
+        if fault is None and directive is not None and directive[0] not in FAULTS:
             return self._invalid(
                 "openai", f"fake provider: unknown fault directive {directive[0]!r}"
             )
-        fault = _Fault(*directive) if directive is not None else self._take_fault(provider)
+        if fault is None:
+            fault = _Fault(*directive) if directive is not None else self._take_fault(provider)
         problem = fmt.embedding_problem(body) or (
             _directive_problem(body, fault) if isinstance(body, dict) else None
         )
@@ -497,15 +531,15 @@ class FakeProvider:
     ) -> web.StreamResponse:
         """Answer an authenticated request; bill it, however the answer ends, when the
         provider would."""
+        fault = self._key_fault(provider, request)
         directive = fmt.fault_directive(body) if isinstance(body, dict) else None
-        fault: _Fault | None = None
-        if directive is not None:
+        if fault is None and directive is not None:
             if directive[0] not in FAULTS:
                 return self._invalid(
                     dialect, f"fake provider: unknown fault directive {directive[0]!r}"
                 )
             fault = _Fault(*directive)
-        else:
+        elif fault is None:
             fault = self._take_fault(provider)
 
         problem = _validate(body, dialect) or _directive_problem(body, fault)
@@ -578,13 +612,25 @@ class FakeProvider:
         headers = {("request-id" if dialect == "anthropic" else "x-request-id"): fmt.new_id("req_")}
         return web.Response(status=200, body=data, content_type="application/json", headers=headers)
 
-    def _authenticate(self, provider: str, request: web.Request) -> web.StreamResponse | None:
-        expected = self.keys.get(provider, "")
-        if provider == "anthropic":
-            bearer = self.anthropic_accepts_bearer and request.headers.get("authorization") == (
-                f"Bearer {expected}"
+    def _accepts(self, provider: str, key: str | None) -> bool:
+        with self._lock:
+            return bool(key) and (
+                key == self.keys.get(provider) or key in self.extra_keys.get(provider, ())
             )
-            if not expected or not (request.headers.get("x-api-key") == expected or bearer):
+
+    def _presented_key(self, provider: str, request: web.Request) -> str | None:
+        """The key a request authenticates with: ``x-api-key`` for Anthropic while it is
+        one the fake accepts or bearer is off, else the ``Authorization: Bearer`` one."""
+        if provider == "anthropic":
+            key = request.headers.get("x-api-key")
+            if not self.anthropic_accepts_bearer or self._accepts(provider, key):
+                return key
+        authorization = request.headers.get("authorization", "")
+        return authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
+
+    def _authenticate(self, provider: str, request: web.Request) -> web.StreamResponse | None:
+        if provider == "anthropic":
+            if not self._accepts(provider, self._presented_key(provider, request)):
                 return _json(
                     fmt.anthropic_error("authentication_error", "invalid x-api-key"),
                     401,
@@ -605,7 +651,7 @@ class FakeProvider:
             return _json(
                 fmt.openai_error(message, "invalid_request_error", "invalid_api_key"), 401, "openai"
             )
-        if not expected or authorization[len("Bearer ") :] != expected:
+        if not self._accepts(provider, self._presented_key(provider, request)):
             return _openai_bad_key()
         return None
 

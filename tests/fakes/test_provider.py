@@ -803,6 +803,124 @@ def test_it_honours_key_rotation_and_reset_restores_the_default_keys(
     assert oai(provider).chat.completions.create(model="m", messages=user("hi")).choices
 
 
+SECOND_OPENAI_KEY = "sk-fake-openai-second-0123456789"
+
+
+def openai_status(fake: FakeProvider, key: str) -> int:
+    return openai_post_with(fake, key).status_code
+
+
+def openai_post_with(fake: FakeProvider, key: str, text: str = "hi") -> httpx.Response:
+    return httpx.post(
+        fake.openai_base_url + "/chat/completions",
+        json={"model": "m", "messages": user(text)},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def test_it_accepts_every_extra_key_of_a_provider_and_reset_forgets_them(
+    provider: FakeProvider,
+) -> None:
+    provider.extra_keys["openai"] = [SECOND_OPENAI_KEY]
+    provider.extra_keys["anthropic"] = ["sk-ant-fake-second-0123456789"]
+    assert openai_status(provider, provider.keys["openai"]) == 200
+    assert openai_status(provider, SECOND_OPENAI_KEY) == 200
+    assert openai_status(provider, "sk-fake-openai-unknown-0123") == 401
+    # Anthropic's extra key works in x-api-key and, as the SDK sends it, as a bearer.
+    second = claude(provider, key="sk-ant-fake-second-0123456789")
+    assert second.messages.create(model="c", max_tokens=5, messages=user("x")).content
+    headers = {"x-api-key": "sk-ant-fake-second-0123456789", "anthropic-version": "2023-06-01"}
+    answered = httpx.post(
+        provider.anthropic_base_url + "/v1/messages",
+        json={"model": "c", "max_tokens": 5, "messages": user("x")},
+        headers=headers,
+    )
+    assert answered.status_code == 200
+    # The second key goes to its own provider only.
+    assert (
+        oai(provider, key=SECOND_OPENAI_KEY)
+        .chat.completions.create(model="m", messages=user("hi"))
+        .choices
+    )
+    do = openai.OpenAI(
+        base_url=provider.digitalocean_base_url, api_key=SECOND_OPENAI_KEY, max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):
+        do.chat.completions.create(model="m", messages=user("hi"))
+    provider.reset()
+    assert provider.extra_keys == {}
+    assert openai_status(provider, SECOND_OPENAI_KEY) == 401
+
+
+def test_a_failed_key_gets_its_fault_on_every_request_until_reset(
+    provider: FakeProvider,
+) -> None:
+    provider.extra_keys["openai"] = [SECOND_OPENAI_KEY]
+    provider.fail_key(SECOND_OPENAI_KEY, "http_429", retry_after=30)
+    for _ in range(3):
+        response = openai_post_with(provider, SECOND_OPENAI_KEY)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "30"
+        assert openai_status(provider, provider.keys["openai"]) == 200
+    sent = [r.headers["authorization"] for r in provider.requests_for("openai")]
+    assert sent == [f"Bearer {SECOND_OPENAI_KEY}", f"Bearer {provider.keys['openai']}"] * 3
+    # Only the answered requests are billed: a 429 costs nothing.
+    assert [bill.ending for bill in provider.bills] == ["answered"] * 3
+    provider.reset()
+    provider.extra_keys["openai"] = [SECOND_OPENAI_KEY]
+    assert openai_status(provider, SECOND_OPENAI_KEY) == 200
+
+
+def test_a_key_fault_comes_before_directives_and_leaves_the_queue_alone(
+    provider: FakeProvider,
+) -> None:
+    provider.fail_key(provider.keys["anthropic"], "http_401")
+    provider.extra_keys["anthropic"] = ["sk-ant-fake-second-0123456789"]
+    provider.fail_next("http_500")
+    with pytest.raises(anthropic.AuthenticationError):
+        claude(provider).messages.create(
+            model="c", max_tokens=5, messages=user("[[fault:http_529]]")
+        )
+    # The queued fault is still there for the next request with a healthy key.
+    second = claude(provider, key="sk-ant-fake-second-0123456789")
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        second.messages.create(model="c", max_tokens=5, messages=user("x"))
+    assert caught.value.status_code == 500
+    assert second.messages.create(model="c", max_tokens=5, messages=user("x")).content
+
+
+def test_a_key_fault_also_answers_embeddings(provider: FakeProvider) -> None:
+    provider.fail_key(provider.keys["digitalocean"], "http_503", retry_after=7)
+    response = httpx.post(
+        provider.digitalocean_base_url + "/embeddings",
+        json={"model": "e", "input": "hello"},
+        headers={"Authorization": f"Bearer {provider.keys['digitalocean']}"},
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert provider.bills == []
+
+
+def test_a_key_fault_never_lets_an_unknown_key_in(provider: FakeProvider) -> None:
+    provider.fail_key("sk-fake-openai-unknown-0123", "slow", seconds=0)
+    assert openai_status(provider, "sk-fake-openai-unknown-0123") == 401
+
+
+@pytest.mark.parametrize(
+    ("key", "fault", "params"),
+    [
+        ("", "http_429", {}),
+        ("sk-x-0123456789", "http_999", {}),
+        ("sk-x-0123456789", "broken_json", {"kind": "nope"}),
+    ],
+)
+def test_fail_key_refuses_what_it_cannot_do(
+    provider: FakeProvider, key: str, fault: str, params: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError):
+        provider.fail_key(key, fault, **params)
+
+
 def test_it_never_counts_more_input_tokens_than_bytes_plus_message_overhead(
     provider: FakeProvider,
 ) -> None:

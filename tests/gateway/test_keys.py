@@ -8,11 +8,8 @@ import logging
 import os
 import pickle
 import time
-import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from django.core.management import CommandError, call_command
 from pytest_django import Settings
@@ -23,17 +20,13 @@ from gateway.core.store import read_versions
 from gateway.proxy import keys
 from gateway.proxy.keys import ProviderKey, ProviderKeyUnavailable
 from tests.conftest import TestClock
-from tests.support.processes import free_port, local_aws, manage_py
+from tests.support.processes import free_port, manage_py
 
 OLD_KEY = "old-openai-key-a1b2c3d4e5f6"
 NEW_KEY = "new-openai-key-f6e5d4c3b2a1"
 
 
-@pytest.fixture(autouse=True)
-def fresh_key_cache() -> Iterator[None]:
-    keys.clear_cache()
-    yield
-    keys.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_key_cache")
 
 
 async def current_epoch() -> int:
@@ -122,25 +115,6 @@ async def test_a_loaded_key_is_masked_in_every_log_line(env_keys: Settings) -> N
 
 
 # --- aws backend against a local Secrets Manager -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    with local_aws() as url:
-        yield url
-
-
-@pytest.fixture
-def secrets_manager(moto_server: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Settings pointing at a fresh local Secrets Manager; returns a boto3 client for it."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
-    settings.SECRETS_BACKEND = "aws"
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_REGION = "us-east-1"
-    settings.SECRET_CACHE_SECONDS = 300
-    return boto3.client("secretsmanager", endpoint_url=moto_server, region_name="us-east-1")
 
 
 def rotate(provider: str, stdin: str) -> str:
