@@ -58,9 +58,13 @@ def _at_least_one(name: str, default: int) -> int:
 
 
 def _seconds(name: str, default: float) -> float:
-    value: float = env.float(name, default=default)
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
     if not 0 < value < float("inf"):
-        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {value}")
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 
