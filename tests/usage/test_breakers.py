@@ -6,8 +6,10 @@ Two ``Breakers`` instances on one store stand for two gateway processes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -18,7 +20,8 @@ from pytest_django import Settings
 from gateway.core import lifecycle
 from gateway.core.metrics import render
 from gateway.core.store import StoreUnavailable
-from tests.support.processes import PrivateRedis
+from tests.conftest import gateway_environment
+from tests.support.processes import PrivateRedis, python_child
 from tests.usage.conftest import FrozenClock
 from usage import breakers
 from usage.backends.base import Backend
@@ -333,3 +336,44 @@ async def test_the_state_gauge_shows_this_processs_view_of_each_route(
     frozen_clock.advance(31)
     assert await breakers.allow(route_target("down"))
     assert scraped_states((await render()).decode()) == {"up": 0, "down": 2}
+
+
+# --- Real processes ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_see_one_opening_let_one_probe_through_and_see_one_closing(
+    shared_redis_url: str, tmp_path: Path
+) -> None:
+    env = gateway_environment(
+        REDIS_URL=shared_redis_url,
+        BREAKER_FAILURES="5",
+        BREAKER_COOLDOWN_SECONDS="0.5",
+        SLACK_BOT_TOKEN="",
+    )
+    workers = [
+        python_child("-m", "tests.usage.breaker_worker", str(tmp_path), "3", "20", env=env)
+        for _ in range(2)
+    ]
+
+    def step(file: str, line: str) -> None:
+        (tmp_path / file).touch()
+        for worker in workers:
+            assert worker.stdout is not None and worker.stderr is not None
+            assert worker.stdout.readline().strip() == line, worker.stderr.read()
+
+    try:
+        for worker in workers:
+            assert worker.stdout is not None and worker.stderr is not None
+            assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+        step("report", "synced")  # 3 + 3 failures: the second sync opened it
+        step("probe", "claimed")
+        (tmp_path / "settle").touch()
+        outputs = [worker.communicate(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert sorted(told for result in results for told in result["told"]) == ["closed", "opened"]
+    assert sum(result["allowed"] for result in results) == 1
+    assert [result["state"] for result in results] == ["closed", "closed"]
