@@ -1,8 +1,9 @@
 """Circuit breakers per route and per provider key, shared by every process.
 
 The retry loop asks ``await allow(target)`` before an attempt and calls
-``report(target, outcome)`` after it; targets are ``route_target(model)``
-and ``key_target(provider, key_id)``.
+``report(target, outcome)`` after it (or ``release(target)`` when the attempt
+was not made after all); targets are ``route_target(model)`` and
+``key_target(provider, key_id)``.
 
 * **closed**: ``allow`` is True at the cost of one dictionary lookup (this
   process's view holds only the breakers that are not closed). Failures and
@@ -139,7 +140,7 @@ class Breakers:
         self.views: dict[str, BreakerView] = {}
         self.failures: Counter[str] = Counter()
         self.attempts: dict[str, Counter[AttemptOutcome]] = {}
-        self.probes: set[str] = set()
+        self.probes: dict[str, float] = {}  # target -> the claim's end
         self.routes: set[str] = set()  # routes this process reported on (the state gauge)
 
     async def allow(self, target: str) -> bool:
@@ -154,8 +155,8 @@ class Breakers:
         except StoreUnavailable:
             return True
         self._set_view(target, claim.view)
-        if claim.is_won:
-            self.probes.add(target)
+        if claim.is_won and claim.view is not None:
+            self.probes[target] = claim.view.probe_until
         return claim.is_won or claim.view is None
 
     def report(self, target: str, outcome: AttemptOutcome) -> None:
@@ -166,12 +167,26 @@ class Breakers:
             route = target.removeprefix(ROUTE_PREFIX)
             self.routes.add(route)
             metrics.count_attempt(route, outcome)
-        if target in self.probes:
+        if self.probes.pop(target, None) is not None:
             # The first outcome after this process won the probe is the probe's.
-            self.probes.discard(target)
             lifecycle.spawn(self._probe_result(target, is_ok=outcome not in FAILURES))
         elif outcome in FAILURES:
             self.failures[target] += 1
+
+    def release(self, target: str) -> None:
+        probe_until = self.probes.pop(target, None)
+        if probe_until is None:
+            return
+        view = self.views.get(target)
+        if view is not None:
+            self.views[target] = BreakerView(view.open_until)  # this process may claim again
+        lifecycle.spawn(self._release(target, probe_until))
+
+    async def _release(self, target: str, probe_until: float) -> None:
+        try:
+            self._set_view(target, await get_backend().breaker_release_probe(target, probe_until))
+        except StoreUnavailable:
+            logger.warning("circuit breaker probe not given back: store unavailable")
 
     async def _probe_result(self, target: str, *, is_ok: bool) -> None:
         try:
@@ -208,8 +223,8 @@ class Breakers:
         result = await get_backend().breaker_sync(self.take_counts(), rules(), now)
         self.views = result.views
         self.probes = {
-            target
-            for target in self.probes
+            target: probe_until
+            for target, probe_until in self.probes.items()
             if target in result.views and result.views[target].probe_until > now
         }
         for target in result.opened:
@@ -231,6 +246,13 @@ async def allow(target: str) -> bool:
 def report(target: str, outcome: AttemptOutcome) -> None:
     """The outcome of an attempt ``allow`` let through (no I/O)."""
     _process.report(target, outcome)
+
+
+def release(target: str) -> None:
+    """``allow`` let an attempt through that was not made after all (say, every key
+    of the route's provider is refused): give back the probe it may have won,
+    so another request may probe now rather than after ``BREAKER_PROBE_SECONDS``."""
+    _process.release(target)
 
 
 def state(target: str) -> BreakerState:

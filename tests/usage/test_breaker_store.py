@@ -111,6 +111,26 @@ async def test_a_lost_probe_lets_another_caller_probe_once_its_claim_expires(
     assert (await backend.breaker_claim_probe(ROUTE, RULES, T0 + 151)).is_won
 
 
+async def test_a_probe_given_back_unused_may_be_claimed_again_at_once(backend: Backend) -> None:
+    await open_breaker(backend)
+    claim = await backend.breaker_claim_probe(ROUTE, RULES, T0 + 31)
+    assert claim.view is not None
+    view = await backend.breaker_release_probe(ROUTE, claim.view.probe_until)
+    assert view == BreakerView(open_until=T0 + 30)
+    assert (await backend.breaker_claim_probe(ROUTE, RULES, T0 + 32)).is_won
+
+
+async def test_giving_back_a_lapsed_probe_leaves_the_next_claim_alone(backend: Backend) -> None:
+    await open_breaker(backend)
+    lapsed = await backend.breaker_claim_probe(ROUTE, RULES, T0 + 31)
+    current = await backend.breaker_claim_probe(ROUTE, RULES, T0 + 151)
+    assert lapsed.view is not None and current.view is not None
+    view = await backend.breaker_release_probe(ROUTE, lapsed.view.probe_until)
+    assert view == current.view
+    assert not (await backend.breaker_claim_probe(ROUTE, RULES, T0 + 152)).is_won
+    assert await backend.breaker_release_probe("route:closed", T0) is None
+
+
 async def test_the_probes_success_closes_it_and_only_one_caller_is_told(backend: Backend) -> None:
     await open_breaker(backend)
     await backend.breaker_claim_probe(ROUTE, RULES, T0 + 31)

@@ -197,6 +197,23 @@ async def test_a_lost_probe_is_claimed_again_once_its_claim_lapses(
     assert await b.allow(ROUTE)
 
 
+async def test_a_probe_not_used_after_all_is_given_back_for_another_request(
+    backend: Backend, frozen_clock: FrozenClock
+) -> None:
+    a, b = await opened_on_a(backend)
+    frozen_clock.advance(31)
+    assert await a.allow(ROUTE)
+    assert not await b.allow(ROUTE)
+    a.release(ROUTE)
+    await settle_probes()
+    await b.sync()  # B learns of it at its next sync
+    assert await b.allow(ROUTE)
+    assert not await a.allow(ROUTE)  # B's probe now
+    a.report(ROUTE, "ok")  # not a probe of A's: no probe result
+    await settle_probes()
+    assert a.state(ROUTE) == "half_open"
+
+
 async def test_with_the_store_down_the_cool_down_ends_and_every_request_is_allowed(
     private_redis: PrivateRedis, frozen_clock: FrozenClock
 ) -> None:

@@ -470,6 +470,10 @@ class BreakerStore(ABC):
         """Success closes the breaker; failure opens it for another cool-down."""
 
     @abstractmethod
+    async def breaker_release_probe(self, target: str, probe_until: float) -> BreakerView | None:
+        """Give back the probe claimed until ``probe_until``, unused; the breaker after."""
+
+    @abstractmethod
     def breaker_figures_sync(
         self, targets: Sequence[str], rules: BreakerRules, now: float, minutes: int
     ) -> list[BreakerFigures]:

@@ -455,6 +455,12 @@ class MemoryBackend(base.Backend):
         with self._lock:
             return self._breakers.probe_result(target, is_ok, rules, now)
 
+    async def breaker_release_probe(
+        self, target: str, probe_until: float
+    ) -> base.BreakerView | None:
+        with self._lock:
+            return self._breakers.release_probe(target, probe_until)
+
     def breaker_figures_sync(
         self, targets: Sequence[str], rules: base.BreakerRules, now: float, minutes: int
     ) -> list[base.BreakerFigures]:

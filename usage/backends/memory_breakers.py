@@ -76,6 +76,12 @@ class BreakerTable:
         view = self.views[target] = BreakerView(now + rules.cooldown_seconds)
         return ProbeResult(is_closed_by_this=False, view=view)
 
+    def release_probe(self, target: str, probe_until: float) -> BreakerView | None:
+        view = self.views.get(target)
+        if view is not None and view.probe_until == probe_until:
+            view = self.views[target] = BreakerView(view.open_until)
+        return view
+
     def figures(
         self, targets: Sequence[str], rules: BreakerRules, now: float, minutes: int
     ) -> list[BreakerFigures]:

@@ -106,6 +106,12 @@ class RedisBreakers(BreakerStore):
         closed, until = await run("breaker_probe", keys, [*args, target])
         return ProbeResult(is_closed_by_this=bool(int(closed)), view=_view(until, ""))
 
+    async def breaker_release_probe(self, target: str, probe_until: float) -> BreakerView | None:
+        until, probe = await run(
+            "breaker_release", [breaker_state_key(target)], [repr(probe_until)]
+        )
+        return _view(until, probe)
+
     def breaker_figures_sync(
         self, targets: Sequence[str], rules: BreakerRules, now: float, minutes: int
     ) -> list[BreakerFigures]:
