@@ -33,6 +33,8 @@ from billing.models import AlertLog
 from billing.pricing import micro_to_usd
 from gateway.core import clock, metrics
 from gateway.core.logs import redact
+from usage.breakers import Target
+from usage.types import Transition
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +215,23 @@ def alert_suspicious_device(*, device_id: str, name: str, reason: str) -> bool:
         f"(`{_escape(device_id)}`): {_escape(reason)}. Review: {device_admin_path(device_id)}"
     )
     return enqueue(Alert(kind="suspicious_device", text=text))
+
+
+def alert_breaker(target: Target, transition: Transition) -> bool:
+    """A circuit breaker opened or closed (``usage.breakers`` calls it once per transition)."""
+    if target.kind == "route":
+        subject = f"route *{_escape(target.name)}*"
+    else:
+        subject = f"{_escape(target.name)} key `{_escape(target.key_id)}`"
+    if transition == "opened":
+        text = (
+            f":red_circle: Circuit breaker opened for {subject}: {settings.BREAKER_FAILURES} "
+            f"failures within {settings.BREAKER_WINDOW_SECONDS} s. Requests skip it for "
+            f"{settings.BREAKER_COOLDOWN_SECONDS:g} s, then one request probes it."
+        )
+    else:
+        text = f":white_check_mark: Circuit breaker closed for {subject}: its probe succeeded."
+    return enqueue(Alert(kind=f"breaker_{transition}", text=text))
 
 
 def alert_budget_warning(*, day: date, spent_micro: int, budget_micro: int) -> bool:

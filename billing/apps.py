@@ -12,7 +12,7 @@ class BillingConfig(AppConfig):
         from devices.signals import device_auto_suspended, device_registered
         from gateway.core import lifecycle
         from gateway.core import metrics as gateway_metrics
-        from usage import rebuild
+        from usage import breakers, rebuild
 
         # The store asks the database for the pause when it rebuilds its
         # counters, and (embedded profile) when another process changed it.
@@ -21,6 +21,8 @@ class BillingConfig(AppConfig):
         device_auto_suspended.connect(
             receivers.on_device_auto_suspended, dispatch_uid="billing-suspicious-device"
         )
+        # A circuit breaker's opening and closing, once each across processes.
+        breakers.on_transition(alerts.alert_breaker)
         # Alerts queued before shutdown are delivered (or logged) before exit.
         lifecycle.on_shutdown(alerts.shutdown)
         # Budget gauges, computed when /metrics is scraped.

@@ -1,8 +1,9 @@
 """Reads for the staff dashboard: one call gathers everything the page shows.
 
 Spend figures come from billing (``current_spend`` for today, the ledger's
-``usage_groups`` for history), devices and audit trails from their apps.
-Money stays integer micro-dollars here; templates format it.
+``usage_groups`` for history), devices and audit trails from their apps, the
+routes' circuit breakers from ``usage.breakers``. Money stays integer
+micro-dollars here; templates format it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from billing.selectors import UsageRow, pause_state_get, usage_groups
 from devices.models import AuditEvent, Device
 from devices.selectors import device_list
 from gateway.core import clock
+from gateway.models import ModelRoute
+from usage import breakers
 from usage.days import budget_day
 
 HISTORY_DAYS = 30
@@ -65,6 +68,19 @@ class Event:
 
 
 @dataclass(frozen=True)
+class RouteHealth:
+    """A route's circuit breaker and error rate (the Providers panel)."""
+
+    breaker: breakers.RouteBreaker
+    provider: str  # "" for a route no longer enabled
+
+    @property
+    def open_until(self) -> datetime | None:
+        until = self.breaker.open_until
+        return None if until is None else datetime.fromtimestamp(until, tz=UTC)
+
+
+@dataclass(frozen=True)
 class Overview:
     spend: Spend
     pause: PauseState
@@ -74,6 +90,7 @@ class Overview:
     by_model: list[Amount]
     top_devices: list[Amount]
     events: list[Event]
+    providers: list[RouteHealth]
 
 
 def dashboard_overview() -> Overview:
@@ -89,6 +106,7 @@ def dashboard_overview() -> Overview:
         by_model=spend_by_model(today),
         top_devices=top_devices(today),
         events=recent_events(),
+        providers=route_health(),
     )
 
 
@@ -102,6 +120,18 @@ def spend_today(now: float) -> Spend:
         warning_percent=settings.BUDGET_WARNING_PERCENT,
         is_paused=is_paused,
     )
+
+
+def route_health() -> list[RouteHealth]:
+    """Each enabled route, and any other with attempts in the last hour, by name."""
+    providers = {
+        route.public_name: route.get_provider_display()
+        for route in ModelRoute.objects.filter(is_enabled=True)
+    }
+    return [
+        RouteHealth(breaker, providers.get(breaker.route, ""))
+        for breaker in breakers.states_sync(providers)
+    ]
 
 
 def _amount(row: UsageRow, label: str, title: str = "") -> Amount:

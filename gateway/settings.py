@@ -50,6 +50,24 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _at_least_one(name: str, default: int) -> int:
+    value = _positive_int(name, default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _networks(name: str, default: list[str]) -> list[str]:
     values: list[str] = env.list(name, default=default)
     for value in values:
@@ -365,6 +383,19 @@ UPSTREAM_TOTAL_TIMEOUT_SECONDS = env.float("UPSTREAM_TOTAL_TIMEOUT_SECONDS", def
 UPSTREAM_MAX_ATTEMPTS = _positive_int("UPSTREAM_MAX_ATTEMPTS", 4)
 # A stream whose client reads nothing for this long is ended and settled.
 STREAM_IDLE_TIMEOUT_SECONDS = env.float("STREAM_IDLE_TIMEOUT_SECONDS", default=30.0)
+
+# --- Circuit breakers (usage.breakers) ----------------------------------------
+
+# A route or provider key that fails this often within the window is skipped
+# for the cool-down; then one request (the probe) tests it and closes it again.
+BREAKER_FAILURES = _at_least_one("BREAKER_FAILURES", 5)
+BREAKER_WINDOW_SECONDS = _at_least_one("BREAKER_WINDOW_SECONDS", 30)
+BREAKER_COOLDOWN_SECONDS = _seconds("BREAKER_COOLDOWN_SECONDS", 30.0)
+# A probe not reported within this long is lost: another request may probe.
+BREAKER_PROBE_SECONDS = _seconds("BREAKER_PROBE_SECONDS", 120.0)
+# How often each process sends its counts to the store and reads every
+# breaker's state back: how soon the other processes learn a breaker opened.
+BREAKER_SYNC_SECONDS = _seconds("BREAKER_SYNC_SECONDS", 1.0)
 
 # --- Budget ------------------------------------------------------------------
 

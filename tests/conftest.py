@@ -65,9 +65,11 @@ def _test_clock_file() -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def _fresh_shared_state() -> Iterator[None]:
     """Each test starts with an empty shared store and real time."""
+    from usage import breakers
     from usage.backends import reset_memory_backend
 
     reset_memory_backend()
+    breakers.reset()
     if settings.REDIS_URL:
         from django_redis import get_redis_connection
 

@@ -33,14 +33,18 @@ class UsageConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from gateway.core import lifecycle
-        from usage import services, spool  # noqa: F401 (services names the spool's sink)
+        from gateway.core import lifecycle, metrics
+        from usage import breakers, services, spool  # noqa: F401 (services names the spool's sink)
         from usage.models import BlockedNetwork
 
         # Served processes replay what earlier ones left in the spool and
         # flush usage records in the background; shutdown flushes the rest.
         lifecycle.on_startup(spool.start_flusher)
         lifecycle.on_shutdown(spool.stop_flusher)
+        # Each served process syncs its circuit breakers with the store.
+        lifecycle.on_startup(breakers.start)
+        lifecycle.on_shutdown(breakers.stop)
+        metrics.add_scrape_source(breakers.state_gauges)
 
         # Every process caches the blocklist until the store's epoch moves.
         post_save.connect(_blocklist_changed, sender=BlockedNetwork, dispatch_uid="blocklist-save")

@@ -35,3 +35,12 @@ def one_of(value: str, choices: tuple[L, ...]) -> L:
         if choice == value:
             return choice
     raise ValueError(f"{value!r} is not one of {choices}")
+
+
+# What one upstream attempt came to, as the retry loop reports it to the
+# circuit breakers (usage.breakers): "failure" and "timeout" count toward
+# opening one; "rejected" is the client's own 4xx, an attempt but no failure.
+AttemptOutcome = Literal["ok", "failure", "timeout", "rejected"]
+ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = get_args(AttemptOutcome)
+BreakerState = Literal["closed", "open", "half_open"]
+Transition = Literal["opened", "closed"]

@@ -71,6 +71,17 @@ REFUSALS = Counter(
     "hanzo_refusals", "Requests refused, by layer and error code.", ["layer", "code"]
 )
 ALERTS = Counter("hanzo_alerts", "Alerts sent to Slack, by kind and outcome.", ["kind", "outcome"])
+# Circuit breakers (usage.breakers). Labels name routes and providers, never a key.
+BREAKER_ATTEMPTS = Counter(
+    "hanzo_breaker_attempts",
+    "Upstream attempts per route, by outcome: ok, failure, timeout, rejected (the client's 4xx).",
+    ["route", "outcome"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "hanzo_breaker_transitions",
+    "Circuit breakers opened or closed, once across processes: by route, or a key's provider.",
+    ["kind", "name", "transition"],
+)
 
 
 def _labelled(metric: Any) -> Callable[..., Any]:
@@ -88,6 +99,7 @@ _upstream_latency = _labelled(UPSTREAM_LATENCY)
 _gateway_overhead = _labelled(GATEWAY_OVERHEAD)
 _tokens = _labelled(TOKENS)
 _cost = _labelled(COST)
+_breaker_attempts = _labelled(BREAKER_ATTEMPTS)
 
 ScrapeSource = Callable[[], Awaitable[Iterable[GaugeMetricFamily]]]
 _scrape_sources: list[ScrapeSource] = []
@@ -176,6 +188,11 @@ def count_usage(model: str, tokens_in: int, tokens_out: int, cost_micro_usd: int
     _tokens(model, "input").inc(tokens_in)
     _tokens(model, "output").inc(tokens_out)
     _cost(model).inc(usd_float(cost_micro_usd))
+
+
+def count_attempt(route: str, outcome: str) -> None:
+    """Count one upstream attempt of a route (the circuit breakers' reports)."""
+    _breaker_attempts(route, outcome).inc()
 
 
 def layer_of(code: str, status: int) -> str:

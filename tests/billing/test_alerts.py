@@ -14,11 +14,13 @@ from pytest_django import Settings
 from billing import alerts
 from billing.models import AlertLog
 from billing.services import budget_auto_pause
+from gateway.core import lifecycle
 from tests.billing.factories import create_records
 from tests.conftest import TestClock, gateway_environment
 from tests.fakes.slack import FakeSlack
 from tests.support.processes import python_child
 from tests.support.store import forget_store_counters
+from usage import breakers
 from usage.days import budget_day
 
 SESSION_TOKEN = "hzt_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"
@@ -258,3 +260,46 @@ def test_registering_a_device_alerts_slack_once_without_its_token(
     assert body["deviceId"] in message.text and "Ana's phone" in message.text
     assert f"/admin/devices/device/{body['deviceId']}/change/" in message.text
     assert body["sessionToken"] not in message.text
+
+
+# --- Circuit breakers ------------------------------------------------------------
+
+
+async def test_a_breaker_alerts_once_when_it_opens_and_once_when_it_closes(
+    fake_slack: FakeSlack, clock: TestClock, settings: Settings
+) -> None:
+    settings.BREAKER_FAILURES = 2
+    settings.BREAKER_COOLDOWN_SECONDS = 30.0
+    route = breakers.route_target("<https://evil.example|llama>")
+    first, second = breakers.Breakers(), breakers.Breakers()  # two gateway processes
+    for process in (first, second):
+        process.report(route, "failure")
+        process.report(route, "failure")
+        await process.sync()
+    assert alerts.drain()
+    (opened,) = fake_slack.texts()
+    assert opened.startswith(":red_circle: Circuit breaker opened for route *&lt;https://evil")
+    assert "<https://evil.example" not in opened
+    assert "2 failures within 30 s" in opened and "skip it for 30 s" in opened
+
+    clock.advance(31)
+    assert await second.allow(route) and not await first.allow(route)
+    second.report(route, "ok")
+    await lifecycle._drain_background()
+    await first.sync()
+    assert alerts.drain()
+    assert fake_slack.texts()[1:] == [
+        ":white_check_mark: Circuit breaker closed for route "
+        "*&lt;https://evil.example|llama&gt;*: its probe succeeded."
+    ]
+
+
+def test_a_key_breaker_alert_names_the_provider_and_the_fingerprint_only(
+    fake_slack: FakeSlack,
+) -> None:
+    target = breakers.Target.parse(breakers.key_target("openai", "k1a2b3"))
+    assert alerts.alert_breaker(target, "opened")
+    assert alerts.drain()
+    (text,) = fake_slack.texts()
+    assert "Circuit breaker opened for openai key `k1a2b3`" in text
+    assert not SECRET_SHAPES.search(text), text

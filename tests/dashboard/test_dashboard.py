@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -16,10 +17,14 @@ from billing.models import BudgetAuditEvent
 from billing.selectors import pause_state_get
 from devices.models import AuditEvent, Device
 from gateway.core import clock as gateway_clock
+from gateway.core import store
+from gateway.models import ModelRoute
 from tests.conftest import TestClock
 from tests.dashboard.support import record_usage, register_device
 from tests.support.staff import verified_client
+from usage import breakers
 from usage.days import budget_day
+from usage.types import AttemptOutcome
 
 pytestmark = pytest.mark.django_db
 
@@ -140,3 +145,49 @@ def test_recent_audit_events_name_who_did_what(staff: Client) -> None:
     events = staff.get("/dashboard/").content.decode().split('id="events"')[1]
     assert "approve" in events and "register" in events and "ops" in events
     assert Device.objects.get().status == "approved"
+
+
+async def _report(attempts: list[tuple[str, AttemptOutcome]]) -> None:
+    """This process's attempts, synced to the store as its background task would."""
+    for target, outcome in attempts:
+        breakers.report(target, outcome)
+    await breakers.sync()
+    await store.close_async_clients()
+
+
+def test_the_providers_panel_shows_each_routes_breaker_and_error_rate(
+    staff: Client, settings: Settings
+) -> None:
+    settings.BREAKER_FAILURES = 3
+    for name in ("panel-down", "panel-up", "panel-idle"):
+        ModelRoute.objects.create(
+            public_name=name,
+            provider="openai",
+            provider_model="gpt-x",
+            input_price_usd=Decimal(1),
+            output_price_usd=Decimal(1),
+        )
+    down, up = breakers.route_target("panel-down"), breakers.route_target("panel-up")
+    key = breakers.key_target("openai", "f1ngerpr1nt")
+    attempts: list[tuple[str, AttemptOutcome]] = [
+        (down, "failure"),
+        (down, "failure"),
+        (down, "timeout"),
+        (up, "ok"),
+        (up, "ok"),
+        (up, "ok"),
+        (up, "failure"),
+        (key, "failure"),
+    ]
+    async_to_sync(_report)(attempts)
+
+    html = staff.get("/dashboard/").content.decode()
+    panel = html.split('id="providers"')[1].split("</section>")[0]
+    rows = {row.split('"')[0]: row.split("</tr>")[0] for row in panel.split('<tr data-route="')[1:]}
+    assert '<td class="breaker open">Open <span' in rows["panel-down"]
+    assert "<td>OpenAI</td>" in rows["panel-down"] and ">3</td>" in rows["panel-down"]
+    assert "100.0 %" in rows["panel-down"]
+    assert '<td class="breaker closed">Closed</td>' in rows["panel-up"]
+    assert '<td class="num">4</td><td class="num">25.0 %</td>' in rows["panel-up"]
+    assert '<td class="num">0</td><td class="num">–</td>' in rows["panel-idle"]
+    assert "f1ngerpr1nt" not in html and "key" not in panel.lower()

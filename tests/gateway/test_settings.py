@@ -5,6 +5,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.support.processes import ROOT, base_environment
 
 
@@ -93,6 +95,34 @@ def test_a_malformed_setting_is_a_clear_configuration_error() -> None:
     result = run_python(SHOW, DAILY_BUDGET_USD="fifty")
     assert result.returncode != 0
     assert "DAILY_BUDGET_USD must be a decimal number" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BREAKER_FAILURES", "0", "BREAKER_FAILURES must be at least 1, got 0"),
+        ("BREAKER_WINDOW_SECONDS", "-5", "BREAKER_WINDOW_SECONDS must not be negative"),
+        ("BREAKER_SYNC_SECONDS", "0", "BREAKER_SYNC_SECONDS must be a positive number of seconds"),
+        ("BREAKER_COOLDOWN_SECONDS", "inf", "BREAKER_COOLDOWN_SECONDS must be a positive number"),
+        ("BREAKER_PROBE_SECONDS", "soon", "BREAKER_PROBE_SECONDS must be a positive number"),
+    ],
+)
+def test_a_breaker_setting_that_could_never_work_is_refused(
+    name: str, value: str, message: str
+) -> None:
+    result = run_python(SHOW, **{name: value})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_breaker_settings_default_to_five_failures_in_thirty_seconds() -> None:
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.BREAKER_FAILURES, s.BREAKER_WINDOW_SECONDS, s.BREAKER_COOLDOWN_SECONDS, "
+        "s.BREAKER_PROBE_SECONDS, s.BREAKER_SYNC_SECONDS)"
+    )
+    result = run_python(code)
+    assert result.stdout.split() == ["5", "30", "30.0", "120.0", "1.0"], result.stderr
 
 
 def test_the_check_framework_warns_about_several_workers_on_the_in_process_store() -> None:

@@ -101,6 +101,19 @@ def backend(
     return get_backend()
 
 
+@pytest.fixture
+def shared_redis_url(_private_redis: PrivateRedis | None) -> str:
+    """A Redis the test and its worker processes share (flushed by the fixtures)."""
+    if django_settings.REDIS_URL:
+        return django_settings.REDIS_URL
+    if _private_redis is None:
+        pytest.skip("no Redis configured and no redis-server installed")
+    import redis
+
+    redis.Redis.from_url(_private_redis.url).flushdb()
+    return _private_redis.url
+
+
 # A moment aligned on a day bucket (1_800_000_000 / 720 is whole), on a
 # budget day in UTC: 2027-01-15 08:00:00Z.
 START = 1_800_000_000.0

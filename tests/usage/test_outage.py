@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings as django_settings
 from pytest_django import Settings
 
 from gateway.core.store import StoreUnavailable, sync_redis
@@ -104,19 +103,6 @@ async def test_a_script_cache_emptied_by_redis_is_loaded_again(backend: Backend)
     assert (await limits.admit(request())).admitted
     sync_redis().script_flush()
     assert (await limits.admit(request())).admitted
-
-
-@pytest.fixture
-def shared_redis_url(_private_redis: PrivateRedis | None) -> str:
-    """A Redis the test and its worker processes share (flushed by the fixtures)."""
-    if django_settings.REDIS_URL:
-        return django_settings.REDIS_URL
-    if _private_redis is None:
-        pytest.skip("no Redis configured and no redis-server installed")
-    import redis
-
-    redis.Redis.from_url(_private_redis.url).flushdb()
-    return _private_redis.url
 
 
 @pytest.mark.django_db(transaction=True)

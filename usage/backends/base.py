@@ -14,10 +14,11 @@ in-process one uses them as dictionary keys), so a key's name is defined once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core.store import key
-from usage.types import LAYERS, AdmitStatus, LayerName, Refusal
+from usage.types import LAYERS, AdmitStatus, AttemptOutcome, BreakerState, LayerName, Refusal
 from usage.windows import WindowSpec
 
 RATE_LAYERS = LAYERS  # checked in this order, after the pause and before the budgets
@@ -101,6 +102,31 @@ IP_BLOCK_INDEX_KEY = key("abuse", "blocks")
 def device_ips_key(device_id: str, day: str) -> str:
     """The distinct client addresses a device was used from in a budget day."""
     return key("susp", device_id, day)
+
+
+# Circuit breakers (usage.breakers), by target ("route:<model>", "key:<provider>:<id>").
+BREAKERS_OPEN_KEY = key("brk", "open")  # every breaker not closed: target -> open until
+BREAKERS_COUNTED_KEY = key("brk", "counted")  # targets with attempts counted: target -> last count
+BREAKER_STATE_PREFIX = key("brk", "s", "")
+BREAKER_FAILURES_PREFIX = key("brk", "f", "")
+BREAKER_ATTEMPTS_PREFIX = key("brk", "n", "")
+# Attempts are counted per minute of the gateway clock and kept this long.
+BREAKER_ATTEMPTS_KEPT_SECONDS = 3600
+
+
+def breaker_state_key(target: str) -> str:
+    """A breaker that is not closed: its ``until`` and, while claimed, its ``probe``."""
+    return BREAKER_STATE_PREFIX + target
+
+
+def breaker_failures_key(target: str) -> str:
+    """A closed breaker's failures, in a window of one-second buckets."""
+    return BREAKER_FAILURES_PREFIX + target
+
+
+def breaker_attempts_key(target: str, minute: int) -> str:
+    """A target's attempts of one minute (``now // 60``), by outcome."""
+    return f"{BREAKER_ATTEMPTS_PREFIX}{minute}:{target}"
 
 
 # --- Data exchanged with the backends ----------------------------------------
@@ -359,7 +385,103 @@ class DistinctSets(ABC):
         """Take ``member`` out of the set (undo an add whose follow-up failed)."""
 
 
-class Backend(AdmissionStore, BudgetStore, RebuildStore, GuardStore, DistinctSets):
+@dataclass(frozen=True)
+class BreakerRules:
+    """The breaker settings, as ``usage.breakers`` passes them (backends read no settings)."""
+
+    failures: int  # failures within the window that open a breaker
+    window_seconds: int
+    cooldown_seconds: float
+    probe_seconds: float
+
+    @property
+    def window(self) -> WindowSpec:
+        """One-second buckets: a failure counts for the window's length, and up to a second more."""
+        return WindowSpec(seconds=self.window_seconds, bucket_seconds=1)
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """A breaker that is not closed (gateway clock). A closed one has no view."""
+
+    open_until: float  # skipped until then; then one caller may claim the probe
+    probe_until: float = 0.0  # a probe is claimed until then (0: none)
+
+    def state(self, now: float) -> BreakerState:
+        return "half_open" if self.probe_until > now else "open"
+
+
+@dataclass(frozen=True)
+class BreakerCounts:
+    """What one process saw of one target since its last sync."""
+
+    target: str
+    failures: int = 0  # failures and timeouts: toward opening
+    attempts: Mapping[AttemptOutcome, int] = field(default_factory=dict)  # for the error rate
+
+
+@dataclass(frozen=True)
+class BreakerSync:
+    opened: tuple[str, ...]  # the breakers this call opened (no other caller is told)
+    views: dict[str, BreakerView]  # every breaker not closed, after this call
+
+
+@dataclass(frozen=True)
+class ProbeClaim:
+    is_won: bool  # this caller holds the probe
+    view: BreakerView | None  # the breaker after the call (None: closed)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    is_closed_by_this: bool  # this call closed the breaker (no other caller is told)
+    view: BreakerView | None  # the breaker after the call (None: closed)
+
+
+@dataclass(frozen=True)
+class BreakerFigures:
+    target: str
+    view: BreakerView | None
+    failures_in_window: int
+    attempts: dict[AttemptOutcome, int]  # over the minutes asked for
+
+
+class BreakerStore(ABC):
+    """Circuit breakers shared by every process; decisions against the ``now`` passed in."""
+
+    @abstractmethod
+    async def breaker_sync(
+        self, counts: Sequence[BreakerCounts], rules: BreakerRules, now: float
+    ) -> BreakerSync:
+        """Count what a process saw, open each closed breaker whose failures within
+        the window reach ``rules.failures``, and return every breaker not closed.
+
+        Failures reported while a breaker is open are not counted: the probe decides.
+        """
+
+    @abstractmethod
+    async def breaker_claim_probe(self, target: str, rules: BreakerRules, now: float) -> ProbeClaim:
+        """Won by one caller once the cool-down is over and no probe is claimed."""
+
+    @abstractmethod
+    async def breaker_probe_result(
+        self, target: str, is_ok: bool, rules: BreakerRules, now: float
+    ) -> ProbeResult:
+        """Success closes the breaker; failure opens it for another cool-down."""
+
+    @abstractmethod
+    async def breaker_release_probe(self, target: str, probe_until: float) -> BreakerView | None:
+        """Give back the probe claimed until ``probe_until``, unused; the breaker after."""
+
+    @abstractmethod
+    def breaker_figures_sync(
+        self, targets: Sequence[str], rules: BreakerRules, now: float, minutes: int
+    ) -> list[BreakerFigures]:
+        """``targets`` and every target whose attempts were counted within
+        ``BREAKER_ATTEMPTS_KEPT_SECONDS``, with their attempts of the last ``minutes``."""
+
+
+class Backend(AdmissionStore, BudgetStore, RebuildStore, GuardStore, DistinctSets, BreakerStore):
     """One store implements every concern: they share its keys, its live
     marker and (in Redis) its atomic scripts."""
 

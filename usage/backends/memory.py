@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.store import read_versions
 from usage.backends import base
+from usage.backends.memory_breakers import BreakerTable
 from usage.types import AdmitStatus, LayerName, Refusal
 from usage.windows import BucketWindow, SlidingLog, WindowSpec
 
@@ -68,6 +70,7 @@ class MemoryBackend(base.Backend):
             self._rebuild_lock: tuple[str, float] | None = None
             self._blocks: dict[str, float] = {}
             self._sets: dict[str, tuple[set[str], float]] = {}  # key -> (members, expires at)
+            self._breakers = BreakerTable()
             self._last_sweep = 0.0
             self._incarnation += 1
 
@@ -431,3 +434,35 @@ class MemoryBackend(base.Backend):
         with self._lock:
             members, _ = self._sets.get(set_key, (set(), 0.0))
             members.discard(member)
+
+    # --- circuit breakers ---------------------------------------------------
+
+    async def breaker_sync(
+        self, counts: Sequence[base.BreakerCounts], rules: base.BreakerRules, now: float
+    ) -> base.BreakerSync:
+        with self._lock:
+            return self._breakers.sync(counts, rules, now)
+
+    async def breaker_claim_probe(
+        self, target: str, rules: base.BreakerRules, now: float
+    ) -> base.ProbeClaim:
+        with self._lock:
+            return self._breakers.claim_probe(target, rules, now)
+
+    async def breaker_probe_result(
+        self, target: str, is_ok: bool, rules: base.BreakerRules, now: float
+    ) -> base.ProbeResult:
+        with self._lock:
+            return self._breakers.probe_result(target, is_ok, rules, now)
+
+    async def breaker_release_probe(
+        self, target: str, probe_until: float
+    ) -> base.BreakerView | None:
+        with self._lock:
+            return self._breakers.release_probe(target, probe_until)
+
+    def breaker_figures_sync(
+        self, targets: Sequence[str], rules: base.BreakerRules, now: float, minutes: int
+    ) -> list[base.BreakerFigures]:
+        with self._lock:
+            return self._breakers.figures(targets, rules, now, minutes)

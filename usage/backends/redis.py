@@ -1,18 +1,17 @@
 """The Redis backend: one Lua script per operation, run with EVALSHA.
 
-Each script is the shared helpers (``lua/common.lua``) plus the operation,
-which falls back to loading the script on ``NOSCRIPT`` (a restarted or
-flushed Redis): nothing to re-register by hand. Async code runs them on
-the pipelined client (``gateway.core.store.async_redis``); the few operator
-operations (budget figures for a command, pause and resume, IP
-blocks in the admin) use django-redis's synchronous connection through
-redis-py's ``Script``.
+Each script is the shared helpers (``lua/common.lua``) plus the operation
+(``usage.backends.scripts`` runs them). Async code runs them on the
+pipelined client (``gateway.core.store.async_redis``); the few operator
+operations (budget figures for a command, pause and resume, IP blocks in
+the admin) use django-redis's synchronous connection.
 
 Every key shares the ``{hz}`` hash tag, so a script may touch any of them on
 any deployment; the few keys a script computes itself (the budgets of
-devices whose reservations expired, the keys named in a rebuilt snapshot)
-are under the same tag. Every key has a TTL (real time, only a garbage
-collector: all decisions compare with the gateway clock passed in).
+devices whose reservations expired, the keys named in a rebuilt snapshot,
+the circuit breakers it reports on) are under the same tag. Every key has a
+TTL (real time, only a garbage collector: all decisions compare with the
+gateway clock passed in).
 
 Any Redis failure is ``StoreUnavailable`` (503 ``service_unavailable``):
 never a 500, never an unlimited admission. The clients connect again on
@@ -22,22 +21,10 @@ the next command, so service resumes as soon as Redis answers again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from functools import cache
-from pathlib import Path
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
-from redis.commands.core import Script
-from redis.exceptions import RedisError, ResponseError
-
-from gateway.core.redis_pipe import LuaScript
-from gateway.core.store import (
-    EPOCH_KEY,
-    StoreUnavailable,
-    async_redis,
-    sync_redis,
-)
+from gateway.core.store import EPOCH_KEY, async_redis, sync_redis
 from gateway.core.store import mget as store_mget
 from usage.backends.base import (
     BUDGET_PREFIX,
@@ -67,11 +54,19 @@ from usage.backends.base import (
     process_key,
     reservation_keys,
 )
+from usage.backends.redis_breakers import RedisBreakers
+from usage.backends.scripts import (
+    DAY_MS,
+    milliseconds,
+    run,
+    run_sync,
+    text,
+    unavailable_on_error,
+    window_ttl_ms,
+)
 from usage.types import ADMIT_STATUSES, REFUSALS, one_of
 from usage.windows import BURST_SECONDS, WindowSpec
 
-LUA_DIR = Path(__file__).with_name("lua")
-DAY_MS = 86400 * 1000
 # Garbage-collection lifetimes (real milliseconds). A budget day is read and
 # settled after it ends (late settles, yesterday's report): keep three days.
 BUDGET_TTL_MS = 3 * DAY_MS
@@ -87,43 +82,15 @@ PROCESS_PREFIX = process_key("")
 IN_FLIGHT_PREFIX = in_flight_key("")
 
 
-def _milliseconds(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def window_ttl_ms(spec: WindowSpec) -> int:
-    return (spec.seconds + 2 * spec.bucket_seconds) * 1000
-
-
-@cache
-def _source(name: str) -> bytes:
-    common = (LUA_DIR / "common.lua").read_text()
-    return (common + "\n" + (LUA_DIR / f"{name}.lua").read_text()).encode()
-
-
-@cache
-def _async_script(name: str) -> LuaScript:
-    return LuaScript(_source(name))
-
-
-@cache
-def _sync_script(name: str) -> Script:
-    return Script(cast(Any, None), _source(name))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _pause_from(fields: Sequence[Any]) -> Pause | None:
     """``[has_pause, reason, automatic, since, until]`` as the scripts return them."""
     if not int(fields[0]):
         return None
-    until = _text(fields[4] or "")
+    until = text(fields[4] or "")
     return Pause(
-        reason=_text(fields[1] or ""),
-        is_automatic=_text(fields[2] or "0") == "1",
-        since=float(_text(fields[3] or "0") or 0),
+        reason=text(fields[1] or ""),
+        is_automatic=text(fields[2] or "0") == "1",
+        since=float(text(fields[3] or "0") or 0),
         until=float(until) if until else None,
     )
 
@@ -133,28 +100,8 @@ def _pause_fields(pause: Pause) -> list[str]:
     return [pause.reason, "1" if pause.is_automatic else "0", repr(pause.since), until]
 
 
-@contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    try:
-        yield
-    except ResponseError as exc:
-        if str(exc).startswith("DUPLICATE"):
-            raise ValueError("request id already holds a reservation") from None
-        raise StoreUnavailable() from None
-    except RedisError:
-        raise StoreUnavailable() from None
-
-
-class RedisBackend(Backend):
+class RedisBackend(RedisBreakers, Backend):
     name = "redis"
-
-    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with _unavailable_on_error():
-            return await async_redis().evalsha(_async_script(script), keys, args)
-
-    def _run_sync(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with _unavailable_on_error():
-            return _sync_script(script)(keys, args, client=sync_redis())
 
     # --- admission ----------------------------------------------------------
 
@@ -190,7 +137,7 @@ class RedisBackend(Backend):
             BUDGET_TTL_MS,
             LIVE_TTL_MS,
             PAUSE_TTL_MS,
-            _milliseconds(plan.liveness_seconds),
+            milliseconds(plan.liveness_seconds),
             *(plan.limits[layer] for layer in layers),
         ]
         args = [
@@ -207,22 +154,22 @@ class RedisBackend(Backend):
             IN_FLIGHT_PREFIX,
             *(value for _, value in expected),
         ]
-        reply = await self._run("admit", keys, args)
-        status = one_of(_text(reply[0]), ADMIT_STATUSES)
+        reply = await run("admit", keys, args)
+        status = one_of(text(reply[0]), ADMIT_STATUSES)
         if status == "not_live":
             return NOT_LIVE
         if status == "stale":
             return STALE
-        values = _text(reply[10]).split()
+        values = text(reply[10]).split()
         counts = {
             layer: (int(values[2 * i]), float(values[2 * i + 1])) for i, layer in enumerate(layers)
         }
         return Outcome(
             status=status,
-            refused_by=one_of(_text(reply[1]), REFUSALS) if reply[1] else None,
+            refused_by=one_of(text(reply[1]), REFUSALS) if reply[1] else None,
             is_hard=bool(int(reply[2])),
             auto_paused=bool(int(reply[3])),
-            generation=_text(reply[4]),
+            generation=text(reply[4]),
             counts=counts,
             pause=_pause_from(reply[5:10]),
         )
@@ -259,15 +206,15 @@ class RedisBackend(Backend):
             day,
             " ".join(map(str, numbers)),
         ]
-        result = int(await self._run("settle", keys, args))
+        result = int(await run("settle", keys, args))
         if result < 0:
             return None
         return Settled(is_first=result > 0, auto_paused=result == 2)
 
     async def heartbeat(self, process_id: str, liveness: float) -> None:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             await async_redis().execute(
-                "SET", process_key(process_id), "1", "PX", _milliseconds(liveness)
+                "SET", process_key(process_id), "1", "PX", milliseconds(liveness)
             )
 
     # --- budget and pause ---------------------------------------------------
@@ -280,7 +227,7 @@ class RedisBackend(Backend):
 
     @staticmethod
     def _budget_figures(reply: Sequence[Any]) -> BudgetFigures | None:
-        if _text(reply[0]) == "not_live":
+        if text(reply[0]) == "not_live":
             return None
         return BudgetFigures(
             spent_micro_usd=int(reply[1]),
@@ -290,38 +237,38 @@ class RedisBackend(Backend):
 
     async def budget(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
         call = self._budget_call(day, now, liveness)
-        return self._budget_figures(await self._run("budget", *call))
+        return self._budget_figures(await run("budget", *call))
 
     def budget_sync(self, day: str, now: float, liveness: float) -> BudgetFigures | None:
         call = self._budget_call(day, now, liveness)
-        return self._budget_figures(self._run_sync("budget", *call))
+        return self._budget_figures(run_sync("budget", *call))
 
     @staticmethod
     def _pause_args(pause: Pause | None) -> list[Any]:
         return [PAUSE_TTL_MS, *([] if pause is None else _pause_fields(pause))]
 
     def set_pause(self, pause: Pause | None) -> None:
-        self._run_sync("set_pause", [PAUSE_KEY], self._pause_args(pause))
+        run_sync("set_pause", [PAUSE_KEY], self._pause_args(pause))
 
     # --- rebuild ------------------------------------------------------------
 
     async def is_live(self) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             return bool(await async_redis().execute("EXISTS", LIVE_KEY))
 
     def is_live_sync(self) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             return bool(sync_redis().exists(LIVE_KEY))
 
     async def take_rebuild_lock(self, token: str, seconds: float) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             taken = await async_redis().execute(
                 "SET", REBUILD_LOCK_KEY, token, "NX", "PX", int(seconds * 1000)
             )
             return taken is not None
 
     def take_rebuild_lock_sync(self, token: str, seconds: float) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             return bool(sync_redis().set(REBUILD_LOCK_KEY, token, nx=True, px=int(seconds * 1000)))
 
     @staticmethod
@@ -358,10 +305,10 @@ class RedisBackend(Backend):
         return [LIVE_KEY, REBUILD_LOCK_KEY, PAUSE_KEY], args
 
     async def load(self, snapshot: Snapshot, token: str, generation: str) -> bool:
-        return int(await self._run("load", *self._load_call(snapshot, token, generation))) == 1
+        return int(await run("load", *self._load_call(snapshot, token, generation))) == 1
 
     def load_sync(self, snapshot: Snapshot, token: str, generation: str) -> bool:
-        return int(self._run_sync("load", *self._load_call(snapshot, token, generation))) == 1
+        return int(run_sync("load", *self._load_call(snapshot, token, generation))) == 1
 
     # --- guard --------------------------------------------------------------
 
@@ -369,8 +316,8 @@ class RedisBackend(Backend):
         self, window_key: str, spec: WindowSpec, limit: int, now: float
     ) -> WindowResult:
         args = [repr(now), spec.bucket_seconds, spec.buckets, limit, window_ttl_ms(spec)]
-        admitted, count, reset = await self._run("window_hit", [window_key], args)
-        return WindowResult(bool(int(admitted)), int(count), float(_text(reset)))
+        admitted, count, reset = await run("window_hit", [window_key], args)
+        return WindowResult(bool(int(admitted)), int(count), float(text(reset)))
 
     async def auth_failure(
         self, ip: str, spec: WindowSpec, limit: int, now: float, block_seconds: float
@@ -379,29 +326,29 @@ class RedisBackend(Backend):
         block_ttl_ms = int(block_seconds * 1000) + 60_000
         args = [repr(now), spec.bucket_seconds, spec.buckets, limit, window_ttl_ms(spec)]
         args += [repr(float(block_seconds)), ip, block_ttl_ms]
-        blocked_until = _text(await self._run("auth_failure", keys, args))
+        blocked_until = text(await run("auth_failure", keys, args))
         return float(blocked_until) if blocked_until else None
 
     def ip_lookup_keys(self, ip: str) -> list[str]:
         return [EPOCH_KEY, LIVE_KEY, ip_block_key(ip)]
 
     async def ip_lookup(self, ip: str) -> tuple[object, float | None]:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             epoch, live, block = await store_mget(*self.ip_lookup_keys(ip))
         # The live marker's generation changes when Redis lost its data, which
         # also resets the epoch counter: together they identify a configuration.
-        stamp = (int(epoch or 0), _text(live or b""))
-        return stamp, float(_text(block)) if block else None
+        stamp = (int(epoch or 0), text(live or b""))
+        return stamp, float(text(block)) if block else None
 
     def list_ip_blocks_sync(self, now: float) -> list[IpBlock]:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             entries = sync_redis().zrangebyscore(
                 IP_BLOCK_INDEX_KEY, f"({now!r}", "+inf", withscores=True
             )
-        return [IpBlock(_text(ip), float(until)) for ip, until in entries]
+        return [IpBlock(text(ip), float(until)) for ip, until in entries]
 
     def lift_ip_block_sync(self, ip: str) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             pipe = sync_redis().pipeline(transaction=True)
             pipe.delete(ip_block_key(ip))
             pipe.delete(auth_failure_key(ip))
@@ -414,9 +361,9 @@ class RedisBackend(Backend):
     async def distinct_add(
         self, set_key: str, member: str, *, cap: int, now: float, ttl_seconds: float
     ) -> int:
-        args = [member, cap, _milliseconds(ttl_seconds)]
-        return int(await self._run("distinct_add", [set_key], args))
+        args = [member, cap, milliseconds(ttl_seconds)]
+        return int(await run("distinct_add", [set_key], args))
 
     async def distinct_remove(self, set_key: str, member: str) -> None:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             await async_redis().execute("SREM", set_key, member)

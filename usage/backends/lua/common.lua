@@ -62,10 +62,12 @@ local function window_reset_at(key, n, o, need, bucket, buckets, bucket_seconds,
   return (bucket + buckets) * bucket_seconds
 end
 
-local function window_add(key, bucket, n, o, ttl)
+-- Counts one event, or `amount` of them.
+local function window_add(key, bucket, n, o, ttl, amount)
+  amount = amount or 1
   if n <= 0 or bucket < o then o = bucket end
-  redis.call('HINCRBY', key, bucket, 1)
-  redis.call('HSET', key, 'n', n + 1, 'o', o)
+  redis.call('HINCRBY', key, bucket, amount)
+  redis.call('HSET', key, 'n', n + amount, 'o', o)
   redis.call('PEXPIRE', key, ttl)
   return o
 end
