@@ -50,6 +50,7 @@ from gateway.proxy.providers.base import (
 )
 from gateway.proxy.settlement import Settlement
 from usage import breakers
+from usage.types import AttemptOutcome
 
 T = TypeVar("T")
 OutboundT = TypeVar("OutboundT", bound=Billable)
@@ -71,7 +72,7 @@ def _costs_nothing(meter: Meter) -> bool:
     return not meter.is_sent or (meter.is_refused and meter.salvaged is None)
 
 
-def _outcome(error: UpstreamError) -> str:
+def _outcome(error: UpstreamError) -> AttemptOutcome:
     if isinstance(error, UpstreamTimeout):
         return "timeout"
     if isinstance(error, UpstreamRejected):
@@ -98,17 +99,27 @@ async def run(
             last_error = last_error or error
             continue
         tried: set[ProviderKey] = set()
-        while key := await _next_key(route.provider, pool, tried):
+        while True:
+            key = await _next_key(route.provider, pool, tried)
+            if key is None:
+                breakers.release(route_target)  # a probe it won goes unused
+                break
+            key_target = breakers.key_target(route.provider, key.key_id)
             if settlement.attempts and not await _may_retry(settlement.attempts, deadline):
+                breakers.release(route_target)
+                breakers.release(key_target)
                 raise last_error or NoRouteAvailable(retry_after=1)
             tried.add(key)
             settlement.begin_attempt(outbound)
-            key_target = breakers.key_target(route.provider, key.key_id)
             try:
                 result = await attempt(outbound, key, settlement.meter)
             except UpstreamError as error:
+                # A refused key is the key's failure; any other, its route's provider's.
+                # The other breaker learns nothing (a probe it let through is given back).
                 is_keys_fault = isinstance(error, UpstreamAuthRejected | UpstreamRateLimited)
                 breakers.report(key_target if is_keys_fault else route_target, _outcome(error))
+                if not is_keys_fault:
+                    breakers.release(key_target)
                 if isinstance(error, UpstreamRejected | UpstreamTimeout) or not _costs_nothing(
                     settlement.meter
                 ):
@@ -120,6 +131,11 @@ async def run(
                 elif isinstance(error, UpstreamRateLimited):
                     keys.bench(key, float(error.retry_after or 1))
                 continue  # the next key, then the next route
+            except BaseException:
+                # Cancelled (the client left, a shutdown): no outcome to report.
+                breakers.release(route_target)
+                breakers.release(key_target)
+                raise
             breakers.report(route_target, "ok")
             breakers.report(key_target, "ok")
             return result

@@ -50,7 +50,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["sql"].append(sql)
         return original_sql(self, sql, params, many, executor)
 
-    forward = upstream.complete_with_key_retry
+    forward = upstream.complete
 
     async def marking_forward(*args: Any, **kwargs: Any) -> Completion:
         seen["at_upstream"].append((len(seen["redis"]), len(seen["sql"])))
@@ -58,7 +58,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
     monkeypatch.setattr(PipelinedRedis, "execute", counting_execute)
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting_sql)
-    monkeypatch.setattr(proxy, "complete_with_key_retry", marking_forward)
+    monkeypatch.setattr(proxy, "complete", marking_forward)
     return seen
 
 
