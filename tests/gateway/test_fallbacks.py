@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,7 @@ def test_a_chain_expands_depth_first_without_repeats_or_the_route_itself() -> No
 
 def test_a_chain_is_cut_at_its_maximum_length() -> None:
     names = [f"r{i}" for i in range(20)]
-    fallbacks_of = {name: [nxt] for name, nxt in zip(names, names[1:], strict=False)}
+    fallbacks_of = {name: [nxt] for name, nxt in itertools.pairwise(names)}
     fallbacks_of[names[-1]] = []
     assert chains.chain("r0", fallbacks_of) == tuple(names[1 : 1 + chains.MAX_CHAIN])
 

@@ -18,10 +18,10 @@ from django.core.management import call_command
 
 from billing.pricing import cost_micro_usd, micro_to_usd
 from gateway.models import ModelRoute
+from gateway.proxy.routes import seed_routes
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
 from tests.proxy.support import assert_refused, chat_body, post, sse_events
-from usage.models import UsageRecord
 
 PRIMARY = "llama3-8b-instruct"  # DigitalOcean, free and paid
 FALLBACK = "openai-gpt-4o"  # OpenAI, paid only
@@ -30,6 +30,7 @@ REFUSALS = ("http_500", "http_502", "http_529", "http_503", "http_429")
 
 
 def set_fallbacks(model: str, *fallbacks: str) -> None:
+    seed_routes()  # start_gateway seeds them too; this may come first
     call_command("set_fallbacks", model, *fallbacks, stdout=io.StringIO())
 
 
