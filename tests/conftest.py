@@ -126,6 +126,10 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
             # Many gateways live at once in a run (see GatewayServers): a small
             # pool each keeps them under PostgreSQL's max_connections.
             "DATABASE_POOL_SIZE": "4",
+            # Running gateways are reused by later tests with the same environment
+            # (GatewayServers): the failures one test provokes must not open a
+            # circuit breaker for the next. Breaker tests set their own threshold.
+            "BREAKER_FAILURES": "1000",
         }
     )
     if settings.REDIS_URL:

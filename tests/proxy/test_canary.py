@@ -31,15 +31,16 @@ FAULTS = [
     "http_500",
     "http_502",
     "http_503",
-    "http_429",
     "http_529",
     "http_400",
-    "http_401",
     "drop",
     "non_json",
     "malformed",
 ]
 MID_STREAM = ["drop_mid_stream", "error_mid_stream"]
+# Sent last: a key the provider rate-limited is benched for its Retry-After, one it
+# refused until the keys are next fetched (issue 18), so its route answers 503 meanwhile.
+KEY_FAULTS = ["http_429", "http_401"]
 
 
 @dataclass
@@ -128,6 +129,10 @@ def drive(gateway: Gateway, token: str, device_id: str, pending: str, seen: Seen
     assert seen.keep(httpx.get(url, headers=bearer(token), timeout=30)).status_code == 405
     for path in ("/v1/models", "/v1/usage/stats", "/v1/nothing-here"):
         seen.keep(httpx.get(f"{gateway.url}{path}", headers=bearer(token), timeout=30))
+    for index, fault in enumerate(KEY_FAULTS):
+        model = ROUTES[1 + index]
+        assert send(say(f"hi [[fault:{fault}]]", model=model, stream=bool(index))).status_code >= 400
+        admitted += 1
     return admitted
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -26,7 +27,7 @@ from tests.proxy.support import assert_refused, chat_body, post, sse_events
 PRIMARY = "llama3-8b-instruct"  # DigitalOcean, free and paid
 FALLBACK = "openai-gpt-4o"  # OpenAI, paid only
 FREE_FALLBACK = "llama3.3-70b-instruct"  # DigitalOcean, free and paid
-REFUSALS = ("http_500", "http_502", "http_529", "http_503", "http_429")
+REFUSALS = ("http_500", "http_502", "http_529", "http_503")
 
 
 def set_fallbacks(model: str, *fallbacks: str) -> None:
@@ -79,6 +80,29 @@ def test_a_refusal_before_output_is_answered_by_the_fallback_and_costs_only_its_
     )
     assert record.cost_usd == cost_usd(FALLBACK, record.tokens_in, record.tokens_out) > 0
     assert Decimal(response.headers["x-request-cost-usd"]) == record.cost_usd
+
+
+def test_a_rate_limited_key_sends_requests_to_the_fallback_until_its_retry_after(
+    fallback_gateway: Gateway, provider: FakeProvider, paid_token: str
+) -> None:
+    provider.fail_next("http_429", provider="digitalocean", retry_after=2)
+    first = post(fallback_gateway, hello(), token=paid_token)
+    second = post(fallback_gateway, hello(), token=paid_token)
+
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-route-target"] == second.headers["x-route-target"] == FALLBACK
+    # The benched key is not sent again before its Retry-After: the second request
+    # went straight to the fallback, in one attempt.
+    assert [r.provider for r in provider.requests] == ["digitalocean", "openai", "openai"]
+    assert [(r.attempts, r.cost_usd > 0) for r in ledger(2)] == [(2, True), (1, True)]
+    # Once the Retry-After has passed, the route's own provider answers again.
+    sent = 2
+    deadline = time.monotonic() + 10
+    while post(fallback_gateway, hello(), token=paid_token).headers["x-route-target"] != PRIMARY:
+        sent += 1
+        assert time.monotonic() < deadline, "the benched key never came back in turn"
+        time.sleep(0.2)
+    ledger(sent + 1)
 
 
 def test_a_stream_refused_before_output_is_streamed_by_the_fallback(
