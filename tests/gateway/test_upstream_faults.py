@@ -1,6 +1,7 @@
 """The upstream client against the fake provider's faults: every fault mapped to
 SPEC's error and to what it may cost (SPEC: "What a request costs when the
-provider's usage is unknown"), cancellation, and the one retry with a fresh key."""
+provider's usage is unknown"), and cancellation. Retries with another key or
+route: test_attempts.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 from aiohttp import web
 from pytest_django import Settings
 
-from gateway.proxy import keys, upstream
 from gateway.proxy.providers.base import (
     NO_USAGE,
     StreamEvent,
@@ -26,12 +26,11 @@ from gateway.proxy.providers.base import (
     Usage,
 )
 from gateway.proxy.validation import ChatRequest
-from tests.fakes.provider import DEFAULT_KEYS, FakeProvider
+from tests.fakes.provider import FakeProvider
 from tests.gateway.upstream_support import (
     ANTHROPIC,
     ONE_ROUTE_PER_PROVIDER,
     OPENAI,
-    TEN_TOKENS,
     Call,
     call_to,
     chat,
@@ -297,63 +296,3 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(
     assert watched.outcome != "completed"
     # What the client left with is what the provider produced so far.
     assert call.meter.output_bytes == len(text_of(chunks))
-
-
-# --- one retry with a fresh key -----------------------------------------------------------
-
-
-@pytest.fixture
-async def stale_openai_key(fake: FakeProvider, settings: Settings) -> str:
-    """The process caches a key the provider no longer accepts; the env now holds the right one."""
-    settings.SECRETS_BACKEND = "env"
-    settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-stale-0123456789abcdef"}
-    await keys.get_key("openai", epoch=0)
-    settings.PROVIDER_ENV_KEYS = dict(DEFAULT_KEYS)
-    return "sk-stale-0123456789abcdef"
-
-
-def sent_keys(fake: FakeProvider) -> list[str]:
-    return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests_for("openai")]
-
-
-async def test_a_refused_key_is_refetched_and_the_completion_retried_once(
-    fake: FakeProvider, stale_openai_key: str
-) -> None:
-    call = call_to(OPENAI, chat(), max_tokens=10)
-    answer = await upstream.complete_with_key_retry(call.outbound, meter=call.meter, epoch=0)
-    assert answer.body["choices"][0]["message"]["content"]
-    assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
-    # Billed as the second attempt reported it.
-    assert call.billed == Usage(5, 10, True)
-
-
-async def test_a_refused_key_is_refetched_and_the_stream_retried_before_any_chunk(
-    fake: FakeProvider, stale_openai_key: str
-) -> None:
-    call = call_to(OPENAI, chat(stream=True), max_tokens=10)
-    events = upstream.stream_with_key_retry(call.outbound, meter=call.meter, epoch=0)
-    chunks, _ = await collect(events)
-    assert text_of(chunks) == TEN_TOKENS
-    assert call.billed == Usage(5, 10, True)
-    assert sent_keys(fake) == [stale_openai_key, DEFAULT_KEYS["openai"]]
-
-
-async def test_a_key_refused_twice_is_an_upstream_error_after_exactly_one_retry(
-    fake: FakeProvider, settings: Settings
-) -> None:
-    settings.SECRETS_BACKEND = "env"
-    settings.PROVIDER_ENV_KEYS = {**DEFAULT_KEYS, "openai": "sk-wrong-0123456789abcdef"}
-    answered = call_to(OPENAI, chat(), max_tokens=10)
-    with pytest.raises(UpstreamAuthRejected) as caught:
-        await upstream.complete_with_key_retry(answered.outbound, meter=answered.meter, epoch=0)
-    assert (caught.value.status, caught.value.code) == (502, "upstream_error")
-    streamed_call = call_to(OPENAI, chat(stream=True), max_tokens=10)
-    with pytest.raises(UpstreamAuthRejected):
-        await collect(
-            upstream.stream_with_key_retry(
-                streamed_call.outbound, meter=streamed_call.meter, epoch=0
-            )
-        )
-    assert len(sent_keys(fake)) == 4
-    assert "sk-wrong" not in json.dumps(caught.value.payload())
-    assert answered.billed == streamed_call.billed == NO_USAGE

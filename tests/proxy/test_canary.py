@@ -131,7 +131,9 @@ def drive(gateway: Gateway, token: str, device_id: str, pending: str, seen: Seen
         seen.keep(httpx.get(f"{gateway.url}{path}", headers=bearer(token), timeout=30))
     for index, fault in enumerate(KEY_FAULTS):
         model = ROUTES[1 + index]
-        assert send(say(f"hi [[fault:{fault}]]", model=model, stream=bool(index))).status_code >= 400
+        assert (
+            send(say(f"hi [[fault:{fault}]]", model=model, stream=bool(index))).status_code >= 400
+        )
         admitted += 1
     return admitted
 

@@ -177,7 +177,11 @@ def test_when_every_route_fails_the_client_gets_the_last_error_and_pays_nothing(
     assert_refused(response, 503, "upstream_overloaded")
     assert response.headers["x-route-target"] == FALLBACK
     (record,) = ledger(1)
-    assert (record.status, record.attempts, record.cost_usd) == ("upstream_overloaded", 2, 0)
+    assert (record.status, record.attempts, record.cost_usd) == (
+        "upstream_overloaded",
+        2,
+        Decimal(0),
+    )
     assert (record.tokens_in, record.tokens_out) == (0, 0)
 
 
@@ -206,7 +210,7 @@ def test_the_clients_own_400_is_not_retried(
     assert "context length" in error["message"]
     assert provider.requests_for("openai") == []
     (record,) = ledger(1)
-    assert (record.attempts, record.status, record.cost_usd) == (1, "upstream_rejected", 0)
+    assert (record.attempts, record.status, record.cost_usd) == (1, "upstream_rejected", Decimal(0))
 
 
 def test_a_stream_that_fails_after_its_first_chunk_is_not_retried_and_pays_what_it_sent(
