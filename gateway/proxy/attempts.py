@@ -54,7 +54,8 @@ from usage.types import AttemptOutcome
 
 T = TypeVar("T")
 OutboundT = TypeVar("OutboundT", bound=Billable)
-Attempt = Callable[[OutboundT, ProviderKey, Meter], Awaitable[T]]
+# An attempt: (its route's request, the key, its meter, the deadline no timeout passes).
+Attempt = Callable[[OutboundT, ProviderKey, Meter, float], Awaitable[T]]
 
 # Full-jitter backoff before the n-th retry: uniform(0, min(cap, first * 2**(n-1))).
 BACKOFF_FIRST_SECONDS = 0.05
@@ -83,7 +84,7 @@ def _outcome(error: UpstreamError) -> AttemptOutcome:
 async def run(
     settlement: Settlement[OutboundT], attempt: Attempt[OutboundT, T], *, epoch: int
 ) -> T:
-    """``attempt(outbound, key, meter)`` on the request's routes and keys until one
+    """``attempt(outbound, key, meter, deadline)`` on the request's routes and keys until one
     answers; the last error when none does (see the module docstring)."""
     deadline = time.monotonic() + float(settings.UPSTREAM_TOTAL_TIMEOUT_SECONDS)
     routes = (settlement.outbound, *settlement.fallbacks)
@@ -112,7 +113,7 @@ async def run(
             tried.add(key)
             settlement.begin_attempt(outbound)
             try:
-                result = await attempt(outbound, key, settlement.meter)
+                result = await attempt(outbound, key, settlement.meter, deadline)
             except UpstreamError as error:
                 # A refused key is the key's failure; any other, its route's provider's.
                 # The other breaker learns nothing (a probe it let through is given back).
@@ -183,7 +184,7 @@ def _retry_after(settlement: Settlement[Any]) -> int:
 
 async def stream(
     settlement: Settlement[Any],
-    open_stream: Callable[[Any, ProviderKey, Meter], AsyncGenerator[StreamEvent, None]],
+    open_stream: Callable[[Any, ProviderKey, Meter, float], AsyncGenerator[StreamEvent, None]],
     *,
     epoch: int,
 ) -> AsyncGenerator[StreamEvent, None]:
@@ -193,9 +194,9 @@ async def stream(
     """
 
     async def first_event(
-        outbound: Any, key: ProviderKey, meter: Meter
+        outbound: Any, key: ProviderKey, meter: Meter, deadline: float
     ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
-        events = open_stream(outbound, key, meter)
+        events = open_stream(outbound, key, meter, deadline)
         try:
             return await anext(events), events
         except BaseException:

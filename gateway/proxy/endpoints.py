@@ -388,7 +388,9 @@ async def _completion(settlement: Settlement[Outbound], epoch: int) -> Completio
     """The answer of the first route and key that gives one (gateway.proxy.attempts),
     under the model name the client asked for."""
     completion = await attempts.run(
-        settlement, lambda each, key, meter: complete(each, key=key, meter=meter), epoch=epoch
+        settlement,
+        lambda each, key, meter, deadline: complete(each, key=key, meter=meter, deadline=deadline),
+        epoch=epoch,
     )
     completion.body["model"] = settlement.requested
     return completion
@@ -420,7 +422,9 @@ async def _stream(
     render: StreamRenderer | None = None,
 ) -> StreamResponse:
     events = attempts.stream(
-        settlement, lambda each, key, meter: stream(each, key=key, meter=meter), epoch=epoch
+        settlement,
+        lambda each, key, meter, deadline: stream(each, key=key, meter=meter, deadline=deadline),
+        epoch=epoch,
     )
     # Closing the upstream stream cancels the provider's work; it runs before
     # the settlement (deferred earlier), so the meter is final when it closes.
@@ -511,7 +515,9 @@ async def _embed(
     epoch: int,
 ) -> Response:
     call = attempts.run(
-        settlement, lambda each, key, meter: embed(each, key=key, meter=meter), epoch=epoch
+        settlement,
+        lambda each, key, meter, deadline: embed(each, key=key, meter=meter, deadline=deadline),
+        epoch=epoch,
     )
     answer = await _answered(request, settlement, headers, call)
     answer["model"] = settlement.requested

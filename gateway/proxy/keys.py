@@ -374,8 +374,14 @@ async def _fetch_entry(provider: str, *, epoch: int, last: _Entry | None) -> _En
     refused = _refused.pop(provider, set())
     if not is_refresh and refused & set(keys):
         _refused[provider] = refused & set(keys)
-    for key in [key for key in _benched if key.provider == provider and key not in keys]:
-        del _benched[key]  # rotated out: nothing will ever clear it otherwise
+    # A bench ends with its Retry-After, when its key is rotated out (nothing would
+    # clear it otherwise), or when the epoch moves: keys or routes were changed by
+    # an operator, who should see the provider tried again at once.
+    is_new_epoch = last is not None and last.epoch != epoch
+    for key in [
+        key for key in _benched if key.provider == provider and (is_new_epoch or key not in keys)
+    ]:
+        del _benched[key]
     lifetime = float(settings.SECRET_CACHE_SECONDS)
     entry = _cache[provider] = _Entry(keys=keys, epoch=epoch, expires_at=clock.now() + lifetime)
     return entry

@@ -9,7 +9,10 @@ the proxy did not (``LeanRequest.defer``), so no settlement depends on a
 generator's ``finally`` or on the client reading.
 
 Closing computes the cost from the request's ``Meter`` (SPEC's rule: the
-provider's usage, else never less than it may bill), spools the one usage
+provider's usage, else never less than it may bill) at the prices of the
+route that answered, plus what any earlier attempt may cost (another key or a
+fallback route: ``begin_attempt``; nothing, by ``gateway.proxy.attempts``'
+rules, unless a provider reported usage with its refusal), spools the one usage
 record (durable before the response) and, once the response is sent,
 settles the store: retried until the store takes it, while this process's
 heartbeat keeps the reservation, and the money with it (``usage.liveness``).

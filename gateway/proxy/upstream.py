@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -161,11 +162,17 @@ def outbound(route: Route, request: ChatRequest, *, max_tokens: int, end_user: s
     return Outbound(route, request, body, max_tokens, bound)
 
 
-def _request(url: httpx.URL, headers: httpx.Headers, body: bytes) -> httpx.Request:
+def _request(
+    url: httpx.URL, headers: httpx.Headers, body: bytes, deadline: float | None
+) -> httpx.Request:
     # Timeouts are read at call time so settings overrides apply to a pooled
     # transport; the dict is what httpx.Timeout.as_dict() gives the transport.
     connect = float(settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS)
     read = float(settings.UPSTREAM_TIMEOUT_SECONDS)
+    if deadline is not None:
+        # A retry waits no longer than the request's overall deadline leaves.
+        left = max(deadline - time.monotonic(), 0.001)
+        connect, read = min(connect, left), min(read, left)
     timeout = {"connect": connect, "read": read, "write": read, "pool": connect}
     # stream=, not content=: httpx would re-build the headers to add Host and
     # Content-Length, which aiohttp adds anyway; read() keeps the body as bytes,
@@ -259,12 +266,14 @@ def status_failure(
 Salvage = Callable[[bytes], Usage | None]
 
 
-def _start(outbound: Outbound, key: ProviderKey, meter: Meter, *, stream: bool) -> httpx.Request:
+def _start(
+    outbound: Outbound, key: ProviderKey, meter: Meter, *, stream: bool, deadline: float | None
+) -> httpx.Request:
     url, headers = adapter_for(outbound.route.provider).target(key, stream=stream)
     # From here the provider may receive it; a refusal or a failure to
     # connect says otherwise (a retry starts afresh).
     meter.is_sent, meter.is_refused = True, False
-    return _request(url, headers, outbound.body)
+    return _request(url, headers, outbound.body, deadline)
 
 
 # --- requests ------------------------------------------------------------------
@@ -294,11 +303,14 @@ async def _answer(
         raise UpstreamError() from None
 
 
-async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Completion:
-    """A non-streamed chat completion in OpenAI's shape, or an UpstreamError."""
+async def complete(
+    outbound: Outbound, *, key: ProviderKey, meter: Meter, deadline: float | None = None
+) -> Completion:
+    """A non-streamed chat completion in OpenAI's shape, or an UpstreamError; no
+    timeout runs past ``deadline`` (``time.monotonic()``), when given."""
     route, request = outbound.route, outbound.request
     adapter = adapter_for(route.provider)
-    sent = _start(outbound, key, meter, stream=False)
+    sent = _start(outbound, key, meter, stream=False, deadline=deadline)
     data = await _answer(route, sent, key, meter, adapter.salvage)
     try:
         return adapter.parse_response(route, request, data, meter)
@@ -308,7 +320,7 @@ async def complete(outbound: Outbound, *, key: ProviderKey, meter: Meter) -> Com
 
 
 async def stream(
-    outbound: Outbound, *, key: ProviderKey, meter: Meter
+    outbound: Outbound, *, key: ProviderKey, meter: Meter, deadline: float | None = None
 ) -> AsyncGenerator[StreamEvent, None]:
     """OpenAI chunk dicts, then one ``StreamDone``; an UpstreamError at any point.
 
@@ -321,7 +333,7 @@ async def stream(
     translator = adapter.stream_translator(route, request, meter)
     decoder = SSEDecoder()
     has_events = False
-    sent = _start(outbound, key, meter, stream=True)
+    sent = _start(outbound, key, meter, stream=True, deadline=deadline)
     try:
         response = await transport_for(route.provider).handle_async_request(sent)
         try:
@@ -386,13 +398,15 @@ def _no_salvage(content: bytes) -> Usage | None:
     return None
 
 
-async def embed(outbound: EmbeddingsOutbound, *, key: ProviderKey, meter: Meter) -> dict[str, Any]:
+async def embed(
+    outbound: EmbeddingsOutbound, *, key: ProviderKey, meter: Meter, deadline: float | None = None
+) -> dict[str, Any]:
     """OpenAI's embeddings list under the public model name, or an UpstreamError."""
     route = outbound.route
     adapter = _embeddings_adapter(route)
     url, headers = adapter.embeddings_target(key)
     meter.is_sent, meter.is_refused = True, False
-    sent = _request(url, headers, outbound.body)
+    sent = _request(url, headers, outbound.body, deadline)
     data = await _answer(route, sent, key, meter, _no_salvage)
     try:
         return adapter.parse_embeddings(route, data, meter)

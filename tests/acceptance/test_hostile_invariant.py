@@ -4,7 +4,8 @@ budget or a device's cap, and every request the provider saw is in the ledger on
 Paid and free devices send, all at once: normal and streamed answers,
 readers that stall, pipelined requests reset before their answer, clients
 leaving mid-stream, provider timeouts, answers that do not parse, large
-JSON schemas, and (issue 17) several choices and images at once. The budget
+JSON schemas, (issue 17) several choices and images at once, and (issue 18)
+providers refusing requests before any output, which move on to fallbacks. The budget
 and the paid caps are small enough to bind. Once it is over: spent <= budget,
 each device's spend <= its cap, the ledger's sum is the spent counter, nothing
 stays reserved, and the ledger holds exactly one record per request the
@@ -14,6 +15,7 @@ provider received.
 from __future__ import annotations
 
 import functools
+import io
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+from django.core.management import call_command
 from pytest_django import Settings
 
+from gateway.proxy.routes import seed_routes
 from tests.acceptance.support import budget_status, ledger_cost, usd
 from tests.devices.support import Registered
 from tests.fakes.provider import FakeProvider
@@ -50,6 +54,7 @@ ENVIRONMENT = {
     "RATE_LIMIT_PAID_DEVICE_PER_MINUTE": "1000",
 }
 GPT = "openai-gpt-4o"
+PRIMARY, FALLBACKS = "llama3-8b-instruct", ("llama3.3-70b-instruct", GPT)
 FLOOD = "Flood [[tokens:8192]] [[piece_bytes:4096]]"
 SLOW_STREAM = "Hi [[tokens:30]] [[fault:slow_chunks:delay=3]]"
 TRICKLE = "[[tokens:200]] [[fault:slow_chunks:delay=0.05]]"
@@ -135,6 +140,9 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
             # Several choices and images: n x the output cap, each image at its maximum.
             (plain, token, with_images("Look [[tokens:20]]", 3, model=GPT, n=4)),
             (leave_early, token, with_images(TRICKLE, 2, model=GPT, n=3, stream=True)),
+            # Issue 18: llama3-8b falls back to llama3.3-70b, then gpt-4o (paid only).
+            (plain, token, user("Fall back [[tokens:20]]", max_tokens=2000)),
+            (plain, token, user("Fall back [[tokens:20]]", stream=True, max_tokens=2000)),
         ]
     for token in free:
         calls += [
@@ -147,6 +155,7 @@ def traffic(urls: list[str], paid: list[str], free: list[str]) -> list[Callable[
             ),
             (plain, token, user("[[tokens:50]] [[fault:broken_json:kind=truncated]]")),
             (plain, token, user("Slow [[fault:slow:seconds=4]]", stream=True)),
+            (plain, token, user("Fall back [[tokens:20]]")),
         ]
     return [
         functools.partial(call[0], urls[index % len(urls)], call[1], call[2])
@@ -162,6 +171,13 @@ def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record
 ) -> None:
     settings.DAILY_BUDGET_USD = BUDGET
     provider.input_billing = "bytes"
+    seed_routes()
+    call_command("set_fallbacks", PRIMARY, *FALLBACKS, stdout=io.StringIO())
+    # Refusals before output, taken by whichever requests reach the provider first:
+    # each moves its request on to a fallback.
+    provider.fail_next("http_500", provider="digitalocean", count=6)
+    provider.fail_next("http_529", provider="digitalocean", count=2)
+    provider.fail_next("http_503", provider="openai", count=2)
     gateway = start_gateway(2, **ENVIRONMENT)
     paid = [make_device("approved", tier="paid", name=f"paid {n}") for n in range(4)]
     free = [make_device("approved", name=f"free {n}") for n in range(3)]
@@ -173,15 +189,23 @@ def test_hostile_traffic_on_two_processes_never_overspends_and_leaves_one_record
     with ThreadPoolExecutor(max_workers=len(work)) as pool:
         answers = [future.result(timeout=60) for future in [pool.submit(job) for job in work]]
 
-    # Everything the provider received is settled and in the ledger, once.
+    # Everything the provider received is settled and in the ledger, once: one record
+    # per admitted request, counting each attempt the providers saw.
     wait_for(
-        lambda: UsageRecord.objects.count() >= len(provider.requests),
+        lambda: (
+            sum(UsageRecord.objects.values_list("attempts", flat=True)) >= len(provider.requests)
+        ),
         timeout=30,
         what="a record for every request the provider received",
     )
     wait_for(lambda: budget_status()["reservedUsd"] == 0, timeout=30, what="nothing reserved")
     records = list(UsageRecord.objects.all())
-    assert len(records) == len(provider.requests) == len({r.request_id for r in records})
+    assert sum(r.attempts for r in records) == len(provider.requests)
+    assert len(records) == len({r.request_id for r in records})
+    # Some requests were answered by a fallback, at the fallback's prices.
+    fell_back = [r for r in records if r.model != r.requested_model]
+    assert fell_back and all(r.requested_model == PRIMARY for r in fell_back)
+    assert all(r.attempts >= 2 for r in fell_back)
     # Which hostile requests got in depends on who reached the caps first; some always do.
     assert {r.status for r in records} - {"ok"}, "no hostile request was admitted"
 

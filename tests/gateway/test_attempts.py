@@ -90,7 +90,9 @@ async def settlement_for() -> AsyncIterator[Settle]:
 async def complete(settlement: Settlement[Outbound]) -> Completion:
     return await attempts.run(
         settlement,
-        lambda each, key, meter: upstream.complete(each, key=key, meter=meter),
+        lambda each, key, meter, deadline: upstream.complete(
+            each, key=key, meter=meter, deadline=deadline
+        ),
         epoch=0,
     )
 
@@ -98,7 +100,9 @@ async def complete(settlement: Settlement[Outbound]) -> Completion:
 def stream(settlement: Settlement[Outbound]) -> Any:
     return attempts.stream(
         settlement,
-        lambda each, key, meter: upstream.stream(each, key=key, meter=meter),
+        lambda each, key, meter, deadline: upstream.stream(
+            each, key=key, meter=meter, deadline=deadline
+        ),
         epoch=0,
     )
 

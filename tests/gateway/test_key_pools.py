@@ -259,11 +259,17 @@ async def test_a_rate_limited_key_sits_out_its_retry_after_then_returns(
     assert keys.soonest_free("openai") is None
 
 
-async def test_a_bench_outlives_a_pool_refresh(env_pool: Settings, clock: TestClock) -> None:
+async def test_a_bench_outlives_a_pool_refresh_but_not_a_new_epoch(
+    env_pool: Settings, clock: TestClock
+) -> None:
+    await keys.pool("openai", epoch=0)
     keys.bench(ProviderKey("openai", B), 400)
     clock.advance(301)  # the cache expired: the pool is fetched again
     pool = await keys.pool("openai", epoch=0)
     assert B not in values(keys.in_turn("openai", pool))
+    # An operator changed keys or routes (rotate_key, the admin): every key is tried again.
+    pool = await keys.pool("openai", epoch=1)
+    assert B in values(keys.in_turn("openai", pool))
 
 
 async def test_with_every_key_benched_no_key_is_in_turn_and_the_soonest_is_named(

@@ -69,3 +69,23 @@ def test_the_system_check_counts_a_key_list_as_a_configured_provider(settings: S
     assert "No API key for anthropic:" in warning.msg
     assert "anthropic-claude-4-sonnet" in warning.msg
     assert "openai-gpt-4o" not in warning.msg
+
+
+@pytest.mark.production_only  # two processes, each with its own benches
+def test_a_rate_limited_key_costs_no_client_an_error_on_two_processes(
+    start_gateway: Callable[..., Gateway], provider: FakeProvider, paid_token: str
+) -> None:
+    provider.extra_keys["openai"] = [SECOND]
+    limited = provider.keys["openai"]
+    provider.fail_key(limited, "http_429", retry_after=60)
+    gateway = start_gateway(2, OPENAI_API_KEYS=SECOND)
+    for index in range(8):
+        reply = gateway.chat(paid_token, server=index % 2, model="openai-gpt-4o")
+        assert reply.status_code == 200, reply.text
+    sent = sent_keys(provider)
+    # Each process sent the limited key once, then benched it for its Retry-After.
+    assert sent.count(limited) <= 2
+    assert sent.count(SECOND) == 8
+    records = ledger(8)
+    assert sum(record.attempts for record in records) == len(sent)
+    assert all(record.status == "ok" and record.cost_usd > 0 for record in records)

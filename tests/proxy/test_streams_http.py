@@ -103,14 +103,16 @@ def test_a_provider_going_quiet_mid_stream_ends_it_with_upstream_timeout_charged
     assert record.cost_usd == cost_usd(model, record.tokens_in, record.tokens_out) > 0
 
 
-def test_a_stream_whose_key_is_refused_twice_is_a_plain_502_after_one_retry(
+def test_a_stream_whose_key_is_refused_and_refetched_unchanged_is_a_plain_502(
     gateway: Gateway, provider: FakeProvider, paid_token: str
 ) -> None:
     provider.keys["openai"] = "sk-fake-openai-the-provider-now-wants-another"
     response = post(gateway, chat_body(model="openai-gpt-4o", stream=True), token=paid_token)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
-    assert len(provider.requests_for("openai")) == 2
+    # The refetch gave the same key: it is not sent again (issue 18: left out until the
+    # keys are next fetched).
+    assert len(provider.requests_for("openai")) == 1
     (record,) = ledger(1)
     assert record.status == "upstream_error" and record.cost_usd == 0
 

@@ -157,17 +157,29 @@ def test_a_stream_reset_before_any_output_is_charged_its_input_bound(
 
 
 def test_an_overloaded_provider_passes_its_retry_after_on(
-    gateway: Gateway, paid_token: str
+    gateway: Gateway, provider: FakeProvider, paid_token: str
 ) -> None:
-    for fault in ("http_429:retry_after=7", "http_503:retry_after=9"):
+    for model, fault in (
+        ("openai-gpt-4o", "http_503:retry_after=9"),
+        ("llama3-8b-instruct", "http_429:retry_after=7"),
+    ):
         response = post(
             gateway,
-            chat_body(messages=[{"role": "user", "content": f"hi [[fault:{fault}]]"}]),
+            chat_body(model=model, messages=[{"role": "user", "content": f"hi [[fault:{fault}]]"}]),
             token=paid_token,
         )
         assert_refused(response, 503, "upstream_overloaded")
         assert response.headers["retry-after"] == fault.rsplit("=", 1)[1]
-    assert all(record.status == "upstream_overloaded" for record in ledger(2))
+    # The rate-limited key is benched for its Retry-After: the next request is told
+    # so at once, and the provider is not asked.
+    seen = len(provider.requests)
+    response = post(gateway, chat_body(model="llama3-8b-instruct"), token=paid_token)
+    assert_refused(response, 503, "upstream_overloaded")
+    assert 6 <= int(response.headers["retry-after"]) <= 7
+    assert len(provider.requests) == seen
+    records = ledger(3)
+    assert all(record.status == "upstream_overloaded" for record in records)
+    assert [record.attempts for record in records] == [1, 1, 0]
 
 
 @pytest.mark.parametrize("model", ROUTES)
@@ -198,7 +210,8 @@ def test_a_key_the_provider_refuses_is_refetched_once_then_an_upstream_error(
     response = post(gateway, chat_body(model="openai-gpt-4o"), token=paid_token)
     assert_refused(response, 502, "upstream_error")
     sent = provider.requests_for("openai")
-    assert [r.headers["authorization"] for r in sent] == [f"Bearer {expected}"] * 2
+    # Refused, refetched: the same key, so it is not sent again (issue 18).
+    assert [r.headers["authorization"] for r in sent] == [f"Bearer {expected}"]
     assert expected not in response.text and "Incorrect API key" not in response.text
     (record,) = ledger(1)
     assert record.status == "upstream_error" and record.cost_usd == 0
