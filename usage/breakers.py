@@ -255,6 +255,15 @@ def release(target: str) -> None:
     _process.release(target)
 
 
+def skipped_for(target: str) -> float:
+    """Seconds ``allow`` will go on refusing ``target`` without asking the store (an open
+    breaker's cool-down, or another request's probe); 0 when it may let one through."""
+    view = _process.views.get(target)
+    if view is None:
+        return 0.0
+    return max(0.0, max(view.open_until, view.probe_until) - clock.now())
+
+
 def state(target: str) -> BreakerState:
     """This process's view of ``target`` (at most ``BREAKER_SYNC_SECONDS`` old)."""
     return _process.state(target)

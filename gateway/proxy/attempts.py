@@ -26,9 +26,10 @@ breaker); every other failure is the route's provider's (its breaker).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -48,6 +49,7 @@ from gateway.proxy.providers.base import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from gateway.proxy.routes import Route
 from gateway.proxy.settlement import Settlement
 from usage import breakers
 from usage.types import AttemptOutcome
@@ -67,6 +69,18 @@ class NoRouteAvailable(UpstreamOverloaded):
     missing): nothing was sent, nothing is charged."""
 
     message = "The model provider is unavailable, retry later"
+
+
+def check_reachable(routes: Iterable[Route]) -> None:
+    """NoRouteAvailable when every route's breaker is open and none may be probed yet:
+    refused before admission, so an outage costs no client a request of its quota."""
+    waits = []
+    for route in routes:
+        wait = breakers.skipped_for(breakers.route_target(route.public_name))
+        if not wait:
+            return
+        waits.append(wait)
+    raise NoRouteAvailable(retry_after=max(1, math.ceil(min(waits))))
 
 
 def _costs_nothing(meter: Meter) -> bool:

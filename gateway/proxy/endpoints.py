@@ -235,6 +235,7 @@ async def _prepare(
         routes = []
     if not routes:
         raise keys.ProviderNotConfigured(route.public_name)
+    attempts.check_reachable(routes)
     # The exact bytes each provider would get: the budget's input bounds are theirs.
     end_user = end_user_id(device.id)
     return Planned(
@@ -505,6 +506,7 @@ async def _prepare_embeddings(
                 continue  # a provider without embeddings: skipped
     if not outbounds:
         raise keys.ProviderNotConfigured(route.public_name)
+    attempts.check_reachable(each.route for each in outbounds)
     return Planned(route.public_name, tuple(outbounds))
 
 

@@ -22,7 +22,7 @@ from tests.acceptance.support import slack_environment
 from tests.fakes.provider import FakeProvider
 from tests.fakes.slack import FakeSlack
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import bearer
+from tests.proxy.support import assert_refused, bearer, remaining
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.production_only  # two processes sharing the breakers
@@ -158,3 +158,34 @@ def test_timeouts_are_charged_not_retried_and_open_the_breaker_for_the_fallback(
 def wait_for_alerts(slack: FakeSlack, count: int) -> list[str]:
     wait_for(lambda: len(breaker_alerts(slack)) >= count, timeout=15, what=f"{count} alerts")
     return breaker_alerts(slack)
+
+
+def test_without_a_fallback_an_open_breaker_refuses_before_admission_at_no_quota(
+    start_gateway: Callable[..., Gateway],
+    provider: FakeProvider,
+    slack: FakeSlack,
+    paid_token: str,
+) -> None:
+    gateway = start_gateway(2, **BREAKERS, **slack_environment(slack))
+    client = Client(gateway, paid_token)
+    provider.fail_next("http_500", provider="digitalocean", count=3)
+    assert [client.chat().status_code for _ in range(3)] == [502, 502, 502]
+    wait_for_alerts(slack, 1)
+    time.sleep(0.5)
+    before = remaining(gateway, paid_token)
+    seen = len(provider.requests)
+
+    refused = client.chat()
+
+    assert_refused(refused, 503, "upstream_overloaded")
+    assert 1 <= int(refused.headers["retry-after"]) <= COOLDOWN
+    assert len(provider.requests) == seen  # the provider was not asked
+    assert remaining(gateway, paid_token) == before  # nor was any quota taken
+    # After the cool-down the probe finds the provider back and closes the breaker.
+    deadline = time.monotonic() + COOLDOWN + 10
+    while (reply := client.chat()).status_code != 200:
+        assert reply.status_code == 503 and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert wait_for_alerts(slack, 2)[1].startswith(":white_check_mark: Circuit breaker closed")
+    records = ledger(4)
+    assert [r.status for r in records] == ["upstream_error"] * 3 + ["ok"]

@@ -21,6 +21,7 @@ from gateway.proxy.providers.base import (
     UpstreamAuthRejected,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     Usage,
@@ -81,7 +82,7 @@ async def whole_reservation_failure(
 REFUSALS = [
     ("http_500", UpstreamError, 502, "upstream_error"),
     ("http_502", UpstreamError, 502, "upstream_error"),
-    ("http_429", UpstreamOverloaded, 503, "upstream_overloaded"),
+    ("http_429", UpstreamRateLimited, 503, "upstream_overloaded"),  # the key's limit
     ("http_529", UpstreamOverloaded, 503, "upstream_overloaded"),
     ("http_400", UpstreamRejected, 400, "upstream_rejected"),
     ("http_401", UpstreamAuthRejected, 502, "upstream_error"),
