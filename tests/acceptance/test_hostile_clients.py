@@ -34,8 +34,7 @@ from tests.conftest import TestClock
 from tests.devices.support import Registered
 from tests.fakes.provider import Bill, FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import assert_refused, chat_body, leave_after, post, remaining
-from tests.proxy.test_upstream_http import cost_usd
+from tests.proxy.support import assert_refused, chat_body, cost_usd, leave_after, post, remaining
 from tests.support.processes import PrivateRedis, wait_for
 from tests.support.raw_http import RawClient, request_bytes
 from usage.models import UsageRecord

@@ -15,14 +15,12 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from billing.pricing import cost_micro_usd, micro_to_usd
-from gateway.models import ModelRoute
 from gateway.proxy.routes import seed_routes
 from tests.acceptance.support import slack_environment
 from tests.fakes.provider import FakeProvider
 from tests.fakes.slack import FakeSlack
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import assert_refused, bearer, remaining
+from tests.proxy.support import assert_refused, bearer, cost_usd, remaining
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.production_only  # two processes sharing the breakers
@@ -110,15 +108,7 @@ def test_an_outage_is_routed_around_the_breaker_opens_and_closes_and_the_ledger_
     assert {r.requested_model for r in records} == {PRIMARY}
     for record in records:
         assert record.status == "ok"
-        route = ModelRoute.objects.get(public_name=record.model)
-        assert record.cost_usd == micro_to_usd(
-            cost_micro_usd(
-                tokens_in=record.tokens_in,
-                tokens_out=record.tokens_out,
-                input_price=route.input_price_usd,
-                output_price=route.output_price_usd,
-            )
-        )
+        assert record.cost_usd == cost_usd(record.model, record.tokens_in, record.tokens_out)
 
 
 def test_timeouts_are_charged_not_retried_and_open_the_breaker_for_the_fallback(

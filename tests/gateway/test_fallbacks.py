@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -16,18 +15,11 @@ from gateway import fallbacks as chains
 from gateway.core.store import read_versions
 from gateway.models import ModelRoute
 from gateway.proxy import routes
+from tests.gateway.test_routes import seeded_routes  # noqa: F401  (autouse: the seeded table)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 KINDS = {name: "chat" for name in "abcdefghij"} | {"emb": "embedding"}
-
-
-@pytest.fixture(autouse=True)
-def seeded_routes() -> Iterator[None]:
-    routes.seed_routes()
-    routes.clear_cache()
-    yield
-    routes.clear_cache()
 
 
 def test_a_chain_expands_depth_first_without_repeats_or_the_route_itself() -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import orjson
 
+from billing.pricing import cost_micro_usd, micro_to_usd
+from gateway.models import ModelRoute
 from tests.proxy.conftest import Gateway
 
 # SPEC section 2: the error `type` follows the status.
@@ -81,6 +84,19 @@ def leave_after(url: str, token: str, body: Mapping[str, Any], lines: int) -> in
             if seen >= lines:
                 break
         return response.status_code
+
+
+def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
+    """What ``tokens_in`` and ``tokens_out`` cost on ``model``, at its stored prices."""
+    route = ModelRoute.objects.get(public_name=model)
+    return micro_to_usd(
+        cost_micro_usd(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            input_price=route.input_price_usd,
+            output_price=route.output_price_usd,
+        )
+    )
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:

@@ -17,12 +17,10 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from billing.pricing import cost_micro_usd, micro_to_usd
-from gateway.models import ModelRoute
 from gateway.proxy.routes import seed_routes
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import assert_refused, chat_body, post, sse_events
+from tests.proxy.support import assert_refused, chat_body, cost_usd, post, sse_events
 
 PRIMARY = "llama3-8b-instruct"  # DigitalOcean, free and paid
 FALLBACK = "openai-gpt-4o"  # OpenAI, paid only
@@ -33,18 +31,6 @@ REFUSALS = ("http_500", "http_502", "http_529", "http_503")
 def set_fallbacks(model: str, *fallbacks: str) -> None:
     seed_routes()  # start_gateway seeds them too; this may come first
     call_command("set_fallbacks", model, *fallbacks, stdout=io.StringIO())
-
-
-def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
-    route = ModelRoute.objects.get(public_name=model)
-    return micro_to_usd(
-        cost_micro_usd(
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            input_price=route.input_price_usd,
-            output_price=route.output_price_usd,
-        )
-    )
 
 
 def hello(text: str = "Hello there", **fields: object) -> dict[str, object]:

@@ -11,8 +11,8 @@ import pytest
 
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import chat_body, open_stream, post, sse_events
-from tests.proxy.test_upstream_http import ROUTES, cost_usd
+from tests.proxy.support import chat_body, cost_usd, open_stream, post, sse_events
+from tests.proxy.test_upstream_http import ROUTES
 from tests.support.processes import wait_for
 
 # fault -> the usage record's status, per provider (Anthropic's in-stream error is "overloaded")

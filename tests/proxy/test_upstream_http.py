@@ -4,16 +4,13 @@ provider's body, and each admitted request leaves one usage record with the righ
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 
 import httpx
 import pytest
 
-from billing.pricing import cost_micro_usd, micro_to_usd
-from gateway.models import ModelRoute
 from tests.fakes.provider import FakeProvider
 from tests.proxy.conftest import Gateway, ledger
-from tests.proxy.support import assert_refused, chat_body, post
+from tests.proxy.support import assert_refused, chat_body, cost_usd, post
 from usage.models import UsageRecord
 
 ROUTES = {
@@ -36,18 +33,6 @@ REFUSALS = {
 UNREADABLE = ("non_json", "malformed")
 TIMEOUT_ENV = {"UPSTREAM_TIMEOUT_SECONDS": "0.5"}
 PAID_CAP = 8192  # MAX_TOKENS_PAID's default: the output bound of a request without max_tokens
-
-
-def cost_usd(model: str, tokens_in: int, tokens_out: int) -> Decimal:
-    route = ModelRoute.objects.get(public_name=model)
-    return micro_to_usd(
-        cost_micro_usd(
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            input_price=route.input_price_usd,
-            output_price=route.output_price_usd,
-        )
-    )
 
 
 def fail_on_every_route(
