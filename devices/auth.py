@@ -186,6 +186,10 @@ async def _lookup(digest: str, claimed_id: str | None) -> _Entry | None:
     elif claimed_id is not None and looks_like_device_id(claimed_id):
         device_id = claimed_id  # trusted below only if the row agrees
     else:
+        # A token not seen before names no device until its row is read. The epoch
+        # is read first all the same: the request must see routes and keys as of
+        # now, not as of this process's last request (store.last_read_epoch).
+        await read_versions("-")
         return await _load(digest, None, None)
     versions = await read_versions(device_id)
     if entry is not None and entry.versions == versions and _is_fresh(entry):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,20 @@ def bump_epoch() -> None:
     if not settings.REDIS_URL:
         _bump_file_epoch()
         return
-    pipe = sync_redis().pipeline()
-    pipe.incr(EPOCH_KEY)
-    pipe.expire(EPOCH_KEY, 30 * 86400)
-    pipe.execute()
+    # Never a value a process may have cached before: after Redis lost the key
+    # (a restart, a flush), INCR would count 1, 2, ... again, and a process that
+    # cached something at epoch 2 would take a new 2 for its own. So the epoch
+    # jumps to at least the wall clock in milliseconds, above every earlier one.
+    sync_redis().eval(_BUMP_EPOCH, 1, EPOCH_KEY, int(time.time() * 1000), 30 * 86400)
+
+
+_BUMP_EPOCH = """
+local epoch = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if epoch < floor then
+    epoch = floor
+    redis.call('SET', KEYS[1], epoch)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return epoch
+"""

@@ -375,9 +375,10 @@ async def _fetch_entry(provider: str, *, epoch: int, last: _Entry | None) -> _En
     if not is_refresh and refused & set(keys):
         _refused[provider] = refused & set(keys)
     # A bench ends with its Retry-After, when its key is rotated out (nothing would
-    # clear it otherwise), or when the epoch moves: keys or routes were changed by
-    # an operator, who should see the provider tried again at once.
-    is_new_epoch = last is not None and last.epoch != epoch
+    # clear it otherwise), or when the epoch moves on: keys or routes were changed
+    # by an operator, who should see the provider tried again at once. (Epochs only
+    # grow; 0 is a process's first request, which may not have read it yet.)
+    is_new_epoch = last is not None and 0 < last.epoch < epoch
     for key in [
         key for key in _benched if key.provider == provider and (is_new_epoch or key not in keys)
     ]:

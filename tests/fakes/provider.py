@@ -305,6 +305,12 @@ class FakeProvider:
         with self._lock:
             self._key_faults[key] = _Fault(fault, dict(params))
 
+    @property
+    def queued_faults(self) -> int:
+        """Faults ``fail_next`` queued that no request has taken yet."""
+        with self._lock:
+            return sum(max(queued.remaining, 0) for queued in self._faults)
+
     def hold(self) -> None:
         """From now on ``hold`` faults wait again (the state after ``reset``)."""
         self._released.clear()
