@@ -76,7 +76,7 @@ def test_an_outage_is_routed_around_the_breaker_opens_and_closes_and_the_ledger_
     # Open: neither process sends the failing provider anything during the cool-down.
     time.sleep(0.5)  # more than BREAKER_SYNC_SECONDS: both views have it
     failed = len(provider.requests_for("digitalocean"))
-    assert 3 <= failed <= 6
+    assert 1 <= failed <= 6  # (the store's threshold itself: tests/usage/test_breaker_store.py)
     for _ in range(4):
         reply = outage.chat()
         assert reply.status_code == 200 and reply.headers["x-route-target"] == FALLBACK

@@ -262,13 +262,13 @@ async def test_a_rate_limited_key_sits_out_its_retry_after_then_returns(
 async def test_a_bench_outlives_a_pool_refresh_but_not_a_new_epoch(
     env_pool: Settings, clock: TestClock
 ) -> None:
-    await keys.pool("openai", epoch=0)
+    await keys.pool("openai", epoch=1)
     keys.bench(ProviderKey("openai", B), 400)
     clock.advance(301)  # the cache expired: the pool is fetched again
-    pool = await keys.pool("openai", epoch=0)
+    pool = await keys.pool("openai", epoch=1)
     assert B not in values(keys.in_turn("openai", pool))
     # An operator changed keys or routes (rotate_key, the admin): every key is tried again.
-    pool = await keys.pool("openai", epoch=1)
+    pool = await keys.pool("openai", epoch=2)
     assert B in values(keys.in_turn("openai", pool))
 
 
