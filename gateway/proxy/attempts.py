@@ -56,8 +56,9 @@ from usage.types import AttemptOutcome
 
 T = TypeVar("T")
 OutboundT = TypeVar("OutboundT", bound=Billable)
-# An attempt: (its route's request, the key, its meter, the deadline no timeout passes).
-Attempt = Callable[[OutboundT, ProviderKey, Meter, float], Awaitable[T]]
+# An attempt: (its route's request, the key, its meter, the deadline no timeout passes
+# or None: the usual timeouts).
+Attempt = Callable[[OutboundT, ProviderKey, Meter, float | None], Awaitable[T]]
 
 # Full-jitter backoff before the n-th retry: uniform(0, min(cap, first * 2**(n-1))).
 BACKOFF_FIRST_SECONDS = 0.05
@@ -127,7 +128,9 @@ async def run(
             tried.add(key)
             settlement.begin_attempt(outbound)
             try:
-                result = await attempt(outbound, key, settlement.meter, deadline)
+                # The first attempt has the usual timeouts; a retry, what the deadline leaves.
+                limit = deadline if settlement.attempts > 1 else None
+                result = await attempt(outbound, key, settlement.meter, limit)
             except UpstreamError as error:
                 # A refused key is the key's failure; any other, its route's provider's.
                 # The other breaker learns nothing (a probe it let through is given back).
@@ -198,7 +201,9 @@ def _retry_after(settlement: Settlement[Any]) -> int:
 
 async def stream(
     settlement: Settlement[Any],
-    open_stream: Callable[[Any, ProviderKey, Meter, float], AsyncGenerator[StreamEvent, None]],
+    open_stream: Callable[
+        [Any, ProviderKey, Meter, float | None], AsyncGenerator[StreamEvent, None]
+    ],
     *,
     epoch: int,
 ) -> AsyncGenerator[StreamEvent, None]:
@@ -208,7 +213,7 @@ async def stream(
     """
 
     async def first_event(
-        outbound: Any, key: ProviderKey, meter: Meter, deadline: float
+        outbound: Any, key: ProviderKey, meter: Meter, deadline: float | None
     ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
         events = open_stream(outbound, key, meter, deadline)
         try:

@@ -271,3 +271,18 @@ async def test_no_attempt_starts_after_the_overall_deadline(
         await complete(settlement)
     assert caught.value.code == "upstream_error"
     assert [r.provider for r in fake.requests] == ["digitalocean"]
+
+
+async def test_a_retry_waits_no_longer_than_the_overall_deadline_leaves(
+    fake: FakeProvider, settings: Settings, settlement_for: Settle
+) -> None:
+    # The fallback answers after 3 s, well inside the read timeout (10 s here), but the
+    # request's deadline leaves its retry only about 0.5 s: a timeout, charged as one.
+    settings.UPSTREAM_TOTAL_TIMEOUT_SECONDS = 0.5
+    fake.fail_next("http_500", provider="digitalocean")
+    fake.fail_next("slow", provider="openai", seconds=3)
+    settlement = settlement_for(DIGITALOCEAN, chat(), fallbacks=(OPENAI,))
+    with pytest.raises(UpstreamTimeout):
+        await complete(settlement)
+    assert [r.provider for r in fake.requests] == ["digitalocean", "openai"]
+    assert settlement.attempts == 2 and settlement.meter.is_output_unseen

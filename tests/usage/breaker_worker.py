@@ -4,8 +4,9 @@
 from the environment and prints ``ready``. Each step waits for a file the
 test creates in DIR: on ``report`` it reports FAILURES failures of one route
 and syncs (prints ``synced``); on ``probe`` it waits out the cool-down and
-asks ``allow`` CLAIMS times at once (prints ``claimed``); on ``settle`` it
-reports ``ok`` for the probe it won, if it won one, and syncs. Last it prints
+asks ``allow`` CLAIMS times at once (prints ``claimed``); on ``settle`` the
+process that won the probe reports ``ok`` for it and creates ``closed``, the
+other waits for that file; each then syncs. Last it prints
 one JSON line: the transitions it was told of and how many calls were allowed.
 """
 
@@ -48,6 +49,9 @@ async def run(directory: Path, failures: int, claims: int) -> dict[str, object]:
     if any(allowed):
         breakers.report(ROUTE, "ok")
         await lifecycle._drain_background()
+        (directory / "closed").touch()
+    else:
+        await _when(directory / "closed")  # the other process's probe result is in
     await breakers.sync()
     return {"told": told, "allowed": sum(allowed), "state": breakers.state(ROUTE)}
 
