@@ -97,7 +97,11 @@ def _outcome(error: UpstreamError) -> AttemptOutcome:
 
 
 async def run(
-    settlement: Settlement[OutboundT], attempt: Attempt[OutboundT, T], *, epoch: int
+    settlement: Settlement[OutboundT],
+    attempt: Attempt[OutboundT, T],
+    *,
+    epoch: int,
+    reports_success: bool = True,
 ) -> T:
     """``attempt(outbound, key, meter, deadline)`` on the request's routes and keys until one
     answers; the last error when none does (see the module docstring)."""
@@ -154,8 +158,9 @@ async def run(
                 breakers.release(route_target)
                 breakers.release(key_target)
                 raise
-            breakers.report(route_target, "ok")
-            breakers.report(key_target, "ok")
+            if reports_success:  # (a stream reports its outcome when it ends)
+                breakers.report(route_target, "ok")
+                breakers.report(key_target, "ok")
             return result
     if last_error is not None:
         raise last_error
@@ -209,12 +214,16 @@ async def stream(
 ) -> AsyncGenerator[StreamEvent, None]:
     """``open_stream``'s events, retried like ``run`` until the first event (none after).
 
-    Events of a fallback route name the model the client asked for.
+    Events of a fallback route name the model the client asked for. The breakers
+    learn the stream's outcome when it ends: one that breaks mid-way is its
+    route's failure (though never retried); one the client leaves, nothing.
     """
+    keys_used: list[ProviderKey] = []
 
     async def first_event(
         outbound: Any, key: ProviderKey, meter: Meter, deadline: float | None
     ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+        keys_used.append(key)
         events = open_stream(outbound, key, meter, deadline)
         try:
             return await anext(events), events
@@ -222,19 +231,33 @@ async def stream(
             await events.aclose()
             raise
 
-    first, events = await run(settlement, first_event, epoch=epoch)
+    first, events = await run(settlement, first_event, epoch=epoch, reports_success=False)
+    route, key = settlement.route, keys_used[-1]
+    route_target = breakers.route_target(route.public_name)
+    key_target = breakers.key_target(route.provider, key.key_id)
     requested = settlement.requested
+    renamed = route.public_name != requested
+    outcome: AttemptOutcome | None = None
     try:
-        if settlement.route.public_name == requested:
-            yield first
-            async for event in events:
-                yield event
-        else:
-            yield _as_requested(first, requested)
-            async for event in events:
-                yield _as_requested(event, requested)
+        event = first
+        while True:
+            if isinstance(event, StreamDone):
+                outcome = "ok"
+            yield _as_requested(event, requested) if renamed else event
+            if outcome is not None:
+                return
+            event = await anext(events)
+    except UpstreamError as error:
+        outcome = _outcome(error)
+        raise
     finally:
         await events.aclose()
+        if outcome is None:  # the client left (or a shutdown): nothing learned
+            breakers.release(route_target)
+            breakers.release(key_target)
+        else:
+            breakers.report(route_target, outcome)
+            breakers.report(key_target, "ok")
 
 
 def _as_requested(event: StreamEvent, model: str) -> StreamEvent:

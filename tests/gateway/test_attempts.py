@@ -37,7 +37,7 @@ from tests.gateway.upstream_support import (
     fake_fixture,  # noqa: F401  (the ``fake`` fixture)
     text_of,
 )
-from usage import liveness
+from usage import breakers, liveness
 from usage.backends.base import Reservation
 
 DEVICE = AuthenticatedDevice("dev_attempts", "Attempts", "approved", "paid", None, None)
@@ -286,3 +286,22 @@ async def test_a_retry_waits_no_longer_than_the_overall_deadline_leaves(
         await complete(settlement)
     assert [r.provider for r in fake.requests] == ["digitalocean", "openai"]
     assert settlement.attempts == 2 and settlement.meter.is_output_unseen
+
+
+async def test_a_stream_that_breaks_mid_way_counts_against_its_route_and_one_left_does_not(
+    fake: FakeProvider, settings: Settings, settlement_for: Settle
+) -> None:
+    settings.BREAKER_FAILURES = 1
+    target = breakers.route_target(DIGITALOCEAN)
+    # The client leaves after the first chunk: nothing is learned of the provider.
+    left = stream(settlement_for(DIGITALOCEAN, chat("Hi [[tokens:20]]", stream=True)))
+    assert (await anext(left))["choices"]
+    await left.aclose()
+    await breakers.sync()
+    assert breakers.state(target) == "closed"
+    # The provider breaks the stream after its first chunks: its route's failure.
+    request = chat("Hi [[tokens:20]] [[fault:drop_mid_stream:after=2]]", stream=True)
+    with pytest.raises(UpstreamError):
+        await collect(stream(settlement_for(DIGITALOCEAN, request)))
+    await breakers.sync()
+    assert breakers.state(target) == "open"
