@@ -164,7 +164,7 @@ async def run(
             return result
     if last_error is not None:
         raise last_error
-    raise NoRouteAvailable(retry_after=_retry_after(settlement))
+    raise NoRouteAvailable(retry_after=_retry_after(routes))
 
 
 async def _next_key(
@@ -189,11 +189,11 @@ async def _may_retry(retry: int, deadline: float) -> bool:
     return True
 
 
-def _retry_after(settlement: Settlement[Any]) -> int:
+def _retry_after(routes: Iterable[Billable]) -> int:
     """When a route may be back: the soonest benched key, else a breaker's cool-down."""
     soonest = [
         wait
-        for outbound in (settlement.outbound, *settlement.fallbacks)
+        for outbound in routes
         if (wait := keys.soonest_free(outbound.route.provider)) is not None
     ]
     if soonest:

@@ -44,7 +44,7 @@ from gateway.proxy.lean import (
     lean_endpoint,
 )
 from gateway.proxy.messages_stream import MessageEvents, error_event
-from gateway.proxy.providers import adapter_for
+from gateway.proxy.providers import adapter_for, embeddings_adapter_for
 from gateway.proxy.providers.base import (
     Billable,
     Completion,
@@ -230,12 +230,7 @@ async def _prepare(
     routes = [route]
     if route.fallbacks:
         routes += await _chat_fallbacks(route, chat, device, epoch)
-        routes = [each for each in routes if keys.is_configured(each.provider, epoch=epoch)]
-    elif not keys.is_configured(route.provider, epoch=epoch):
-        routes = []
-    if not routes:
-        raise keys.ProviderNotConfigured(route.public_name)
-    attempts.check_reachable(routes)
+    routes = _reachable(routes, epoch)
     # The exact bytes each provider would get: the budget's input bounds are theirs.
     end_user = end_user_id(device.id)
     return Planned(
@@ -245,6 +240,17 @@ async def _prepare(
             for each in routes
         ),
     )
+
+
+def _reachable(routes: list[Route], epoch: int) -> list[Route]:
+    """The routes whose provider has a key, in order: 503 ``provider_not_configured``
+    (naming the first, the model asked for) when none has, 503 ``upstream_overloaded``
+    when every one's breaker is open. Both before admission: no quota, no record."""
+    usable = [each for each in routes if keys.is_configured(each.provider, epoch=epoch)]
+    if not usable:
+        raise keys.ProviderNotConfigured(routes[0].public_name)
+    attempts.check_reachable(usable)
+    return usable
 
 
 async def _chat_fallbacks(
@@ -345,10 +351,7 @@ async def _fail(settlement: Settlement[Any], error: GatewayError, headers: dict[
     """Settle a request that failed before any output; its error response is still an
     admitted one: it carries the rate-limit headers and what it cost."""
     await settlement.close(ledger_status(error))
-    error.extra_headers.update(headers)
-    error.extra_headers["X-Request-Cost-USD"] = settlement.cost_text
-    if settlement.fallbacks:
-        error.extra_headers["X-Route-Target"] = settlement.route.public_name
+    error.extra_headers.update(_answer_headers(settlement, headers))
 
 
 async def _answered(
@@ -398,12 +401,16 @@ async def _completion(settlement: Settlement[Outbound], epoch: int) -> Completio
 
 
 def _answer_headers(settlement: Settlement[Any], headers: dict[str, str]) -> dict[str, str]:
-    """An answer's headers: the rate limits', its cost and, when it could have fallen
-    back, the model that answered."""
-    answer = {**headers, "X-Request-Cost-USD": settlement.cost_text}
+    """An answer's (or an admitted error's) headers: the rate limits', its cost and the
+    route target."""
+    return _with_route_target(settlement, {**headers, "X-Request-Cost-USD": settlement.cost_text})
+
+
+def _with_route_target(settlement: Settlement[Any], headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` and, on a model that could have fallen back, the model that answered."""
     if settlement.fallbacks:
-        answer["X-Route-Target"] = settlement.route.public_name
-    return answer
+        return {**headers, "X-Route-Target": settlement.route.public_name}
+    return headers
 
 
 def _upstream_time(request: LeanRequest, started: float) -> None:
@@ -442,9 +449,7 @@ async def _stream(
         raise
     _upstream_time(request, upstream_started)
     body = (render or _stream_body)(settlement, first, events)
-    if settlement.fallbacks:
-        headers = {**headers, "X-Route-Target": settlement.route.public_name}
-    return StreamResponse(body, headers=encode_headers(headers))
+    return StreamResponse(body, headers=encode_headers(_with_route_target(settlement, headers)))
 
 
 async def _stream_body(
@@ -497,17 +502,21 @@ async def _prepare_embeddings(
     # route whose provider has no embeddings).
     upstream = embeddings_outbound(route, prepared.request, end_user=end_user)
     request.log.update(model=route.public_name, provider=route.provider, is_streamed=False)
-    outbounds = [upstream] if keys.is_configured(route.provider, epoch=epoch) else []
-    for fallback in await fallbacks_for(route, device.tier, epoch=epoch):
-        if keys.is_configured(fallback.provider, epoch=epoch):
-            try:
-                outbounds.append(embeddings_outbound(fallback, prepared.request, end_user=end_user))
-            except GatewayError:
-                continue  # a provider without embeddings: skipped
-    if not outbounds:
-        raise keys.ProviderNotConfigured(route.public_name)
-    attempts.check_reachable(each.route for each in outbounds)
-    return Planned(route.public_name, tuple(outbounds))
+    fallbacks = [
+        fallback
+        for fallback in await fallbacks_for(route, device.tier, epoch=epoch)
+        if embeddings_adapter_for(fallback.provider) is not None  # others are skipped
+    ]
+    routes = _reachable([route, *fallbacks], epoch)
+    return Planned(
+        route.public_name,
+        tuple(
+            upstream
+            if each is route
+            else embeddings_outbound(each, prepared.request, end_user=end_user)
+            for each in routes
+        ),
+    )
 
 
 async def _embed(
